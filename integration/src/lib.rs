@@ -1,0 +1,1 @@
+//! End-to-end tests and the Coder-side peers that speak the real wire formats.

@@ -1,0 +1,1 @@
+//! Allow rules: parsing (`parse`) and the compiled matcher (`policy`).
