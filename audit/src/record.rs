@@ -115,7 +115,7 @@ fn parse_traceparent(value: &str) -> Option<([u8; 16], [u8; 8])> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0
+    if !s.len().is_multiple_of(2)
         || !s
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

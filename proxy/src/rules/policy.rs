@@ -1,0 +1,223 @@
+//! The compiled policy: rules indexed by host so a decision costs the same for ten rules or a
+//! hundred thousand, while still reporting the *first* matching rule in the order written.
+//!
+//! Hosts are indexed in a trie over reversed labels (`api.github.com` walks com → github →
+//! api). A node holds the rules whose pattern ends exactly there and the rules whose leading
+//! `*` accepts one or more further labels; a middle `*` is a child that accepts any one label.
+//! A decision walks the host's labels once, collects the candidate rules, and checks method and
+//! path only on those, taking the lowest rule index that matches.
+
+use std::collections::HashMap;
+
+use super::normalize_path;
+use super::parse::{DomainPattern, Label, PathPattern, Rule, RuleError, Segment};
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Raw text of the first rule that matched, byte for byte; `None` when denied.
+    pub matched_rule: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<String, Node>,
+    /// A middle `*`: any single label.
+    star: Option<Box<Node>>,
+    /// Rules whose pattern ends at this node (the host has no further labels).
+    exact: Vec<u32>,
+    /// Rules with a leading `*` here: one or more further labels.
+    subdomains: Vec<u32>,
+}
+
+/// Every allow rule of a run, compiled. Default deny.
+#[derive(Debug, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    root: Node,
+    /// Rules without a domain, or `domain=*`: candidates for every host.
+    any_host: Vec<u32>,
+}
+
+impl Policy {
+    /// Parses and compiles rules in order; the first error stops it.
+    pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Policy, RuleError> {
+        let parsed = rules
+            .iter()
+            .map(|r| Rule::parse(r.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy::from_rules(parsed))
+    }
+
+    /// Compiles already-parsed rules, keeping their order.
+    pub fn from_rules(rules: Vec<Rule>) -> Policy {
+        let mut policy = Policy {
+            rules: Vec::with_capacity(rules.len()),
+            ..Policy::default()
+        };
+        for rule in rules {
+            policy.insert(rule);
+        }
+        policy
+    }
+
+    fn insert(&mut self, rule: Rule) {
+        let idx = self.rules.len() as u32;
+        match &rule.domain {
+            None | Some(DomainPattern::Any) => self.any_host.push(idx),
+            Some(DomainPattern::Labels(labels)) => {
+                let mut node = &mut self.root;
+                let last = labels.len() - 1;
+                for (i, label) in labels.iter().enumerate().rev() {
+                    match label {
+                        Label::Star if i == 0 && last > 0 => {
+                            node.subdomains.push(idx);
+                            break;
+                        }
+                        Label::Star => node = node.star.get_or_insert_with(Box::default),
+                        Label::Literal(l) => node = node.children.entry(l.clone()).or_default(),
+                    }
+                    if i == 0 {
+                        node.exact.push(idx);
+                    }
+                }
+            }
+        }
+        self.rules.push(rule);
+    }
+
+    /// The rules in the order they were given.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// True when no rule exists: everything is denied.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Decides one request. `host` is without port (one trailing dot and case are ignored);
+    /// `path` may carry a query, which is ignored, and is normalised before matching.
+    pub fn decide(&self, method: &str, host: &str, path: &str) -> Decision {
+        let candidates = self.candidates(host);
+        if candidates.is_empty() {
+            return Decision {
+                allowed: false,
+                matched_rule: None,
+            };
+        }
+        let segments = normalize_path(path);
+        for idx in candidates {
+            let rule = &self.rules[idx as usize];
+            if rule.methods.as_ref().is_none_or(|m| m.matches(method))
+                && rule
+                    .paths
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| path_matches(p, &segments)))
+            {
+                return Decision {
+                    allowed: true,
+                    matched_rule: Some(rule.raw().to_string()),
+                };
+            }
+        }
+        Decision {
+            allowed: false,
+            matched_rule: None,
+        }
+    }
+
+    /// Whether some request to this host could be allowed; a CONNECT to a host for which this
+    /// is false is refused at once instead of being intercepted.
+    pub fn could_allow_host(&self, host: &str) -> bool {
+        !self.candidates(host).is_empty()
+    }
+
+    /// Rules that would allow this request, for the 403 page: the narrowest first. Each one is
+    /// checked to parse, so a user can paste it into `--allow` as is.
+    pub fn suggest(&self, method: &str, host: &str, path: &str) -> Vec<String> {
+        let host = canonical_host(host);
+        let segs = normalize_path(path);
+        let path_text = if segs.is_empty() {
+            "/".to_string()
+        } else {
+            PathPattern::Segments(segs.into_iter().map(Segment::Literal).collect()).to_string()
+        };
+        let method = method.to_ascii_uppercase();
+        let candidates = [
+            format!("method={method} domain={host} path={path_text}"),
+            format!("domain={host}"),
+        ];
+        candidates
+            .into_iter()
+            .filter(|r| Rule::parse(r).is_ok())
+            .collect()
+    }
+
+    /// Indices of the rules whose domain part matches `host`, in ascending order.
+    fn candidates(&self, host: &str) -> Vec<u32> {
+        let host = canonical_host(host);
+        let mut out = self.any_host.clone();
+        if !host.is_empty() {
+            let labels: Vec<&str> = host.rsplit('.').collect();
+            walk(&self.root, &labels, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Lowercase, one trailing dot removed, IPv6 brackets removed.
+fn canonical_host(host: &str) -> String {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    h.to_ascii_lowercase()
+}
+
+/// Collects matching rules; `labels` are the host's labels not yet consumed, reversed.
+fn walk(node: &Node, labels: &[&str], out: &mut Vec<u32>) {
+    match labels.split_first() {
+        None => out.extend_from_slice(&node.exact),
+        Some((first, rest)) => {
+            out.extend_from_slice(&node.subdomains);
+            if first.is_empty() {
+                return; // an empty label matches no pattern
+            }
+            if let Some(child) = node.children.get(*first) {
+                walk(child, rest, out);
+            }
+            if let Some(star) = &node.star {
+                walk(star, rest, out);
+            }
+        }
+    }
+}
+
+fn path_matches(pattern: &PathPattern, segs: &[String]) -> bool {
+    let pat = match pattern {
+        PathPattern::Any => return true,
+        PathPattern::Segments(p) => p,
+    };
+    for (i, p) in pat.iter().enumerate() {
+        let last = i == pat.len() - 1;
+        match p {
+            Segment::Star if last => return segs.len() > i,
+            Segment::Star => {
+                if segs.len() <= i {
+                    return false;
+                }
+            }
+            Segment::Literal(l) => {
+                if segs.get(i) != Some(l) {
+                    return false;
+                }
+            }
+        }
+    }
+    segs.len() == pat.len()
+}

@@ -1,0 +1,122 @@
+use super::*;
+
+fn decide(rules: &[&str], method: &str, host: &str, path: &str) -> Decision {
+    Policy::parse(rules)
+        .expect("rules parse")
+        .decide(method, host, path)
+}
+
+#[test]
+fn first_matching_rule_is_reported_byte_for_byte() {
+    let rules = [
+        "domain=*.github.com",
+        "domain=api.github.com  method=GET",
+        "domain=*",
+    ];
+    let d = decide(&rules, "GET", "api.github.com", "/");
+    assert_eq!(d.matched_rule.as_deref(), Some("domain=*.github.com"));
+    let d = decide(
+        &["method=get   domain=Example.COM"],
+        "GET",
+        "example.com",
+        "/",
+    );
+    assert_eq!(
+        d.matched_rule.as_deref(),
+        Some("method=get   domain=Example.COM")
+    );
+    let d = decide(
+        &["domain=a.com path=/x", "domain=a.com"],
+        "GET",
+        "a.com",
+        "/y",
+    );
+    assert_eq!(d.matched_rule.as_deref(), Some("domain=a.com"));
+}
+
+#[test]
+fn wildcard_positions() {
+    assert!(decide(&["domain=*.a.com"], "GET", "x.y.a.com", "/").allowed);
+    assert!(!decide(&["domain=*.a.com"], "GET", "a.com", "/").allowed);
+    assert!(decide(&["domain=x.*.a.com"], "GET", "x.b.a.com", "/").allowed);
+    assert!(!decide(&["domain=x.*.a.com"], "GET", "x.b.c.a.com", "/").allowed);
+    assert!(!decide(&["domain=x.*.a.com"], "GET", "x.a.com", "/").allowed);
+    assert!(decide(&["domain=*"], "GET", "anything.example", "/").allowed);
+    assert!(!decide(&["domain=a.com"], "GET", "", "/").allowed);
+    assert!(!decide(&["domain=a.com"], "GET", "a..com", "/").allowed);
+}
+
+#[test]
+fn paths_are_normalised_and_encoded_slashes_stay_inside_a_segment() {
+    assert!(!decide(&["path=/api/*"], "GET", "a.com", "/api/v1/../../admin").allowed);
+    assert!(decide(&["path=/admin"], "GET", "a.com", "/api/v1/../../admin").allowed);
+    assert!(!decide(&["path=/api/*/users"], "GET", "a.com", "/api/x%2Fy/z").allowed);
+    assert!(decide(&["path=/api/*"], "GET", "a.com", "/api/x%2Fy").allowed);
+    assert!(!decide(&["path=/api/users"], "GET", "a.com", "/api%2Fusers").allowed);
+    assert!(decide(&["path=/users"], "GET", "a.com", "/%75sers").allowed);
+    assert!(decide(&["path=/"], "GET", "a.com", "/").allowed);
+    assert!(decide(&["path=/"], "GET", "a.com", "").allowed);
+    assert!(!decide(&["path=/"], "GET", "a.com", "/x").allowed);
+    assert!(decide(&["path=/a/b"], "GET", "a.com", "/a//b/").allowed);
+}
+
+#[test]
+fn methods_are_case_insensitive() {
+    assert!(decide(&["method=get"], "GET", "a.com", "/").allowed);
+    assert!(decide(&["method=GET"], "get", "a.com", "/").allowed);
+    assert!(!decide(&["method=GET,HEAD"], "POST", "a.com", "/").allowed);
+}
+
+#[test]
+fn no_rules_denies_everything() {
+    let p = Policy::parse::<&str>(&[]).unwrap();
+    assert!(p.is_empty());
+    assert!(!p.decide("GET", "a.com", "/").allowed);
+    assert!(!p.could_allow_host("a.com"));
+}
+
+#[test]
+fn could_allow_host_ignores_method_and_path() {
+    let p = Policy::parse(&["method=POST domain=api.a.com path=/x"]).unwrap();
+    assert!(p.could_allow_host("api.a.com"));
+    assert!(p.could_allow_host("API.a.com."));
+    assert!(!p.could_allow_host("a.com"));
+    let p = Policy::parse(&["path=/x"]).unwrap();
+    assert!(p.could_allow_host("anything.com"));
+}
+
+#[test]
+fn suggestions_parse_and_would_allow() {
+    let p = Policy::parse(&["domain=other.com"]).unwrap();
+    for (m, h, path) in [
+        ("GET", "api.example.com", "/v1/x?y=1"),
+        ("POST", "127.0.0.1", "/"),
+        ("GET", "Example.COM.", "/a,b/*"),
+        ("DELETE", "a.com", "/a/../b%2Fc"),
+    ] {
+        let s = p.suggest(m, h, path);
+        assert!(!s.is_empty(), "{h}{path}");
+        for rule in s {
+            let q = Policy::parse(&[rule.as_str()]).unwrap();
+            assert!(
+                q.decide(m, h, path).allowed,
+                "{rule} should allow {m} {h}{path}"
+            );
+        }
+    }
+    // A host that is not a valid domain pattern gets no suggestion rather than a broken one.
+    assert!(p.suggest("GET", "bad_host.com", "/").is_empty());
+}
+
+#[test]
+fn scale_does_not_change_answers() {
+    let mut rules: Vec<String> = (0..10_000)
+        .map(|i| format!("domain=host{i}.example.com"))
+        .collect();
+    rules.push("method=GET domain=*.target.com path=/ok/*".into());
+    let p = Policy::parse(&rules).unwrap();
+    assert!(p.decide("GET", "host9999.example.com", "/").allowed);
+    assert!(!p.decide("GET", "host10000.example.com", "/").allowed);
+    assert!(p.decide("GET", "a.target.com", "/ok/1").allowed);
+    assert!(!p.decide("POST", "a.target.com", "/ok/1").allowed);
+}

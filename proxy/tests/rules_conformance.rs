@@ -1,0 +1,189 @@
+//! Every row of the shared conformance table (a copy lives in tests/data so the repository
+//! tests on its own), plus the parser's error messages and round-trip properties.
+
+use boundary_proxy::rules::{Policy, Rule};
+use proptest::prelude::*;
+
+/// Splits `https://host[:port]/path?query` into host (no port) and path-with-query.
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.split_once("://").expect("scheme").1;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = match authority.rfind(':') {
+        Some(i) => &authority[..i],
+        None => authority,
+    };
+    (host.to_string(), path.to_string())
+}
+
+#[test]
+fn conformance_table() {
+    let table = include_str!("data/rules-conformance.tsv");
+    let mut rows = 0;
+    for (lineno, line) in table.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() && !line.contains('\t') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 4, "line {}: {line:?}", lineno + 1);
+        let (rules, method, url, expected) = (cols[0], cols[1], cols[2], cols[3]);
+        let rules: Vec<&str> = rules.split(" | ").collect();
+        let result = Policy::parse(&rules);
+        match expected {
+            "error" => assert!(
+                result.is_err(),
+                "line {}: {rules:?} should not parse",
+                lineno + 1
+            ),
+            "allow" | "deny" => {
+                let policy = result.unwrap_or_else(|e| panic!("line {}: {e}", lineno + 1));
+                let (host, path) = split_url(url);
+                let d = policy.decide(method, &host, &path);
+                assert_eq!(
+                    d.allowed,
+                    expected == "allow",
+                    "line {}: {rules:?} {method} {url}",
+                    lineno + 1
+                );
+                assert_eq!(d.matched_rule.is_some(), d.allowed);
+            }
+            other => panic!("line {}: unknown expectation {other}", lineno + 1),
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 47, "every row of the table ran");
+}
+
+/// (rule, column, a phrase the message must contain)
+const MALFORMED: &[(&str, usize, &str)] = &[
+    ("domain=api.*", 8, "a domain pattern cannot end with \"*\"; to allow every subdomain of api write \"domain=*.api.<suffix>\""),
+    ("", 1, "the rule is empty"),
+    ("   ", 1, "the rule is empty"),
+    ("domain", 1, "expected key=value"),
+    ("host=github.com", 1, "unknown key \"host\"; expected method, domain or path (to match a host write domain=)"),
+    ("Domain=github.com", 1, "keys are lowercase; write \"domain\""),
+    ("domain=", 8, "domain= has no value"),
+    ("domain=a.com domain=b.com", 14, "key \"domain\" appears twice"),
+    ("domain = a.com", 1, "no spaces are allowed around \"=\""),
+    ("=a.com", 1, "a value without a key"),
+    ("domain=github.com:8080", 18, "a domain cannot carry a port"),
+    ("domain=github.com.", 18, "cannot end with \".\""),
+    ("domain=a..com", 10, "empty label"),
+    ("domain=.a.com", 8, "empty label"),
+    ("domain=my_host.com", 10, "\"_\" is not allowed"),
+    ("domain=-a.com", 8, "cannot start or end with \"-\""),
+    ("domain=gith*b.com", 8, "\"*\" must be a whole label"),
+    ("domain=https://github.com", 13, "not a URL; write domain=github.com"),
+    ("domain=github.com/api", 18, "write domain=github.com path=/api"),
+    ("domain=\"github.com\"", 8, "quotes are not part of the rule language"),
+    ("method=GET,,POST", 12, "empty method in the list"),
+    ("method=GET,", 12, "empty method in the list"),
+    ("method=GE(T", 10, "cannot appear in an HTTP method"),
+    ("method=*,GET", 8, "method=* already matches every method"),
+    ("path=api", 6, "a path pattern starts with \"/\""),
+    ("path=/api/v*", 11, "\"*\" must be a whole segment"),
+    ("path=/a,,/b", 9, "empty path in the list"),
+    ("path=/a?x=1", 8, "cannot contain a query or fragment"),
+    ("path=/a/../b", 9, "dot segments"),
+    ("domain=a.com extra", 14, "expected key=value"),
+    ("domain=ключ.com", 8, "is not allowed in a domain label"),
+];
+
+#[test]
+fn malformed_rules_are_explained() {
+    assert!(MALFORMED.len() >= 20);
+    for &(rule, column, phrase) in MALFORMED {
+        let err = Rule::parse(rule).expect_err(rule);
+        assert_eq!(err.column, column, "column for {rule:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("invalid allow rule {rule:?} at column {column}: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(phrase),
+            "message for {rule:?} lacks {phrase:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn documented_example_message() {
+    let err = Rule::parse("domain=api.*").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid allow rule \"domain=api.*\" at column 8: a domain pattern cannot end with \"*\"; to allow every subdomain of api write \"domain=*.api.<suffix>\""
+    );
+}
+
+fn rule_strategy() -> impl Strategy<Value = String> {
+    let method = prop::sample::select(vec!["GET", "HEAD", "POST", "get,put", "*", "PATCH,DELETE"]);
+    let label = "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?";
+    let domain = prop::collection::vec(
+        prop_oneof![label.prop_map(|s| s), Just("*".to_string())],
+        1..4,
+    )
+    .prop_map(|labels| labels.join("."));
+    let segment = prop_oneof!["[A-Za-z0-9._~%-]{1,8}", Just("*".to_string())];
+    let path = prop::collection::vec(
+        prop::collection::vec(segment, 0..4).prop_map(|s| format!("/{}", s.join("/"))),
+        1..3,
+    )
+    .prop_map(|ps| ps.join(","));
+    (
+        prop::option::of(method),
+        prop::option::of(domain),
+        prop::option::of(path),
+    )
+        .prop_map(|(m, d, p)| {
+            let mut parts = Vec::new();
+            if let Some(m) = m {
+                parts.push(format!("method={m}"));
+            }
+            if let Some(d) = d {
+                parts.push(format!("domain={d}"));
+            }
+            if let Some(p) = p {
+                parts.push(format!("path={p}"));
+            }
+            parts.join(" ")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_input_never_panics(s in "\\PC{0,64}") {
+        let _ = Rule::parse(&s);
+        if let Ok(p) = Policy::parse(&[s.as_str()]) {
+            let _ = p.decide("GET", "a.example.com", "/x/../y?z");
+        }
+    }
+
+    #[test]
+    fn random_rule_like_input_never_panics(s in "[a-z=*.,/ %:_-]{0,40}") {
+        let _ = Rule::parse(&s);
+    }
+
+    #[test]
+    fn parsed_rules_print_back_to_the_same_rule(text in rule_strategy()) {
+        if let Ok(rule) = Rule::parse(&text) {
+            let printed = rule.to_string();
+            let again = Rule::parse(&printed).unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}: {e}"));
+            prop_assert_eq!(&again, &rule, "{} printed as {}", text, printed);
+        }
+    }
+
+    #[test]
+    fn any_parsed_rule_round_trips(s in "\\PC{0,48}") {
+        if let Ok(rule) = Rule::parse(&s) {
+            let printed = rule.to_string();
+            let again = Rule::parse(&printed);
+            prop_assert!(again.is_ok(), "{:?} printed as {:?} does not parse", s, printed);
+            prop_assert_eq!(again.unwrap(), rule);
+        }
+    }
+}
