@@ -1,1 +1,3 @@
 //! End-to-end tests and the Coder-side peers that speak the real wire formats.
+
+pub mod farhost;

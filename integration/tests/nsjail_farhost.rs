@@ -1,0 +1,63 @@
+//! The far-host harness itself: counters start at zero and move when something outside the jail
+//! reaches the far host (the positive control every escape test relies on).
+
+use boundary_integration::farhost::{FarHost, FAR_TCP_PORTS};
+use std::io::Read;
+use std::net::{TcpStream, UdpSocket};
+
+#[test]
+fn far_host_counts_tcp_udp_and_ipv6_from_the_near_namespace() {
+    let far = FarHost::new().expect("far host");
+    assert_eq!(
+        far.counters().unwrap().total(),
+        0,
+        "fresh far host must count nothing"
+    );
+
+    let (v4, v6) = (far.far_v4, far.far_v6);
+    let got = far
+        .in_near(move || {
+            let mut s = TcpStream::connect((v4, FAR_TCP_PORTS[2])).expect("tcp v4 to far host");
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.connect((v4, 53)).unwrap();
+            u.send(b"ping").unwrap();
+            let mut buf = [0u8; 16];
+            let n = u.recv(&mut buf).expect("udp echo from far host");
+            let mut s6 = TcpStream::connect((v6, 443)).expect("tcp v6 to far host");
+            let mut text6 = String::new();
+            s6.read_to_string(&mut text6).unwrap();
+            (text, buf[..n].to_vec(), text6)
+        })
+        .unwrap();
+    assert_eq!(got.0, "far-host\n");
+    assert_eq!(got.1, b"ping");
+    assert_eq!(got.2, "far-host\n");
+    let c = far.counters().unwrap();
+    assert!(
+        c.tcp >= 2 && c.udp >= 1 && c.ipv6 >= 1,
+        "counters did not move: {c}"
+    );
+
+    let ll = far.far_ll_addr(80).unwrap();
+    far.in_near(move || TcpStream::connect(ll).expect("tcp to far link-local"))
+        .unwrap();
+
+    // ICMP echo from a raw socket (root in the near namespace), no ping binary needed.
+    let icmp = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP)\ns.settimeout(5)\n\
+                s.sendto(bytes([8,0,0xf7,0xfe,0,1,0,0]),(sys.argv[1],0))\nwhile s.recv(100)[20]!=0: pass\n";
+    let out = far
+        .near_command("python3")
+        .args(["-c", icmp, &far.far_v4.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "icmp echo to far host from near: {out:?}"
+    );
+    let before = far.counters().unwrap();
+    assert!(before.icmp >= 1, "icmp not counted: {before}");
+    far.reset_counters().unwrap();
+    assert_eq!(far.counters().unwrap().total(), 0);
+}
