@@ -1,0 +1,702 @@
+//! The agent-socket forwarder (INTEROP §5): records are batched into frames, written to the
+//! Coder workspace agent's Unix socket, and never block the proxy.
+//!
+//! - **Batching.** A batch closes when the next record would push the tag-2 payload past
+//!   32768 bytes, at 1000 records (coderd's limit), or `flush_interval` after its first
+//!   record. Sizes are computed from the protobuf encoding, so frames are filled, not guessed.
+//!   A single record too large for a frame has its URL (then rule, then method) shortened and
+//!   marked (`...[truncated]` suffix, extension field `truncated`), never dropped.
+//! - **Protocol.** `auto` sends tag 2 and watches the connection for [`PROBE_WINDOW`] after
+//!   the first frame; if the agent closes it in that window it is an older agent: we switch to
+//!   tag 1 for the rest of the run and resend the frame. `v1` and `v2` force one tag.
+//! - **Queue.** A bounded channel of `queue_size` records between the proxy and this task,
+//!   written with `try_send`; a full queue drops and counts (`dropped_channel_full`, reported
+//!   to the agent in a tag-2 `BoundaryStatus` as the number dropped since the last status).
+//!   The task stops taking records while `queue_size` records wait in unsent frames, so memory
+//!   stays bounded while the agent is away.
+//! - **Delivery.** The agent never replies, so we ask the kernel: `TIOCOUTQ` on a Unix stream
+//!   socket is the data the peer has not read yet. Frames stay "in flight" until it reaches 0;
+//!   if the connection breaks first (agent killed), in-flight frames are resent on the next
+//!   connection. Reconnects back off from 100 ms doubling to 5 s; a socket that appears after
+//!   start is picked up by the next attempt.
+//! - **Shutdown.** Everything queued is batched and written, waiting until the agent has read
+//!   it, bounded by the caller's timeout. If the socket does not exist at all we give up at
+//!   once (no agent, nothing to wait for); records are in the local logs either way.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boundary_proto::frame::{self, Tag, MAX_PAYLOAD};
+use boundary_proto::pb::{
+    boundary_log, boundary_message, BoundaryLog, BoundaryMessage, BoundaryStatus,
+    ReportBoundaryLogsRequest,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::{AuditProtocol, AuditRecord, RunContext};
+
+/// At most this many records per frame: coderd rejects larger requests.
+pub const MAX_RECORDS_PER_FRAME: usize = 1000;
+/// How long after the first tag-2 frame on a connection an agent closing it means "older
+/// agent, speak v1". Older agents close as soon as they read the header.
+pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
+/// First reconnect delay; doubles per failure.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Largest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Appended to a shortened URL or rule.
+pub const TRUNCATION_MARKER: &str = "...[truncated]";
+/// How often in-flight frames are checked for having been read by the agent.
+const DELIVERY_POLL: Duration = Duration::from_millis(20);
+
+/// Counters shared between the proxy-side sink and the task.
+#[derive(Debug, Default)]
+pub struct ForwarderStats {
+    /// Records taken into the queue.
+    pub accepted: AtomicU64,
+    /// Records refused because the queue was full.
+    pub dropped_channel_full: AtomicU64,
+    /// Records refused or abandoned for any other reason (after shutdown, undeliverable at
+    /// shutdown).
+    pub dropped_batch_full: AtomicU64,
+    /// Records written to the agent and not taken back for resending.
+    pub sent: AtomicU64,
+    /// Records the agent has read (delivery confirmed by the kernel).
+    pub delivered: AtomicU64,
+    /// Frames written (including resends).
+    pub frames_written: AtomicU64,
+    /// True once `auto` fell back to tag 1.
+    pub fell_back_to_v1: AtomicBool,
+    /// Successful connections.
+    pub connections: AtomicU64,
+}
+
+/// How to forward.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    pub socket_path: PathBuf,
+    pub protocol: AuditProtocol,
+    pub flush_interval: Duration,
+    pub queue_size: usize,
+}
+
+/// The proxy-side handle: queue records, ask for shutdown.
+pub struct Forwarder {
+    tx: mpsc::Sender<AuditRecord>,
+    stats: Arc<ForwarderStats>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Spawns the forwarding task on the current tokio runtime.
+    pub fn start(cfg: ForwarderConfig, run: &RunContext) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.queue_size.max(1));
+        let (stx, srx) = oneshot::channel();
+        let stats = Arc::new(ForwarderStats::default());
+        let base = base_request(run);
+        let task = tokio::spawn(run_task(cfg, base, rx, srx, stats.clone()));
+        Self {
+            tx,
+            stats,
+            shutdown: Some(stx),
+            task: Some(task),
+        }
+    }
+
+    /// Queues a record without waiting; counts it as dropped when the queue is full.
+    pub fn push(&self, record: AuditRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                let n = self
+                    .stats
+                    .dropped_channel_full
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        sequence_number = r.sequence_number,
+                        "audit queue to the Coder agent is full; dropping records (they are \
+                         still in the local log); raise --audit-queue-size or check the agent"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats
+                    .dropped_batch_full
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counters, live.
+    pub fn stats(&self) -> &Arc<ForwarderStats> {
+        &self.stats
+    }
+
+    /// Flushes everything queued, bounded by `timeout`; returns (sent, dropped).
+    pub async fn shutdown(&mut self, timeout: Duration) -> (u64, u64) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(timeout, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "audit records could not all be delivered to the Coder agent within the \
+                     shutdown timeout (--audit-shutdown-timeout)"
+                );
+            }
+        }
+        let s = &self.stats;
+        let sent = s.sent.load(Ordering::SeqCst);
+        let accepted = s.accepted.load(Ordering::SeqCst);
+        let dropped = s.dropped_channel_full.load(Ordering::SeqCst)
+            + s.dropped_batch_full.load(Ordering::SeqCst)
+            + accepted.saturating_sub(sent);
+        (sent, dropped)
+    }
+}
+
+/// The per-run fields of every request (no logs yet). Identity strings are capped so the
+/// fixed part can never crowd the records out of a frame.
+fn base_request(run: &RunContext) -> ReportBoundaryLogsRequest {
+    let cap = |v: &Option<String>| {
+        let mut s = v.clone().unwrap_or_default();
+        truncate_utf8(&mut s, 512);
+        s
+    };
+    let mut name = run.confined_process_name.clone();
+    truncate_utf8(&mut name, 512);
+    let id = &run.identity;
+    ReportBoundaryLogsRequest {
+        logs: Vec::new(),
+        session_id: run.session_id.to_string(),
+        confined_process_name: name,
+        workspace_id: cap(&id.workspace_id),
+        workspace_name: cap(&id.workspace_name),
+        owner: cap(&id.owner),
+        template_id: cap(&id.template_id),
+        template_version_id: cap(&id.template_version_id),
+        agent_name: cap(&id.agent_name),
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The protobuf form of a record.
+pub fn to_proto(r: &AuditRecord) -> BoundaryLog {
+    BoundaryLog {
+        allowed: r.allowed,
+        time: Some(prost_types::Timestamp {
+            seconds: r.time.timestamp(),
+            nanos: r.time.timestamp_subsec_nanos() as i32,
+        }),
+        resource: Some(boundary_log::Resource::HttpRequest(
+            boundary_log::HttpRequest {
+                method: r.method.clone(),
+                url: r.url.clone(),
+                matched_rule: if r.allowed {
+                    r.matched_rule.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                truncated: false,
+            },
+        )),
+        sequence_number: r.sequence_number,
+        trace_id: hex(&r.trace.trace_id),
+        span_id: hex(&r.trace.span_id),
+        parent_span_id: r.trace.parent_span_id.map(|p| hex(&p)).unwrap_or_default(),
+    }
+}
+
+fn varint_len(v: usize) -> usize {
+    prost::encoding::encoded_len_varint(v as u64)
+}
+
+/// Bytes a log adds to a request (field key, length, body).
+fn entry_len(log: &BoundaryLog) -> usize {
+    let l = log.encoded_len();
+    1 + varint_len(l) + l
+}
+
+/// Size of the tag-2 payload wrapping a request of `req_len` bytes (the larger of the two
+/// encodings, so a frame that fits as v2 also fits when resent as v1).
+fn v2_len(req_len: usize) -> usize {
+    1 + varint_len(req_len) + req_len
+}
+
+/// Shortens a record's strings until the request with only this record fits in one frame.
+pub fn fit_record(log: &mut BoundaryLog, base_len: usize) {
+    let fits = |log: &BoundaryLog| v2_len(base_len + entry_len(log)) <= MAX_PAYLOAD;
+    while !fits(log) {
+        let excess = v2_len(base_len + entry_len(log)) - MAX_PAYLOAD;
+        let Some(boundary_log::Resource::HttpRequest(h)) = log.resource.as_mut() else {
+            // Nothing variable left to shorten: the fixed fields always fit.
+            return;
+        };
+        h.truncated = true;
+        let target = [&mut h.url, &mut h.matched_rule, &mut h.method]
+            .into_iter()
+            .max_by_key(|s| s.len())
+            .expect("three candidates");
+        let keep = target
+            .len()
+            .saturating_sub(excess + TRUNCATION_MARKER.len() + 8);
+        let already = target.ends_with(TRUNCATION_MARKER);
+        if already {
+            target.truncate(target.len() - TRUNCATION_MARKER.len());
+        }
+        truncate_utf8(target, keep);
+        target.push_str(TRUNCATION_MARKER);
+    }
+}
+
+/// An encoded request ready to frame.
+#[derive(Debug, Clone)]
+struct Batch {
+    req: Bytes,
+    records: usize,
+}
+
+impl Batch {
+    fn frame(&self, tag: Tag) -> Bytes {
+        let mut payload = BytesMut::with_capacity(self.req.len() + 4);
+        if tag == Tag::V2 {
+            payload.put_u8(0x0a);
+            prost::encoding::encode_varint(self.req.len() as u64, &mut payload);
+        }
+        payload.put_slice(&self.req);
+        let mut out = BytesMut::with_capacity(payload.len() + frame::HEADER_LEN);
+        frame::encode(tag, &payload, &mut out).expect("batches are sized to fit a frame");
+        out.freeze()
+    }
+}
+
+/// Builds batches by encoded size.
+struct Batcher {
+    base: ReportBoundaryLogsRequest,
+    base_len: usize,
+    logs: Vec<BoundaryLog>,
+    logs_len: usize,
+    deadline: Option<Instant>,
+    flush_interval: Duration,
+}
+
+impl Batcher {
+    fn new(base: ReportBoundaryLogsRequest, flush_interval: Duration) -> Self {
+        let base_len = base.encoded_len();
+        Self {
+            base,
+            base_len,
+            logs: Vec::new(),
+            logs_len: 0,
+            deadline: None,
+            flush_interval,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Adds a record; returns a completed batch when this record did not fit in the open one
+    /// or made it reach the record limit.
+    fn push(&mut self, record: &AuditRecord, out: &mut VecDeque<Batch>) {
+        let mut log = to_proto(record);
+        fit_record(&mut log, self.base_len);
+        let e = entry_len(&log);
+        if !self.logs.is_empty() && v2_len(self.base_len + self.logs_len + e) > MAX_PAYLOAD {
+            out.push_back(self.take());
+        }
+        if self.logs.is_empty() {
+            self.deadline = Some(Instant::now() + self.flush_interval);
+        }
+        self.logs.push(log);
+        self.logs_len += e;
+        if self.logs.len() >= MAX_RECORDS_PER_FRAME {
+            out.push_back(self.take());
+        }
+    }
+
+    fn take(&mut self) -> Batch {
+        let mut req = self.base.clone();
+        req.logs = std::mem::take(&mut self.logs);
+        let records = req.logs.len();
+        self.logs_len = 0;
+        self.deadline = None;
+        let bytes = req.encode_to_vec();
+        debug_assert!(v2_len(bytes.len()) <= MAX_PAYLOAD);
+        Batch {
+            req: Bytes::from(bytes),
+            records,
+        }
+    }
+}
+
+/// Bytes written to a Unix stream socket that the peer has not read yet.
+fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points to a live local;
+    // the descriptor belongs to `stream`, which outlives the call.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.max(0) as usize)
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    inflight: VecDeque<Batch>,
+    /// Set while `auto` waits to see whether the agent closes after our first tag-2 frame.
+    probe_until: Option<Instant>,
+}
+
+async fn run_task(
+    cfg: ForwarderConfig,
+    base: ReportBoundaryLogsRequest,
+    mut rx: mpsc::Receiver<AuditRecord>,
+    mut shutdown_rx: oneshot::Receiver<()>,
+    stats: Arc<ForwarderStats>,
+) {
+    let mut batcher = Batcher::new(base, cfg.flush_interval);
+    let mut pending: VecDeque<Batch> = VecDeque::new();
+    let mut pending_records = 0usize;
+    let mut conn: Option<Conn> = None;
+    let mut fell_back = false;
+    let mut backoff = BACKOFF_START;
+    let mut next_connect = Instant::now();
+    let mut connect_failures = 0u64;
+    let mut shutting_down = false;
+    let mut rx_open = true;
+    let mut reported = (0u64, 0u64);
+    let mut scratch = [0u8; 256];
+
+    loop {
+        let use_v2 = match cfg.protocol {
+            AuditProtocol::V1 => false,
+            AuditProtocol::V2 => true,
+            AuditProtocol::Auto => !fell_back,
+        };
+        let must_probe = cfg.protocol == AuditProtocol::Auto && !fell_back;
+
+        // Write what the connection may take now.
+        let mut broken = false;
+        if let Some(c) = conn.as_mut() {
+            while c.probe_until.is_none() {
+                let Some(b) = pending.front() else { break };
+                let tag = if use_v2 { Tag::V2 } else { Tag::V1 };
+                if let Err(e) = c.stream.write_all(&b.frame(tag)).await {
+                    tracing::debug!(error = %e, "audit socket write failed");
+                    broken = true;
+                    break;
+                }
+                let b = pending.pop_front().expect("front exists");
+                pending_records -= b.records;
+                stats.sent.fetch_add(b.records as u64, Ordering::SeqCst);
+                stats.frames_written.fetch_add(1, Ordering::Relaxed);
+                c.inflight.push_back(b);
+                if must_probe {
+                    c.probe_until = Some(Instant::now() + PROBE_WINDOW);
+                }
+            }
+            if !broken && use_v2 && c.probe_until.is_none() {
+                let now = (
+                    stats.dropped_channel_full.load(Ordering::Relaxed),
+                    stats.dropped_batch_full.load(Ordering::Relaxed),
+                );
+                if now != reported {
+                    let msg = BoundaryMessage {
+                        msg: Some(boundary_message::Msg::Status(BoundaryStatus {
+                            dropped_channel_full: (now.0 - reported.0) as i64,
+                            dropped_batch_full: (now.1 - reported.1) as i64,
+                        })),
+                    };
+                    let bytes = frame::encode_message(Tag::V2, &msg).expect("status is tiny");
+                    match c.stream.write_all(&bytes).await {
+                        Ok(()) => reported = now,
+                        Err(_) => broken = true,
+                    }
+                }
+            }
+        }
+        if broken {
+            disconnect(
+                &mut conn,
+                &mut pending,
+                &mut pending_records,
+                &stats,
+                must_probe,
+                &mut fell_back,
+            );
+            next_connect = Instant::now() + backoff;
+            continue;
+        }
+
+        if shutting_down {
+            let idle = batcher.len() == 0
+                && pending.is_empty()
+                && conn
+                    .as_ref()
+                    .is_none_or(|c| c.inflight.is_empty() && c.probe_until.is_none());
+            if idle {
+                break;
+            }
+            if conn.is_none() && !cfg.socket_path.exists() {
+                tracing::warn!(
+                    path = %cfg.socket_path.display(),
+                    records = pending_records,
+                    "Coder agent audit socket does not exist at shutdown; records not forwarded \
+                     (they are in the local log)"
+                );
+                break;
+            }
+        }
+
+        let can_take = rx_open && pending_records + batcher.len() < cfg.queue_size.max(1);
+        let batch_deadline = batcher.deadline;
+        let want_connect = conn.is_none() && !pending.is_empty();
+        let probe_until = conn.as_ref().and_then(|c| c.probe_until);
+        let check_delivery = conn
+            .as_ref()
+            .is_some_and(|c| c.probe_until.is_none() && !c.inflight.is_empty());
+
+        tokio::select! {
+            _ = &mut shutdown_rx, if !shutting_down => {
+                shutting_down = true;
+                rx.close();
+                while let Ok(r) = rx.try_recv() {
+                    batcher.push(&r, &mut pending);
+                }
+                rx_open = false;
+                if batcher.len() > 0 {
+                    pending.push_back(batcher.take());
+                }
+                pending_records = pending.iter().map(|b| b.records).sum();
+                next_connect = next_connect.min(Instant::now());
+            }
+            r = rx.recv(), if can_take => match r {
+                Some(r) => {
+                    let before = pending.len();
+                    batcher.push(&r, &mut pending);
+                    pending_records += pending.iter().skip(before).map(|b| b.records).sum::<usize>();
+                }
+                None => rx_open = false,
+            },
+            _ = sleep_until_opt(batch_deadline), if batch_deadline.is_some() => {
+                let b = batcher.take();
+                pending_records += b.records;
+                pending.push_back(b);
+            }
+            _ = tokio::time::sleep_until(next_connect), if want_connect => {
+                match UnixStream::connect(&cfg.socket_path).await {
+                    Ok(stream) => {
+                        stats.connections.fetch_add(1, Ordering::Relaxed);
+                        if connect_failures > 0 {
+                            tracing::info!(
+                                path = %cfg.socket_path.display(),
+                                "connected to the Coder agent audit socket"
+                            );
+                        }
+                        connect_failures = 0;
+                        conn = Some(Conn { stream, inflight: VecDeque::new(), probe_until: None });
+                    }
+                    Err(e) => {
+                        connect_failures += 1;
+                        if connect_failures == 1 || connect_failures.is_multiple_of(50) {
+                            tracing::warn!(
+                                path = %cfg.socket_path.display(),
+                                error = %e,
+                                attempts = connect_failures,
+                                queued = pending_records,
+                                "cannot connect to the Coder agent audit socket; retrying with \
+                                 backoff, records are kept (up to the queue size) and logged locally"
+                            );
+                        }
+                        next_connect = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            res = read_some(conn.as_mut(), &mut scratch), if conn.is_some() => {
+                if matches!(res, Ok(0) | Err(_)) {
+                    let probing = probe_until.is_some();
+                    disconnect(&mut conn, &mut pending, &mut pending_records, &stats, must_probe, &mut fell_back);
+                    next_connect = if probing && must_probe { Instant::now() } else { Instant::now() + backoff };
+                }
+            }
+            _ = sleep_until_opt(probe_until), if probe_until.is_some() => {
+                if let Some(c) = conn.as_mut() {
+                    c.probe_until = None;
+                }
+            }
+            _ = tokio::time::sleep(DELIVERY_POLL), if check_delivery => {
+                if let Some(c) = conn.as_mut() {
+                    if matches!(unread_bytes(&c.stream), Ok(0)) {
+                        let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
+                        stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
+                        backoff = BACKOFF_START;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(c) = conn.take() {
+        let mut s = c.stream;
+        let _ = s.shutdown().await;
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_some(conn: Option<&mut Conn>, buf: &mut [u8]) -> io::Result<usize> {
+    match conn {
+        Some(c) => c.stream.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops the connection and puts its unconfirmed frames back at the front of the queue.
+fn disconnect(
+    conn: &mut Option<Conn>,
+    pending: &mut VecDeque<Batch>,
+    pending_records: &mut usize,
+    stats: &ForwarderStats,
+    must_probe: bool,
+    fell_back: &mut bool,
+) {
+    let Some(c) = conn.take() else { return };
+    if c.probe_until.is_some() && must_probe {
+        *fell_back = true;
+        stats.fell_back_to_v1.store(true, Ordering::SeqCst);
+        tracing::warn!(
+            "the Coder agent closed the audit socket right after a v2 frame: it predates v2; \
+             using v1 frames for the rest of this run and resending"
+        );
+    } else {
+        tracing::warn!(
+            resend_frames = c.inflight.len(),
+            "the Coder agent closed the audit socket; reconnecting"
+        );
+    }
+    for b in c.inflight.into_iter().rev() {
+        *pending_records += b.records;
+        stats.sent.fetch_sub(b.records as u64, Ordering::SeqCst);
+        pending.push_front(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Identity, TraceContext};
+
+    fn rec(seq: i32, url: String) -> AuditRecord {
+        AuditRecord {
+            allowed: seq % 2 == 0,
+            time: chrono::Utc::now(),
+            method: "GET".into(),
+            url,
+            matched_rule: Some("domain=example.com".into()),
+            sequence_number: seq,
+            trace: TraceContext::from_traceparent(None),
+        }
+    }
+
+    fn run() -> RunContext {
+        RunContext::new(
+            "claude",
+            Identity {
+                owner: Some("joe".into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn batches_fill_frames_without_exceeding_them() {
+        let mut b = Batcher::new(base_request(&run()), Duration::from_secs(1));
+        let mut out = VecDeque::new();
+        for i in 0..3000 {
+            b.push(
+                &rec(
+                    i,
+                    format!("https://example.com/{}", "p".repeat(i as usize % 300)),
+                ),
+                &mut out,
+            );
+        }
+        out.push_back(b.take());
+        let mut total = 0;
+        for (i, batch) in out.iter().enumerate() {
+            let f = batch.frame(Tag::V2);
+            assert!(f.len() - 4 <= MAX_PAYLOAD);
+            assert!(batch.records <= MAX_RECORDS_PER_FRAME);
+            if i + 1 < out.len() {
+                // Filled: the next record (at most ~400 bytes) would not have fit.
+                assert!(
+                    f.len() - 4 > MAX_PAYLOAD - 500,
+                    "frame {i} only {} bytes",
+                    f.len()
+                );
+            }
+            total += batch.records;
+        }
+        assert_eq!(total, 3000);
+    }
+
+    #[test]
+    fn huge_record_is_truncated_not_dropped() {
+        let base = base_request(&run());
+        let base_len = base.encoded_len();
+        let mut log = to_proto(&rec(
+            0,
+            format!("https://example.com/{}", "x".repeat(100_000)),
+        ));
+        fit_record(&mut log, base_len);
+        assert!(v2_len(base_len + entry_len(&log)) <= MAX_PAYLOAD);
+        let Some(boundary_log::Resource::HttpRequest(h)) = &log.resource else {
+            panic!()
+        };
+        assert!(h.truncated);
+        assert!(h.url.starts_with("https://example.com/xxx"));
+        assert!(h.url.ends_with(TRUNCATION_MARKER));
+        assert!(h.url.len() > MAX_PAYLOAD - 1000);
+    }
+}

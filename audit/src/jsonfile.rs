@@ -1,0 +1,163 @@
+//! `--audit-log FILE`: every decision as one JSON object per line, whatever the log level, for
+//! promtail/alloy. A dedicated thread does the writes (one `write` per line, no user-space
+//! buffer, so each record is on disk's page cache when the write returns); the proxy only
+//! queues. SIGHUP sets a flag that makes the thread reopen the path before its next write, so
+//! logrotate's "move, then HUP" works.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+use crate::fields::{RequestFields, MESSAGE};
+
+/// One line of the file: the §7 fields plus level, logger and message, so the same LogQL
+/// (`| json` or `| logfmt` on the text) selects the same things.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    level: &'static str,
+    logger: &'static str,
+    msg: &'static str,
+    #[serde(flatten)]
+    fields: &'a RequestFields,
+    confined_process_name: &'a str,
+}
+
+enum Msg {
+    Line(Box<(String, RequestFields)>),
+    Wake,
+    Stop,
+}
+
+/// Handle to the writer thread.
+pub(crate) struct JsonFile {
+    tx: SyncSender<Msg>,
+    reopen: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl JsonFile {
+    /// Opens (creating, appending) `path` now, so a bad path is an error at start, not a
+    /// silent loss later.
+    pub(crate) fn start(
+        path: PathBuf,
+        queue: usize,
+        confined_process_name: String,
+    ) -> std::io::Result<Self> {
+        let file = open(&path)?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let r = reopen.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-log-file".into())
+            .spawn(move || run(path, file, rx, r, confined_process_name))?;
+        Ok(Self {
+            tx,
+            reopen,
+            dropped,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues one record; never waits. A full queue counts a drop and logs it.
+    pub(crate) fn push(&self, fields: &RequestFields) {
+        let ts = crate::fields::rfc3339_nano(chrono::Utc::now());
+        match self.tx.try_send(Msg::Line(Box::new((ts, fields.clone())))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        dropped = n,
+                        "audit log file writer is behind; records were dropped from the file \
+                         (they are still in the local log and the agent stream)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Asks the thread to reopen the file before its next write (log rotation).
+    pub(crate) fn request_reopen(&self) {
+        self.reopen.store(true, Ordering::SeqCst);
+        let _ = self.tx.try_send(Msg::Wake);
+    }
+
+    /// Records that could not be queued.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything queued and stops the thread; blocking, so call it off the runtime.
+    pub(crate) fn stop(mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    path: PathBuf,
+    mut file: File,
+    rx: Receiver<Msg>,
+    reopen: Arc<AtomicBool>,
+    confined_process_name: String,
+) {
+    while let Ok(msg) = rx.recv() {
+        if reopen.swap(false, Ordering::SeqCst) {
+            match open(&path) {
+                Ok(f) => file = f,
+                Err(e) => tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot reopen the audit log file after SIGHUP; still writing to the old one"
+                ),
+            }
+        }
+        let (ts, fields) = match msg {
+            Msg::Line(b) => *b,
+            Msg::Wake => continue,
+            Msg::Stop => break,
+        };
+        let line = Line {
+            ts,
+            level: if fields.matched_rule.is_some() {
+                "info"
+            } else {
+                "warn"
+            },
+            logger: "boundary.audit",
+            msg: MESSAGE,
+            fields: &fields,
+            confined_process_name: &confined_process_name,
+        };
+        let mut text = match serde_json::to_string(&line) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise an audit record as JSON");
+                continue;
+            }
+        };
+        text.push('\n');
+        if let Err(e) = file.write_all(text.as_bytes()) {
+            tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "cannot write an audit record to the audit log file"
+            );
+        }
+    }
+}

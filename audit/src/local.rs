@@ -1,0 +1,51 @@
+//! The local audit log: one `tracing` event per record, target [`TARGET`], message
+//! `boundary_request`, WARN for deny and INFO for allow, with the §7 field names. Which of
+//! them appear is the subscriber's level filter: `warn` shows denies only, `info` everything.
+
+use crate::fields::RequestFields;
+
+/// `tracing` target of audit events, for filters such as `boundary::audit=info`.
+pub const TARGET: &str = "boundary::audit";
+
+/// Emits the event for one record.
+pub fn emit(f: &RequestFields) {
+    match &f.matched_rule {
+        Some(rule) => tracing::info!(
+            target: TARGET,
+            owner = %f.owner,
+            workspace_name = %f.workspace_name,
+            agent_name = %f.agent_name,
+            decision = f.decision,
+            session_id = %f.session_id,
+            sequence_number = f.sequence_number,
+            workspace_id = %f.workspace_id,
+            template_id = %f.template_id,
+            template_version_id = %f.template_version_id,
+            http_method = %f.http_method,
+            http_url = %f.http_url,
+            event_time = %f.event_time,
+            matched_rule = %rule,
+            trace = %f.trace,
+            span = %f.span,
+            "boundary_request"
+        ),
+        None => tracing::warn!(
+            target: TARGET,
+            owner = %f.owner,
+            workspace_name = %f.workspace_name,
+            agent_name = %f.agent_name,
+            decision = f.decision,
+            session_id = %f.session_id,
+            sequence_number = f.sequence_number,
+            workspace_id = %f.workspace_id,
+            template_id = %f.template_id,
+            template_version_id = %f.template_version_id,
+            http_method = %f.http_method,
+            http_url = %f.http_url,
+            event_time = %f.event_time,
+            trace = %f.trace,
+            span = %f.span,
+            "boundary_request"
+        ),
+    }
+}

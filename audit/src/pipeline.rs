@@ -1,0 +1,339 @@
+//! [`AuditPipeline`]: the one thing the `boundary` binary wires. It owns every sink and gives
+//! the proxy a single non-blocking [`AuditSink`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::fields::RequestFields;
+use crate::forwarder::{Forwarder, ForwarderConfig};
+use crate::jsonfile::JsonFile;
+use crate::otel::Otel;
+use crate::{local, AuditRecord, AuditSink, RunContext};
+
+/// `--log-level`: error, warn, info, debug (case-insensitive). At `warn` the local log shows
+/// denies only, at `info` and `debug` every decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Error,
+    #[default]
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// The `tracing` level with the same name.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+        }
+    }
+}
+
+/// A log level that is not one of error, warn, info, debug.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid log level {0:?}: expected one of error, warn, info, debug")]
+pub struct ParseLogLevelError(pub String);
+
+impl FromStr for LogLevel {
+    type Err = ParseLogLevelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            _ => Err(ParseLogLevelError(s.to_string())),
+        }
+    }
+}
+
+/// `--audit-protocol`: which frame tag to speak to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditProtocol {
+    /// Tag 2, falling back to tag 1 for the run when the agent closes after a tag-2 frame.
+    #[default]
+    Auto,
+    /// Tag 1 only (every agent with the socket).
+    V1,
+    /// Tag 2 only (agents from about March 2026).
+    V2,
+}
+
+/// An audit protocol that is not auto, v1 or v2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid audit protocol {0:?}: expected auto, v1 or v2")]
+pub struct ParseAuditProtocolError(pub String);
+
+impl FromStr for AuditProtocol {
+    type Err = ParseAuditProtocolError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(AuditProtocol::Auto),
+            "v1" | "1" => Ok(AuditProtocol::V1),
+            "v2" | "2" => Ok(AuditProtocol::V2),
+            _ => Err(ParseAuditProtocolError(s.to_string())),
+        }
+    }
+}
+
+/// Everything the pipeline needs; see [`AuditOptions::new`] for the defaults.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub run: RunContext,
+    /// Informational: the level filter itself belongs to the binary's tracing subscriber.
+    pub log_level: LogLevel,
+    /// JSON lines, every decision, one write per record, reopened on SIGHUP.
+    pub audit_log: Option<PathBuf>,
+    /// The agent's socket; `None` when `--disable-audit-logs`.
+    pub socket_path: Option<PathBuf>,
+    pub protocol: AuditProtocol,
+    /// A batch is sent at most this long after its first record (default 1 s).
+    pub flush_interval: Duration,
+    /// Records held for the agent before new ones are dropped (default 10000).
+    pub queue_size: usize,
+    /// Upper bound on the final flush (default 5 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl AuditOptions {
+    /// Defaults: warn, no file, no socket, auto, 1 s, 10000, 5 s.
+    pub fn new(run: RunContext) -> Self {
+        Self {
+            run,
+            log_level: LogLevel::Warn,
+            audit_log: None,
+            socket_path: None,
+            protocol: AuditProtocol::Auto,
+            flush_interval: Duration::from_secs(1),
+            queue_size: 10_000,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// `--audit-log` could not be opened.
+    #[error("cannot open the audit log file {path}: {source}; check the directory exists and is writable")]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OTLP exporter could not be built from the `OTEL_EXPORTER_OTLP_*` settings.
+    #[error("cannot set up OpenTelemetry export to {endpoint}: {reason}; check OTEL_EXPORTER_OTLP_ENDPOINT")]
+    Otel { endpoint: String, reason: String },
+    /// A value that must be positive was zero.
+    #[error("invalid audit option: {0}")]
+    Invalid(&'static str),
+    /// Not called inside a tokio runtime.
+    #[error("the audit pipeline must be started inside a tokio runtime")]
+    NoRuntime,
+    /// Installing the SIGHUP handler failed.
+    #[error("cannot install the SIGHUP handler for audit log rotation: {0}")]
+    Signal(std::io::Error),
+}
+
+/// What happened to the records, for the exit summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Records written to the agent socket.
+    pub sent: u64,
+    /// Records that did not reach the agent socket (queue full, or still queued when the
+    /// shutdown timeout ran out). Zero when forwarding is disabled.
+    pub dropped: u64,
+    /// Records missing from the `--audit-log` file because its writer fell behind.
+    pub file_dropped: u64,
+    /// True when `auto` found an older agent and fell back to v1 frames.
+    pub fell_back_to_v1: bool,
+}
+
+struct Inner {
+    run: RunContext,
+    file: Option<JsonFile>,
+    forwarder: Option<Forwarder>,
+    otel: Option<Otel>,
+}
+
+/// The sink handed to the proxy.
+struct PipelineSink {
+    inner: Arc<Mutex<Option<Inner>>>,
+    // Read-mostly copies so `record` does not hold the lock while formatting.
+    run: RunContext,
+}
+
+impl AuditSink for PipelineSink {
+    fn record(&self, record: AuditRecord) {
+        let fields = RequestFields::new(&self.run, &record);
+        local::emit(&fields);
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(inner) = guard.as_ref() else {
+            tracing::warn!(
+                sequence_number = record.sequence_number,
+                "audit record after shutdown: logged locally only"
+            );
+            return;
+        };
+        if let Some(o) = &inner.otel {
+            o.record(&record, &fields);
+        }
+        if let Some(f) = &inner.file {
+            f.push(&fields);
+        }
+        if let Some(fw) = &inner.forwarder {
+            fw.push(record);
+        }
+        debug_assert_eq!(inner.run.session_id, self.run.session_id);
+    }
+}
+
+/// Every audit sink of one run, behind one [`AuditSink`].
+pub struct AuditPipeline {
+    inner: Arc<Mutex<Option<Inner>>>,
+    sink: Arc<PipelineSink>,
+    shutdown_timeout: Duration,
+    sighup: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AuditPipeline {
+    /// Opens the file, starts the forwarder and the OTLP exporter. Must be called inside a
+    /// tokio runtime. A missing agent socket is not an error: it is warned about, and used as
+    /// soon as it appears.
+    pub fn start(opts: AuditOptions) -> Result<Self, AuditError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| AuditError::NoRuntime)?;
+        if opts.queue_size == 0 {
+            return Err(AuditError::Invalid("--audit-queue-size must be at least 1"));
+        }
+        if opts.flush_interval.is_zero() {
+            return Err(AuditError::Invalid(
+                "--audit-flush-interval must be positive",
+            ));
+        }
+        let _guard = handle.enter();
+        let file = match &opts.audit_log {
+            Some(path) => Some(
+                JsonFile::start(
+                    path.clone(),
+                    opts.queue_size,
+                    opts.run.confined_process_name.clone(),
+                )
+                .map_err(|source| AuditError::AuditLog {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let otel = match crate::otel::endpoint_from_env() {
+            Some(endpoint) => Some(Otel::start(&opts.run).map_err(|e| AuditError::Otel {
+                endpoint,
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let forwarder = opts.socket_path.as_ref().map(|path| {
+            if !path.exists() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "Coder agent audit socket does not exist (older Coder, or not in a \
+                     workspace); logging locally and forwarding once it appears"
+                );
+            }
+            Forwarder::start(
+                ForwarderConfig {
+                    socket_path: path.clone(),
+                    protocol: opts.protocol,
+                    flush_interval: opts.flush_interval,
+                    queue_size: opts.queue_size,
+                },
+                &opts.run,
+            )
+        });
+        let has_file = file.is_some();
+        let inner = Arc::new(Mutex::new(Some(Inner {
+            run: opts.run.clone(),
+            file,
+            forwarder,
+            otel,
+        })));
+        let sighup = if has_file {
+            let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(AuditError::Signal)?;
+            let inner = inner.clone();
+            Some(tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    let g = inner.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(f) = g.as_ref().and_then(|i| i.file.as_ref()) {
+                        tracing::info!("SIGHUP: reopening the audit log file");
+                        f.request_reopen();
+                    }
+                }
+            }))
+        } else {
+            None
+        };
+        Ok(Self {
+            sink: Arc::new(PipelineSink {
+                inner: inner.clone(),
+                run: opts.run,
+            }),
+            inner,
+            shutdown_timeout: opts.shutdown_timeout,
+            sighup,
+        })
+    }
+
+    /// The sink for the proxy: cheap to clone, never blocks.
+    pub fn sink(&self) -> Arc<dyn AuditSink> {
+        self.sink.clone()
+    }
+
+    /// Flushes everything queued, bounded by the shutdown timeout; returns the counts.
+    pub async fn shutdown(self) -> ShutdownReport {
+        if let Some(s) = &self.sighup {
+            s.abort();
+        }
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(inner) = inner else {
+            return ShutdownReport::default();
+        };
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut report = ShutdownReport::default();
+        if let Some(mut fw) = inner.forwarder {
+            let (sent, dropped) = fw.shutdown(self.shutdown_timeout).await;
+            report.sent = sent;
+            report.dropped = dropped;
+            report.fell_back_to_v1 = fw.stats().fell_back_to_v1.load(Ordering::SeqCst);
+        }
+        if let Some(f) = inner.file {
+            report.file_dropped = f.dropped();
+            let _ = tokio::task::spawn_blocking(move || f.stop()).await;
+        }
+        if let Some(o) = inner.otel {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let t = tokio::task::spawn_blocking(move || o.shutdown());
+            if tokio::time::timeout(left.max(Duration::from_millis(500)), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("OpenTelemetry export did not finish within the shutdown timeout");
+            }
+        }
+        if report.dropped > 0 {
+            tracing::warn!(
+                sent = report.sent,
+                dropped = report.dropped,
+                "some audit records did not reach the Coder agent (all are in the local log)"
+            );
+        }
+        report
+    }
+}
