@@ -1,2 +1,66 @@
 //! `boundary`: run a command in a jail whose only way to the network is the policy proxy.
-fn main() {}
+//!
+//! This crate is the edge: the command line, the config file, identity, and the wiring of
+//! jail, proxy and audit sinks. The work itself lives in the other crates.
+
+mod check;
+mod config;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use config::cli::{CheckCli, ConfigCli, RunCli};
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // A subcommand is recognised only as the very first argument, so that
+    // `boundary -- check` runs a program named check.
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let code = match first {
+        "check" => check::main(CheckCli::parse_from(skip_sub(&args))),
+        "config" => show_config(ConfigCli::parse_from(skip_sub(&args))),
+        _ => run(RunCli::parse_from(&args)),
+    };
+    ExitCode::from(code)
+}
+
+/// argv without the subcommand word, so clap sees `boundary check <flags>` as its own program.
+fn skip_sub(args: &[OsString]) -> Vec<OsString> {
+    let mut v = vec![args[0].clone()];
+    v.extend_from_slice(&args[2..]);
+    v
+}
+
+fn show_config(cli: ConfigCli) -> u8 {
+    match config::resolve(&cli.flags, &config::process_env) {
+        Ok(cfg) => {
+            for (key, value, source) in &cfg.sources {
+                println!("{key:<28} {value:<48} ({source})");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("boundary: {e}");
+            2
+        }
+    }
+}
+
+fn run(cli: RunCli) -> u8 {
+    if cli.command.is_empty() {
+        eprintln!("boundary: no command specified; usage: boundary [flags] -- command [args...]");
+        return 2;
+    }
+    match config::resolve(&cli.flags, &config::process_env) {
+        Ok(_cfg) => {
+            eprintln!("boundary: running jailed commands is not wired yet");
+            2
+        }
+        Err(e) => {
+            eprintln!("boundary: {e}");
+            2
+        }
+    }
+}
