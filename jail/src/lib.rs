@@ -7,6 +7,60 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+mod dns;
+mod init;
+pub mod nsjail;
+pub mod process;
+
+pub use init::init_hook;
+pub use process::RunningJail;
+
+/// Why a jail could not be started; every message says what failed and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    /// The host refuses the namespaces nsjail needs (user namespaces disabled, AppArmor, seccomp).
+    #[error("cannot create the jail's namespaces: {detail}. {hint}")]
+    Namespaces {
+        /// What the kernel said.
+        detail: String,
+        /// How to fix it, naming the alternatives.
+        hint: String,
+    },
+    /// A tool the backend runs is not installed.
+    #[error("`{tool}` not found on PATH or in /usr/sbin, /sbin: install the Debian package `{package}`")]
+    MissingTool {
+        /// Program name.
+        tool: String,
+        /// Package that provides it.
+        package: String,
+    },
+    /// Setting up the jail failed at a named step.
+    #[error("setting up the jail failed: {0}")]
+    Setup(String),
+    /// The kernel lacks a feature the backend needs.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An OS call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl JailError {
+    /// Wraps an io::Error with what we were doing.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        JailError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
 /// What to run and under which network rules; shared by both backends so the CLI builds it once.
 #[derive(Debug, Clone, Default)]
 pub struct JailSpec {

@@ -1,0 +1,32 @@
+//! The re-exec hook: `boundary` runs its own executable again as the jail's namespace helper.
+//!
+//! Re-executing `/proc/self/exe` (instead of forking a multi-threaded parent) gives the helper a
+//! clean single-threaded process in which `unshare(CLONE_NEWUSER)` is allowed and every Rust
+//! facility is safe to use.
+
+use std::ffi::OsStr;
+
+/// argv[1] that marks the namespace helper (never shown to users).
+pub(crate) const HELPER_ARG: &str = "__boundary-nsjail-helper";
+
+/// Must be the first call in `main()` (before any thread or tokio runtime): if this process was
+/// re-executed as the jail's in-namespace helper, it runs that and never returns.
+pub fn init_hook() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(HELPER_ARG)) {
+        return;
+    }
+    let fd = args
+        .next()
+        .and_then(|a| a.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let code = match fd {
+        Some(fd) => crate::nsjail::helper::main(fd),
+        None => {
+            eprintln!(
+                "boundary: {HELPER_ARG} is internal to boundary and needs its control socket"
+            );
+            125
+        }
+    };
+    std::process::exit(code);
+}

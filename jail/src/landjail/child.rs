@@ -1,0 +1,200 @@
+//! What the forked child does between `fork` and `exec`.
+//!
+//! This runs after `fork` in a possibly multi-threaded parent, so it only makes raw syscalls on
+//! data prepared before the fork: no allocation, no locks, no logging. Order:
+//! 1. lock the root special cases and drop every capability (bounding, ambient, effective,
+//!    permitted, inheritable), and fail if root would regain any on `exec`;
+//! 2. `no_new_privs`;
+//! 3. enter the Landlock domain prepared by the parent;
+//! 4. install the seccomp filter with a user-notification listener;
+//! 5. send the listener to the supervisor over a Unix socketpair (`SCM_RIGHTS`), close our copy
+//!    (a target holding it could answer its own notifications), and wait for the supervisor's
+//!    one-byte "ready" before returning, so the target never runs unsupervised.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use libc::{c_int, c_ulong, sock_filter};
+
+use super::filter;
+
+/// Everything the child needs, prepared by the parent before the fork.
+pub(crate) struct ChildSetup {
+    pub(crate) ruleset_fd: RawFd,
+    pub(crate) sock_fd: RawFd,
+    pub(crate) program: Vec<sock_filter>,
+    pub(crate) last_cap: c_int,
+}
+
+fn check(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl ChildSetup {
+    /// Runs the steps listed in the module documentation; an error aborts the spawn.
+    pub(crate) fn run(&self) -> io::Result<()> {
+        self.drop_capabilities()?;
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) })?;
+        // SAFETY: landlock_restrict_self takes a ruleset fd and flags; the fd was created by
+        // the parent and stays open across fork.
+        check(unsafe {
+            libc::syscall(libc::SYS_landlock_restrict_self, self.ruleset_fd, 0u32) as c_int
+        })?;
+        // SAFETY: closing our copy of the ruleset fd, which nothing else in the child uses.
+        unsafe { libc::close(self.ruleset_fd) };
+        let notify_fd = self.install_filter()?;
+        let sent = self.send_fd(notify_fd);
+        // SAFETY: the listener must not survive into the target; nothing else owns this fd.
+        unsafe { libc::close(notify_fd) };
+        sent?;
+        let mut ack = [0u8; 1];
+        // SAFETY: reads one byte into a local buffer.
+        let n = unsafe { libc::read(self.sock_fd, ack.as_mut_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(io::Error::other("landjail supervisor went away before the target started"));
+        }
+        // SAFETY: the socketpair end is not needed by the target.
+        unsafe { libc::close(self.sock_fd) };
+        Ok(())
+    }
+
+    fn drop_capabilities(&self) -> io::Result<()> {
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_NO_SETUID_FIXUP
+            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+            | libc::SECBIT_KEEP_CAPS_LOCKED
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        // SAFETY: prctl with integer arguments. Needs CAP_SETPCAP; without it (an ordinary
+        // user) it fails, which is checked below where it matters (uid 0).
+        let secbits_set =
+            unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as c_ulong, 0, 0, 0) } == 0;
+        for cap in 0..=self.last_cap {
+            // SAFETY: prctl with integer arguments; EPERM (no CAP_SETPCAP) is checked below.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) };
+        }
+        // SAFETY: prctl with integer arguments.
+        check(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+                0,
+                0,
+                0,
+            )
+        })?;
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: capset reads a v3 header and two data structs, both valid locals.
+        check(unsafe {
+            libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as c_int
+        })?;
+        // Root regains the bounding set on exec unless SECBIT_NOROOT is set or the bounding set
+        // is empty; refuse to start rather than run the target with capabilities.
+        let mut bounding_left = false;
+        for cap in 0..=self.last_cap {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) } == 1 {
+                bounding_left = true;
+            }
+        }
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        // SAFETY: getresuid writes three uid_t into valid locals.
+        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+        if bounding_left && !secbits_set && (r == 0 || e == 0 || s == 0) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+
+    fn install_filter(&self) -> io::Result<c_int> {
+        let prog = filter::fprog(&self.program);
+        let flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        // WAIT_KILLABLE_RECV (Linux 5.19): once the supervisor has received a notification,
+        // only a fatal signal interrupts the target, so a Go program's preemption signals do
+        // not abort connects half done.
+        for f in [flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, flags] {
+            // SAFETY: seccomp(SET_MODE_FILTER) reads the sock_fprog, whose program outlives
+            // the call; it returns a new fd.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    f,
+                    &prog as *const libc::sock_fprog,
+                )
+            };
+            if r >= 0 {
+                return Ok(r as c_int);
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+        Err(io::Error::last_os_error())
+    }
+
+    fn send_fd(&self, fd: c_int) -> io::Result<()> {
+        let mut byte = [1u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // Room for one cmsghdr carrying one int, 8-byte aligned.
+        let mut cbuf = [0u64; 4];
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
+        debug_assert!(space <= std::mem::size_of_val(&cbuf));
+        // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at a buffer of `space` bytes, so CMSG_FIRSTHDR is non-null
+        // and CMSG_DATA has room for one int.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+        }
+        // SAFETY: sendmsg on our socketpair end with a fully initialised msghdr.
+        let n = unsafe { libc::sendmsg(self.sock_fd, &msg, libc::MSG_NOSIGNAL) };
+        if n != 1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! The Landlock side: checking the kernel's ABI and preparing the ruleset in the parent.
+//!
+//! The ruleset is created before the fork (allocation and error handling are ordinary there);
+//! the child only calls `landlock_restrict_self` on its descriptor.
+
+use std::os::fd::OwnedFd;
+
+use landlock::{
+    AccessNet, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
+};
+use tracing::{info, warn};
+
+use super::LandjailError;
+
+/// The first ABI with TCP network rules (Linux 6.7).
+pub const MIN_ABI: i32 = 4;
+/// The first ABI with scoping of signals and abstract Unix sockets (Linux 6.12).
+pub const SCOPE_ABI: i32 = 6;
+
+/// Test builds only: pretend the kernel offers this ABI, to test the refusal path.
+#[cfg(feature = "insecure-test-hooks")]
+pub const FORCE_ABI_ENV: &str = "BOUNDARY_INSECURE_TEST_LANDLOCK_ABI";
+
+/// The Landlock ABI the running kernel offers: 0 when Landlock is missing or disabled.
+pub fn kernel_abi() -> i32 {
+    #[cfg(feature = "insecure-test-hooks")]
+    if let Some(v) = std::env::var(FORCE_ABI_ENV).ok().and_then(|v| v.parse().ok()) {
+        warn!(abi = v, "insecure test hook: pretending the kernel's Landlock ABI");
+        return v;
+    }
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns
+    // the ABI version (or an error); it reads no memory.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
+        )
+    };
+    i32::try_from(v).unwrap_or(0).max(0)
+}
+
+/// Fails with a clear message when the kernel cannot enforce landjail's network rules.
+pub fn check_abi() -> Result<i32, LandjailError> {
+    let abi = kernel_abi();
+    if abi < MIN_ABI {
+        return Err(LandjailError::UnsupportedKernel { found: abi });
+    }
+    info!(abi, "landjail: Landlock ABI found");
+    if abi < SCOPE_ABI {
+        warn!(
+            abi,
+            "landjail: this kernel has no Landlock scoping (ABI 6, Linux 6.12): jailed processes \
+             can signal processes outside the jail"
+        );
+    }
+    Ok(abi)
+}
+
+/// Builds the ruleset: TCP connect only to `proxy_port`, TCP bind forbidden only when asked,
+/// signals and abstract Unix sockets scoped to the jail when the kernel can.
+pub(crate) fn ruleset(abi: i32, proxy_port: u16, deny_bind: bool) -> Result<OwnedFd, LandjailError> {
+    let err = |e: landlock::RulesetError| LandjailError::Landlock(e.to_string());
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessNet::ConnectTcp)
+        .map_err(err)?;
+    if deny_bind {
+        rs = rs.handle_access(AccessNet::BindTcp).map_err(err)?;
+    }
+    if abi >= SCOPE_ABI {
+        rs = rs
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(err)?;
+    }
+    let created = rs
+        .create()
+        .map_err(err)?
+        .add_rule(NetPort::new(proxy_port, AccessNet::ConnectTcp))
+        .map_err(err)?;
+    let fd: Option<OwnedFd> = created.into();
+    fd.ok_or_else(|| LandjailError::Landlock("the kernel did not create a Landlock ruleset".into()))
+}

@@ -1,0 +1,378 @@
+//! landjail: a jail without namespaces, for hosts that forbid them (EKS Fargate, nested
+//! containers, some WSL2 setups). Landlock and seccomp need no privilege.
+//!
+//! The jailed process (the "target") keeps the host's network namespace, so every way it could
+//! reach the network has to be closed one by one:
+//!
+//! - **TCP connect**: every `connect()` is sent by seccomp to a supervisor thread in boundary
+//!   (`SECCOMP_RET_USER_NOTIF`), which takes the socket with `pidfd_getfd` and connects it itself
+//!   to the checked address; only the proxy's loopback listeners are accepted. Connecting to the
+//!   proxy *port* on another host (the Go landjail's bypass) fails with `EACCES`. Landlock's
+//!   network rules (ABI 4) also limit TCP connect to the proxy port, as a second wall (for
+//!   example if a connect ever took a path that seccomp does not see).
+//! - **Other sockets**: seccomp refuses UDP (so DNS fails fast; with an explicit proxy the proxy
+//!   resolves names), ICMP datagram and raw sockets, packet sockets, SCTP, MPTCP, vsock and
+//!   netlink families other than route and sock_diag. TCP Fast Open (`MSG_FASTOPEN`,
+//!   `TCP_FASTOPEN_CONNECT`) and io_uring, which connect past `connect()`, are refused. See
+//!   [`filter`](self) for the exact program.
+//! - **Signals and abstract Unix sockets** may not leave the jail (Landlock scoping, ABI 6);
+//!   ptrace of processes outside the jail is already forbidden by Landlock.
+//! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
+//!   permitted, inheritable all empty; root's exec-time regain locked off with securebits) and
+//!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
+//!   netfilter.
+//! - **Binding** local TCP ports stays allowed (dev servers), unless
+//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock. A server bound to a
+//!   non-loopback address can be reached from outside; that is inbound, and the host's own
+//!   firewall decides it.
+//!
+//! What landjail cannot do, honestly:
+//! - **Hide files the target's user can read.** Without a mount namespace there is no way to
+//!   make one file disappear, and Landlock rules only grant access beneath whole directories, so
+//!   "everything but the CA key" would make every new file in `$HOME` unreadable (agents write
+//!   there all the time). The CA key in `hide_paths` therefore stays readable to the target;
+//!   keep it out of reach by running boundary as a different user, or use nsjail. Sockets in
+//!   `hide_paths` (the agent's audit socket) *are* enforced: the supervisor refuses to connect
+//!   to them.
+//! - Unix-socket connects are made by the supervisor, so a listening peer sees boundary's pid
+//!   in `SO_PEERCRED`, and the permission check on the socket file is boundary's (the same user
+//!   unless boundary runs as root).
+//! - A process that makes itself non-dumpable (`exec` of an unreadable binary) cannot be
+//!   inspected by the supervisor; its connects fail with `EACCES` (closed, not open).
+//!
+//! Start order: check the Landlock ABI, bind the proxy listeners on `127.0.0.1` and `::1`,
+//! prepare the ruleset, start the supervisor thread, fork; the child drops capabilities, sets
+//! `no_new_privs`, enters the Landlock domain, installs the seccomp filter, hands the
+//! notification descriptor to the supervisor and waits for its "ready" before `exec`.
+
+mod child;
+mod filter;
+mod landlock_rules;
+mod supervisor;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+
+use crate::{JailError, JailSpec, RunningJail};
+
+#[cfg(feature = "insecure-test-hooks")]
+pub use landlock_rules::FORCE_ABI_ENV;
+pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI, SCOPE_ABI};
+
+/// Why a landjail could not be started (converted into [`JailError`] by [`start`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LandjailError {
+    /// The kernel lacks Landlock network rules.
+    #[error(
+        "landjail needs Landlock ABI {MIN_ABI} or newer (Linux 6.7 or later) for its TCP rules, \
+         but this kernel offers {}; upgrade the kernel, or use --jail-type nsjail",
+        abi_text(*found)
+    )]
+    UnsupportedKernel {
+        /// The ABI the kernel reported (0: Landlock missing or disabled).
+        found: i32,
+    },
+    /// `JailSpec::program` was empty.
+    #[error("no command specified")]
+    NoCommand,
+    /// The proxy listener could not be bound.
+    #[error("cannot listen for the proxy on {addr}: {source}; choose a free port with --proxy-port")]
+    Listen {
+        /// The address that failed.
+        addr: SocketAddr,
+        /// The bind error.
+        #[source]
+        source: io::Error,
+    },
+    /// The Landlock ruleset could not be created.
+    #[error("cannot prepare the Landlock ruleset: {0}")]
+    Landlock(String),
+    /// A setup step of the supervisor failed.
+    #[error("cannot set up the landjail supervisor: {what}: {source}")]
+    Setup {
+        /// Which step.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target could not be started (also: a confinement step in the child failed).
+    #[error("cannot start {program:?} in the landjail: {source}")]
+    Spawn {
+        /// The program.
+        program: OsString,
+        /// The error from fork/exec or from the child's confinement steps.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<LandjailError> for JailError {
+    fn from(e: LandjailError) -> Self {
+        match e {
+            LandjailError::Listen { addr, source } => JailError::Io {
+                what: format!(
+                    "cannot listen for the proxy on {addr} (choose a free port with --proxy-port)"
+                ),
+                source,
+            },
+            LandjailError::Spawn { program, source } => JailError::Io {
+                what: format!("cannot start {program:?} in the landjail"),
+                source,
+            },
+            e @ LandjailError::UnsupportedKernel { .. } => JailError::Unsupported(e.to_string()),
+            other => JailError::Setup(other.to_string()),
+        }
+    }
+}
+
+fn abi_text(abi: i32) -> String {
+    if abi <= 0 {
+        "no Landlock at all (not built in, or not in the lsm= boot parameter)".to_string()
+    } else {
+        format!("ABI {abi}")
+    }
+}
+
+/// The environment variables landjail gives the target so that clients use the proxy.
+pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
+    let url = OsString::from(format!("http://localhost:{port}"));
+    let mut v: Vec<(OsString, OsString)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+    ]
+    .iter()
+    .map(|k| (OsString::from(k), url.clone()))
+    .collect();
+    for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
+        v.push((k.into(), OsString::new()));
+    }
+    v
+}
+
+/// Binds the proxy listeners: 127.0.0.1 and ::1 on the same port.
+fn bind_listeners(port: u16) -> Result<(Vec<TcpListener>, u16), LandjailError> {
+    // With port 0 the kernel picks one for IPv4; ::1 may already use it, so retry a few times.
+    for _ in 0..16 {
+        let v4addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let v4 = TcpListener::bind(v4addr).map_err(|source| LandjailError::Listen {
+            addr: v4addr,
+            source,
+        })?;
+        let actual = v4
+            .local_addr()
+            .map_err(|source| LandjailError::Listen {
+                addr: v4addr,
+                source,
+            })?
+            .port();
+        let v6addr = SocketAddr::from((Ipv6Addr::LOCALHOST, actual));
+        let mut out = vec![v4];
+        match bind_v6_only(v6addr) {
+            Ok(l) => out.push(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => continue,
+            Err(e) => warn!(
+                addr = %v6addr, error = %e,
+                "landjail: no proxy listener on ::1; clients resolving localhost to ::1 fall back to 127.0.0.1"
+            ),
+        }
+        for l in &out {
+            l.set_nonblocking(true)
+                .map_err(|source| LandjailError::Setup {
+                    what: "making the proxy listener non-blocking",
+                    source,
+                })?;
+        }
+        return Ok((out, actual));
+    }
+    Err(LandjailError::Listen {
+        addr: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        source: io::Error::from(io::ErrorKind::AddrInUse),
+    })
+}
+
+fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+fn check_notif_sizes() -> Result<(), LandjailError> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Sizes {
+        notif: u16,
+        resp: u16,
+        data: u16,
+    }
+    let mut s = Sizes::default();
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into a valid local.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0u32,
+            &mut s as *mut Sizes,
+        )
+    };
+    if r < 0 {
+        return Err(LandjailError::Setup {
+            what: "seccomp user notification is not available (Linux 5.0 or later needed)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    if usize::from(s.notif) > std::mem::size_of::<libc::seccomp_notif>()
+        || usize::from(s.resp) > std::mem::size_of::<libc::seccomp_notif_resp>()
+    {
+        return Err(LandjailError::Setup {
+            what: "the kernel's seccomp notification structures are larger than this build knows",
+            source: io::Error::from(io::ErrorKind::Unsupported),
+        });
+    }
+    Ok(())
+}
+
+fn last_cap() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// Receives the notification descriptor from the child.
+fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut got: Option<OwnedFd> = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS installed this fd in our table; we are its only owner.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if got.is_none() {
+                    got = Some(owned);
+                }
+            }
+        }
+    }
+    got.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the jailed child exited before handing over its seccomp listener",
+        )
+    })
+}
+
+/// Starts `spec.program` in a landjail. See the module documentation for what is enforced.
+///
+/// The returned jail's `listeners` are the proxy's (127.0.0.1 and, where IPv6 exists, ::1, on
+/// `spec.proxy_port`, or a kernel-chosen port when it is 0), in non-blocking mode, ready for
+/// `tokio::net::TcpListener::from_std`; they are the only TCP destinations the target can reach
+/// besides servers it started itself on loopback. Works with or without a tokio runtime (the
+/// supervisor is a plain thread); [`RunningJail::wait`] needs one.
+pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
+    Ok(start_inner(spec)?)
+}
+
+fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
+    if spec.program.is_empty() {
+        return Err(LandjailError::NoCommand);
+    }
+    let abi = check_abi()?;
+    check_notif_sizes()?;
+    let (listeners, port) = bind_listeners(spec.proxy_port)?;
+    let mut allowed = HashSet::new();
+    for l in &listeners {
+        if let Ok(a) = l.local_addr() {
+            allowed.insert(a);
+        }
+    }
+    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind)?;
+    let (parent_sock, child_sock) = UnixStream::pair().map_err(|source| LandjailError::Setup {
+        what: "creating the socketpair for the seccomp listener",
+        source,
+    })?;
+    let policy = Arc::new(supervisor::Policy {
+        allowed,
+        hidden: spec.hide_paths.clone(),
+        jail_listeners: std::sync::Mutex::new(HashSet::new()),
+    });
+    std::thread::Builder::new()
+        .name("landjail-supervisor".into())
+        .spawn(move || {
+            let notify = match recv_fd(&parent_sock) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    debug!(error = %e, "landjail supervisor: no listener received");
+                    return;
+                }
+            };
+            if let Err(e) = (&parent_sock).write_all(&[1]) {
+                debug!(error = %e, "landjail supervisor: child gone before start");
+                return;
+            }
+            drop(parent_sock);
+            supervisor::serve(notify, policy);
+        })
+        .map_err(|source| LandjailError::Setup {
+            what: "starting the supervisor thread",
+            source,
+        })?;
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args);
+    for (k, v) in proxy_env(port) {
+        cmd.env(k, v);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let setup = child::ChildSetup {
+        ruleset_fd: ruleset.as_raw_fd(),
+        sock_fd: child_sock.as_raw_fd(),
+        program: filter::program(),
+        last_cap: last_cap(),
+    };
+    // SAFETY: the closure only makes raw syscalls on data prepared before the fork (see
+    // child.rs); it allocates nothing and takes no locks.
+    unsafe { cmd.pre_exec(move || setup.run()) };
+    let spawned = cmd.spawn();
+    drop(child_sock);
+    drop(ruleset);
+    let child = spawned.map_err(|source| LandjailError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    info!(pid = child.id(), port, abi, "landjail: target started");
+    RunningJail::new(child, listeners).map_err(|source| LandjailError::Setup {
+        what: "opening a pidfd for the target",
+        source,
+    })
+}

@@ -1,0 +1,175 @@
+//! The namespace helper: `boundary` re-executed with a hidden argv[1]. It enters new user,
+//! network and mount namespaces, builds the network, creates the listening sockets, forks the
+//! jail's init into a new PID namespace, hands the sockets and init's pid back, then waits for
+//! init and exits with its status. If `boundary` dies (even by SIGKILL) its end of the control
+//! socket closes, and the helper kills init, which takes the whole PID namespace with it.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, getgid, getuid, pipe2, ForkResult, Pid};
+
+use super::net;
+use super::pid1;
+use super::wire::{self, Reply, Request};
+use crate::process::pidfd_open;
+
+/// Prefix of a failure that is about the host refusing namespaces (mapped to
+/// [`crate::JailError::Namespaces`] by the parent).
+pub const NS_FAILURE: &str = "ns:";
+
+const USERNS_HINT: &str = "Fix: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and \
+user.max_user_namespaces > 0; on Ubuntu 23.10+ also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
+profile for boundary; in a container, a seccomp profile that permits unshare/clone with CLONE_NEWUSER), or run as \
+root with --no-user-namespace, or use --jail-type landjail";
+
+/// Entry point from [`crate::init_hook`]; returns the exit code.
+pub fn main(fd: i32) -> i32 {
+    // SAFETY: boundary passed this inherited fd number for exactly this purpose; we are the
+    // only owner of it in this process.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    if let Err(e) = fcntl(sock.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+        eprintln!("boundary jail helper: control socket: {e}");
+        return 125;
+    }
+    let req = match wire::recv_frame(&mut sock).and_then(|f| match f {
+        Some(f) => Request::decode(&f),
+        None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no request")),
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("boundary jail helper: reading the jail request: {e}");
+            return 125;
+        }
+    };
+    match build(&req, &sock) {
+        Ok((pid, pidfd)) => supervise(&mut sock, pid, pidfd),
+        Err(text) => {
+            let _ = wire::send_reply(&sock, &Reply::Failed(text));
+            125
+        }
+    }
+}
+
+fn userns_failure(step: &str, e: impl std::fmt::Display) -> String {
+    format!("{NS_FAILURE}{step}: {e}\u{0}{USERNS_HINT}")
+}
+
+fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
+    let (uid, gid) = (getuid(), getgid());
+    if req.user_namespace {
+        unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| userns_failure("creating a user namespace", e))?;
+        match fs::write("/proc/self/setgroups", "deny") {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(userns_failure("writing /proc/self/setgroups", e)),
+        }
+        fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))
+            .map_err(|e| userns_failure("writing the user namespace's uid_map", e))?;
+        fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
+            .map_err(|e| userns_failure("writing the user namespace's gid_map", e))?;
+    }
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| {
+        if !req.user_namespace && e == Errno::EPERM {
+            format!(
+                "{NS_FAILURE}creating network and mount namespaces without a user namespace: {e}\u{0}\
+                 --no-user-namespace needs real root (CAP_SYS_ADMIN); drop the flag to use a user namespace, \
+                 or use --jail-type landjail"
+            )
+        } else {
+            userns_failure("creating network and mount namespaces", e)
+        }
+    })?;
+    let ipv6 = net::setup_links(&req.ip_tool)?;
+    let (sockets, proxy_port, dns_port) = net::create_sockets(req.proxy_port, ipv6)?;
+    if !req.skip_netfilter {
+        net::install_rules(&req.nft_tool, proxy_port, dns_port)?;
+    }
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| userns_failure("creating a PID namespace", e))?;
+    let (status_r, status_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating the setup pipe: {e}"))?;
+    // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }.map_err(|e| format!("forking the jail's init: {e}"))? {
+        ForkResult::Child => {
+            drop(status_r);
+            drop(sockets);
+            // SAFETY: closing our copy of the control socket; the child never uses it.
+            unsafe { libc::close(sock.as_raw_fd()) };
+            pid1::main(req, status_w)
+        }
+        ForkResult::Parent { child } => {
+            drop(status_w);
+            let pidfd = pidfd_open(child.as_raw() as u32)
+                .map_err(|e| format!("pidfd for the jail's init: {e}"))?;
+            let mut text = String::new();
+            let _ = fs::File::from(status_r).read_to_string(&mut text);
+            if text != pid1::READY {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(if text.is_empty() {
+                    "the jail's init died during setup".to_string()
+                } else {
+                    text
+                });
+            }
+            wire::send_reply(
+                sock,
+                &Reply::Ready {
+                    init_pid: child.as_raw() as u32,
+                    sockets,
+                },
+            )
+            .map_err(|e| format!("handing the sockets to boundary: {e}"))?;
+            Ok((child, pidfd))
+        }
+    }
+}
+
+fn supervise(sock: &mut UnixStream, init: Pid, pidfd: OwnedFd) -> i32 {
+    loop {
+        let mut fds = [
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let init_done = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let parent_event = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if init_done {
+            break;
+        }
+        if parent_event {
+            let mut b = [0u8; 64];
+            match sock.read(&mut b) {
+                Ok(n) if n > 0 => continue,
+                _ => {
+                    // boundary is gone: nobody supervises the jail any more, so end it.
+                    let _ = kill(init, Signal::SIGKILL);
+                    break;
+                }
+            }
+        }
+    }
+    loop {
+        match waitpid(init, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return 125,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! nsjail: a jail whose only network path is the proxy, built from namespaces alone.
+//!
+//! The target runs in new user (unless `no_user_namespace`), network, PID and mount namespaces.
+//! The network namespace is never connected to the host: it has loopback, and IPv4/IPv6 default
+//! routes into a veth pair whose both ends stay inside, so every connect() finds a route and
+//! reaches netfilter, where an `inet` table redirects all TCP (except to the jail's own loopback)
+//! to the proxy port and DNS (UDP and TCP 53) to the DNS stub, and a postrouting filter drops
+//! every packet that would leave by any interface other than `lo`. The listening sockets are
+//! created inside the namespace and handed to `boundary` over a socketpair (SCM_RIGHTS), so the
+//! proxy accepts in the jail and dials upstream from the host. Nothing on the host changes, a
+//! crash leaks nothing (the namespaces die with their last process), and any number of jails
+//! can use the same proxy port at once.
+//!
+//! Process tree: `boundary` → helper (re-executed `boundary`, in the new user/net/mount
+//! namespaces, waits for init) → init (PID 1 of the new PID namespace; forwards signals, reaps)
+//! → target. Each step waits for the previous one by a handshake (control socket, setup pipe);
+//! there are no sleeps.
+//!
+//! Netfilter is programmed with the `nft` tool and links with `ip` (Debian `nftables`,
+//! `iproute2`); both are looked up at start and a missing one is a clear error.
+
+pub(crate) mod helper;
+mod net;
+mod pid1;
+pub(crate) mod wire;
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::dns::{self, DnsMode, DnsSockets};
+use crate::init::HELPER_ARG;
+use crate::process::{foreground_terminal, pidfd_open, RunningJail};
+use crate::{JailError, JailSpec};
+use wire::{Reply, Request, SocketKind};
+
+pub use net::ruleset;
+
+/// Test builds only: set to `1` to start the jail WITHOUT its netfilter rules, so a test can
+/// prove that `boundary selftest` notices broken enforcement.
+#[cfg(feature = "insecure-test-hooks")]
+pub const INSECURE_SKIP_NETFILTER_ENV: &str = "BOUNDARY_INSECURE_TEST_SKIP_NETFILTER";
+
+const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// Finds `tool` in the system directories first, then on PATH.
+fn find_tool(tool: &str, package: &str) -> Result<PathBuf, JailError> {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    TOOL_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(path_dirs)
+        .map(|d| d.join(tool))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| JailError::MissingTool {
+            tool: tool.into(),
+            package: package.into(),
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn skip_netfilter() -> bool {
+    #[cfg(feature = "insecure-test-hooks")]
+    {
+        if std::env::var_os(INSECURE_SKIP_NETFILTER_ENV).is_some_and(|v| v == "1") {
+            tracing::warn!("INSECURE test hook: the jail has NO netfilter rules");
+            return true;
+        }
+    }
+    false
+}
+
+/// The host's resolvers (`nameserver` lines of /etc/resolv.conf), port 53.
+fn host_resolvers() -> Result<Vec<std::net::SocketAddr>, JailError> {
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| JailError::io("reading /etc/resolv.conf for --use-real-dns", e))?;
+    let list = dns::parse_resolv_conf(&text);
+    if list.is_empty() {
+        return Err(JailError::Setup(
+            "--use-real-dns: /etc/resolv.conf names no nameserver".into(),
+        ));
+    }
+    Ok(list)
+}
+
+/// Starts the jail: namespaces, network, listeners, DNS stub, then the target. Call it before
+/// the tokio runtime starts or from any thread that outlives the jail; the returned
+/// [`RunningJail`] is awaited inside a runtime.
+pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
+    let skip_nf = skip_netfilter();
+    let ip_tool = find_tool("ip", "iproute2")?;
+    let nft_tool = if skip_nf {
+        PathBuf::new()
+    } else {
+        find_tool("nft", "nftables")?
+    };
+    if spec.no_user_namespace && !nix::unistd::geteuid().is_root() {
+        return Err(JailError::Namespaces {
+            detail: "--no-user-namespace was given but boundary is not running as root".into(),
+            hint: "without a user namespace the jail needs real root; drop --no-user-namespace, or use --jail-type landjail".into(),
+        });
+    }
+    let dns_mode = if spec.use_real_dns {
+        DnsMode::Forward(host_resolvers()?)
+    } else {
+        DnsMode::Answer
+    };
+    let tty = foreground_terminal();
+    let req = Request {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        proxy_port: spec.proxy_port,
+        user_namespace: !spec.no_user_namespace,
+        hide_paths: spec.hide_paths.clone(),
+        tty_fd: tty,
+        ip_tool,
+        nft_tool,
+        skip_netfilter: skip_nf,
+    };
+
+    let (mut ours, theirs) =
+        UnixStream::pair().map_err(|e| JailError::io("creating the jail's control socket", e))?;
+    let their_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("boundary-jail")
+        .arg(HELPER_ARG)
+        .arg(their_fd.to_string())
+        .stdin(Stdio::inherit())
+        .process_group(0);
+    // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe. It keeps the
+    // helper's end of the socketpair open across exec (the pair is created close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::fcntl::fcntl(
+                their_fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| JailError::io("starting the jail helper (/proc/self/exe)", e))?;
+    drop(theirs);
+    let fail = |child: &mut std::process::Child, err: JailError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        err
+    };
+    if let Err(e) = wire::send_frame(&mut ours, &req.encode()) {
+        return Err(fail(
+            &mut child,
+            JailError::io("sending the jail request", e),
+        ));
+    }
+    let reply = match wire::recv_reply(&ours) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let status = child.wait().ok();
+            return Err(JailError::Setup(format!(
+                "the jail helper exited before the jail was ready ({status:?})"
+            )));
+        }
+        Err(e) => {
+            return Err(fail(
+                &mut child,
+                JailError::io("reading the jail helper's reply", e),
+            ))
+        }
+    };
+    let (init_pid, sockets) = match reply {
+        Reply::Ready { init_pid, sockets } => (init_pid, sockets),
+        Reply::Failed(text) => {
+            let _ = child.wait();
+            return Err(failure_to_error(&text));
+        }
+    };
+    let init_pidfd = match pidfd_open(init_pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return Err(fail(
+                &mut child,
+                JailError::io("pidfd for the jail's init", e),
+            ))
+        }
+    };
+    let mut listeners = Vec::new();
+    let mut dns_sockets = DnsSockets::default();
+    for (kind, fd) in sockets {
+        match kind {
+            SocketKind::ProxyTcp => listeners.push(TcpListener::from(fd)),
+            SocketKind::DnsUdp => dns_sockets.udp.push(UdpSocket::from(fd)),
+            SocketKind::DnsTcp => dns_sockets.tcp.push(TcpListener::from(fd)),
+        }
+    }
+    let dns = dns::spawn(dns_sockets, dns_mode)
+        .map_err(|e| JailError::io("starting the jail's DNS stub", e))?;
+    let jail = RunningJail::new(child, listeners)
+        .map_err(|e| JailError::io("watching the jail helper", e))?
+        .forward_signals_to(init_pidfd, init_pid)
+        .reclaim_terminal(tty)
+        .keep_alive(ours)
+        .keep_alive(dns);
+    tracing::debug!(init_pid, "nsjail started");
+    Ok(jail)
+}
+
+fn failure_to_error(text: &str) -> JailError {
+    match text.strip_prefix(helper::NS_FAILURE) {
+        Some(rest) => {
+            let (detail, hint) = rest.split_once('\u{0}').unwrap_or((rest, ""));
+            JailError::Namespaces {
+                detail: detail.into(),
+                hint: hint.into(),
+            }
+        }
+        None => JailError::Setup(text.into()),
+    }
+}

@@ -1,0 +1,178 @@
+//! The jail's init (PID 1 of the jail's PID namespace): mounts a fresh `/proc`, hides the paths
+//! the target must not reach, drops every privilege, starts the target, forwards signals to it,
+//! reaps every zombie and exits with the target's status (code, or 128+signal). When init exits
+//! the kernel kills whatever else is left in the namespace.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::wire::Request;
+use crate::process::{drop_all_privileges, take_foreground};
+
+/// What init writes to the setup pipe when the jail is ready.
+pub const READY: &str = "OK";
+
+/// Signals forwarded to the target.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGWINCH,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Runs init; never returns.
+pub fn main(req: &Request, status: OwnedFd) -> ! {
+    let mut status = fs::File::from(status);
+    if let Err(text) = setup(req) {
+        let _ = status.write_all(text.as_bytes());
+        std::process::exit(125);
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        let _ = write!(status, "blocking signals in the jail's init: {e}");
+        std::process::exit(125);
+    }
+    let _ = status.write_all(READY.as_bytes());
+    drop(status);
+    std::process::exit(run(req, &set))
+}
+
+fn setup(req: &Request) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("setting the parent-death signal: {e}"))?;
+    // Nothing we mount may propagate back to the host's mount namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making the jail's mounts private: {e}"))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "{}mounting a fresh /proc for the jail's PID namespace: {e}\u{0}a container that masks parts of /proc \
+             forbids this; run boundary where /proc is fully visible, or use --jail-type landjail",
+            super::helper::NS_FAILURE
+        )
+    })?;
+    for path in &req.hide_paths {
+        hide(path)?;
+    }
+    drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
+    Ok(())
+}
+
+/// Covers `path`: an empty read-only tmpfs over a directory, `/dev/null` over anything else
+/// (a file, a Unix socket). A path that does not exist needs no hiding.
+fn hide(path: &Path) -> Result<(), String> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect {} to hide it: {e}", path.display())),
+    };
+    let real = fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve {} to hide it: {e}", path.display()))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let r = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            &real,
+            Some("tmpfs"),
+            flags | MsFlags::MS_RDONLY,
+            Some("size=4k,mode=000"),
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            &real,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    r.map_err(|e| format!("cannot hide {} from the jail: {e}", real.display()))
+}
+
+fn run(req: &Request, blocked: &SigSet) -> i32 {
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args);
+    for (k, v) in &req.env {
+        cmd.env(k, v);
+    }
+    let tty = req.tty_fd;
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // system calls (sigprocmask, setpgid, tcsetpgrp, signal).
+    unsafe {
+        cmd.pre_exec(move || {
+            SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
+            if let Some(fd) = tty {
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                    .map_err(io::Error::from)?;
+                take_foreground(fd)?;
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let name = req.program.to_string_lossy();
+            let code = if e.kind() == io::ErrorKind::NotFound {
+                eprintln!("boundary: {name}: command not found");
+                127
+            } else {
+                eprintln!("boundary: cannot run {name}: {e}");
+                126
+            };
+            return code;
+        }
+    };
+    let target = Pid::from_raw(child.id() as i32);
+    // std's Child is not used for waiting: init reaps every process itself.
+    std::mem::forget(child);
+    loop {
+        let sig = match blocked.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(target, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == target => return code,
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == target => return 128 + s as i32,
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+}

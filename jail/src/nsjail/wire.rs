@@ -1,0 +1,312 @@
+//! The private protocol between `boundary` and its namespace helper over a Unix socketpair:
+//! length-prefixed frames of length-prefixed byte strings, file descriptors in SCM_RIGHTS.
+//!
+//! Both ends are the same binary, so there is no versioning; a malformed frame is an error.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Largest frame we accept (argv + environment are far below this).
+const MAX_FRAME: usize = 64 << 20;
+
+/// What the helper needs to build the jail (everything in [`crate::JailSpec`] plus host facts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub proxy_port: u16,
+    pub user_namespace: bool,
+    pub hide_paths: Vec<PathBuf>,
+    /// Standard stream that is the controlling terminal the target should take over.
+    pub tty_fd: Option<i32>,
+    pub ip_tool: PathBuf,
+    pub nft_tool: PathBuf,
+    /// Test builds only (feature `insecure-test-hooks`): leave netfilter out.
+    pub skip_netfilter: bool,
+}
+
+/// Which socket each handed-back fd is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    ProxyTcp = 1,
+    DnsUdp = 2,
+    DnsTcp = 3,
+}
+
+impl SocketKind {
+    fn from_u8(b: u8) -> io::Result<Self> {
+        Ok(match b {
+            1 => SocketKind::ProxyTcp,
+            2 => SocketKind::DnsUdp,
+            3 => SocketKind::DnsTcp,
+            _ => return Err(bad("unknown socket kind")),
+        })
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("jail helper protocol: {what}"),
+    )
+}
+
+#[derive(Default)]
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_be_bytes());
+    }
+}
+
+struct Dec<'a>(&'a [u8]);
+
+impl<'a> Dec<'a> {
+    fn bytes(&mut self) -> io::Result<&'a [u8]> {
+        if self.0.len() < 4 {
+            return Err(bad("truncated frame"));
+        }
+        let n = u32::from_be_bytes(self.0[..4].try_into().expect("4 bytes")) as usize;
+        let rest = &self.0[4..];
+        if rest.len() < n {
+            return Err(bad("truncated field"));
+        }
+        self.0 = &rest[n..];
+        Ok(&rest[..n])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        let b = self.bytes()?;
+        Ok(u32::from_be_bytes(
+            b.try_into().map_err(|_| bad("bad number"))?,
+        ))
+    }
+    fn os(&mut self) -> io::Result<OsString> {
+        Ok(OsString::from_vec(self.bytes()?.to_vec()))
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.bytes(self.program.as_bytes());
+        e.u32(self.args.len() as u32);
+        for a in &self.args {
+            e.bytes(a.as_bytes());
+        }
+        e.u32(self.env.len() as u32);
+        for (k, v) in &self.env {
+            e.bytes(k.as_bytes());
+            e.bytes(v.as_bytes());
+        }
+        e.u32(self.proxy_port.into());
+        e.u32(self.user_namespace.into());
+        e.u32(self.hide_paths.len() as u32);
+        for p in &self.hide_paths {
+            e.bytes(p.as_os_str().as_bytes());
+        }
+        e.u32(self.tty_fd.map(|f| f as u32 + 1).unwrap_or(0));
+        e.bytes(self.ip_tool.as_os_str().as_bytes());
+        e.bytes(self.nft_tool.as_os_str().as_bytes());
+        e.u32(self.skip_netfilter.into());
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> io::Result<Request> {
+        let mut d = Dec(buf);
+        let program = d.os()?;
+        let n = d.u32()?;
+        let args = (0..n).map(|_| d.os()).collect::<io::Result<_>>()?;
+        let n = d.u32()?;
+        let env = (0..n)
+            .map(|_| Ok((d.os()?, d.os()?)))
+            .collect::<io::Result<_>>()?;
+        let proxy_port = u16::try_from(d.u32()?).map_err(|_| bad("port"))?;
+        let user_namespace = d.u32()? != 0;
+        let n = d.u32()?;
+        let hide_paths = (0..n)
+            .map(|_| d.os().map(PathBuf::from))
+            .collect::<io::Result<_>>()?;
+        let tty = d.u32()?;
+        let tty_fd = (tty != 0).then(|| tty as i32 - 1);
+        let ip_tool = PathBuf::from(d.os()?);
+        let nft_tool = PathBuf::from(d.os()?);
+        let skip_netfilter = d.u32()? != 0;
+        Ok(Request {
+            program,
+            args,
+            env,
+            proxy_port,
+            user_namespace,
+            hide_paths,
+            tty_fd,
+            ip_tool,
+            nft_tool,
+            skip_netfilter,
+        })
+    }
+}
+
+/// Writes one frame.
+pub fn send_frame(sock: &mut UnixStream, payload: &[u8]) -> io::Result<()> {
+    sock.write_all(&(payload.len() as u32).to_be_bytes())?;
+    sock.write_all(payload)
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before the frame started.
+pub fn recv_frame(sock: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match sock.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(bad("frame too large"));
+    }
+    let mut buf = vec![0u8; n];
+    sock.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// The helper's answer: the jail's init pid (in the parent's PID namespace) and the sockets,
+/// or what went wrong.
+pub enum Reply {
+    Ready {
+        init_pid: u32,
+        sockets: Vec<(SocketKind, OwnedFd)>,
+    },
+    Failed(String),
+}
+
+/// Sends `Ready` (one byte of kinds per fd, the fds as SCM_RIGHTS) or `Failed`.
+pub fn send_reply(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
+    let mut msg = Vec::new();
+    let fds: Vec<RawFd> = match reply {
+        Reply::Ready { init_pid, sockets } => {
+            msg.push(b'R');
+            msg.extend_from_slice(&init_pid.to_be_bytes());
+            msg.extend(sockets.iter().map(|(k, _)| *k as u8));
+            sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect()
+        }
+        Reply::Failed(text) => {
+            msg.push(b'F');
+            msg.extend_from_slice(text.as_bytes());
+            Vec::new()
+        }
+    };
+    let mut framed = (msg.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let iov = [io::IoSlice::new(&framed)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    if sent != framed.len() {
+        return Err(bad("short write of the reply"));
+    }
+    Ok(())
+}
+
+/// Receives the helper's reply; `Ok(None)` if the helper died before answering.
+pub fn recv_reply(sock: &UnixStream) -> io::Result<Option<Reply>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
+    let (n, fds) = {
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                // SAFETY: SCM_RIGHTS just installed these fds in our table; we own them now.
+                fds.extend(
+                    list.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < 5 {
+        return Err(bad("short reply"));
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len + 4 != n {
+        return Err(bad("reply length mismatch"));
+    }
+    let body = &buf[4..n];
+    match body[0] {
+        b'R' => {
+            if body.len() < 5 {
+                return Err(bad("short ready reply"));
+            }
+            let init_pid = u32::from_be_bytes(body[1..5].try_into().expect("4 bytes"));
+            let kinds = &body[5..];
+            if kinds.len() != fds.len() {
+                return Err(bad("socket count mismatch"));
+            }
+            let sockets = kinds
+                .iter()
+                .zip(fds)
+                .map(|(k, fd)| Ok((SocketKind::from_u8(*k)?, fd)))
+                .collect::<io::Result<_>>()?;
+            Ok(Some(Reply::Ready { init_pid, sockets }))
+        }
+        b'F' => Ok(Some(Reply::Failed(
+            String::from_utf8_lossy(&body[1..]).into_owned(),
+        ))),
+        _ => Err(bad("unknown reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_non_utf8_bytes() {
+        let r = Request {
+            program: OsString::from_vec(b"/bin/\xffsh".to_vec()),
+            args: vec!["-c".into(), "".into(), "exit 3".into()],
+            env: vec![
+                ("A".into(), "".into()),
+                ("SSL_CERT_FILE".into(), "/x".into()),
+            ],
+            proxy_port: 8080,
+            user_namespace: true,
+            hide_paths: vec!["/tmp/ca-key.pem".into()],
+            tty_fd: Some(0),
+            ip_tool: "/usr/sbin/ip".into(),
+            nft_tool: "/usr/sbin/nft".into(),
+            skip_netfilter: false,
+        };
+        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn truncated_request_is_an_error_not_a_panic() {
+        let bytes = Request::default().encode();
+        for cut in 0..bytes.len() {
+            assert!(Request::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

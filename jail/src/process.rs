@@ -1,0 +1,313 @@
+//! Supervision shared by both backends: waiting for the jailed command, signal forwarding, the
+//! grace period before SIGKILL, exit status (code, or 128+signal), the terminal's foreground
+//! process group, and dropping privileges before exec.
+//!
+//! Signals are sent through pidfds, so a pid that was reaped and reused can never be hit.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How long the jail may take to exit after SIGINT/SIGTERM was forwarded before it is SIGKILLed.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// A started jail: the proxy listeners it hands to the caller and the process to supervise.
+pub struct RunningJail {
+    /// Listening sockets the proxy must serve (nsjail: created inside the jail's namespace).
+    pub listeners: Vec<TcpListener>,
+    child: Option<Child>,
+    child_pidfd: Option<OwnedFd>,
+    /// Where forwarded signals go (nsjail: the jail's init; landjail: the target itself).
+    forward_pidfd: Option<OwnedFd>,
+    forward_pid: u32,
+    grace: Duration,
+    tty: Option<RawFd>,
+    exit: Option<i32>,
+    guards: Vec<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for RunningJail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningJail")
+            .field("listeners", &self.listeners)
+            .field("pid", &self.pid())
+            .field("forward_pid", &self.forward_pid)
+            .field("exit", &self.exit)
+            .finish()
+    }
+}
+
+/// `pidfd_open(2)`: a handle on a process that cannot be confused with a later one of the same pid.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
+    // SAFETY: the pidfd is valid for the call; a null siginfo means "as kill(2) would send it".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Shell convention for an exit status: the code, or 128+N for death by signal N.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    }
+}
+
+/// The standard stream (0, 1 or 2) that is our controlling terminal while we are its
+/// foreground process group; the jailed command then takes the foreground from us.
+pub fn foreground_terminal() -> Option<RawFd> {
+    let own = nix::unistd::getpgrp();
+    (0..3).find(|&fd| {
+        // SAFETY: isatty/tcgetpgrp only inspect the fd number; an invalid fd gives an error.
+        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == own.as_raw() }
+    })
+}
+
+/// Makes the calling process's group the foreground group of terminal `fd`, ignoring the
+/// SIGTTOU a background group gets for trying. Async-signal-safe (usable before exec).
+pub fn take_foreground(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls on an fd and the signal table; the previous SIGTTOU disposition is
+    // restored before returning.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        let r = libc::tcsetpgrp(fd, libc::getpgrp());
+        let err = io::Error::last_os_error();
+        libc::signal(libc::SIGTTOU, old);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Drops every capability in every set (bounding, ambient, effective, permitted, inheritable)
+/// and sets no_new_privs, so neither this process nor anything it execs can regain privilege.
+pub fn drop_all_privileges() -> io::Result<()> {
+    let to_io = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    // Bounding first: dropping it needs CAP_SETPCAP, which the later steps remove.
+    caps::clear(None, caps::CapSet::Bounding).map_err(to_io)?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(to_io)?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(to_io)?;
+    caps::clear(None, caps::CapSet::Effective).map_err(to_io)?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(to_io)?;
+    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+    Ok(())
+}
+
+impl RunningJail {
+    /// Supervises `child`; signals are forwarded to the child itself until
+    /// [`forward_signals_to`](Self::forward_signals_to) names another process.
+    pub fn new(child: Child, listeners: Vec<TcpListener>) -> io::Result<Self> {
+        let pid = child.id();
+        let child_pidfd = pidfd_open(pid)?;
+        let forward_pidfd = pidfd_open(pid)?;
+        Ok(RunningJail {
+            listeners,
+            child: Some(child),
+            child_pidfd: Some(child_pidfd),
+            forward_pidfd: Some(forward_pidfd),
+            forward_pid: pid,
+            grace: DEFAULT_GRACE_PERIOD,
+            tty: None,
+            exit: None,
+            guards: Vec::new(),
+        })
+    }
+
+    /// Forward signals to `pidfd` (pid `pid`) instead of the child, e.g. the jail's own init.
+    pub fn forward_signals_to(mut self, pidfd: OwnedFd, pid: u32) -> Self {
+        self.forward_pidfd = Some(pidfd);
+        self.forward_pid = pid;
+        self
+    }
+
+    /// After the jail exits, take terminal `fd`'s foreground back for our own process group.
+    pub fn reclaim_terminal(mut self, fd: Option<RawFd>) -> Self {
+        self.tty = fd;
+        self
+    }
+
+    /// Keeps `guard` alive as long as the jail (e.g. a background DNS server's shutdown handle).
+    pub fn keep_alive(mut self, guard: impl Send + 'static) -> Self {
+        self.guards.push(Box::new(guard));
+        self
+    }
+
+    /// Changes the grace period between a forwarded SIGINT/SIGTERM and SIGKILL.
+    pub fn set_grace_period(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// Pid of the process boundary waits for (nsjail: the namespace helper; landjail: target).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Pid (in our namespace) that forwarded signals go to.
+    pub fn signal_pid(&self) -> u32 {
+        self.forward_pid
+    }
+
+    /// Sends `sig` to the jail (the process signals are forwarded to).
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        match &self.forward_pidfd {
+            Some(fd) if self.exit.is_none() => pidfd_signal(fd, sig),
+            _ => Ok(()),
+        }
+    }
+
+    /// SIGKILLs the whole jail at once (nsjail: killing init ends every process in its PID
+    /// namespace).
+    pub fn kill(&self) {
+        if self.exit.is_some() {
+            return;
+        }
+        for fd in [&self.forward_pidfd, &self.child_pidfd]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = pidfd_signal(fd, Signal::SIGKILL) {
+                tracing::debug!("SIGKILL to the jail: {e}");
+            }
+        }
+    }
+
+    /// Waits for the target; forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1 and
+    /// SIGUSR2. After SIGINT/SIGTERM to us the jail gets the grace period, then SIGKILL. Returns
+    /// the exit code (code, or 128+signal). Needs a tokio runtime with IO and signals enabled.
+    pub async fn wait(&mut self) -> i32 {
+        if let Some(code) = self.exit {
+            return code;
+        }
+        let code = match self.wait_inner().await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("supervising the jail failed: {e}; killing it");
+                self.kill();
+                self.reap_blocking()
+            }
+        };
+        self.exit = Some(code);
+        self.child_pidfd = None;
+        self.forward_pidfd = None;
+        if let Some(fd) = self.tty {
+            if let Err(e) = take_foreground(fd) {
+                tracing::debug!("taking the terminal back: {e}");
+            }
+        }
+        code
+    }
+
+    fn reap_blocking(&mut self) -> i32 {
+        match self.child.as_mut().map(Child::wait) {
+            Some(Ok(status)) => exit_code(status),
+            Some(Err(e)) => {
+                tracing::error!("waiting for the jail: {e}");
+                1
+            }
+            None => 1,
+        }
+    }
+
+    async fn wait_inner(&mut self) -> io::Result<i32> {
+        let pidfd = self
+            .child_pidfd
+            .as_ref()
+            .ok_or_else(|| io::Error::other("jail already waited for"))?
+            .try_clone()?;
+        // SAFETY: the AsyncFd owns this OwnedFd, so the fd stays open and refers to the same
+        // pidfd for the AsyncFd's whole lifetime.
+        let exited =
+            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut quit = signal(SignalKind::quit())?;
+        let mut winch = signal(SignalKind::window_change())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let grace_over = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let forward = tokio::select! {
+                guard = exited.readable() => {
+                    let _ = guard?;
+                    break;
+                }
+                _ = int.recv() => Some(Signal::SIGINT),
+                _ = term.recv() => Some(Signal::SIGTERM),
+                _ = hup.recv() => Some(Signal::SIGHUP),
+                _ = quit.recv() => Some(Signal::SIGQUIT),
+                _ = winch.recv() => Some(Signal::SIGWINCH),
+                _ = usr1.recv() => Some(Signal::SIGUSR1),
+                _ = usr2.recv() => Some(Signal::SIGUSR2),
+                _ = grace_over => {
+                    tracing::warn!("the jail did not exit within {:?} of the signal; killing it", self.grace);
+                    self.kill();
+                    deadline = None;
+                    None
+                }
+            };
+            if let Some(sig) = forward {
+                tracing::debug!("forwarding {sig} to the jail");
+                if let Err(e) = self.signal(sig) {
+                    tracing::debug!("forwarding {sig}: {e}");
+                }
+                if matches!(sig, Signal::SIGINT | Signal::SIGTERM) && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + self.grace);
+                }
+            }
+        }
+        // The pidfd is readable: the child has exited, so this wait does not block.
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no child"))?;
+        Ok(exit_code(child.wait()?))
+    }
+}
+
+impl Drop for RunningJail {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.kill();
+            let _ = self.reap_blocking();
+        }
+        self.guards.clear();
+    }
+}
