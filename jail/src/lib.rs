@@ -4,6 +4,8 @@
 //! redirects every TCP connection to listeners handed back to the parent; `landjail` uses
 //! Landlock and seccomp where namespaces are impossible. This crate knows nothing of HTTP.
 
+pub mod landjail;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
