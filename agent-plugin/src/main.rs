@@ -5,6 +5,9 @@
 
 mod check;
 mod config;
+mod diag;
+mod logging;
+mod run;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -14,6 +17,8 @@ use clap::Parser;
 use config::cli::{CheckCli, ConfigCli, RunCli};
 
 fn main() -> ExitCode {
+    // Before anything else: this may be the jail's own helper process.
+    boundary_jail::init_hook();
     let args: Vec<OsString> = std::env::args_os().collect();
     // A subcommand is recognised only as the very first argument, so that
     // `boundary -- check` runs a program named check.
@@ -53,14 +58,28 @@ fn run(cli: RunCli) -> u8 {
         eprintln!("boundary: no command specified; usage: boundary [flags] -- command [args...]");
         return 2;
     }
-    match config::resolve(&cli.flags, &config::process_env) {
-        Ok(_cfg) => {
-            eprintln!("boundary: running jailed commands is not wired yet");
-            2
-        }
+    let cfg = match config::resolve(&cli.flags, &config::process_env) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("boundary: {e}");
-            2
+            return 2;
+        }
+    };
+    let _log_guard = match logging::init(cfg.log_level, cfg.log_dir.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("boundary: {e:#}");
+            return 2;
+        }
+    };
+    match run::run(cfg, cli.command) {
+        // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.
+        Ok(code) => code.clamp(0, 255) as u8,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("boundary: {e:#}");
+            // 125 like env(1)/docker: boundary itself failed, the command never ran.
+            125
         }
     }
 }

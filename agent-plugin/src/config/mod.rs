@@ -286,7 +286,7 @@ struct Dur(Duration);
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -376,10 +376,9 @@ fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let auth = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let auth = auth.rsplit_once('@').map(|x| x.1).unwrap_or(auth);
-    let host = if auth.starts_with('[') {
-        auth[1..].split_once(']').map(|x| x.0)?
-    } else {
-        auth.split(':').next()?
+    let host = match auth.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|x| x.0)?,
+        None => auth.split(':').next()?,
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }

@@ -1,0 +1,47 @@
+//! Application logs: stderr by default, or `<log_dir>/boundary.log`. The level also filters the
+//! local audit lines (deny at WARN, allow at INFO), which is what `--log-level` promises.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogLevel;
+
+/// Keeps the log file open for the run.
+pub struct LogGuard;
+
+pub fn init(level: LogLevel, dir: Option<&Path>) -> Result<LogGuard> {
+    let filter = EnvFilter::new(level.to_string());
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    match dir {
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the log directory {}", dir.display()))?;
+            let path = dir.join("boundary.log");
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot open the log file {}; check --log-dir",
+                        path.display()
+                    )
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init()
+        }
+    }
+    Ok(LogGuard)
+}

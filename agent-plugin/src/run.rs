@@ -1,0 +1,178 @@
+//! A jailed run: CA → jail → audit pipeline → proxy on the jail's listeners → wait → flush.
+//!
+//! The jail is started before the tokio runtime exists, so a backend may fork safely; the
+//! runtime then serves the proxy on the sockets the jail handed back until the target exits,
+//! and the audit queue is flushed before boundary exits with the target's status.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
+use boundary_jail::{JailSpec, RunningJail};
+use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
+
+use crate::config::{AuditProtocol, Config, JailType, LogLevel};
+
+/// Variables that make common clients trust our CA (INTEROP section 4).
+pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
+    let file = cert.as_os_str().to_os_string();
+    let dir = cert
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .as_os_str()
+        .to_os_string();
+    let mut env: Vec<(OsString, OsString)> = [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "DENO_CERT",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+    ]
+    .iter()
+    .map(|k| (OsString::from(k), file.clone()))
+    .collect();
+    env.push(("SSL_CERT_DIR".into(), dir));
+    env
+}
+
+/// Basename of argv[0], as Coder expects in `confined_process_name`.
+pub fn process_name(program: &OsString) -> String {
+    Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.to_string_lossy().into_owned())
+}
+
+/// The jail's description of this run.
+pub fn jail_spec(cfg: &Config, command: &[OsString], ca: &CertificateAuthority) -> JailSpec {
+    let mut hide_paths = vec![ca.key_path().to_path_buf()];
+    hide_paths.push(cfg.log_proxy_socket_path.clone());
+    JailSpec {
+        program: command[0].clone(),
+        args: command[1..].to_vec(),
+        env: ca_env(ca.cert_path()),
+        proxy_port: cfg.proxy_port,
+        use_real_dns: cfg.use_real_dns,
+        no_user_namespace: cfg.no_user_namespace,
+        hide_paths,
+        landjail_deny_bind: cfg.landjail_deny_bind,
+    }
+}
+
+fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
+    let jail = match cfg.jail_type {
+        JailType::Nsjail => boundary_jail::nsjail::start(spec),
+        JailType::Landjail => boundary_jail::landjail::start(spec),
+    };
+    jail.with_context(|| format!("cannot start the {} jail", cfg.jail_type))
+}
+
+fn audit_options(cfg: &Config, run: RunContext) -> AuditOptions {
+    let mut o = AuditOptions::new(run);
+    o.log_level = match cfg.log_level {
+        LogLevel::Error => boundary_audit::LogLevel::Error,
+        LogLevel::Warn => boundary_audit::LogLevel::Warn,
+        LogLevel::Info => boundary_audit::LogLevel::Info,
+        LogLevel::Debug => boundary_audit::LogLevel::Debug,
+    };
+    o.audit_log = cfg.audit_log.clone();
+    o.socket_path = (!cfg.disable_audit_logs).then(|| cfg.log_proxy_socket_path.clone());
+    o.protocol = match cfg.audit_protocol {
+        AuditProtocol::Auto => boundary_audit::AuditProtocol::Auto,
+        AuditProtocol::V1 => boundary_audit::AuditProtocol::V1,
+        AuditProtocol::V2 => boundary_audit::AuditProtocol::V2,
+    };
+    o.flush_interval = cfg.audit_flush_interval;
+    o.queue_size = cfg.audit_queue_size;
+    o.shutdown_timeout = cfg.audit_shutdown_timeout;
+    o
+}
+
+fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
+    let mut pc = ProxyConfig::new(cfg.policy.clone());
+    pc.resolve = cfg
+        .resolve
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect::<HashMap<_, _>>();
+    pc.upstream_ca_file = cfg.upstream_ca_file.clone();
+    pc.upstream_proxy = cfg.upstream_proxy.clone();
+    pc.idle_timeout = cfg.idle_timeout;
+    if cfg.session_correlation {
+        let targets = Policy::parse(&cfg.inject_targets).context("session id inject targets")?;
+        pc.correlation = Some(Correlation {
+            session_id: run.session_id,
+            targets,
+        });
+    }
+    Ok(pc)
+}
+
+/// Runs `command` jailed and returns the exit code boundary should exit with.
+pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(&cfg.config_dir)
+            .context("cannot prepare the CA that intercepts TLS")?,
+    );
+    if cfg.allow.is_empty() {
+        tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");
+    }
+    tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy loaded");
+    let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
+    let spec = jail_spec(&cfg, &command, &ca);
+    let pconf = proxy_config(&cfg, &run)?;
+    let mut jail = start_jail(&cfg, &spec)?;
+    tracing::info!(session_id = %run.session_id, jail = %cfg.jail_type, "jail started");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let audit = match AuditPipeline::start(audit_options(&cfg, run)) {
+            Ok(a) => a,
+            Err(e) => {
+                jail.kill();
+                return Err(anyhow::Error::new(e).context("cannot start audit logging"));
+            }
+        };
+        let proxy = match Proxy::new(pconf, ca, audit.sink()) {
+            Ok(p) => p,
+            Err(e) => {
+                jail.kill();
+                return Err(anyhow::Error::new(e).context("cannot start the proxy"));
+            }
+        };
+        let mut tasks = Vec::new();
+        if cfg.pprof {
+            match crate::diag::serve(cfg.pprof_port, proxy.clone()).await {
+                Ok(t) => tasks.push(t),
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+        for l in std::mem::take(&mut jail.listeners) {
+            l.set_nonblocking(true).context("proxy listener")?;
+            let l = tokio::net::TcpListener::from_std(l).context("proxy listener")?;
+            let p = proxy.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = p.serve(l).await {
+                    tracing::error!("proxy listener failed: {e}");
+                }
+            }));
+        }
+        let code = jail.wait().await;
+        for t in &tasks {
+            t.abort();
+        }
+        let report = audit.shutdown().await;
+        tracing::debug!(?report, "audit flushed");
+        Ok(code)
+    })
+}

@@ -1,0 +1,270 @@
+//! The command line as a user meets it: help, version, `check`, `config`, and the errors.
+
+use std::process::{Command, Output};
+
+fn boundary(home: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boundary"));
+    cmd.env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().expect("run boundary")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let home = tempfile::tempdir().unwrap();
+    let o = boundary(home.path(), &["--version"], &[]);
+    assert!(o.status.success());
+    assert!(text(&o).0.starts_with("boundary "), "{:?}", text(&o));
+    let o = boundary(home.path(), &["--help"], &[]);
+    assert!(o.status.success());
+    // Help is wrapped to the terminal; compare with whitespace collapsed.
+    let help = text(&o).0.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (flag, env, yaml) in [
+        ("--config", "BOUNDARY_CONFIG", ""),
+        ("--allow", "BOUNDARY_ALLOW", "allowlist"),
+        ("--log-level", "BOUNDARY_LOG_LEVEL", "log_level"),
+        ("--log-dir", "BOUNDARY_LOG_DIR", "log_dir"),
+        ("--proxy-port", "PROXY_PORT", "proxy_port"),
+        ("--pprof", "BOUNDARY_PPROF", "pprof_enabled"),
+        ("--pprof-port", "BOUNDARY_PPROF_PORT", "pprof_port"),
+        ("--jail-type", "BOUNDARY_JAIL_TYPE", "jail_type"),
+        ("--use-real-dns", "BOUNDARY_USE_REAL_DNS", "use_real_dns"),
+        (
+            "--no-user-namespace",
+            "BOUNDARY_NO_USER_NAMESPACE",
+            "no_user_namespace",
+        ),
+        (
+            "--disable-audit-logs",
+            "DISABLE_AUDIT_LOGS",
+            "disable_audit_logs",
+        ),
+        (
+            "--log-proxy-socket-path",
+            "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+            "",
+        ),
+        (
+            "--enable-session-correlation",
+            "BOUNDARY_SESSION_CORRELATION_ENABLED",
+            "session_correlation_enabled",
+        ),
+        (
+            "--session-id-inject-target",
+            "BOUNDARY_SESSION_ID_INJECT_TARGET",
+            "session_id_inject_targets",
+        ),
+        (
+            "--upstream-proxy",
+            "BOUNDARY_UPSTREAM_PROXY",
+            "upstream_proxy",
+        ),
+        ("--resolve", "BOUNDARY_RESOLVE", "resolve"),
+        (
+            "--upstream-ca-file",
+            "BOUNDARY_UPSTREAM_CA_FILE",
+            "upstream_ca_file",
+        ),
+        ("--workspace-id", "BOUNDARY_WORKSPACE_ID", "workspace_id"),
+        (
+            "--workspace-name",
+            "BOUNDARY_WORKSPACE_NAME",
+            "workspace_name",
+        ),
+        (
+            "--workspace-owner",
+            "BOUNDARY_WORKSPACE_OWNER",
+            "workspace_owner",
+        ),
+        ("--template-id", "BOUNDARY_TEMPLATE_ID", "template_id"),
+        (
+            "--template-version-id",
+            "BOUNDARY_TEMPLATE_VERSION_ID",
+            "template_version_id",
+        ),
+        ("--agent-name", "BOUNDARY_AGENT_NAME", "agent_name"),
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "help lacks env {env}"
+        );
+        if !yaml.is_empty() {
+            assert!(
+                help.contains(&format!("yaml: {yaml}")),
+                "help lacks yaml key {yaml}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_command_is_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let o = boundary(home.path(), &[], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("no command specified"),
+        "{:?}",
+        text(&o)
+    );
+    let o = boundary(home.path(), &["--allow", "domain=x.com", "--"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no command specified"));
+}
+
+#[test]
+fn check_allows_denies_and_rejects_bad_input() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let o = boundary(
+        h,
+        &[
+            "check",
+            "--allow",
+            "domain=github.com",
+            "--allow",
+            "domain=*.github.com",
+            "https://api.github.com/repos",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("allow GET https://api.github.com/repos"),
+        "{out}"
+    );
+    assert!(out.contains("matched rule: domain=*.github.com"), "{out}");
+
+    let o = boundary(
+        h,
+        &[
+            "check",
+            "--method",
+            "POST",
+            "--allow",
+            "method=GET domain=github.com",
+            "https://github.com/x/y?z=1",
+        ],
+        &[],
+    );
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("deny POST https://github.com/x/y?z=1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--allow 'method=POST domain=github.com path=/x/y'"),
+        "{out}"
+    );
+    assert!(out.contains("--allow 'domain=github.com'"), "{out}");
+
+    // Rules from the environment and the default file count too.
+    let dir = h.join(".config/coder_boundary");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        "allowlist:\n  - domain=file.example.com\n",
+    )
+    .unwrap();
+    let o = boundary(
+        h,
+        &["check", "https://env.example.com/"],
+        &[("BOUNDARY_ALLOW", "domain=env.example.com")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = boundary(h, &["check", "https://file.example.com/"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+
+    for bad in [
+        vec!["check", "--allow", "domain=api.*", "https://api.x.com/"],
+        vec!["check", "--allow", "domain=x.com", "not-a-url"],
+        vec!["check", "--method", "GE T", "https://x.com/"],
+        vec!["check"],
+    ] {
+        let o = boundary(h, &bad, &[]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {:?}", text(&o));
+        assert!(!text(&o).1.is_empty(), "{bad:?} explains itself");
+    }
+    let o = boundary(h, &["check", "https://x.com/"], &[("BOUNDARY_ALLOW", "")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("BOUNDARY_ALLOW is set but empty"));
+}
+
+#[test]
+fn config_prints_values_with_their_sources() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let file = h.join("c.yaml");
+    std::fs::write(
+        &file,
+        "proxy_port: 8087\nallowlist:\n  - domain=dev.coder.com\n",
+    )
+    .unwrap();
+    let o = boundary(
+        h,
+        &[
+            "config",
+            "--config",
+            file.to_str().unwrap(),
+            "--log-level",
+            "info",
+        ],
+        &[("BOUNDARY_JAIL_TYPE", "landjail")],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} missing in {out}"))
+            .to_string()
+    };
+    assert!(
+        line("proxy_port").contains("8087") && line("proxy_port").contains("(file "),
+        "{out}"
+    );
+    assert!(line("log_level").contains("info") && line("log_level").contains("(flag --log-level)"));
+    assert!(
+        line("jail_type").contains("landjail")
+            && line("jail_type").contains("(env BOUNDARY_JAIL_TYPE)")
+    );
+    assert!(line("pprof_port").contains("6060") && line("pprof_port").contains("(default)"));
+    assert!(line("allow").contains("domain=dev.coder.com"));
+
+    let o = boundary(h, &["config", "--config", "/nonexistent.yaml"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("/nonexistent.yaml does not exist"));
+}
+
+#[test]
+fn run_refuses_bad_configuration_before_jailing_anything() {
+    let home = tempfile::tempdir().unwrap();
+    let o = boundary(
+        home.path(),
+        &["--allow", "domain=github.com:443", "--", "true"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o).1;
+    assert!(
+        err.contains("invalid allow rule \"domain=github.com:443\" at column 18"),
+        "{err}"
+    );
+    let o = boundary(home.path(), &["--jail-type", "chroot", "--", "true"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("not a jail type"));
+}
