@@ -5,5 +5,79 @@
 //! plain HTTP and CONNECT, decides every request against the policy, forwards what is allowed
 //! and answers 403 to the rest, reporting each decision to an [`boundary_audit::AuditSink`].
 //! It knows nothing of how the jail was made.
+//!
+//! Transparent connections are forwarded to the *name* the client asked for (SNI or Host,
+//! resolved again here, `--resolve` first) on the original destination's port, never blindly
+//! to the original IP: a jailed process must not be able to send an allowed-looking request to
+//! an address of its own choosing. Only TLS without SNI (or HTTP without Host) goes to the
+//! original IP, which is then also the host the policy decides on.
 
+pub mod ca;
+mod io;
 pub mod rules;
+mod server;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ca::{CaError, CertificateAuthority};
+pub use server::{Proxy, ProxyBody};
+
+/// Everything the proxy needs to know about one run.
+#[derive(Debug)]
+pub struct ProxyConfig {
+    /// The allow rules every request is decided against.
+    pub policy: Arc<rules::Policy>,
+    /// `--resolve NAME=ADDR` overrides (lowercase names), consulted before system resolution.
+    pub resolve: HashMap<String, IpAddr>,
+    /// Extra trust anchors for origins (PEM, may hold several), added to the system store.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// `http://host:port` or `https://...`: reach origins through CONNECT on this proxy.
+    pub upstream_proxy: Option<String>,
+    /// Session correlation headers (INTEROP §6), when enabled.
+    pub correlation: Option<Correlation>,
+    /// Idle client connections (no request in flight) are closed after this.
+    pub idle_timeout: Duration,
+    /// Upstream TCP connect; exceeding it answers 504.
+    pub connect_timeout: Duration,
+    /// Upstream TLS handshake, and reading the client's first bytes / ClientHello.
+    pub handshake_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// Defaults: no overrides, no upstream proxy, no correlation, 90 s idle, 10 s connect and
+    /// handshake.
+    pub fn new(policy: Arc<rules::Policy>) -> Self {
+        Self {
+            policy,
+            resolve: HashMap::new(),
+            upstream_ca_file: None,
+            upstream_proxy: None,
+            correlation: None,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Session correlation (INTEROP §6): allowed requests matching `targets` get the session id
+/// and their sequence number as headers.
+#[derive(Debug)]
+pub struct Correlation {
+    pub session_id: uuid::Uuid,
+    pub targets: rules::Policy,
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot load trust anchors: {0}")]
+    TrustStore(String),
+    #[error("bad --upstream-proxy: {0}")]
+    UpstreamProxy(String),
+}
