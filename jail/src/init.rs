@@ -13,7 +13,11 @@ pub(crate) const HELPER_ARG: &str = "__boundary-nsjail-helper";
 /// re-executed as the jail's in-namespace helper, it runs that and never returns.
 pub fn init_hook() {
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(OsStr::new(HELPER_ARG)) {
+    let first = args.next();
+    if first.as_deref() == Some(OsStr::new(crate::probe::PROBE_ARG)) {
+        std::process::exit(crate::probe::main(args.collect()));
+    }
+    if first.as_deref() != Some(OsStr::new(HELPER_ARG)) {
         return;
     }
     let fd = args

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 mod dns;
 mod init;
 pub mod nsjail;
+pub mod probe;
 pub mod process;
 
 pub use init::init_hook;
@@ -29,7 +30,9 @@ pub enum JailError {
         hint: String,
     },
     /// A tool the backend runs is not installed.
-    #[error("`{tool}` not found on PATH or in /usr/sbin, /sbin: install the Debian package `{package}`")]
+    #[error(
+        "`{tool}` not found on PATH or in /usr/sbin, /sbin: install the Debian package `{package}`"
+    )]
     MissingTool {
         /// Program name.
         tool: String,

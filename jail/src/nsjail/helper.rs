@@ -36,6 +36,8 @@ pub fn main(fd: i32) -> i32 {
     // SAFETY: boundary passed this inherited fd number for exactly this purpose; we are the
     // only owner of it in this process.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    // `ps` then shows the helper and the jail's init by a name that says what they are.
+    let _ = nix::sys::prctl::set_name(c"boundary-jail");
     if let Err(e) = fcntl(sock.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
         eprintln!("boundary jail helper: control socket: {e}");
         return 125;

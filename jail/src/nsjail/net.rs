@@ -119,10 +119,7 @@ pub type Sockets = Vec<(SocketKind, OwnedFd)>;
 
 /// The sockets created inside the namespace: proxy TCP on 127.0.0.1 and ::1 at `proxy_port`
 /// (0 picks one), DNS stub UDP and TCP on one free port. Returns them with the ports used.
-pub fn create_sockets(
-    proxy_port: u16,
-    ipv6: bool,
-) -> Result<(Sockets, u16, u16), String> {
+pub fn create_sockets(proxy_port: u16, ipv6: bool) -> Result<(Sockets, u16, u16), String> {
     let lo4 = Ipv4Addr::LOCALHOST;
     let lo6 = Ipv6Addr::LOCALHOST;
     let mut out = Vec::new();
