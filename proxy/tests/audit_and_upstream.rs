@@ -1,0 +1,156 @@
+//! Sequence numbers under concurrency, correlation headers, and the corporate upstream proxy.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use boundary_proxy::rules::Policy;
+use boundary_proxy::Correlation;
+use common::*;
+
+#[test]
+fn sequence_numbers_are_dense_and_unique_under_100_concurrent_requests() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let h = Harness::new(&["domain=origin.test path=/echo"]).await;
+        let mut args: Vec<String> = vec![
+            "--parallel".into(),
+            "--parallel-immediate".into(),
+            "--parallel-max".into(),
+            "100".into(),
+            "--proxy".into(),
+            h.proxy_url(),
+        ];
+        for i in 0..100 {
+            // Half allowed, half denied: both kinds take numbers.
+            let path = if i % 2 == 0 { "echo" } else { "denied" };
+            args.push(format!("http://{ORIGIN}:{}/{path}?i={i}", origin.port()));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(&refs).await;
+        assert_eq!(out.statuses.len(), 100, "{}", out.stderr);
+        assert_eq!(out.statuses.iter().filter(|s| **s == 200).count(), 50);
+        assert_eq!(out.statuses.iter().filter(|s| **s == 403).count(), 50);
+        let recs = h.records();
+        assert_eq!(recs.len(), 100);
+        let seqs: BTreeSet<i32> = recs.iter().map(|r| r.sequence_number).collect();
+        assert_eq!(seqs, (0..100).collect::<BTreeSet<i32>>());
+        let urls: BTreeSet<String> = recs.iter().map(|r| r.url.clone()).collect();
+        assert_eq!(urls.len(), 100, "each request audited exactly once");
+        for r in &recs {
+            assert_eq!(r.allowed, r.url.contains("/echo?"), "{r:?}");
+        }
+    });
+}
+
+#[test]
+fn correlation_headers_only_on_allowed_matching_requests() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let session = uuid::Uuid::new_v4();
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.correlation = Some(Correlation {
+                session_id: session,
+                targets: Policy::parse(&["domain=origin.test path=/api/v2/aibridge/*"]).unwrap(),
+            })
+        })
+        .await;
+        let base = format!("http://{ORIGIN}:{}", origin.port());
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "-H",
+            "X-Coder-Agent-Firewall-Session-Id: forged",
+            &format!("{base}/other"),
+            &format!("{base}/api/v2/aibridge/chat"),
+        ])
+        .await;
+        assert_eq!(out.statuses, vec![200, 200]);
+        let seen = origin.seen();
+        // Not a target: the client's own value passes untouched, no sequence header added.
+        assert_eq!(
+            seen[0].headers["x-coder-agent-firewall-session-id"],
+            "forged"
+        );
+        assert!(seen[0]
+            .headers
+            .get("x-coder-agent-firewall-sequence-number")
+            .is_none());
+        // A target: overwritten with the real session and this request's sequence number.
+        assert_eq!(
+            seen[1].headers["x-coder-agent-firewall-session-id"],
+            session.to_string().as_str()
+        );
+        assert_eq!(
+            seen[1].headers["x-coder-agent-firewall-sequence-number"],
+            "1"
+        );
+        assert_eq!(h.records()[1].sequence_number, 1);
+    });
+}
+
+#[test]
+fn upstream_proxy_carries_https_and_http() {
+    run(async {
+        // The corporate proxy is another boundary proxy; ours must trust its CA.
+        let corp = Harness::new(&["domain=origin.test"]).await;
+        let corp_ca = corp.ca_cert.clone();
+        let corp_url = format!("http://user:pw@{}", corp.addr);
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_proxy = Some(corp_url);
+            c.upstream_ca_file = Some(corp_ca);
+            c.resolve.clear();
+        })
+        .await;
+        let tls = Origin::start(Some(corp.origin_tls()), None).await;
+        let plain = Origin::start(None, None).await;
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("https://{ORIGIN}:{}/echo", tls.port()),
+            &format!("http://{ORIGIN}:{}/echo", plain.port()),
+        ])
+        .await;
+        assert_eq!(out.statuses, vec![200, 200], "{out:?}");
+        assert_eq!(h.records().len(), 2);
+        // The corporate proxy saw (and decided) both requests through its CONNECT tunnels.
+        let corp_urls: Vec<String> = corp.records().iter().map(|r| r.url.clone()).collect();
+        assert_eq!(
+            corp_urls,
+            vec![
+                format!("https://origin.test:{}/echo", tls.port()),
+                format!("http://origin.test:{}/echo", plain.port()),
+            ]
+        );
+        assert!(tls.seen()[0].headers.get("proxy-authorization").is_none());
+
+        // A corporate proxy that refuses the CONNECT gives a 502 that says so.
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("http://{ORIGIN}.:{}/x", plain.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "trailing dot is the same host: {out:?}");
+        let refused = Harness::new(&["domain=nothing.test"]).await;
+        let refused_url = format!("http://{}", refused.addr);
+        let h2 = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_proxy = Some(refused_url)
+        })
+        .await;
+        let out = curl(&[
+            "--proxy",
+            &h2.proxy_url(),
+            &format!("http://{ORIGIN}:{}/x", plain.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 502, "{out:?}");
+        assert!(out.body.contains("answered 403 to CONNECT"), "{}", out.body);
+        let _ = Arc::new(());
+    });
+}
