@@ -72,7 +72,9 @@ impl ChildSetup {
         // SAFETY: reads one byte into a local buffer.
         let n = unsafe { libc::read(self.sock_fd, ack.as_mut_ptr().cast(), 1) };
         if n != 1 {
-            return Err(io::Error::other("landjail supervisor went away before the target started"));
+            return Err(io::Error::other(
+                "landjail supervisor went away before the target started",
+            ));
         }
         // SAFETY: the socketpair end is not needed by the target.
         unsafe { libc::close(self.sock_fd) };

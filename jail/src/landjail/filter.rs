@@ -317,34 +317,60 @@ mod tests {
     }
 
     fn sys(nr: libc::c_long, args: [u64; 6]) -> u32 {
-        run(&program(), AUDIT_ARCH, nr as i64, args)
+        run(&program(), AUDIT_ARCH, nr, args)
     }
 
     const EACCES: u32 = RET_ERRNO | libc::EACCES as u32;
 
     #[test]
     fn socket_families_and_types() {
-        let s = |d: i32, t: i32, p: i32| sys(libc::SYS_socket, [d as u64, t as u64, p as u64, 0, 0, 0]);
+        let s =
+            |d: i32, t: i32, p: i32| sys(libc::SYS_socket, [d as u64, t as u64, p as u64, 0, 0, 0]);
         assert_eq!(s(libc::AF_UNIX, libc::SOCK_STREAM, 0), RET_ALLOW);
         assert_eq!(s(libc::AF_UNIX, libc::SOCK_DGRAM, 0), RET_ALLOW);
-        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0), RET_ALLOW);
-        assert_eq!(s(libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP), RET_ALLOW);
+        assert_eq!(
+            s(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0),
+            RET_ALLOW
+        );
+        assert_eq!(
+            s(libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP),
+            RET_ALLOW
+        );
         assert_eq!(s(libc::AF_INET, libc::SOCK_DGRAM, 0), EACCES);
-        assert_eq!(s(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP), EACCES);
-        assert_eq!(s(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0), EACCES);
+        assert_eq!(
+            s(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+            EACCES
+        );
+        assert_eq!(
+            s(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0),
+            EACCES
+        );
         assert_eq!(s(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP), EACCES);
-        assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP), EACCES);
+        assert_eq!(
+            s(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+            EACCES
+        );
         assert_eq!(s(libc::AF_INET, libc::SOCK_STREAM, 262), EACCES); // MPTCP
         assert_eq!(s(libc::AF_PACKET, libc::SOCK_RAW, 0), EACCES);
         assert_eq!(s(libc::AF_VSOCK, libc::SOCK_STREAM, 0), EACCES);
         assert_eq!(s(libc::AF_NETLINK, libc::SOCK_RAW, 0), RET_ALLOW);
         assert_eq!(s(libc::AF_NETLINK, libc::SOCK_RAW, 12), EACCES); // NETLINK_NETFILTER
         assert_eq!(s(libc::AF_NETLINK, libc::SOCK_RAW, 16), EACCES); // NETLINK_GENERIC
-        // Garbage in the upper half of a 64-bit register does not change the decision: the
-        // kernel truncates int arguments the same way.
-        assert_eq!(s(libc::AF_INET, libc::SOCK_DGRAM, 0) , EACCES);
+                                                                     // Garbage in the upper half of a 64-bit register does not change the decision: the
+                                                                     // kernel truncates int arguments the same way.
+        assert_eq!(s(libc::AF_INET, libc::SOCK_DGRAM, 0), EACCES);
         assert_eq!(
-            sys(libc::SYS_socket, [(1 << 32) | libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]),
+            sys(
+                libc::SYS_socket,
+                [
+                    (1 << 32) | libc::AF_INET as u64,
+                    libc::SOCK_DGRAM as u64,
+                    0,
+                    0,
+                    0,
+                    0
+                ]
+            ),
             EACCES
         );
     }
@@ -361,11 +387,24 @@ mod tests {
         assert_eq!(sys(libc::SYS_sendmsg, [3, 0, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(sys(libc::SYS_sendmmsg, [3, 0, 1, fo, 0, 0]), eop);
         assert_eq!(
-            sys(libc::SYS_setsockopt, [3, libc::IPPROTO_TCP as u64, 30, 0, 4, 0]),
+            sys(
+                libc::SYS_setsockopt,
+                [3, libc::IPPROTO_TCP as u64, 30, 0, 4, 0]
+            ),
             RET_ERRNO | libc::ENOPROTOOPT as u32
         );
         assert_eq!(
-            sys(libc::SYS_setsockopt, [3, libc::IPPROTO_TCP as u64, libc::TCP_NODELAY as u64, 0, 4, 0]),
+            sys(
+                libc::SYS_setsockopt,
+                [
+                    3,
+                    libc::IPPROTO_TCP as u64,
+                    libc::TCP_NODELAY as u64,
+                    0,
+                    4,
+                    0
+                ]
+            ),
             RET_ALLOW
         );
         assert_eq!(
@@ -386,11 +425,17 @@ mod tests {
         let newuser = libc::CLONE_NEWUSER as u64;
         assert_eq!(sys(libc::SYS_unshare, [newnet, 0, 0, 0, 0, 0]), eperm);
         assert_eq!(sys(libc::SYS_unshare, [newuser, 0, 0, 0, 0, 0]), eperm);
-        assert_eq!(sys(libc::SYS_unshare, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(
+            sys(libc::SYS_unshare, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
         assert_eq!(sys(libc::SYS_clone, [newnet | 17, 0, 0, 0, 0, 0]), eperm);
         let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
         assert_eq!(sys(libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(sys(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]), RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(
+            sys(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
         assert_eq!(sys(libc::SYS_setns, [3, 0, 0, 0, 0, 0]), eperm);
     }
 
@@ -399,7 +444,12 @@ mod tests {
         assert_eq!(run(&program(), 0x4000_0003, 102, [0; 6]), RET_KILL_PROCESS); // i386 socketcall
         #[cfg(target_arch = "x86_64")]
         assert_eq!(
-            run(&program(), AUDIT_ARCH, (X32_SYSCALL_BIT as i64) | 41, [0; 6]),
+            run(
+                &program(),
+                AUDIT_ARCH,
+                (X32_SYSCALL_BIT as i64) | 41,
+                [0; 6]
+            ),
             RET_KILL_PROCESS
         );
     }

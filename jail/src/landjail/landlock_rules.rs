@@ -24,8 +24,14 @@ pub const FORCE_ABI_ENV: &str = "BOUNDARY_INSECURE_TEST_LANDLOCK_ABI";
 /// The Landlock ABI the running kernel offers: 0 when Landlock is missing or disabled.
 pub fn kernel_abi() -> i32 {
     #[cfg(feature = "insecure-test-hooks")]
-    if let Some(v) = std::env::var(FORCE_ABI_ENV).ok().and_then(|v| v.parse().ok()) {
-        warn!(abi = v, "insecure test hook: pretending the kernel's Landlock ABI");
+    if let Some(v) = std::env::var(FORCE_ABI_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        warn!(
+            abi = v,
+            "insecure test hook: pretending the kernel's Landlock ABI"
+        );
         return v;
     }
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns
@@ -60,7 +66,11 @@ pub fn check_abi() -> Result<i32, LandjailError> {
 
 /// Builds the ruleset: TCP connect only to `proxy_port`, TCP bind forbidden only when asked,
 /// signals and abstract Unix sockets scoped to the jail when the kernel can.
-pub(crate) fn ruleset(abi: i32, proxy_port: u16, deny_bind: bool) -> Result<OwnedFd, LandjailError> {
+pub(crate) fn ruleset(
+    abi: i32,
+    proxy_port: u16,
+    deny_bind: bool,
+) -> Result<OwnedFd, LandjailError> {
     let err = |e: landlock::RulesetError| LandjailError::Landlock(e.to_string());
     let mut rs = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)

@@ -85,7 +85,9 @@ pub enum LandjailError {
     #[error("no command specified")]
     NoCommand,
     /// The proxy listener could not be bound.
-    #[error("cannot listen for the proxy on {addr}: {source}; choose a free port with --proxy-port")]
+    #[error(
+        "cannot listen for the proxy on {addr}: {source}; choose a free port with --proxy-port"
+    )]
     Listen {
         /// The address that failed.
         addr: SocketAddr,

@@ -304,10 +304,16 @@ fn raw_connect(sock: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
     // Copy into an aligned sockaddr_storage so the kernel sees a properly aligned struct.
     // SAFETY: sockaddr_storage is plain data.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let n = addr.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    let n = addr
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
     // SAFETY: copies n <= sizeof(ss) bytes into ss.
     unsafe {
-        std::ptr::copy_nonoverlapping(addr.as_ptr(), (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(), n)
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
     };
     // SAFETY: connect reads n bytes of a valid sockaddr_storage.
     let r = unsafe {
@@ -416,7 +422,10 @@ fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action,
                 return Err(libc::EINVAL);
             }
             if name[0] == 0 {
-                info!(tid, "landjail: refused a connect to an abstract Unix socket");
+                info!(
+                    tid,
+                    "landjail: refused a connect to an abstract Unix socket"
+                );
                 return Err(libc::EACCES);
             }
             let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
@@ -525,7 +534,10 @@ pub(crate) fn listener_matches(l: &Listener, dest: SocketAddr) -> bool {
         return false;
     }
     let dest_ip = match dest.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     match (l.ip, dest_ip) {
@@ -574,16 +586,31 @@ mod tests {
         let l = parse_proc_net_tcp(v4);
         assert_eq!(
             l,
-            vec![Listener { ip: "127.0.0.1".parse().unwrap(), port: 8080, inode: 12345 }]
+            vec![Listener {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+                inode: 12345
+            }]
         );
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n";
         let l = parse_proc_net_tcp(v6);
-        assert_eq!(l, vec![Listener { ip: "::1".parse().unwrap(), port: 8080, inode: 777 }]);
+        assert_eq!(
+            l,
+            vec![Listener {
+                ip: "::1".parse().unwrap(),
+                port: 8080,
+                inode: 777
+            }]
+        );
     }
 
     #[test]
     fn wildcards_match_loopback_destinations() {
-        let l = |ip: &str, port| Listener { ip: ip.parse().unwrap(), port, inode: 1 };
+        let l = |ip: &str, port| Listener {
+            ip: ip.parse().unwrap(),
+            port,
+            inode: 1,
+        };
         let d: SocketAddr = "127.0.0.1:80".parse().unwrap();
         assert!(listener_matches(&l("0.0.0.0", 80), d));
         assert!(listener_matches(&l("127.0.0.1", 80), d));
@@ -599,7 +626,10 @@ mod tests {
     #[test]
     fn only_the_proxy_listeners_are_allowed() {
         let p = Policy {
-            allowed: ["127.0.0.1:8080", "[::1]:8080"].iter().map(|s| s.parse().unwrap()).collect(),
+            allowed: ["127.0.0.1:8080", "[::1]:8080"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
             hidden: vec![],
             jail_listeners: Mutex::new(HashSet::new()),
         };

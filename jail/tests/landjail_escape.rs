@@ -1,0 +1,601 @@
+//! landjail escape tests: from inside the jail, try every way out we know and fail; show with
+//! a positive control from outside the jail that each way would have worked.
+//!
+//! Setup (root needed, as in CI): a "near" network namespace where the test runs the jail (a
+//! landjail shares its parent's namespace, so this stands for the host) and a "far" namespace
+//! joined to it by a veth pair, with nftables counters on everything that arrives. The far host
+//! must count zero packets after the jailed probes, and more than zero after the same attempts
+//! from outside the jail.
+//!
+//! Run: `cargo test -p boundary-jail --test landjail_escape`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use boundary_jail::{landjail, JailSpec};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (install iproute2/nftables)"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "landjail escape tests need root (network namespaces for the far host); CI runs as root"
+    );
+    let abi = landjail::kernel_abi();
+    assert!(
+        abi >= landjail::MIN_ABI,
+        "this kernel offers Landlock ABI {abi}; landjail tests need ABI 4 (Linux 6.7+)"
+    );
+}
+
+/// A near namespace (where the jail runs) and a far host joined by a veth pair.
+struct Net {
+    near: String,
+    far: String,
+    far4: Ipv4Addr,
+    far6: Ipv6Addr,
+}
+
+impl Net {
+    fn new() -> Net {
+        require_root();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = (std::process::id() % 200) * 8 + n;
+        let near = format!("lj{}-{}-near", std::process::id(), n);
+        let far = format!("lj{}-{}-far", std::process::id(), n);
+        let (a, b) = ((id >> 6) & 0xff, (id & 0x3f) << 2);
+        let near4 = format!("10.214.{a}.{}", b + 1);
+        let far4: Ipv4Addr = format!("10.214.{a}.{}", b + 2).parse().unwrap();
+        let far6: Ipv6Addr = format!("fd00:214:{id:x}::2").parse().unwrap();
+        let near6 = format!("fd00:214:{id:x}::1");
+        sh(&["ip", "netns", "add", &near]);
+        let net = Net {
+            near: near.clone(),
+            far: far.clone(),
+            far4,
+            far6,
+        };
+        sh(&["ip", "netns", "add", &far]);
+        sh(&[
+            "ip", "-n", &near, "link", "add", "ljn", "type", "veth", "peer", "name", "ljf",
+            "netns", &far,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&near, "ljn", &near4, &near6),
+            (&far, "ljf", &far4.to_string(), &far6.to_string()),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/30"),
+                "dev",
+                dev,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Count every IP packet addressed to the far host, except IPv6 neighbour discovery and
+        // multicast-listener noise that the kernel sends on its own.
+        let rules = format!(
+            "table inet ljcount {{
+               counter hits {{ }}
+               chain pre {{
+                 type filter hook prerouting priority -400;
+                 ip daddr {far4} counter name hits
+                 ip6 daddr {far6} meta l4proto != ipv6-icmp counter name hits
+                 ip6 daddr {far6} icmpv6 type {{ echo-request }} counter name hits
+               }}
+             }}"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &far, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft (Debian package nftables) is needed for the far host's counters");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "loading the far host's nft counters failed"
+        );
+        net
+    }
+
+    fn hits(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.far, "nft", "list", "counter", "inet", "ljcount", "hits",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let packets = text
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no packet counter in: {text}"));
+        packets.parse().unwrap()
+    }
+
+    /// Runs `f` on a thread that has entered the near namespace (its children are born there).
+    fn in_near<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.near);
+        thread::spawn(move || {
+            let ns = File::open(&path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.near, &self.far] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for the in-jail probes");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn probe_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/landjail_probe.py")
+}
+
+/// Answers every connection on the proxy listeners with a fixed HTTP response.
+fn stand_in_proxy(listeners: Vec<TcpListener>) {
+    for l in listeners {
+        l.set_nonblocking(false).unwrap();
+        thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    let body = "proxy-stand-in\n";
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = c.shutdown(Shutdown::Write);
+                });
+            }
+        });
+    }
+}
+
+/// Runs `program args` in a landjail on a fresh runtime; returns the exit code.
+fn run_jail(spec: JailSpec, with_proxy: bool) -> i32 {
+    let mut running = landjail::start(&spec).expect("landjail::start");
+    let listeners: Vec<TcpListener> = running.listeners.drain(..).collect();
+    if with_proxy {
+        stand_in_proxy(listeners);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(running.wait())
+}
+
+fn spec(program: impl Into<OsString>, args: &[&str]) -> JailSpec {
+    JailSpec {
+        program: program.into(),
+        args: args.iter().map(OsString::from).collect(),
+        proxy_port: 0,
+        ..Default::default()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nothing_leaves_the_jail_but_the_proxy() {
+    let net = Net::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe.json");
+    let hidden = dir.path().join("audit.sock");
+    let plain = dir.path().join("plain.sock");
+    let abstract_name = format!("boundary-lj-test-{}", std::process::id());
+
+    // Servers outside the jail the probes aim at; each counts what it accepted.
+    let hidden_l = UnixListener::bind(&hidden).unwrap();
+    hidden_l.set_nonblocking(true).unwrap();
+    let plain_l = UnixListener::bind(&plain).unwrap();
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+
+    let (far4, far6, sleeper_pid) = (net.far4, net.far6, sleeper.id());
+    let (hidden2, plain2, out2, an) = (
+        hidden.clone(),
+        plain.clone(),
+        out.clone(),
+        abstract_name.clone(),
+    );
+    let (tx, rx) = mpsc::channel();
+    let result = net.in_near(move || {
+        let port = free_port();
+        // Something listening on the proxy port of another loopback address, and an unrelated
+        // loopback service: both outside the jail, both must stay unreachable from inside.
+        let other_lo = TcpListener::bind(("127.0.0.2", port)).unwrap();
+        other_lo.set_nonblocking(true).unwrap();
+        let outside = TcpListener::bind("127.0.0.1:0").unwrap();
+        outside.set_nonblocking(true).unwrap();
+        let abs =
+            UnixListener::bind_addr(&UnixAddr::from_abstract_name(an.as_bytes()).unwrap()).unwrap();
+        abs.set_nonblocking(true).unwrap();
+        let plain_acceptor = thread::spawn(move || {
+            let Ok((mut c, _)) = plain_l.accept() else {
+                return false;
+            };
+            let mut got = String::new();
+            c.read_to_string(&mut got).is_ok() && got == "escape\n"
+        });
+        let cfg = serde_like_json(&[
+            ("proxy_port", port.to_string()),
+            ("far4", quote(&far4.to_string())),
+            ("far6", quote(&far6.to_string())),
+            (
+                "outside_port",
+                outside.local_addr().unwrap().port().to_string(),
+            ),
+            ("outside_pid", sleeper_pid.to_string()),
+            ("abstract_name", quote(&an)),
+            ("hidden_socket", quote(hidden2.to_str().unwrap())),
+            ("plain_socket", quote(plain2.to_str().unwrap())),
+            ("out", quote(out2.to_str().unwrap())),
+        ]);
+        let mut s = spec(python(), &[probe_script().to_str().unwrap(), &cfg]);
+        s.proxy_port = port;
+        s.hide_paths = vec![hidden2.clone()];
+        let code = run_jail(s, true);
+        let accepted_elsewhere = (
+            other_lo.accept().is_ok(),
+            outside.accept().is_ok(),
+            abs.accept().is_ok(),
+        );
+        // Positive control for the loopback cases, from outside the jail.
+        let control = (
+            TcpStream::connect(("127.0.0.2", port)).is_ok(),
+            TcpStream::connect(outside.local_addr().unwrap()).is_ok(),
+            std::os::unix::net::UnixStream::connect_addr(
+                &UnixAddr::from_abstract_name(an.as_bytes()).unwrap(),
+            )
+            .is_ok(),
+        );
+        tx.send(plain_acceptor.join().unwrap()).unwrap();
+        (code, accepted_elsewhere, control)
+    });
+    let (code, accepted_elsewhere, control) = result;
+    let report = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("probe wrote nothing ({e}); exit {code}"));
+    assert_eq!(code, 0, "probe failed: {report}");
+    let hits_from_jail = net.hits();
+
+    let expect = [
+        ("tcp_proxy_port_on_127.0.0.2", "EACCES"),
+        ("tcp_proxy_port_on_far_v4", "EACCES"),
+        ("tcp_proxy_port_on_far_v6", "EACCES"),
+        ("tcp_far_v4_80", "EACCES"),
+        ("tcp_far_v4_443", "EACCES"),
+        ("tcp_far_v6_80", "EACCES"),
+        ("tcp_mapped_far_v4", "EACCES"),
+        ("tcp_outside_loopback_service", "EACCES"),
+        ("tcp_0.0.0.0_proxy_port", "EACCES"),
+        ("udp_v4_dns", "EACCES"),
+        ("udp_v6", "EACCES"),
+        ("icmp_dgram_v4", "EACCES"),
+        ("icmp_dgram_v6", "EACCES"),
+        ("raw_icmp_v4", "EACCES"),
+        ("raw_icmp_v6", "EACCES"),
+        ("raw_tcp_v4", "EACCES"),
+        ("packet_socket", "EACCES"),
+        ("sctp_socket", "EACCES"),
+        ("mptcp_socket", "EACCES"),
+        ("vsock_socket", "EACCES"),
+        ("netlink_netfilter", "EACCES"),
+        // EOPNOTSUPP; Python names the same number ENOTSUP.
+        ("fastopen_sendto", "ENOTSUP"),
+        ("fastopen_sendmsg", "ENOTSUP"),
+        ("fastopen_connect_option", "ENOPROTOOPT"),
+        ("io_uring_setup", "ENOSYS"),
+        ("unshare_net", "EPERM"),
+        ("unshare_user", "EPERM"),
+        ("signal_outside", "EPERM"),
+        ("abstract_unix_outside", "EACCES"),
+        ("hidden_unix_socket", "EACCES"),
+        ("unix_socket_allowed", "open"),
+        ("proxy_v4", "open"),
+        ("proxy_v6", "open"),
+        ("proxy_v4_mapped", "open"),
+        ("proxy_nonblocking", "open"),
+        ("local_server", "open"),
+        ("local_server_v6_wildcard", "open"),
+    ];
+    let mut wrong = Vec::new();
+    for (name, want) in expect {
+        let got = json_field(&report, name);
+        if got.as_deref() != Some(want) {
+            wrong.push(format!("{name}: want {want}, got {got:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unexpected probe results:\n{}\nfull report: {report}",
+        wrong.join("\n")
+    );
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            json_field(&report, cap).as_deref(),
+            Some("0000000000000000"),
+            "{cap} not empty in the jail although boundary runs as root: {report}"
+        );
+    }
+    assert_eq!(json_field(&report, "NoNewPrivs").as_deref(), Some("1"));
+    assert_eq!(json_field(&report, "Seccomp").as_deref(), Some("2"));
+
+    assert_eq!(
+        hits_from_jail, 0,
+        "packets reached the far host from inside the jail"
+    );
+    assert_eq!(accepted_elsewhere, (false, false, false), "an outside server accepted a jailed connection (127.0.0.2, loopback service, abstract socket)");
+    assert!(
+        rx.recv().unwrap(),
+        "the allowed filesystem Unix socket saw no connection"
+    );
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the process outside the jail was killed by the jailed signal"
+    );
+    let _ = hidden_l
+        .accept()
+        .map(|_| panic!("the hidden socket accepted a jailed connection"));
+
+    // Positive controls: the same destinations from outside the jail.
+    assert_eq!(
+        control,
+        (true, true, true),
+        "outside-the-jail controls failed"
+    );
+    net.in_near(move || {
+        let _ = TcpStream::connect_timeout(&(far4, 80).into(), std::time::Duration::from_secs(5));
+        let _ = TcpStream::connect_timeout(&(far6, 80).into(), std::time::Duration::from_secs(5));
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let _ = u.send_to(b"control", (far4, 53));
+    });
+    let after = net.hits();
+    assert!(after >= 3, "positive control did not reach the far host (counter {after}): the test would not see an escape");
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+}
+
+#[test]
+fn host_network_configuration_cannot_be_changed() {
+    let net = Net::new();
+    let near = net.near.clone();
+    let script = "ip link add ljx0 type veth peer name ljx1; ip link set lo down; \
+                  ip addr add 10.99.99.1/32 dev lo; nft add table inet ljescape; exit 0";
+    let code = net.in_near(move || run_jail(spec("/bin/sh", &["-c", script]), false));
+    assert_eq!(code, 0);
+    let links = Command::new("ip")
+        .args(["-n", &near, "-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    assert!(
+        !links.contains("ljx0"),
+        "the jail created an interface: {links}"
+    );
+    let lo = links.lines().find(|l| l.contains(": lo:")).unwrap();
+    assert!(lo.contains("UP"), "the jail took lo down: {lo}");
+    let addrs = Command::new("ip")
+        .args(["-n", &near, "addr"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&addrs.stdout).contains("10.99.99.1"));
+    let tables = Command::new("ip")
+        .args(["netns", "exec", &near, "nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("ljescape"),
+        "the jail added an nft table"
+    );
+}
+
+#[test]
+fn curl_goes_through_the_proxy_and_nowhere_else() {
+    let net = Net::new();
+    let far4 = net.far4;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("curl.txt");
+    let out2 = out.clone();
+    let code = net.in_near(move || {
+        let script = format!(
+            "curl -sS --max-time 10 http://example.invalid/ > {o}; echo \"via-proxy=$?\" >> {o}; \
+             curl -sS --max-time 10 --noproxy '*' http://{far4}/ >> {o} 2>&1; echo \"direct=$?\" >> {o}",
+            o = out2.display()
+        );
+        run_jail(spec("/bin/sh", &["-c", &script]), true)
+    });
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("proxy-stand-in"),
+        "curl did not reach the proxy: {text}"
+    );
+    assert!(text.contains("via-proxy=0"), "{text}");
+    assert!(
+        text.contains("direct=7"),
+        "direct connection was not refused: {text}"
+    );
+    assert_eq!(net.hits(), 0, "curl reached the far host directly");
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported_like_a_shell() {
+    assert_eq!(run_jail(spec("/bin/sh", &["-c", "exit 7"]), false), 7);
+    assert_eq!(
+        run_jail(spec("/bin/sh", &["-c", "kill -TERM $$"]), false),
+        143
+    );
+    assert_eq!(run_jail(spec("true", &[]), false), 0);
+}
+
+#[test]
+fn proxy_environment_is_set_and_spec_env_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env.txt");
+    let mut s = spec("/bin/sh", &["-c", &format!("env > {}", out.display())]);
+    s.env = vec![
+        ("SSL_CERT_FILE".into(), "/tmp/ca.pem".into()),
+        ("https_proxy".into(), "http://localhost:1".into()),
+    ];
+    let mut running = landjail::start(&s).unwrap();
+    let port = running.listeners[0].local_addr().unwrap().port();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(running.wait()), 0);
+    let env = std::fs::read_to_string(&out).unwrap();
+    let url = format!("http://localhost:{port}");
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+    ] {
+        assert!(
+            env.lines().any(|l| l == format!("{k}={url}")),
+            "{k} missing: {env}"
+        );
+    }
+    assert!(env.lines().any(|l| l == "NO_PROXY="), "{env}");
+    assert!(env.lines().any(|l| l == "no_proxy="), "{env}");
+    assert!(
+        env.lines().any(|l| l == "SSL_CERT_FILE=/tmp/ca.pem"),
+        "{env}"
+    );
+    assert!(
+        env.lines().any(|l| l == "https_proxy=http://localhost:1"),
+        "spec.env must override: {env}"
+    );
+    let addrs: Vec<_> = running
+        .listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    assert!(addrs.contains(&format!("127.0.0.1:{port}")), "{addrs:?}");
+    assert!(addrs.contains(&format!("[::1]:{port}")), "{addrs:?}");
+}
+
+#[test]
+fn deny_bind_forbids_local_servers_and_default_allows_them() {
+    let script = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)";
+    assert_eq!(run_jail(spec(python(), &["-c", script]), false), 0);
+    let mut s = spec(python(), &["-c", script]);
+    s.landjail_deny_bind = true;
+    assert_ne!(
+        run_jail(s, false),
+        0,
+        "bind was allowed despite landjail_deny_bind"
+    );
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error() {
+    let err = landjail::start(&spec("/nonexistent/program", &[])).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent/program"), "{msg}");
+    let err = landjail::start(&spec("", &[])).expect_err("must fail");
+    assert!(err.to_string().contains("no command"), "{err}");
+}
+
+fn quote(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn serde_like_json(fields: &[(&str, String)]) -> String {
+    let inner: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", quote(k)))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// Reads `"name": "value"` out of the probe's flat JSON (values are strings there).
+fn json_field(json: &str, name: &str) -> Option<String> {
+    let key = format!("{}: \"", quote(name));
+    let start = json.find(&key)? + key.len();
+    let end = json[start..].find('"')?;
+    Some(json[start..start + end].to_string())
+}
