@@ -334,7 +334,11 @@ impl Proxy {
             let ctx = ctx.clone();
             let guard = act.begin();
             async move {
-                let resp = proxy.route(req, &ctx).await;
+                let grpc = is_grpc(req.headers());
+                let mut resp = proxy.route(req, &ctx).await;
+                if grpc && resp.extensions().get::<LocalReply>().is_some() {
+                    add_grpc_status(&mut resp);
+                }
                 Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, guard).boxed()))
             }
         });
@@ -817,6 +821,37 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Marks a response the proxy wrote itself (denial, failure), as opposed to the origin's.
+#[derive(Debug, Clone, Copy)]
+struct LocalReply;
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// gRPC clients read `grpc-status` rather than the HTTP status (a "trailers-only" reply), so a
+/// denial or failure also says PERMISSION_DENIED / UNAVAILABLE / DEADLINE_EXCEEDED there.
+fn add_grpc_status(resp: &mut Response<ProxyBody>) {
+    let code = match resp.status() {
+        StatusCode::FORBIDDEN => "7",
+        StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::BAD_REQUEST => "3",
+        _ => "14",
+    };
+    let message = match resp.status() {
+        StatusCode::FORBIDDEN => "Request Blocked by Boundary".to_string(),
+        s => format!("Boundary proxy: {s}"),
+    };
+    let h = resp.headers_mut();
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(v) = HeaderValue::from_str(&message.replace(' ', "%20")) {
+        h.insert("grpc-message", v);
+    }
+}
+
 fn empty() -> ProxyBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
@@ -834,6 +869,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<ProxyBody> {
             .boxed(),
     );
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(LocalReply);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -153,7 +153,7 @@ async fn misbehaving_origin(reset: bool) -> u16 {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             if reset {
-                let _ = s.set_linger(Some(Duration::ZERO));
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
             }
             drop(s);
         }
