@@ -599,3 +599,47 @@ fn json_field(json: &str, name: &str) -> Option<String> {
     let end = json[start..].find('"')?;
     Some(json[start..start + end].to_string())
 }
+
+fn compile_race(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/landjail_race.c");
+    let bin = dir.join("landjail_race");
+    let status = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (`cc`, Debian package gcc) is needed for the race test");
+    assert!(status.success(), "compiling {} failed", src.display());
+    bin
+}
+
+#[test]
+fn racing_threads_cannot_swap_the_address_or_the_socket() {
+    let net = Net::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_race(dir.path());
+    let out = dir.path().join("race.txt");
+    let (far4, out2) = (net.far4, out.clone());
+    let code = net.in_near(move || {
+        let port = free_port();
+        let script = format!("{} {port} {far4} 500 > {}", bin.display(), out2.display());
+        let mut s = spec("/bin/sh", &["-c", &script]);
+        s.proxy_port = port;
+        run_jail(s, true)
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(code, 0, "race: {text}");
+    let nums: Vec<u64> = text
+        .trim()
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("race: {text}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    // Both outcomes must have happened, or the race did not exercise the check at all.
+    assert!(
+        nums[0] > 0 && nums[1] > 0,
+        "race did not hit both addresses: {text}"
+    );
+    assert_eq!(net.hits(), 0, "a racing connect reached the far host");
+}
