@@ -1,0 +1,258 @@
+//! `boundary --jail-type landjail` end to end with real clients (curl, git, Python, Node): an
+//! allowed request goes through the proxy to a web server on the far host, a denied one gets the
+//! proxy's 403, and going around the proxy fails without a packet reaching the far host, also
+//! on the proxy's own port number (the Go landjail's bypass).
+//!
+//! Needs root (namespaces) and `cargo build -p boundary` first.
+//! Run: `cargo build -p boundary && cargo test -p boundary-integration --test landjail_clients`.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use boundary_integration::farhost::{boundary_binary, FarHost};
+
+/// The port boundary's proxy listens on in these tests; the far host listens on it too.
+const PROXY_PORT: &str = "8080";
+const WEB_PORT: u16 = 8000;
+
+/// A static web server on the far host (Python's http.server) with a file and a git repository.
+struct Site {
+    server: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn git(args: &[&str], dir: &Path) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git is needed");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn site(far: &FarHost) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from far\n").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret\n").unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    git(&["init", "-q", "-b", "main"], &work);
+    std::fs::write(work.join("README"), "landjail repo\n").unwrap();
+    git(&["add", "README"], &work);
+    git(
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+        &work,
+    );
+    git(&["clone", "-q", "--bare", "work", "repo.git"], dir.path());
+    git(&["update-server-info"], &dir.path().join("repo.git"));
+    let server = far
+        .far_command("python3")
+        .args(["-m", "http.server", &WEB_PORT.to_string(), "--bind"])
+        .arg(far.far_v4.to_string())
+        .arg("--directory")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server on the far host");
+    // Wait until it accepts (polling a connect, no fixed sleep).
+    let v4 = far.far_v4;
+    far.in_near(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((v4, WEB_PORT)).is_err() {
+            assert!(Instant::now() < deadline, "far web server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .unwrap();
+    Site { server, _dir: dir }
+}
+
+fn boundary(far: &FarHost, home: &Path, allow: &[String], script: &str) -> Output {
+    let bin = boundary_binary().expect("boundary binary");
+    let mut cmd = far.near_command(bin);
+    cmd.env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env("BOUNDARY_LOG_LEVEL", "warn")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT]);
+    for a in allow {
+        cmd.args(["--allow", a]);
+    }
+    cmd.args(["--", "sh", "-c", script]);
+    cmd.output().expect("running boundary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn node_get() -> &'static str {
+    // Node's http module does not read HTTP_PROXY by itself: send the absolute-form request to
+    // the proxy named there, as proxy-aware Node tools do.
+    r#"const http = require('http');
+const p = new URL(process.env.HTTP_PROXY);
+const target = process.argv[1];
+http.get({host: p.hostname, port: p.port, path: target, headers: {host: new URL(target).host}}, r => {
+  let b = ''; r.on('data', d => b += d); r.on('end', () => console.log('node ' + r.statusCode + ' ' + b.trim()));
+}).on('error', e => { console.log('node error ' + e.code); });"#
+}
+
+#[test]
+fn clients_through_the_landjail_proxy_allowed_and_denied() {
+    let far = FarHost::new().expect("far host");
+    let _site = site(&far);
+    let home = tempfile::tempdir().unwrap();
+    let f = far.far_v4;
+    let base = format!("http://{f}:{WEB_PORT}");
+    let allow = vec![format!("domain={f} path=/hello.txt,/repo.git/*")];
+    let clone_dir = home.path().join("clone");
+    let script = format!(
+        "set -u\n\
+         curl -sS --max-time 20 {base}/hello.txt\n\
+         curl -sS --max-time 20 -o /dev/null -w 'curl-denied %{{http_code}}\\n' {base}/secret.txt\n\
+         python3 -c \"import urllib.request as u; print('python', u.urlopen('{base}/hello.txt').read().decode().strip())\"\n\
+         python3 -c \"import urllib.request as u, urllib.error as e\n\
+try: u.urlopen('{base}/secret.txt')\n\
+except e.HTTPError as x: print('python-denied', x.code, 'Request Blocked by Boundary' in x.read().decode())\"\n\
+         node -e \"$NODE_GET\" {base}/hello.txt\n\
+         node -e \"$NODE_GET\" {base}/secret.txt\n\
+         git clone -q {base}/repo.git {clone} && echo \"git $(cat {clone}/README)\"\n\
+         git clone -q {base}/other.git {clone}2 2>&1 | grep -q 403 && echo git-denied 403\n\
+         exit 0\n",
+        clone = clone_dir.display()
+    );
+    let bin = boundary_binary().expect("boundary binary");
+    let out = far
+        .near_command(bin)
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env("NODE_GET", node_get())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
+        .args(["--allow", &allow[0], "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "hello from far",
+        "curl-denied 403",
+        "python hello from far",
+        "python-denied 403 True",
+        "node 200 hello from far",
+        "git landjail repo",
+        "git-denied 403",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("node 403 ") && l.contains("Request Blocked by Boundary")),
+        "node denied request not blocked:\n{t}"
+    );
+}
+
+#[test]
+fn going_around_the_landjail_proxy_reaches_nothing() {
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let (v4, v6) = (far.far_v4, far.far_v6);
+    // The far host listens on the proxy's port too: the Go landjail lets this through.
+    let script = format!(
+        "curl -sS --max-time 5 --noproxy '*' http://{v4}:{PROXY_PORT}/; echo \"proxy-port-v4=$?\"\n\
+         curl -sS --max-time 5 --noproxy '*' 'http://[{v6}]:{PROXY_PORT}/'; echo \"proxy-port-v6=$?\"\n\
+         curl -sS --max-time 5 --noproxy '*' http://{v4}:80/; echo \"port80=$?\"\n\
+         curl -sS --max-time 5 --noproxy '*' http://127.0.0.2:{PROXY_PORT}/; echo \"lo2=$?\"\n\
+         python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('{v4}', 53))\" 2>/dev/null; echo \"udp=$?\"\n\
+         exit 0\n"
+    );
+    let out = boundary(
+        &far,
+        home.path(),
+        &["domain=example.com".to_string()],
+        &script,
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "proxy-port-v4=7",
+        "proxy-port-v6=7",
+        "port80=7",
+        "lo2=7",
+        "udp=1",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
+    }
+    let c = far.counters().unwrap();
+    assert_eq!(
+        c.total(),
+        0,
+        "packets reached the far host from the landjail: {c}\n{t}"
+    );
+
+    // Positive control: the same far port from outside the jail.
+    far.in_near(move || TcpStream::connect((v4, 8080)).expect("far host on 8080"))
+        .unwrap();
+    assert!(far.counters().unwrap().tcp > 0, "control did not register");
+}
+
+#[test]
+fn landjail_exit_code_and_local_servers() {
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let out = boundary(&far, home.path(), &["domain=example.com".into()], "exit 42");
+    assert_eq!(out.status.code(), Some(42), "{}", text(&out));
+    // A dev server started in the jail is reachable from the jail.
+    let script = "python3 -m http.server 18123 --bind 127.0.0.1 >/dev/null 2>&1 & \
+                  for i in $(seq 100); do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:18123/ && break; sleep 0.1; done; \
+                  curl -sS --noproxy '*' -o /dev/null -w 'local %{http_code}\\n' http://127.0.0.1:18123/; kill %1";
+    let out = boundary(&far, home.path(), &["domain=example.com".into()], script);
+    let t = text(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("local 200"),
+        "{t}"
+    );
+    // Something listening on loopback outside the jail is not.
+    let port = far
+        .in_near(|| {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let p = l.local_addr().unwrap().port();
+            std::mem::forget(l);
+            p
+        })
+        .unwrap();
+    let script = format!("curl -sS --noproxy '*' http://127.0.0.1:{port}/; echo \"outside=$?\"");
+    let out = boundary(&far, home.path(), &["domain=example.com".into()], &script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("outside=7"),
+        "{}",
+        text(&out)
+    );
+}
