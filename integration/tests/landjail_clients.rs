@@ -128,7 +128,7 @@ fn clients_through_the_landjail_proxy_allowed_and_denied() {
     let home = tempfile::tempdir().unwrap();
     let f = far.far_v4;
     let base = format!("http://{f}:{WEB_PORT}");
-    let allow = vec![format!("domain={f} path=/hello.txt,/repo.git/*")];
+    let allow = format!("domain={f} path=/hello.txt,/repo.git/*");
     let clone_dir = home.path().join("clone");
     let script = format!(
         "set -u\n\
@@ -153,7 +153,7 @@ except e.HTTPError as x: print('python-denied', x.code, 'Request Blocked by Boun
         .env("NODE_GET", node_get())
         .env("GIT_TERMINAL_PROMPT", "0")
         .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
-        .args(["--allow", &allow[0], "--", "sh", "-c", &script])
+        .args(["--allow", &allow, "--", "sh", "-c", &script])
         .output()
         .unwrap();
     let t = text(&out);
