@@ -355,6 +355,7 @@ fn nothing_leaves_the_jail_but_the_proxy() {
         ("fastopen_sendmsg", "ENOTSUP"),
         ("fastopen_connect_option", "ENOPROTOOPT"),
         ("io_uring_setup", "ENOSYS"),
+        ("second_seccomp_listener", "EPERM"),
         ("unshare_net", "EPERM"),
         ("unshare_user", "EPERM"),
         ("signal_outside", "EPERM"),

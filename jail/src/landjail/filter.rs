@@ -27,6 +27,11 @@
 //!   behind a pointer) with `ENOSYS`, so libc falls back to `clone`. The supervisor checks
 //!   loopback listeners in the target's network namespace, which must stay the one its sockets
 //!   were made in; and a user namespace would hand the target capabilities again;
+//! - `seccomp(SECCOMP_SET_MODE_FILTER)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` fails with
+//!   `EPERM`: when two stacked filters both answer `USER_NOTIF`, the newest one's listener gets
+//!   the notification, so a jailed process could take its own `connect()` notifications and let
+//!   them continue past our supervisor (filters without a listener stay allowed: sandboxes in
+//!   browsers and runtimes use them);
 //! - `io_uring_*` fail with `ENOSYS`: io_uring creates sockets and connects without passing
 //!   through the seccomp filter (programs fall back to ordinary syscalls);
 //! - everything else is allowed.
@@ -93,6 +98,7 @@ enum L {
     Setsockopt,
     NsFlags0,
     Eperm,
+    Seccomp,
 }
 
 enum Insn {
@@ -200,6 +206,7 @@ pub(crate) fn program() -> Vec<sock_filter> {
     a.jeq(nr(libc::SYS_clone), L::NsFlags0, L::Next);
     a.jeq(nr(libc::SYS_clone3), L::Enosys, L::Next);
     a.jeq(nr(libc::SYS_setns), L::Eperm, L::Next);
+    a.jeq(nr(libc::SYS_seccomp), L::Seccomp, L::Next);
     a.jeq(nr(libc::SYS_io_uring_setup), L::Enosys, L::Next);
     a.jeq(nr(libc::SYS_io_uring_enter), L::Enosys, L::Next);
     a.jeq(nr(libc::SYS_io_uring_register), L::Enosys, L::Allow);
@@ -246,6 +253,16 @@ pub(crate) fn program() -> Vec<sock_filter> {
     a.ld(off_arg_lo(0));
     a.jset(
         (libc::CLONE_NEWNET | libc::CLONE_NEWUSER) as u32,
+        L::Eperm,
+        L::Allow,
+    );
+
+    a.label(L::Seccomp);
+    a.ld(off_arg_lo(0));
+    a.jeq(libc::SECCOMP_SET_MODE_FILTER, L::Next, L::Allow);
+    a.ld(off_arg_lo(1));
+    a.jset(
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32,
         L::Eperm,
         L::Allow,
     );
@@ -437,6 +454,23 @@ mod tests {
             RET_ERRNO | libc::ENOSYS as u32
         );
         assert_eq!(sys(libc::SYS_setns, [3, 0, 0, 0, 0, 0]), eperm);
+    }
+
+    #[test]
+    fn no_second_notification_listener() {
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let filter = libc::SECCOMP_SET_MODE_FILTER as u64;
+        let listener = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u64;
+        assert_eq!(
+            sys(libc::SYS_seccomp, [filter, listener, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(
+            sys(libc::SYS_seccomp, [filter, listener | 1, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(sys(libc::SYS_seccomp, [filter, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(sys(libc::SYS_seccomp, [3, 0, 0, 0, 0, 0]), RET_ALLOW);
     }
 
     #[test]

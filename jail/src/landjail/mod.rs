@@ -22,9 +22,11 @@
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
 //!   netfilter.
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
-//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock. A server bound to a
-//!   non-loopback address can be reached from outside; that is inbound, and the host's own
-//!   firewall decides it.
+//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock. Jailed processes reach their
+//!   own loopback servers (the supervisor records every socket they `listen()` on), not the
+//!   host's other loopback services.
+//! - **No nested sandboxes that could outvote the supervisor**: new user or network namespaces
+//!   and a second seccomp notification listener are refused.
 //!
 //! What landjail cannot do, honestly:
 //! - **Hide files the target's user can read.** Without a mount namespace there is no way to
@@ -34,9 +36,18 @@
 //!   keep it out of reach by running boundary as a different user, or use nsjail. Sockets in
 //!   `hide_paths` (the agent's audit socket) *are* enforced: the supervisor refuses to connect
 //!   to them.
+//! - **Protect the user's files.** The target can write whatever its user can, including
+//!   boundary's own `config.yaml` (an agent could widen the next run's allow list). Make that file
+//!   read-only to the agent's user (owned by root), or use nsjail.
+//! - **Filesystem Unix sockets** stay reachable (they are not the network, and agents need
+//!   them), so a host service on one is as reachable as from any process of the user. A service
+//!   that acts on the network for its clients (Docker's socket, an SSH agent forwarding to
+//!   elsewhere) is a way out; add such sockets to `hide_paths`.
 //! - Unix-socket connects are made by the supervisor, so a listening peer sees boundary's pid
-//!   in `SO_PEERCRED`, and the permission check on the socket file is boundary's (the same user
-//!   unless boundary runs as root).
+//!   in `SO_PEERCRED`. The permission check on the socket file is the target's: the connecting
+//!   thread runs without effective capabilities.
+//! - Inbound: a jailed server bound to a non-loopback address can be reached from other hosts
+//!   if the host's firewall lets them in.
 //! - A process that makes itself non-dumpable (`exec` of an unreadable binary) cannot be
 //!   inspected by the supervisor; its connects fail with `EACCES` (closed, not open).
 //!

@@ -121,6 +121,7 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
         let spawned = std::thread::Builder::new()
             .name("landjail-connect".into())
             .spawn(move || {
+                drop_effective_capabilities();
                 let result = handle(&req, &policy, notify.as_raw_fd());
                 respond(notify.as_raw_fd(), req.id, result);
             });
@@ -137,6 +138,46 @@ enum Reply {
     Result(Result<i64, i32>),
     /// Let the kernel run the syscall (only for `listen`).
     Continue,
+}
+
+/// Clears this thread's effective capabilities (capabilities are per thread in Linux), so the
+/// connects it makes for the target pass the same permission checks as the target's own would:
+/// when boundary runs as root, the capability-less jailed root must not reach a Unix socket
+/// through the supervisor that it could not reach itself. Reading the target's memory and
+/// taking its descriptors need no capability: same user, and the target has none.
+fn drop_effective_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset read and write a v3 header and two data structs, valid locals.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) != 0 {
+            return;
+        }
+        if data.iter().all(|d| d.effective == 0) {
+            return;
+        }
+        for d in &mut data {
+            d.effective = 0;
+        }
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) != 0 {
+            debug!(error = %io::Error::last_os_error(), "landjail supervisor: cannot drop capabilities in the connect thread");
+        }
+    }
 }
 
 /// Sends the answer; `None` means the target is gone and nothing is sent.
