@@ -460,7 +460,7 @@ mod tests {
     fn no_second_notification_listener() {
         let eperm = RET_ERRNO | libc::EPERM as u32;
         let filter = libc::SECCOMP_SET_MODE_FILTER as u64;
-        let listener = u64::from(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+        let listener: u64 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
         assert_eq!(
             sys(libc::SYS_seccomp, [filter, listener, 0, 0, 0, 0]),
             eperm
