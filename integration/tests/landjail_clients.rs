@@ -256,3 +256,57 @@ fn landjail_exit_code_and_local_servers() {
         text(&out)
     );
 }
+
+/// landjail is for hosts without namespaces, where boundary runs as an ordinary user.
+#[test]
+fn landjail_works_for_an_unprivileged_user() {
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    nix::unistd::chown(
+        home.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let v4 = far.far_v4;
+    let script = format!(
+        "id -u; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; \
+         curl -sS --max-time 10 http://example.invalid/ | head -1; \
+         curl -sS --max-time 5 --noproxy '*' http://{v4}:{PROXY_PORT}/; echo \"direct=$?\"; \
+         python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\" 2>/dev/null; echo \"udp=$?\""
+    );
+    let out = far
+        .near_command("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(boundary_binary().expect("boundary binary"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
+        .arg("--log-proxy-socket-path")
+        .arg(home.path().join("audit.sock"))
+        .args(["--allow", "domain=example.com", "--", "sh", "-c", &script])
+        .output()
+        .expect("setpriv (util-linux) and boundary");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "65534",
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Request Blocked by Boundary",
+        "direct=7",
+        "udp=1",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
+    }
+    assert_eq!(far.counters().unwrap().total(), 0, "{t}");
+}
