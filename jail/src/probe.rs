@@ -439,9 +439,9 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
         };
         let line = match one(kind, rest) {
             Ok(text) => {
-                let word = text.split_whitespace().next().unwrap_or("").to_string();
-                let detail = text[word.len()..].trim().to_string();
-                format!("#{i} {kind} {word} {detail}")
+                let first = text.split_whitespace().next().unwrap_or("");
+                let detail = text[first.len()..].trim();
+                format!("#{i} {kind} {} {detail}", first.trim_end_matches(':'))
             }
             Err(e) => {
                 code = 2;
