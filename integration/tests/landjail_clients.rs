@@ -310,3 +310,57 @@ fn landjail_works_for_an_unprivileged_user() {
     }
     assert_eq!(far.counters().unwrap().total(), 0, "{t}");
 }
+
+/// On a terminal the target is the foreground process group: Ctrl-C reaches it (and boundary
+/// exits 130 like the target), job control sees it in the foreground.
+#[test]
+fn landjail_target_owns_the_terminal() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let script = "ps -o pid=,pgid=,tpgid= -p $$; echo ready; exec sleep 300";
+    let mut cmd = far.near_command(boundary_binary().expect("boundary binary"));
+    cmd.env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
+        .args(["--log-level", "error", "--allow", "domain=example.com"])
+        .args(["--", "sh", "-c", script])
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe syscalls on fd 0 (the pty slave).
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("boundary on a pty");
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains("ready") {
+        let n = master.read(&mut buf).expect("reading the pty");
+        assert!(n > 0, "pty closed before the target was ready: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let ids: Vec<&str> = seen.split_whitespace().take(2).collect();
+    assert_eq!(ids.len(), 2, "{seen}");
+    assert_eq!(
+        ids[0], ids[1],
+        "the target is not the terminal's foreground group: {seen}"
+    );
+    master.write_all(b"\x03").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "Ctrl-C did not end the target: {seen}"
+    );
+}

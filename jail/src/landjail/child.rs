@@ -24,6 +24,8 @@ pub(crate) struct ChildSetup {
     pub(crate) sock_fd: RawFd,
     pub(crate) program: Vec<sock_filter>,
     pub(crate) last_cap: c_int,
+    /// Our controlling terminal while we are its foreground group: the target takes it over.
+    pub(crate) tty: Option<RawFd>,
 }
 
 fn check(r: c_int) -> io::Result<c_int> {
@@ -53,6 +55,13 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 impl ChildSetup {
     /// Runs the steps listed in the module documentation; an error aborts the spawn.
     pub(crate) fn run(&self) -> io::Result<()> {
+        // Own process group, in the terminal's foreground: Ctrl-C reaches the target once (not
+        // also through boundary's forwarding), and job control works in interactive shells.
+        // SAFETY: setpgid on ourselves.
+        check(unsafe { libc::setpgid(0, 0) })?;
+        if let Some(fd) = self.tty {
+            crate::process::take_foreground(fd)?;
+        }
         self.drop_capabilities()?;
         // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) })?;

@@ -359,6 +359,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             source,
         })?;
 
+    let tty = crate::process::foreground_terminal();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
     for (k, v) in proxy_env(port) {
@@ -372,6 +373,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         sock_fd: child_sock.as_raw_fd(),
         program: filter::program(),
         last_cap: last_cap(),
+        tty,
     };
     // SAFETY: the closure only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
@@ -384,8 +386,9 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         source,
     })?;
     info!(pid = child.id(), port, abi, "landjail: target started");
-    RunningJail::new(child, listeners).map_err(|source| LandjailError::Setup {
+    let jail = RunningJail::new(child, listeners).map_err(|source| LandjailError::Setup {
         what: "opening a pidfd for the target",
         source,
-    })
+    })?;
+    Ok(jail.reclaim_terminal(tty))
 }
