@@ -20,7 +20,8 @@
 //! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
 //!   permitted, inheritable all empty; root's exec-time regain locked off with securebits) and
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
-//!   netfilter.
+//!   netfilter. (An ordinary user cannot empty its bounding set without `CAP_SETPCAP`; with
+//!   `no_new_privs` nothing can be gained from it, since setuid and file capabilities are off.)
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
 //!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock. Jailed processes reach their
 //!   own loopback servers (the supervisor records every socket they `listen()` on), not the
@@ -359,6 +360,17 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             source,
         })?;
 
+    for p in &spec.hide_paths {
+        if let Ok(m) = std::fs::metadata(p) {
+            if !std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+                warn!(
+                    path = %p.display(),
+                    "landjail cannot hide this file from the jailed command (no mount namespace); \
+                     use --jail-type nsjail to hide it"
+                );
+            }
+        }
+    }
     let tty = crate::process::foreground_terminal();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
