@@ -223,6 +223,26 @@ fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EACCES)
 }
 
+/// A pidfd for the calling thread. Before Linux 6.9 (no `PIDFD_THREAD`) only thread-group
+/// leaders have pidfds, so the thread's process is used; its descriptor table is the thread's
+/// unless the thread was made without `CLONE_FILES`, which threading libraries never do.
+fn thread_pidfd(tid: Pid) -> Result<OwnedFd, rustix::io::Errno> {
+    match pidfd_open(tid, PidfdFlags::from_bits_retain(PIDFD_THREAD)) {
+        Err(rustix::io::Errno::INVAL) => {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", tid.as_raw_nonzero()))
+                .map_err(|_| rustix::io::Errno::SRCH)?;
+            let tgid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .and_then(Pid::from_raw)
+                .ok_or(rustix::io::Errno::SRCH)?;
+            pidfd_open(tgid, PidfdFlags::empty())
+        }
+        other => other,
+    }
+}
+
 /// Answers one notification; `None` when the target is no longer waiting.
 fn handle(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> Option<Reply> {
     let nr = i64::from(req.data.nr);
@@ -239,7 +259,7 @@ fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> O
     let tid = req.pid;
     let target_fd = req.data.args[0] as i32;
     let pid = Pid::from_raw(tid as i32)?;
-    let pidfd = pidfd_open(pid, PidfdFlags::from_bits_retain(PIDFD_THREAD)).ok()?;
+    let pidfd = thread_pidfd(pid).ok()?;
     if !id_valid(req.id, notify) {
         return None;
     }
@@ -274,7 +294,7 @@ fn handle_connect(
     let Some(pid) = Pid::from_raw(tid as i32) else {
         return Some(Err(libc::ESRCH));
     };
-    let pidfd = match pidfd_open(pid, PidfdFlags::from_bits_retain(PIDFD_THREAD)) {
+    let pidfd = match thread_pidfd(pid) {
         Ok(fd) => fd,
         Err(e) => return Some(Err(e.raw_os_error())),
     };
