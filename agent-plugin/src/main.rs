@@ -19,7 +19,12 @@ use config::cli::{CheckCli, ConfigCli, RunCli};
 fn main() -> ExitCode {
     // Before anything else: this may be the jail's own helper process.
     boundary_jail::init_hook();
-    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    // Installed in place of `coder` for `coder boundary -- cmd` (what Coder's modules run),
+    // drop the `boundary` word so the rest parses exactly like `boundary -- cmd`.
+    if invoked_as_coder(&args) {
+        args.remove(1);
+    }
     // A subcommand is recognised only as the very first argument, so that
     // `boundary -- check` runs a program named check.
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
@@ -31,6 +36,15 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+fn invoked_as_coder(args: &[OsString]) -> bool {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    name.starts_with("coder") && args.get(1).and_then(|a| a.to_str()) == Some("boundary")
+}
+
 /// argv without the subcommand word, so clap sees `boundary check <flags>` as its own program.
 fn skip_sub(args: &[OsString]) -> Vec<OsString> {
     let mut v = vec![args[0].clone()];
@@ -40,9 +54,34 @@ fn skip_sub(args: &[OsString]) -> Vec<OsString> {
 
 fn show_config(cli: ConfigCli) -> u8 {
     match config::resolve(&cli.flags, &config::process_env) {
+        Ok(cfg) if cli.json => {
+            let rows: Vec<serde_json::Value> = cfg
+                .sources
+                .iter()
+                .map(|(k, v, s)| serde_json::json!({"key": k, "value": v, "source": s.to_string()}))
+                .collect();
+            let command: Vec<String> = cli
+                .command
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"settings": rows, "command": command})
+            );
+            0
+        }
         Ok(cfg) => {
             for (key, value, source) in &cfg.sources {
                 println!("{key:<28} {value:<48} ({source})");
+            }
+            if !cli.command.is_empty() {
+                let words: Vec<String> = cli
+                    .command
+                    .iter()
+                    .map(|w| w.to_string_lossy().into_owned())
+                    .collect();
+                println!("{:<28} {}", "command", words.join(" "));
             }
             0
         }

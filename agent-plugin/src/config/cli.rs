@@ -33,7 +33,7 @@ pub struct Flags {
     pub proxy_port: Option<String>,
 
     /// Serve a loopback-only diagnostics endpoint [env: BOUNDARY_PPROF] [yaml: pprof_enabled]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub pprof: Option<String>,
 
     /// Port of the diagnostics endpoint [env: BOUNDARY_PPROF_PORT] [yaml: pprof_port] [default: 6060]
@@ -46,17 +46,17 @@ pub struct Flags {
 
     /// Resolve DNS for real inside the jail (allows DNS exfiltration)
     /// [env: BOUNDARY_USE_REAL_DNS] [yaml: use_real_dns] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub use_real_dns: Option<String>,
 
     /// nsjail without a user namespace (hosts that forbid them; needs root)
     /// [env: BOUNDARY_NO_USER_NAMESPACE] [yaml: no_user_namespace] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub no_user_namespace: Option<String>,
 
     /// Do not forward audit records to the workspace agent (local logging stays)
     /// [env: DISABLE_AUDIT_LOGS] [yaml: disable_audit_logs] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub disable_audit_logs: Option<String>,
 
     /// The workspace agent's audit socket [env: CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH]
@@ -66,7 +66,7 @@ pub struct Flags {
 
     /// Inject session correlation headers into requests matching the inject targets
     /// [env: BOUNDARY_SESSION_CORRELATION_ENABLED] [yaml: session_correlation_enabled] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_session_correlation: Option<String>,
 
     /// Rule-syntax target for correlation headers; repeatable
@@ -141,7 +141,7 @@ pub struct Flags {
 
     /// landjail: also forbid binding TCP ports (default: local servers may listen)
     /// [env: BOUNDARY_LANDJAIL_DENY_BIND] [yaml: landjail_deny_bind] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub landjail_deny_bind: Option<String>,
 
     /// Close client connections idle this long [env: BOUNDARY_IDLE_TIMEOUT] [yaml: idle_timeout] [default: 5m]
@@ -198,8 +198,18 @@ pub struct CheckCli {
     about = "Print the effective configuration with where each value came from."
 )]
 pub struct ConfigCli {
+    /// Print JSON (an array of {key, value, source}) for scripts
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub flags: Flags,
+    /// Optional `-- command...`, accepted so a full run command line can be inspected unchanged.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
 }
 
 /// `boundary selftest`
