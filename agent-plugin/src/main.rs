@@ -8,6 +8,7 @@ mod config;
 mod diag;
 mod logging;
 mod run;
+mod selftest;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     let code = match first {
         "check" => check::main(CheckCli::parse_from(skip_sub(&args))),
         "config" => show_config(ConfigCli::parse_from(skip_sub(&args))),
+        "selftest" => selftest::main(&args[2..]),
         _ => run(RunCli::parse_from(&args)),
     };
     ExitCode::from(code)

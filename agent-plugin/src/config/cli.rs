@@ -211,14 +211,3 @@ pub struct ConfigCli {
     )]
     pub command: Vec<OsString>,
 }
-
-/// `boundary selftest`
-#[derive(Debug, Parser)]
-#[command(
-    name = "boundary selftest",
-    about = "Start a real jail with an embedded upstream and probe every way out. Exit 0 only if enforcement holds."
-)]
-pub struct SelftestCli {
-    #[command(flatten)]
-    pub flags: Flags,
-}
