@@ -75,7 +75,17 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
+/// `HOST` may be a name, an IP literal, or a link-local IPv6 literal scoped with `%IFNAME`.
 fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    if let Some((ip, ifname)) = host.split_once('%') {
+        let ip: std::net::Ipv6Addr = ip
+            .parse()
+            .map_err(|_| io::Error::other("bad scoped IPv6 address"))?;
+        let index = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
+        return Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+            ip, port, 0, index,
+        )));
+    }
     (host, port)
         .to_socket_addrs()?
         .next()
@@ -111,12 +121,9 @@ fn tcp(args: &[String]) -> Result<String, String> {
 
 /// `udp ADDR PORT [PAYLOAD]`: send one datagram (escaped payload), wait briefly for an answer.
 fn udp(args: &[String]) -> Result<String, String> {
-    let ip: IpAddr = args
-        .first()
-        .ok_or("missing address")?
-        .parse()
-        .map_err(|_| "bad address")?;
-    let addr = SocketAddr::new(ip, port(args.get(1))?);
+    let addr = resolve(args.first().ok_or("missing address")?, port(args.get(1))?)
+        .map_err(|e| format!("bad address: {e}"))?;
+    let ip = addr.ip();
     let bind: SocketAddr = if ip.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
