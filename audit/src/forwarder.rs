@@ -6,14 +6,18 @@
 //!   record. Sizes are computed from the protobuf encoding, so frames are filled, not guessed.
 //!   A single record too large for a frame has its URL (then rule, then method) shortened and
 //!   marked (`...[truncated]` suffix, extension field `truncated`), never dropped.
-//! - **Protocol.** `auto` sends tag 2 and watches the connection for [`PROBE_WINDOW`] after
-//!   the first frame; if the agent closes it in that window it is an older agent: we switch to
-//!   tag 1 for the rest of the run and resend the frame. `v1` and `v2` force one tag.
-//! - **Queue.** A bounded channel of `queue_size` records between the proxy and this task,
-//!   written with `try_send`; a full queue drops and counts (`dropped_channel_full`, reported
-//!   to the agent in a tag-2 `BoundaryStatus` as the number dropped since the last status).
-//!   The task stops taking records while `queue_size` records wait in unsent frames, so memory
-//!   stays bounded while the agent is away.
+//! - **Protocol.** `auto` opens each connection with a tag-2 frame and watches it for
+//!   [`PROBE_WINDOW`]; if the agent closes it in that window it is an older agent: we switch
+//!   to tag 1 for the rest of the run and send the records as tag 1. The probe frame is a
+//!   `BoundaryStatus` (drops so far, usually zero), not records: so an older agent loses
+//!   nothing, and an agent killed during the probe cannot make us resend records it already
+//!   forwarded (which a records frame as probe would: no duplicates either way). Records wait
+//!   at most one probe window per new connection. `v1` and `v2` force one tag.
+//! - **Queue.** At most `queue_size` records accepted and not yet written to the agent (in
+//!   the channel, the open batch or unsent frames); the proxy's `push` checks a counter and
+//!   uses `try_send`, never waiting. Beyond the bound records are dropped and counted
+//!   (`dropped_channel_full`, reported to the agent in a tag-2 `BoundaryStatus` as the number
+//!   dropped since the last status), so memory stays bounded while the agent is away.
 //! - **Delivery.** The agent never replies, so we ask the kernel: `TIOCOUTQ` on a Unix stream
 //!   socket is the data the peer has not read yet. Frames stay "in flight" until it reaches 0;
 //!   if the connection breaks first (agent killed), in-flight frames are resent on the next
@@ -27,7 +31,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +61,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Appended to a shortened URL or rule.
 pub const TRUNCATION_MARKER: &str = "...[truncated]";
 /// How often in-flight frames are checked for having been read by the agent.
-const DELIVERY_POLL: Duration = Duration::from_millis(20);
+const DELIVERY_POLL: Duration = Duration::from_millis(2);
 
 /// Counters shared between the proxy-side sink and the task.
 #[derive(Debug, Default)]
@@ -79,6 +83,8 @@ pub struct ForwarderStats {
     pub fell_back_to_v1: AtomicBool,
     /// Successful connections.
     pub connections: AtomicU64,
+    /// Records accepted and not yet written once: the queue the size limit applies to.
+    pub queued: AtomicUsize,
 }
 
 /// How to forward.
@@ -96,12 +102,14 @@ pub struct Forwarder {
     stats: Arc<ForwarderStats>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    queue_size: usize,
 }
 
 impl Forwarder {
     /// Spawns the forwarding task on the current tokio runtime.
     pub fn start(cfg: ForwarderConfig, run: &RunContext) -> Self {
-        let (tx, rx) = mpsc::channel(cfg.queue_size.max(1));
+        let queue_size = cfg.queue_size.max(1);
+        let (tx, rx) = mpsc::channel(queue_size);
         let (stx, srx) = oneshot::channel();
         let stats = Arc::new(ForwarderStats::default());
         let base = base_request(run);
@@ -111,35 +119,46 @@ impl Forwarder {
             stats,
             shutdown: Some(stx),
             task: Some(task),
+            queue_size,
         }
     }
 
     /// Queues a record without waiting; counts it as dropped when the queue is full.
     pub fn push(&self, record: AuditRecord) {
+        let s = &self.stats;
+        if s.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_size {
+            s.queued.fetch_sub(1, Ordering::SeqCst);
+            self.full(record.sequence_number);
+            return;
+        }
         match self.tx.try_send(record) {
             Ok(()) => {
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                s.accepted.fetch_add(1, Ordering::SeqCst);
             }
             Err(mpsc::error::TrySendError::Full(r)) => {
-                let n = self
-                    .stats
-                    .dropped_channel_full
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = n,
-                        sequence_number = r.sequence_number,
-                        "audit queue to the Coder agent is full; dropping records (they are \
-                         still in the local log); raise --audit-queue-size or check the agent"
-                    );
-                }
+                s.queued.fetch_sub(1, Ordering::SeqCst);
+                self.full(r.sequence_number);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stats
-                    .dropped_batch_full
-                    .fetch_add(1, Ordering::Relaxed);
+                s.queued.fetch_sub(1, Ordering::SeqCst);
+                s.dropped_batch_full.fetch_add(1, Ordering::SeqCst);
             }
+        }
+    }
+
+    fn full(&self, sequence_number: i32) {
+        let n = self
+            .stats
+            .dropped_channel_full
+            .fetch_add(1, Ordering::SeqCst)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                sequence_number,
+                "audit queue to the Coder agent is full; dropping records (they are still in \
+                 the local log); raise --audit-queue-size or check the agent"
+            );
         }
     }
 
@@ -286,6 +305,8 @@ pub fn fit_record(log: &mut BoundaryLog, base_len: usize) {
 struct Batch {
     req: Bytes,
     records: usize,
+    /// Already taken off the queue count (written once before).
+    dequeued: bool,
 }
 
 impl Batch {
@@ -359,6 +380,7 @@ impl Batcher {
         Batch {
             req: Bytes::from(bytes),
             records,
+            dequeued: false,
         }
     }
 }
@@ -379,8 +401,10 @@ fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
 struct Conn {
     stream: UnixStream,
     inflight: VecDeque<Batch>,
-    /// Set while `auto` waits to see whether the agent closes after our first tag-2 frame.
+    /// Set while `auto` waits to see whether the agent closes after our probe frame.
     probe_until: Option<Instant>,
+    /// The probe was sent on this connection.
+    probed: bool,
 }
 
 async fn run_task(
@@ -411,10 +435,30 @@ async fn run_task(
         };
         let must_probe = cfg.protocol == AuditProtocol::Auto && !fell_back;
 
+        // Frames the agent has read are delivered: forget them.
+        if let Some(c) = conn.as_mut() {
+            if c.probe_until.is_none() && !c.inflight.is_empty() {
+                if let Ok(0) = unread_bytes(&c.stream) {
+                    let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
+                    stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
+                    backoff = BACKOFF_START;
+                }
+            }
+        }
+
         // Write what the connection may take now.
         let mut broken = false;
         if let Some(c) = conn.as_mut() {
-            while c.probe_until.is_none() {
+            if must_probe && !c.probed {
+                // The probe carries no records: a status message (the drops so far, often
+                // zero). An older agent closes on it and nothing is lost; a newer one counts it.
+                c.probed = true;
+                match write_status(&mut c.stream, &stats, &mut reported, true).await {
+                    Ok(()) => c.probe_until = Some(Instant::now() + PROBE_WINDOW),
+                    Err(_) => broken = true,
+                }
+            }
+            while !broken && c.probe_until.is_none() {
                 let Some(b) = pending.front() else { break };
                 let tag = if use_v2 { Tag::V2 } else { Tag::V1 };
                 if let Err(e) = c.stream.write_all(&b.frame(tag)).await {
@@ -422,33 +466,24 @@ async fn run_task(
                     broken = true;
                     break;
                 }
-                let b = pending.pop_front().expect("front exists");
+                let mut b = pending.pop_front().expect("front exists");
                 pending_records -= b.records;
+                if !b.dequeued {
+                    b.dequeued = true;
+                    stats.queued.fetch_sub(b.records, Ordering::SeqCst);
+                }
                 stats.sent.fetch_add(b.records as u64, Ordering::SeqCst);
                 stats.frames_written.fetch_add(1, Ordering::Relaxed);
                 c.inflight.push_back(b);
-                if must_probe {
-                    c.probe_until = Some(Instant::now() + PROBE_WINDOW);
-                }
             }
-            if !broken && use_v2 && c.probe_until.is_none() {
-                let now = (
-                    stats.dropped_channel_full.load(Ordering::Relaxed),
-                    stats.dropped_batch_full.load(Ordering::Relaxed),
-                );
-                if now != reported {
-                    let msg = BoundaryMessage {
-                        msg: Some(boundary_message::Msg::Status(BoundaryStatus {
-                            dropped_channel_full: (now.0 - reported.0) as i64,
-                            dropped_batch_full: (now.1 - reported.1) as i64,
-                        })),
-                    };
-                    let bytes = frame::encode_message(Tag::V2, &msg).expect("status is tiny");
-                    match c.stream.write_all(&bytes).await {
-                        Ok(()) => reported = now,
-                        Err(_) => broken = true,
-                    }
-                }
+            if !broken
+                && use_v2
+                && c.probe_until.is_none()
+                && write_status(&mut c.stream, &stats, &mut reported, false)
+                    .await
+                    .is_err()
+            {
+                broken = true;
             }
         }
         if broken {
@@ -484,7 +519,7 @@ async fn run_task(
             }
         }
 
-        let can_take = rx_open && pending_records + batcher.len() < cfg.queue_size.max(1);
+        let can_take = rx_open;
         let batch_deadline = batcher.deadline;
         let want_connect = conn.is_none() && !pending.is_empty();
         let probe_until = conn.as_ref().and_then(|c| c.probe_until);
@@ -510,6 +545,13 @@ async fn run_task(
                 Some(r) => {
                     let before = pending.len();
                     batcher.push(&r, &mut pending);
+                    // Take what else is waiting without another trip through the loop.
+                    for _ in 0..1024 {
+                        match rx.try_recv() {
+                            Ok(r) => batcher.push(&r, &mut pending),
+                            Err(_) => break,
+                        }
+                    }
                     pending_records += pending.iter().skip(before).map(|b| b.records).sum::<usize>();
                 }
                 None => rx_open = false,
@@ -530,7 +572,7 @@ async fn run_task(
                             );
                         }
                         connect_failures = 0;
-                        conn = Some(Conn { stream, inflight: VecDeque::new(), probe_until: None });
+                        conn = Some(Conn { stream, inflight: VecDeque::new(), probe_until: None, probed: false });
                     }
                     Err(e) => {
                         connect_failures += 1;
@@ -576,6 +618,33 @@ async fn run_task(
         let mut s = c.stream;
         let _ = s.shutdown().await;
     }
+}
+
+/// Sends a tag-2 `BoundaryStatus` with the drops since the last one, if there are any (or
+/// always, with `force`).
+async fn write_status(
+    stream: &mut UnixStream,
+    stats: &ForwarderStats,
+    reported: &mut (u64, u64),
+    force: bool,
+) -> io::Result<()> {
+    let now = (
+        stats.dropped_channel_full.load(Ordering::SeqCst),
+        stats.dropped_batch_full.load(Ordering::SeqCst),
+    );
+    if now == *reported && !force {
+        return Ok(());
+    }
+    let msg = BoundaryMessage {
+        msg: Some(boundary_message::Msg::Status(BoundaryStatus {
+            dropped_channel_full: (now.0 - reported.0) as i64,
+            dropped_batch_full: (now.1 - reported.1) as i64,
+        })),
+    };
+    let bytes = frame::encode_message(Tag::V2, &msg).expect("a status message is tiny");
+    stream.write_all(&bytes).await?;
+    *reported = now;
+    Ok(())
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
