@@ -430,10 +430,45 @@ fn nothing_leaves_the_jail_but_the_proxy() {
 fn host_network_configuration_cannot_be_changed() {
     let net = Net::new();
     let near = net.near.clone();
-    let script = "ip link add ljx0 type veth peer name ljx1; ip link set lo down; \
-                  ip addr add 10.99.99.1/32 dev lo; nft add table inet ljescape; exit 0";
-    let code = net.in_near(move || run_jail(spec("/bin/sh", &["-c", script]), false));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // Root without capabilities still owns /proc/sys/net: route_localnet would be writable
+    // without the Landlock write rule. Ordinary writes (a file, a descriptor through
+    // /proc/self/fd) keep working.
+    let script = format!(
+        "ip link add ljx0 type veth peer name ljx1; ip link set lo down; \
+         ip addr add 10.99.99.1/32 dev lo; nft add table inet ljescape; \
+         echo 1 > /proc/sys/net/ipv4/conf/lo/route_localnet; \
+         echo written > {d}/file.txt; exec 3> {d}/fd.txt; echo via-fd > /proc/self/fd/3; exit 0"
+    );
+    let code = net.in_near(move || run_jail(spec("/bin/sh", &["-c", &script]), false));
     assert_eq!(code, 0);
+    let localnet = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &near,
+            "cat",
+            "/proc/sys/net/ipv4/conf/lo/route_localnet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&localnet.stdout).trim(),
+        "0",
+        "the jailed root changed a network sysctl"
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    assert_eq!(
+        read("file.txt"),
+        "written\n",
+        "ordinary file writes must work"
+    );
+    assert_eq!(
+        read("fd.txt"),
+        "via-fd\n",
+        "writes through /proc/self/fd must work"
+    );
     let links = Command::new("ip")
         .args(["-n", &near, "-o", "link"])
         .output()

@@ -38,8 +38,9 @@
 //!   `hide_paths` (the agent's audit socket) *are* enforced: the supervisor refuses to connect
 //!   to them.
 //! - **Protect the user's files.** The target can write whatever its user can, including
-//!   boundary's own `config.yaml` (an agent could widen the next run's allow list). Make that file
-//!   read-only to the agent's user (owned by root), or use nsjail.
+//!   boundary's own `config.yaml` (an agent could widen the next run's allow list) and files
+//!   that run later outside the jail (`~/.bashrc`; as root, `/etc/cron.d`). Make such files
+//!   read-only to the agent's user, do not run landjail as root, or use nsjail.
 //! - **Filesystem Unix sockets** stay reachable (they are not the network, and agents need
 //!   them), so a host service on one is as reachable as from any process of the user. A service
 //!   that acts on the network for its clients (Docker's socket, an SSH agent forwarding to
@@ -328,7 +329,9 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             allowed.insert(a);
         }
     }
-    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind)?;
+    // SAFETY: geteuid has no preconditions.
+    let root_target = unsafe { libc::geteuid() } == 0;
+    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind, root_target)?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|source| LandjailError::Setup {
         what: "creating the socketpair for the seccomp listener",
         source,
