@@ -280,6 +280,12 @@ fn nothing_leaves_the_jail_but_the_proxy() {
         let abs =
             UnixListener::bind_addr(&UnixAddr::from_abstract_name(an.as_bytes()).unwrap()).unwrap();
         abs.set_nonblocking(true).unwrap();
+        let dgram_name = format!("{an}-dgram");
+        let abs_dgram = std::os::unix::net::UnixDatagram::bind_addr(
+            &UnixAddr::from_abstract_name(dgram_name.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        abs_dgram.set_nonblocking(true).unwrap();
         let plain_acceptor = thread::spawn(move || {
             let Ok((mut c, _)) = plain_l.accept() else {
                 return false;
@@ -309,6 +315,7 @@ fn nothing_leaves_the_jail_but_the_proxy() {
             other_lo.accept().is_ok(),
             outside.accept().is_ok(),
             abs.accept().is_ok(),
+            abs_dgram.recv(&mut [0u8; 64]).is_ok(),
         );
         // Positive control for the loopback cases, from outside the jail.
         let control = (
@@ -318,6 +325,13 @@ fn nothing_leaves_the_jail_but_the_proxy() {
                 &UnixAddr::from_abstract_name(an.as_bytes()).unwrap(),
             )
             .is_ok(),
+            std::os::unix::net::UnixDatagram::unbound()
+                .unwrap()
+                .send_to_addr(
+                    b"control",
+                    &UnixAddr::from_abstract_name(dgram_name.as_bytes()).unwrap(),
+                )
+                .is_ok(),
         );
         tx.send(plain_acceptor.join().unwrap()).unwrap();
         (code, accepted_elsewhere, control)
@@ -360,6 +374,8 @@ fn nothing_leaves_the_jail_but_the_proxy() {
         ("unshare_user", "EPERM"),
         ("signal_outside", "EPERM"),
         ("abstract_unix_outside", "EACCES"),
+        // Landlock scoping (ABI 6) refuses datagrams to abstract sockets made outside.
+        ("abstract_dgram_outside", "EPERM"),
         ("hidden_unix_socket", "EACCES"),
         ("unix_socket_allowed", "open"),
         ("proxy_v4", "open"),
@@ -395,7 +411,7 @@ fn nothing_leaves_the_jail_but_the_proxy() {
         hits_from_jail, 0,
         "packets reached the far host from inside the jail"
     );
-    assert_eq!(accepted_elsewhere, (false, false, false), "an outside server accepted a jailed connection (127.0.0.2, loopback service, abstract socket)");
+    assert_eq!(accepted_elsewhere, (false, false, false, false), "an outside server accepted a jailed connection (127.0.0.2, loopback service, abstract stream, abstract datagram)");
     assert!(
         rx.recv().unwrap(),
         "the allowed filesystem Unix socket saw no connection"
@@ -411,7 +427,7 @@ fn nothing_leaves_the_jail_but_the_proxy() {
     // Positive controls: the same destinations from outside the jail.
     assert_eq!(
         control,
-        (true, true, true),
+        (true, true, true, true),
         "outside-the-jail controls failed"
     );
     net.in_near(move || {

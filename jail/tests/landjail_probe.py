@@ -201,6 +201,10 @@ attempt("unshare_net", lambda: unshare(0x40000000))
 attempt("unshare_user", lambda: unshare(0x10000000))
 attempt("signal_outside", lambda: os.kill(cfg["outside_pid"], 15))
 attempt("abstract_unix_outside", lambda: unix("\0" + cfg["abstract_name"]))
+attempt(
+    "abstract_dgram_outside",
+    lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"escape", "\0" + cfg["abstract_name"] + "-dgram"),
+)
 attempt("hidden_unix_socket", lambda: unix(cfg["hidden_socket"]))
 attempt("unix_socket_allowed", lambda: unix(cfg["plain_socket"]))
 attempt("proxy_v4", lambda: proxy("127.0.0.1", socket.AF_INET))
