@@ -140,7 +140,16 @@ impl Origin {
 
     /// Starts an origin; TLS when `tls` is given, with `handler` (default routes if `None`).
     pub async fn start(tls: Option<Arc<ServerConfig>>, handler: Option<Handler>) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), tls, handler).await
+    }
+
+    /// Like `start`, on a chosen address.
+    pub async fn start_at(
+        addr: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+        handler: Option<Handler>,
+    ) -> Origin {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
