@@ -186,6 +186,17 @@ struct Latency {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// Process CPU time (all threads: client, proxy, origin) per request.
+    cpu_per_req: Duration,
+}
+
+/// User + system CPU time of the whole process so far.
+fn cpu_time() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
 }
 
 async fn small_requests(route: &Route, conns: usize, per_conn: usize) -> Latency {
@@ -196,6 +207,7 @@ async fn small_requests(route: &Route, conns: usize, per_conn: usize) -> Latency
         txs.push(tx);
     }
     let start = Instant::now();
+    let cpu = cpu_time();
     let tasks: Vec<_> = txs
         .into_iter()
         .map(|mut tx| {
@@ -216,20 +228,28 @@ async fn small_requests(route: &Route, conns: usize, per_conn: usize) -> Latency
         all.extend(t.await.unwrap());
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_per_req = (cpu_time() - cpu) / all.len() as u32;
     all.sort();
     Latency {
         rps: all.len() as f64 / secs,
         p50: all[all.len() / 2],
         p99: all[all.len() * 99 / 100],
+        cpu_per_req,
     }
 }
 
-async fn download(route: &Route) -> f64 {
+/// MB/s and process CPU seconds per GB.
+async fn download(route: &Route) -> (f64, f64) {
     let mut tx = open(route).await;
     let start = Instant::now();
+    let cpu = cpu_time();
     let n = get(&mut tx, route.origin.port(), "/big").await;
     assert_eq!(n, DOWNLOAD);
-    n as f64 / 1e6 / start.elapsed().as_secs_f64()
+    let cpu = (cpu_time() - cpu).as_secs_f64();
+    (
+        n as f64 / 1e6 / start.elapsed().as_secs_f64(),
+        cpu / (n as f64 / 1e9),
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -319,10 +339,27 @@ fn main() {
                 ms(p.p99),
                 ms(p.p99.saturating_sub(d.p99))
             );
+            println!(
+                "| {name}: process CPU µs/request | {:.1} | {:.1} | +{:.1} |",
+                d.cpu_per_req.as_secs_f64() * 1e6,
+                p.cpu_per_req.as_secs_f64() * 1e6,
+                (p.cpu_per_req.as_secs_f64() - d.cpu_per_req.as_secs_f64()) * 1e6
+            );
         }
+        let ((dd, dcpu), (pd, pcpu)) = (dd, pd);
         println!(
             "| 1 GiB HTTPS download MB/s | {dd:.0} | {pd:.0} | {:.2} |",
             pd / dd
+        );
+        println!(
+            "| 1 GiB HTTPS download: process CPU s/GB | {dcpu:.2} | {pcpu:.2} | +{:.2} |",
+            pcpu - dcpu
+        );
+        println!(
+            "| cores available | {} | | |",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         );
         println!(
             "| leaf mint (new host) ms, p50 / p99 | | {} / {} | |",
