@@ -115,6 +115,37 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
     Ok(pc)
 }
 
+/// The CA for this run. nsjail uses the persistent CA in the config dir and hides its key with
+/// a mount. landjail cannot hide a file its own uid can read, so it mints a CA for this run
+/// only, keeps the key in memory and deletes it from disk before the target starts; the
+/// certificate lives in a private temporary directory removed at exit.
+fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, Option<tempfile::TempDir>)> {
+    match cfg.jail_type {
+        JailType::Nsjail => {
+            let ca = CertificateAuthority::load_or_create(&cfg.config_dir)
+                .context("cannot prepare the CA that intercepts TLS")?;
+            Ok((Arc::new(ca), None))
+        }
+        JailType::Landjail => {
+            let dir = tempfile::Builder::new()
+                .prefix("boundary-ca-")
+                .tempdir()
+                .context(
+                "cannot create a private directory for this run's CA certificate (check TMPDIR)",
+            )?;
+            let ca = CertificateAuthority::load_or_create(dir.path())
+                .context("cannot prepare the CA that intercepts TLS")?;
+            std::fs::remove_file(ca.key_path()).with_context(|| {
+                format!(
+                    "cannot remove the run's CA key {} before jailing",
+                    ca.key_path().display()
+                )
+            })?;
+            Ok((Arc::new(ca), Some(dir)))
+        }
+    }
+}
+
 /// Runs `command` jailed and returns the exit code boundary should exit with.
 pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
     let ca = Arc::new(
