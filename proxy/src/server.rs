@@ -771,8 +771,16 @@ fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
 }
 
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
+/// `h2c` is not passed on: it would change the protocol of our own client connection, so the
+/// request is forwarded as plain HTTP/1.1 (clients then simply stay on HTTP/1.1).
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
+    if upgrade
+        .to_str()
+        .is_ok_and(|u| u.trim().eq_ignore_ascii_case("h2c"))
+    {
+        return None;
+    }
     let listed = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -66,6 +66,45 @@ fn curl_http2_through_connect_and_transparent() {
 }
 
 #[test]
+fn plain_http2_prior_knowledge_and_h2c_upgrade_attempts() {
+    run(async {
+        let h = Harness::new(&["domain=origin.test path=/echo"]).await;
+        let origin = Origin::start(None, None).await;
+        let t = h.transparent(origin.addr).await;
+        let connect_to = format!("{ORIGIN}:{}:127.0.0.1:{}", origin.port(), t.port());
+        let url = format!("http://{ORIGIN}:{}/echo", origin.port());
+        // Cleartext HTTP/2 with prior knowledge, redirected transparently.
+        let out = curl(&[
+            "-v",
+            "--http2-prior-knowledge",
+            "--connect-to",
+            &connect_to,
+            &url,
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        assert!(out.stderr.contains("< HTTP/2 200"), "{}", out.stderr);
+        // `Upgrade: h2c` is not passed on; the request is still answered over HTTP/1.1.
+        let out = curl(&["-v", "--http2", "--connect-to", &connect_to, &url]).await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        let seen = origin.seen();
+        assert!(seen.iter().all(|s| s.headers.get("upgrade").is_none()));
+        assert!(seen
+            .iter()
+            .all(|s| s.headers.get("http2-settings").is_none()));
+        let denied = curl(&[
+            "--http2-prior-knowledge",
+            "--connect-to",
+            &connect_to,
+            &format!("http://{ORIGIN}:{}/secret", origin.port()),
+        ])
+        .await;
+        assert_eq!(denied.status(), 403);
+        assert_eq!(h.records().len(), 3);
+    });
+}
+
+#[test]
 fn hyper_h2_client_streams_are_decided_one_by_one() {
     run(async {
         let h = Harness::new(&["domain=origin.test path=/echo/*"]).await;
