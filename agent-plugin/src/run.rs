@@ -148,10 +148,7 @@ fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, Option<tempfil
 
 /// Runs `command` jailed and returns the exit code boundary should exit with.
 pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
-    let ca = Arc::new(
-        CertificateAuthority::load_or_create(&cfg.config_dir)
-            .context("cannot prepare the CA that intercepts TLS")?,
-    );
+    let (ca, _ca_dir) = prepare_ca(&cfg)?;
     if cfg.allow.is_empty() {
         tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");
     }
