@@ -302,6 +302,7 @@ fn nothing_leaves_the_jail_but_the_proxy() {
                 outside.local_addr().unwrap().port().to_string(),
             ),
             ("outside_pid", sleeper_pid.to_string()),
+            ("supervisor_pid", std::process::id().to_string()),
             ("abstract_name", quote(&an)),
             ("hidden_socket", quote(hidden2.to_str().unwrap())),
             ("plain_socket", quote(plain2.to_str().unwrap())),
@@ -372,6 +373,8 @@ fn nothing_leaves_the_jail_but_the_proxy() {
         ("second_seccomp_listener", "EPERM"),
         ("unshare_net", "EPERM"),
         ("unshare_user", "EPERM"),
+        ("ptrace_supervisor", "EPERM"),
+        ("steal_supervisor_fd", "EPERM"),
         ("signal_outside", "EPERM"),
         ("abstract_unix_outside", "EACCES"),
         // Landlock scoping (ABI 6) refuses datagrams to abstract sockets made outside.
@@ -404,6 +407,13 @@ fn nothing_leaves_the_jail_but_the_proxy() {
             "{cap} not empty in the jail although boundary runs as root: {report}"
         );
     }
+    // Nothing but stdio: no listener, no seccomp notification fd, no Landlock ruleset, no
+    // socketpair end, nothing boundary itself inherited (the test harness leaks some).
+    let fds = json_field(&report, "inherited_fds").unwrap_or_default();
+    assert!(
+        fds.is_empty() || fds.starts_with("/proc/") && !fds.contains(' '),
+        "descriptors leaked into the jail: {fds}"
+    );
     assert_eq!(json_field(&report, "NoNewPrivs").as_deref(), Some("1"));
     assert_eq!(json_field(&report, "Seccomp").as_deref(), Some("2"));
 

@@ -103,6 +103,28 @@ def second_listener():
     syscall(317, 1, 8, ctypes.addressof(fp))  # seccomp(SET_MODE_FILTER, NEW_LISTENER)
 
 
+def ptrace_attach(pid):
+    syscall(101, 16, pid, 0, 0)  # ptrace(PTRACE_ATTACH)
+
+
+def steal_fd(pid):
+    # pidfd_open works on any visible process; taking its descriptors is what must fail.
+    r = libc.syscall(ctypes.c_long(434), ctypes.c_long(pid), ctypes.c_long(0))
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    try:
+        for fd in range(3, 64):
+            try:
+                syscall(438, r, fd, 0)  # pidfd_getfd
+                return "open (stole fd %d)" % fd
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+    finally:
+        os.close(r)
+
+
 def unix(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
@@ -163,7 +185,9 @@ def nonblocking_proxy():
         raise OSError(err, os.strerror(err))
     sel = selectors.DefaultSelector()
     sel.register(s, selectors.EVENT_WRITE)
-    if not sel.select(5):
+    ready = sel.select(5)
+    sel.close()
+    if not ready:
         return "timeout"
     err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
@@ -199,6 +223,8 @@ attempt("io_uring_setup", io_uring_setup)
 attempt("second_seccomp_listener", second_listener)
 attempt("unshare_net", lambda: unshare(0x40000000))
 attempt("unshare_user", lambda: unshare(0x10000000))
+attempt("ptrace_supervisor", lambda: ptrace_attach(cfg["supervisor_pid"]))
+attempt("steal_supervisor_fd", lambda: steal_fd(cfg["supervisor_pid"]))
 attempt("signal_outside", lambda: os.kill(cfg["outside_pid"], 15))
 attempt("abstract_unix_outside", lambda: unix("\0" + cfg["abstract_name"]))
 attempt(
@@ -213,6 +239,13 @@ attempt("proxy_v4_mapped", lambda: proxy("::ffff:127.0.0.1", socket.AF_INET6))
 attempt("proxy_nonblocking", nonblocking_proxy)
 attempt("local_server", local_server)
 attempt("local_server_v6_wildcard", local_server_v6_wildcard)
+fds = {}
+for name in os.listdir("/proc/self/fd"):
+    try:
+        fds[name] = os.readlink("/proc/self/fd/" + name)
+    except OSError:
+        pass
+res["inherited_fds"] = " ".join(sorted(v for k, v in fds.items() if k not in ("0", "1", "2")))
 try:
     with open("/proc/self/status") as f:
         res["status"] = {
