@@ -1,7 +1,7 @@
 //! `boundary check`: decide one request against the effective policy without running anything,
 //! so a policy author can see what a rule set means before an agent meets it.
 
-use crate::config::{self, cli::CheckCli};
+use boundary::config::{self, cli::CheckCli};
 
 /// Exit 0 allowed, 1 denied, 2 bad input.
 pub fn main(cli: CheckCli) -> u8 {

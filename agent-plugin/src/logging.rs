@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogLevel;
+use boundary::config::LogLevel;
 
 /// Keeps the log file open for the run.
 pub struct LogGuard;

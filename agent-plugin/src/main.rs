@@ -4,7 +4,6 @@
 //! jail, proxy and audit sinks. The work itself lives in the other crates.
 
 mod check;
-mod config;
 mod diag;
 mod logging;
 mod run;
@@ -15,7 +14,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use config::cli::{CheckCli, ConfigCli, RunCli};
+use boundary::config::{
+    self,
+    cli::{CheckCli, ConfigCli, RunCli},
+};
 
 fn main() -> ExitCode {
     // Before anything else: this may be the jail's own helper process.

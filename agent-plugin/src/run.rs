@@ -14,7 +14,7 @@ use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
 use boundary_jail::{JailSpec, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
-use crate::config::{AuditProtocol, Config, JailType, LogLevel};
+use boundary::config::{AuditProtocol, Config, JailType, LogLevel};
 
 /// Variables that make common clients trust our CA (INTEROP section 4).
 pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
