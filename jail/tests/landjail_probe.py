@@ -125,6 +125,16 @@ def steal_fd(pid):
         os.close(r)
 
 
+def short_sockaddr(n):
+    # A truncated address must get the kernel's answer (EINVAL), not hang the connect.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    buf = ctypes.create_string_buffer(bytes([2, 0, 0x1F, 0x90, 127, 0, 0, 1]) + bytes(8))
+    r = libc.connect(s.fileno(), buf, n)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 def unix(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
@@ -233,6 +243,9 @@ attempt(
 )
 attempt("hidden_unix_socket", lambda: unix(cfg["hidden_socket"]))
 attempt("unix_socket_allowed", lambda: unix(cfg["plain_socket"]))
+attempt("short_sockaddr_3", lambda: short_sockaddr(3))
+attempt("short_sockaddr_15", lambda: short_sockaddr(15))
+attempt("huge_sockaddr_len", lambda: short_sockaddr(4096))
 attempt("proxy_v4", lambda: proxy("127.0.0.1", socket.AF_INET))
 attempt("proxy_v6", lambda: proxy("::1", socket.AF_INET6))
 attempt("proxy_v4_mapped", lambda: proxy("::ffff:127.0.0.1", socket.AF_INET6))

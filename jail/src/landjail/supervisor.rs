@@ -122,7 +122,14 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
             .name("landjail-connect".into())
             .spawn(move || {
                 drop_effective_capabilities();
-                let result = handle(&req, &policy, notify.as_raw_fd());
+                // A bug here must not leave the target blocked in connect() forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(&req, &policy, notify.as_raw_fd())
+                }))
+                .unwrap_or_else(|_| {
+                    warn!("landjail supervisor: a connect check panicked; refusing it");
+                    Some(Reply::Result(Err(libc::EACCES)))
+                });
                 respond(notify.as_raw_fd(), req.id, result);
             });
         if let Err(e) = spawned {
@@ -417,10 +424,19 @@ fn sockaddr_in6(a: SocketAddrV6) -> Vec<u8> {
 
 /// Parses an AF_INET/AF_INET6 address the way the kernel does (length checks included).
 pub(crate) fn parse_inet(addr: &[u8]) -> Result<SocketAddr, i32> {
+    if addr.len() < 2 {
+        return Err(libc::EINVAL);
+    }
     let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    if addr.len() < 16 {
+        return Err(libc::EINVAL);
+    }
     let port = u16::from_be_bytes([addr[2], addr[3]]);
     match family {
-        libc::AF_INET if addr.len() >= 16 => {
+        libc::AF_INET => {
             let ip = Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
             Ok(SocketAddr::new(IpAddr::V4(ip), port))
         }
@@ -429,8 +445,7 @@ pub(crate) fn parse_inet(addr: &[u8]) -> Result<SocketAddr, i32> {
             o.copy_from_slice(&addr[8..24]);
             Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
         }
-        libc::AF_INET | libc::AF_INET6 => Err(libc::EINVAL),
-        _ => Err(libc::EAFNOSUPPORT),
+        _ => Err(libc::EINVAL),
     }
 }
 
@@ -713,5 +728,14 @@ mod tests {
         let mut b = a.clone();
         b[0..2].copy_from_slice(&(libc::AF_APPLETALK as u16).to_ne_bytes());
         assert_eq!(parse_inet(&b), Err(libc::EAFNOSUPPORT));
+        // Any length the target may pass, however short, is an error and never a panic.
+        for n in 0..a.len() {
+            assert!(parse_inet(&a[..n]).is_err(), "length {n}");
+        }
+        let mut v6 = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        v6.resize(23, 0);
+        assert_eq!(parse_inet(&v6), Err(libc::EINVAL));
+        v6.push(0);
+        assert!(parse_inet(&v6).is_ok());
     }
 }
