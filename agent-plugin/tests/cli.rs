@@ -268,3 +268,44 @@ fn run_refuses_bad_configuration_before_jailing_anything() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("not a jail type"));
 }
+
+#[test]
+fn subcommand_words_after_the_separator_are_programs() {
+    assert!(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        "this test starts a real jail and needs root (CI runs as root)"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, code) in [("check", 42), ("config", 43)] {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\nexit {code}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (args, want) in [
+        (vec!["--", "check", "https://x.com/"], 42),
+        (vec!["--allow", "domain=x.com", "--", "config"], 43),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_boundary"))
+            .env("HOME", home.path())
+            .env("PATH", &path)
+            .env(
+                "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+                home.path().join("none.sock"),
+            )
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(want), "{args:?}: {:?}", text(&o));
+    }
+}
