@@ -13,8 +13,8 @@
 //! - **Other sockets**: seccomp refuses UDP (so DNS fails fast; with an explicit proxy the proxy
 //!   resolves names), ICMP datagram and raw sockets, packet sockets, SCTP, MPTCP, vsock and
 //!   netlink families other than route and sock_diag. TCP Fast Open (`MSG_FASTOPEN`,
-//!   `TCP_FASTOPEN_CONNECT`) and io_uring, which connect past `connect()`, are refused. See
-//!   [`filter`](self) for the exact program.
+//!   `TCP_FASTOPEN_CONNECT`) and io_uring, which connect past `connect()`, are refused (the exact
+//!   program and its reasons are in `filter.rs`).
 //! - **Signals and abstract Unix sockets** may not leave the jail (Landlock scoping, ABI 6);
 //!   ptrace of processes outside the jail is already forbidden by Landlock.
 //! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
@@ -28,6 +28,8 @@
 //!   host's other loopback services.
 //! - **No nested sandboxes that could outvote the supervisor**: new user or network namespaces
 //!   and a second seccomp notification listener are refused.
+//! - **No inherited descriptors**: everything above stderr is closed on exec, so a socket that
+//!   boundary's own parent leaked cannot become a way out.
 //!
 //! What landjail cannot do, honestly:
 //! - **Hide files the target's user can read.** Without a mount namespace there is no way to
@@ -51,12 +53,15 @@
 //! - Inbound: a jailed server bound to a non-loopback address can be reached from other hosts
 //!   if the host's firewall lets them in.
 //! - A process that makes itself non-dumpable (`exec` of an unreadable binary) cannot be
-//!   inspected by the supervisor; its connects fail with `EACCES` (closed, not open).
+//!   inspected by the supervisor; its connects fail (closed, not open).
 //!
 //! Start order: check the Landlock ABI, bind the proxy listeners on `127.0.0.1` and `::1`,
-//! prepare the ruleset, start the supervisor thread, fork; the child drops capabilities, sets
-//! `no_new_privs`, enters the Landlock domain, installs the seccomp filter, hands the
-//! notification descriptor to the supervisor and waits for its "ready" before `exec`.
+//! prepare the ruleset, start the supervisor thread, fork; the child takes its own process
+//! group (and the terminal's foreground), drops capabilities, sets `no_new_privs`, enters the
+//! Landlock domain, installs the seccomp filter, hands the notification descriptor to the
+//! supervisor, waits for its "ready", marks inherited descriptors close-on-exec and execs.
+//! Supervision after that (signals, grace period, exit status, terminal) is the shared
+//! [`RunningJail`].
 
 mod child;
 mod filter;

@@ -318,7 +318,12 @@ fn handle_connect(
             Ok(_) => return Some(Err(libc::EFAULT)),
             Err(e) => {
                 debug!(error = %e, tid, "landjail supervisor: cannot read the connect address");
-                return Some(Err(libc::EFAULT));
+                // EPERM: the thread is not inspectable (non-dumpable); refuse, do not guess.
+                let errno = match e {
+                    nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => libc::EACCES,
+                    _ => libc::EFAULT,
+                };
+                return Some(Err(errno));
             }
         }
     }
