@@ -27,6 +27,9 @@ pub(crate) struct ChildSetup {
     pub(crate) last_cap: c_int,
     /// Our controlling terminal while we are its foreground group: the target takes it over.
     pub(crate) tty: Option<RawFd>,
+    /// Test builds only (`insecure-test-hooks`): skip seccomp, leaving Landlock alone, to show
+    /// what the supervisor closes. Always false otherwise.
+    pub(crate) insecure_no_seccomp: bool,
 }
 
 fn check(r: c_int) -> io::Result<c_int> {
@@ -73,6 +76,12 @@ impl ChildSetup {
         })?;
         // SAFETY: closing our copy of the ruleset fd, which nothing else in the child uses.
         unsafe { libc::close(self.ruleset_fd) };
+        if self.insecure_no_seccomp {
+            // SAFETY: the supervisor sees EOF and stops; nothing else uses this fd.
+            unsafe { libc::close(self.sock_fd) };
+            close_inherited_descriptors();
+            return Ok(());
+        }
         let notify_fd = self.install_filter()?;
         let sent = self.send_fd(notify_fd);
         // SAFETY: the listener must not survive into the target; nothing else owns this fd.

@@ -22,6 +22,11 @@ pub const SCOPE_ABI: i32 = 6;
 #[cfg(feature = "insecure-test-hooks")]
 pub const FORCE_ABI_ENV: &str = "BOUNDARY_INSECURE_TEST_LANDLOCK_ABI";
 
+/// Test builds only: `1` runs the target without the seccomp filter and supervisor (Landlock
+/// alone, as the Go landjail), to show what the supervisor closes.
+#[cfg(feature = "insecure-test-hooks")]
+pub const NO_SECCOMP_ENV: &str = "BOUNDARY_INSECURE_TEST_LANDJAIL_NO_SECCOMP";
+
 /// The Landlock ABI the running kernel offers: 0 when Landlock is missing or disabled.
 pub fn kernel_abi() -> i32 {
     #[cfg(feature = "insecure-test-hooks")]

@@ -82,9 +82,9 @@ use tracing::{debug, info, warn};
 
 use crate::{JailError, JailSpec, RunningJail};
 
-#[cfg(feature = "insecure-test-hooks")]
-pub use landlock_rules::FORCE_ABI_ENV;
 pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI, SCOPE_ABI};
+#[cfg(feature = "insecure-test-hooks")]
+pub use landlock_rules::{FORCE_ABI_ENV, NO_SECCOMP_ENV};
 
 /// Why a landjail could not be started (converted into [`JailError`] by [`start`]).
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +277,20 @@ fn last_cap() -> i32 {
         .unwrap_or(63)
 }
 
+#[cfg(feature = "insecure-test-hooks")]
+fn insecure_no_seccomp() -> bool {
+    let off = std::env::var(NO_SECCOMP_ENV).is_ok_and(|v| v == "1");
+    if off {
+        warn!("insecure test hook: landjail without seccomp (Landlock only)");
+    }
+    off
+}
+
+#[cfg(not(feature = "insecure-test-hooks"))]
+fn insecure_no_seccomp() -> bool {
+    false
+}
+
 /// Receives the notification descriptor from the child.
 fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -394,6 +408,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         program: filter::program(),
         last_cap: last_cap(),
         tty,
+        insecure_no_seccomp: insecure_no_seccomp(),
     };
     // SAFETY: the closure only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
