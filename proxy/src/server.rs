@@ -38,9 +38,9 @@ pub struct Proxy {
     sequence: AtomicI32,
     settings: Arc<ConnectorSettings>,
     /// Pooled client offering h2 and http/1.1 to origins.
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, RequestBody>,
     /// HTTP/1.1-only client for upgrade requests (WebSocket needs an HTTP/1.1 origin leg).
-    client_h1: Client<Connector, Incoming>,
+    client_h1: Client<Connector, RequestBody>,
     listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
 }
 
@@ -417,9 +417,24 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return self.connect(req);
         }
-        let target = match self.target_of(&req, ctx) {
+        match self.check(&req, ctx) {
+            Ok((target, path, sequence)) => self.forward(req, target, path, sequence).await,
+            Err(resp) => {
+                drain(req.into_body());
+                *resp
+            }
+        }
+    }
+
+    /// Decides a non-CONNECT request and audits the decision; `Ok` = forward it.
+    fn check(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &ConnCtx,
+    ) -> Result<(Target, String, i32), Box<Response<ProxyBody>>> {
+        let target = match self.target_of(req, ctx) {
             Ok(t) => t,
-            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+            Err(message) => return Err(Box::new(text(StatusCode::BAD_REQUEST, message))),
         };
         let path = req
             .uri()
@@ -434,20 +449,20 @@ impl Proxy {
         let mismatch = ctx
             .mismatch
             .clone()
-            .or_else(|| host_mismatch(&req, &target, ctx));
+            .or_else(|| host_mismatch(req, &target, ctx));
         if let Some(reason) = mismatch {
             self.audit(sequence, false, &method, url, None, req.headers());
-            return blocked(&method, &target, &path, &reason, &[]);
+            return Err(Box::new(blocked(&method, &target, &path, &reason, &[])));
         }
         if self.targets_self(&target.host, target.port) {
             self.audit(sequence, false, &method, url, None, req.headers());
-            return blocked(
+            return Err(Box::new(blocked(
                 &method,
                 &target,
                 &path,
                 "the request is addressed to the proxy itself",
                 &[],
-            );
+            )));
         }
         let decision = self.config.policy.decide(&method, &target.host, &path);
         self.audit(
@@ -460,15 +475,15 @@ impl Proxy {
         );
         if !decision.allowed {
             let suggestions = self.config.policy.suggest(&method, &target.host, &path);
-            return blocked(
+            return Err(Box::new(blocked(
                 &method,
                 &target,
                 &path,
                 "no allow rule matches this request",
                 &suggestions,
-            );
+            )));
         }
-        self.forward(req, target, path, sequence).await
+        Ok((target, path, sequence))
     }
 
     /// Works out scheme, host and port of a non-CONNECT request.
@@ -638,7 +653,7 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(SEQUENCE_HEADER), sequence.into());
             }
         }
-        let mut out = Request::new(body);
+        let mut out = Request::new(RequestBody(Some(body)));
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
@@ -826,6 +841,72 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Reads (and discards) what is left of a refused request's body in the background, so the
+/// client finishes sending and reads our answer: dropping the body unread makes HTTP/2 reset
+/// the stream, which some clients report instead of the 403. Bounded in size and time.
+fn drain(body: Incoming) {
+    use hyper::body::Body;
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut left: usize = 1 << 20;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    left = left.saturating_sub(data.len());
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
+}
+
+/// A client's request body on its way upstream. If the upstream leg gives up on it early
+/// (connect failure, origin answered without reading it), the rest is drained so the client
+/// still gets our answer instead of a reset stream.
+struct RequestBody(Option<Incoming>);
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.0.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| hyper::body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drain(body);
+            }
+        }
     }
 }
 

@@ -178,3 +178,33 @@ fn reset_and_empty_reply_are_502() {
         }
     });
 }
+
+#[test]
+fn upload_over_http2_to_a_failing_origin_gets_the_502() {
+    run(async {
+        let h = Harness::new(&["domain=origin.test"]).await;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body");
+        std::fs::write(&file, "y".repeat(200_000)).unwrap();
+        let body = format!("@{}", file.display());
+        for _ in 0..5 {
+            let out = curl(&[
+                "--http2",
+                "--proxy",
+                &h.proxy_url(),
+                "--cacert",
+                &h.ca_cert.display().to_string(),
+                "--data-binary",
+                &body,
+                &format!("https://{ORIGIN}:{port}/upload"),
+            ])
+            .await;
+            assert_eq!(out.status(), 502, "{out:?}");
+            assert!(out.body.contains("could not connect"), "{}", out.body);
+        }
+    });
+}
