@@ -420,7 +420,11 @@ impl Proxy {
         match self.check(&req, ctx) {
             Ok((target, path, sequence)) => self.forward(req, target, path, sequence).await,
             Err(resp) => {
-                drain(req.into_body());
+                // A client waiting for `100 Continue` has sent nothing yet: let it be.
+                let expects = req.headers().contains_key(header::EXPECT);
+                if !expects {
+                    drain(req.into_body());
+                }
                 *resp
             }
         }

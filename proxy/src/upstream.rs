@@ -45,7 +45,9 @@ pub enum ConnectErrorKind {
 /// A failure to reach the origin, with a message that says what to check.
 #[derive(Debug, Clone)]
 pub struct ConnectError {
+    /// Which failure, for the status code.
     pub kind: ConnectErrorKind,
+    /// What failed and why, shown to the client in the 502/504 body.
     pub message: String,
 }
 
