@@ -66,7 +66,8 @@ pub enum CaError {
 
 struct CachedLeaf {
     config: Arc<ServerConfig>,
-    minted: Instant,
+    /// When this leaf is replaced by a fresh one (well before it expires).
+    renew_at: Instant,
 }
 
 /// The loaded CA plus the leaf cache. Shared by every connection of one proxy.
@@ -164,7 +165,7 @@ impl CertificateAuthority {
         let key = host.trim_end_matches('.').to_ascii_lowercase();
         let shard = &self.shards[shard_index(&key)];
         if let Some(leaf) = shard.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if leaf.minted.elapsed() < LEAF_RENEW_AFTER {
+            if Instant::now() < leaf.renew_at {
                 return Ok(leaf.config.clone());
             }
         }
@@ -177,7 +178,7 @@ impl CertificateAuthority {
             key,
             CachedLeaf {
                 config: config.clone(),
-                minted: Instant::now(),
+                renew_at: Instant::now() + LEAF_RENEW_AFTER,
             },
         );
         Ok(config)
@@ -383,6 +384,21 @@ mod tests {
         assert!(!Arc::ptr_eq(&a1, &b));
         ca.server_config("127.0.0.1").unwrap();
         ca.server_config("::1").unwrap();
+    }
+
+    #[test]
+    fn leaves_are_renewed_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let first = ca.server_config("r.example").unwrap();
+        {
+            let mut shard = ca.shards[shard_index("r.example")].write().unwrap();
+            shard.get_mut("r.example").unwrap().renew_at = Instant::now();
+        }
+        let second = ca.server_config("r.example").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "a due leaf was not renewed");
+        let third = ca.server_config("r.example").unwrap();
+        assert!(Arc::ptr_eq(&second, &third));
     }
 
     #[test]

@@ -11,6 +11,16 @@
 //! to the original IP: a jailed process must not be able to send an allowed-looking request to
 //! an address of its own choosing. Only TLS without SNI (or HTTP without Host) goes to the
 //! original IP, which is then also the host the policy decides on.
+//!
+//! Other choices worth knowing:
+//! - A refused CONNECT is audited with the URL `https://host:port`, the port always written.
+//! - Requests whose content type is `application/grpc*` get `grpc-status` (7 on a denial, 14 or
+//!   4 on upstream failure) next to the 403/502/504, so gRPC clients report the real reason.
+//! - `Upgrade: h2c` is not passed on (the request goes upstream as plain HTTP/1.1); other
+//!   upgrades (WebSocket) go over an HTTP/1.1-only upstream connection and are piped after 101.
+//! - Only HTTP is spoken inside a tunnel or on a redirected connection: anything else (SSH over
+//!   CONNECT, say) gets a 400 or is closed, because there is no request to decide.
+//! - WebSocket over HTTP/2 (RFC 8441) is not offered; clients fall back to HTTP/1.1 for it.
 
 pub mod ca;
 mod io;
