@@ -154,3 +154,37 @@ fn upstream_proxy_carries_https_and_http() {
         let _ = Arc::new(());
     });
 }
+
+#[test]
+fn upstream_proxy_over_tls() {
+    run(async {
+        // https:// corporate proxy: TLS to the proxy itself, then CONNECT inside that TLS.
+        let corp = Harness::new(&["domain=origin.test"]).await;
+        let corp_ca = corp.ca_cert.clone();
+        let corp_url = format!("https://corp.test:{}", corp.addr.port());
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_proxy = Some(corp_url);
+            c.upstream_ca_file = Some(corp_ca);
+            c.resolve.insert(
+                "corp.test".into(),
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            );
+        })
+        .await;
+        let tls = Origin::start(Some(corp.origin_tls()), None).await;
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("https://{ORIGIN}:{}/echo", tls.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        assert_eq!(corp.records().len(), 1);
+        assert_eq!(
+            corp.records()[0].url,
+            format!("https://origin.test:{}/echo", tls.port())
+        );
+    });
+}
