@@ -182,11 +182,15 @@ impl Proxy {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and aborted handshakes are transient: wait, go on.
-                    tracing::warn!(error = %e, "accept failed");
+                Err(e) if accept_error_is_transient(&e) => {
+                    // Out of descriptors, aborted handshakes: wait a moment and go on.
+                    tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, %local, "the proxy listener failed");
+                    return Err(e);
                 }
             };
             let dst = original_dst(&stream).filter(|d| !self.settings.is_self(*d) && *d != local);
@@ -704,6 +708,24 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
     }
+}
+
+/// Accept errors after which the listener still works (per-connection or resource trouble),
+/// as opposed to a broken listening socket.
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut | OutOfMemory
+    ) {
+        return true;
+    }
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO | libc::EPERM
+        )
+    )
 }
 
 /// The authority the request itself claims: `:authority` for HTTP/2, else the Host header.
