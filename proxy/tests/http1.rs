@@ -574,3 +574,43 @@ fn status_codes_and_bodies_pass_through() {
         let _ = SocketAddr::from(([127, 0, 0, 1], 0));
     });
 }
+
+#[test]
+fn ipv6_literal_targets_keep_their_brackets() {
+    run(async {
+        let h = Harness::new(&["domain=*"]).await;
+        let origin = Origin::start_at("[::1]:0".parse().unwrap(), None, None).await;
+        let tls = Origin::start_at(
+            "[::1]:0".parse().unwrap(),
+            Some(h.pki.server_config(&["::1"], &[b"http/1.1"])),
+            None,
+        )
+        .await;
+        let out = curl(&[
+            "-g",
+            "--proxy",
+            &h.proxy_url(),
+            &format!("http://[::1]:{}/echo?v=6", origin.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        let out = curl(&[
+            "-g",
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("https://[::1]:{}/echo", tls.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        let urls: Vec<String> = h.records().iter().map(|r| r.url.clone()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                format!("http://[::1]:{}/echo?v=6", origin.port()),
+                format!("https://[::1]:{}/echo", tls.port()),
+            ]
+        );
+    });
+}
