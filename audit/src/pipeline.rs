@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::fields::RequestFields;
@@ -165,7 +165,7 @@ struct Inner {
 
 /// The sink handed to the proxy.
 struct PipelineSink {
-    inner: Arc<Mutex<Option<Inner>>>,
+    inner: Arc<RwLock<Option<Inner>>>,
     // Read-mostly copies so `record` does not hold the lock while formatting.
     run: RunContext,
 }
@@ -174,7 +174,8 @@ impl AuditSink for PipelineSink {
     fn record(&self, record: AuditRecord) {
         let fields = RequestFields::new(&self.run, &record);
         local::emit(&fields);
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // A read lock: proxy threads record concurrently; only shutdown takes the write lock.
+        let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let Some(inner) = guard.as_ref() else {
             tracing::warn!(
                 sequence_number = record.sequence_number,
@@ -197,7 +198,7 @@ impl AuditSink for PipelineSink {
 
 /// Every audit sink of one run, behind one [`AuditSink`].
 pub struct AuditPipeline {
-    inner: Arc<Mutex<Option<Inner>>>,
+    inner: Arc<RwLock<Option<Inner>>>,
     sink: Arc<PipelineSink>,
     shutdown_timeout: Duration,
     sighup: Option<tokio::task::JoinHandle<()>>,
@@ -258,7 +259,7 @@ impl AuditPipeline {
             )
         });
         let has_file = file.is_some();
-        let inner = Arc::new(Mutex::new(Some(Inner {
+        let inner = Arc::new(RwLock::new(Some(Inner {
             run: opts.run.clone(),
             file,
             forwarder,
@@ -270,7 +271,7 @@ impl AuditPipeline {
             let inner = inner.clone();
             Some(tokio::spawn(async move {
                 while sig.recv().await.is_some() {
-                    let g = inner.lock().unwrap_or_else(|p| p.into_inner());
+                    let g = inner.read().unwrap_or_else(|p| p.into_inner());
                     if let Some(f) = g.as_ref().and_then(|i| i.file.as_ref()) {
                         tracing::info!("SIGHUP: reopening the audit log file");
                         f.request_reopen();
@@ -301,7 +302,7 @@ impl AuditPipeline {
         if let Some(s) = &self.sighup {
             s.abort();
         }
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let inner = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
         let Some(inner) = inner else {
             return ShutdownReport::default();
         };
