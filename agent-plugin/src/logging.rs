@@ -13,7 +13,7 @@ use boundary::config::LogLevel;
 pub struct LogGuard;
 
 pub fn init(level: LogLevel, dir: Option<&Path>) -> Result<LogGuard> {
-    let filter = EnvFilter::new(level.to_string());
+    let filter = EnvFilter::new(boundary::config::level_name(&level));
     let builder = fmt().with_env_filter(filter).with_target(true);
     match dir {
         None => {

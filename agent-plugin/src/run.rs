@@ -14,7 +14,7 @@ use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
 use boundary_jail::{JailSpec, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
-use boundary::config::{AuditProtocol, Config, JailType, LogLevel};
+use boundary::config::{Config, JailType};
 
 /// Variables that make common clients trust our CA (INTEROP section 4).
 pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
@@ -76,19 +76,10 @@ fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
 
 fn audit_options(cfg: &Config, run: RunContext) -> AuditOptions {
     let mut o = AuditOptions::new(run);
-    o.log_level = match cfg.log_level {
-        LogLevel::Error => boundary_audit::LogLevel::Error,
-        LogLevel::Warn => boundary_audit::LogLevel::Warn,
-        LogLevel::Info => boundary_audit::LogLevel::Info,
-        LogLevel::Debug => boundary_audit::LogLevel::Debug,
-    };
+    o.log_level = cfg.log_level;
     o.audit_log = cfg.audit_log.clone();
     o.socket_path = (!cfg.disable_audit_logs).then(|| cfg.log_proxy_socket_path.clone());
-    o.protocol = match cfg.audit_protocol {
-        AuditProtocol::Auto => boundary_audit::AuditProtocol::Auto,
-        AuditProtocol::V1 => boundary_audit::AuditProtocol::V1,
-        AuditProtocol::V2 => boundary_audit::AuditProtocol::V2,
-    };
+    o.protocol = cfg.audit_protocol;
     o.flush_interval = cfg.audit_flush_interval;
     o.queue_size = cfg.audit_queue_size;
     o.shutdown_timeout = cfg.audit_shutdown_timeout;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boundary_audit::Identity;
+pub use boundary_audit::{AuditProtocol, LogLevel};
 use boundary_proxy::rules::{Policy, RuleError};
 
 use cli::Flags;
@@ -74,44 +75,6 @@ impl fmt::Display for JailType {
         f.write_str(match self {
             JailType::Nsjail => "nsjail",
             JailType::Landjail => "landjail",
-        })
-    }
-}
-
-/// Verbosity of application logs and of the local audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-        })
-    }
-}
-
-/// Frame format towards the workspace agent's socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditProtocol {
-    Auto,
-    V1,
-    V2,
-}
-
-impl fmt::Display for AuditProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AuditProtocol::Auto => "auto",
-            AuditProtocol::V1 => "v1",
-            AuditProtocol::V2 => "v2",
         })
     }
 }
@@ -197,22 +160,31 @@ impl Resolver<'_> {
         default: T,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        match picked {
+        self.value_with(key, picked, default, parse, |v| v.to_string())
+    }
+
+    /// [`Self::value`] for types shown by a function rather than `Display`.
+    fn value_with<T>(
+        &mut self,
+        key: &'static str,
+        picked: Option<(String, Source)>,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+        show: impl Fn(&T) -> String,
+    ) -> Result<T, ConfigError> {
+        let (v, source) = match picked {
             Some((text, source)) => {
                 let v = parse(&text).map_err(|message| ConfigError::Value {
                     key,
                     origin: source.clone(),
                     message,
                 })?;
-                self.sources.push((key, v.to_string(), source));
-                Ok(v)
+                (v, source)
             }
-            None => {
-                self.sources
-                    .push((key, default.to_string(), Source::Default));
-                Ok(default)
-            }
-        }
+            None => (default, Source::Default),
+        };
+        self.sources.push((key, show(&v), source));
+        Ok(v)
     }
 
     fn optional(&mut self, key: &'static str, picked: Option<(String, Source)>) -> Option<String> {
@@ -295,15 +267,13 @@ impl fmt::Display for Dur {
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "error" => Ok(LogLevel::Error),
-        "warn" | "warning" => Ok(LogLevel::Warn),
-        "info" => Ok(LogLevel::Info),
-        "debug" => Ok(LogLevel::Debug),
-        _ => Err(format!(
-            "{s:?} is not a log level; use error, warn, info or debug"
-        )),
-    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a log level; use error, warn, info or debug"))
+}
+
+/// Lowercase name, as written in flags and files.
+pub fn level_name(l: &LogLevel) -> String {
+    format!("{l:?}").to_ascii_lowercase()
 }
 
 fn parse_jail(s: &str) -> Result<JailType, String> {
@@ -317,14 +287,12 @@ fn parse_jail(s: &str) -> Result<JailType, String> {
 }
 
 fn parse_protocol(s: &str) -> Result<AuditProtocol, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "auto" => Ok(AuditProtocol::Auto),
-        "v1" | "1" => Ok(AuditProtocol::V1),
-        "v2" | "2" => Ok(AuditProtocol::V2),
-        _ => Err(format!(
-            "{s:?} is not an audit protocol; use auto, v1 or v2"
-        )),
-    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an audit protocol; use auto, v1 or v2"))
+}
+
+fn protocol_name(p: &AuditProtocol) -> String {
+    format!("{p:?}").to_ascii_lowercase()
 }
 
 fn parse_uuid(s: &str) -> Result<String, String> {
@@ -467,7 +435,7 @@ pub fn resolve(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         &["BOUNDARY_LOG_LEVEL"],
         text(&f.log_level),
     );
-    let log_level = r.value("log_level", p, LogLevel::Warn, parse_level)?;
+    let log_level = r.value_with("log_level", p, LogLevel::Warn, parse_level, level_name)?;
     let p = r.pick(
         "log-dir",
         path_text(&flags.log_dir),
@@ -727,7 +695,13 @@ pub fn resolve(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         &["BOUNDARY_AUDIT_PROTOCOL"],
         text(&f.audit_protocol),
     );
-    let audit_protocol = r.value("audit_protocol", p, AuditProtocol::Auto, parse_protocol)?;
+    let audit_protocol = r.value_with(
+        "audit_protocol",
+        p,
+        AuditProtocol::Auto,
+        parse_protocol,
+        protocol_name,
+    )?;
     let p = r.pick(
         "audit-flush-interval",
         flags.audit_flush_interval.clone(),
