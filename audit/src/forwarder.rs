@@ -19,9 +19,10 @@
 //!   (`dropped_channel_full`, reported to the agent in a tag-2 `BoundaryStatus` as the number
 //!   dropped since the last status), so memory stays bounded while the agent is away.
 //! - **Delivery.** The agent never replies, so we ask the kernel: `TIOCOUTQ` on a Unix stream
-//!   socket is the data the peer has not read yet. Frames stay "in flight" until it reaches 0;
-//!   if the connection breaks first (agent killed), in-flight frames are resent on the next
-//!   connection. Reconnects back off from 100 ms doubling to 5 s; a socket that appears after
+//!   socket is the data the peer has not read yet. Frames stay "in flight" until it reaches 0.
+//!   When the agent goes away, Linux says whether it left our data unread: a read then fails
+//!   with ECONNRESET (frames unread: in-flight frames are resent on the next connection) or
+//!   returns end of stream (it read everything: nothing is resent, so nothing is duplicated). Reconnects back off from 100 ms doubling to 5 s; a socket that appears after
 //!   start is picked up by the next attempt.
 //! - **Shutdown.** Everything queued is batched and written, waiting until the agent has read
 //!   it, bounded by the caller's timeout. If the socket does not exist at all we give up at
@@ -435,15 +436,36 @@ async fn run_task(
         };
         let must_probe = cfg.protocol == AuditProtocol::Auto && !fell_back;
 
-        // Frames the agent has read are delivered: forget them.
+        // Frames the agent has read are delivered: forget them. A peer that closed also
+        // shows 0 unread bytes (the kernel purged its queue), so ask whether it is still there.
+        let mut closed = None;
         if let Some(c) = conn.as_mut() {
             if c.probe_until.is_none() && !c.inflight.is_empty() {
                 if let Ok(0) = unread_bytes(&c.stream) {
-                    let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
-                    stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
-                    backoff = BACKOFF_START;
+                    match peer_state(&c.stream) {
+                        Peer::Open => {
+                            let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
+                            stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
+                            backoff = BACKOFF_START;
+                        }
+                        gone => closed = Some(gone),
+                    }
                 }
             }
+        }
+        if let Some(state) = closed {
+            disconnect(
+                &mut conn,
+                &mut pending,
+                &mut pending_records,
+                &stats,
+                must_probe,
+                &mut fell_back,
+                state,
+            );
+            next_connect = Instant::now() + backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
         }
 
         // Write what the connection may take now.
@@ -487,6 +509,12 @@ async fn run_task(
             }
         }
         if broken {
+            // The write error (EPIPE) says nothing about what the agent read; the pending
+            // socket error does.
+            let state = match conn.as_ref().map(|c| peer_state(&c.stream)) {
+                Some(Peer::ClosedAllRead) => Peer::ClosedAllRead,
+                _ => Peer::ClosedUnread,
+            };
             disconnect(
                 &mut conn,
                 &mut pending,
@@ -494,8 +522,10 @@ async fn run_task(
                 &stats,
                 must_probe,
                 &mut fell_back,
+                state,
             );
             next_connect = Instant::now() + backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         }
 
@@ -592,10 +622,21 @@ async fn run_task(
                 }
             }
             res = read_some(conn.as_mut(), &mut scratch), if conn.is_some() => {
-                if matches!(res, Ok(0) | Err(_)) {
+                let state = match res {
+                    Ok(0) => Some(Peer::ClosedAllRead),
+                    Ok(_) => None,
+                    Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(_) => Some(Peer::ClosedUnread),
+                };
+                if let Some(state) = state {
                     let probing = probe_until.is_some();
-                    disconnect(&mut conn, &mut pending, &mut pending_records, &stats, must_probe, &mut fell_back);
-                    next_connect = if probing && must_probe { Instant::now() } else { Instant::now() + backoff };
+                    disconnect(&mut conn, &mut pending, &mut pending_records, &stats, must_probe, &mut fell_back, state);
+                    if probing && must_probe {
+                        next_connect = Instant::now();
+                    } else {
+                        next_connect = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
                 }
             }
             _ = sleep_until_opt(probe_until), if probe_until.is_some() => {
@@ -603,15 +644,8 @@ async fn run_task(
                     c.probe_until = None;
                 }
             }
-            _ = tokio::time::sleep(DELIVERY_POLL), if check_delivery => {
-                if let Some(c) = conn.as_mut() {
-                    if matches!(unread_bytes(&c.stream), Ok(0)) {
-                        let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
-                        stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
-                        backoff = BACKOFF_START;
-                    }
-                }
-            }
+            // Wakes the loop, whose first step checks delivery.
+            _ = tokio::time::sleep(DELIVERY_POLL), if check_delivery => {}
         }
     }
     if let Some(c) = conn.take() {
@@ -661,7 +695,31 @@ async fn read_some(conn: Option<&mut Conn>, buf: &mut [u8]) -> io::Result<usize>
     }
 }
 
-/// Drops the connection and puts its unconfirmed frames back at the front of the queue.
+/// What the kernel says about the agent's end of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Open,
+    /// Closed with nothing of ours left unread: every frame written reached the agent.
+    ClosedAllRead,
+    /// Closed with our data still in its queue (ECONNRESET), or state unknown.
+    ClosedUnread,
+}
+
+/// A non-blocking read: the agent never sends, so data or "would block" means open, end of
+/// stream means it closed after reading everything, ECONNRESET means it closed with frames of
+/// ours unread (Linux sets that error exactly then).
+fn peer_state(stream: &UnixStream) -> Peer {
+    let mut b = [0u8; 64];
+    match stream.try_read(&mut b) {
+        Ok(0) => Peer::ClosedAllRead,
+        Ok(_) => Peer::Open,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peer::Open,
+        Err(_) => Peer::ClosedUnread,
+    }
+}
+
+/// Drops the connection. Frames the agent did not read go back to the front of the queue;
+/// when it read everything (`ClosedAllRead`) nothing is resent, so nothing is duplicated.
 fn disconnect(
     conn: &mut Option<Conn>,
     pending: &mut VecDeque<Batch>,
@@ -669,8 +727,13 @@ fn disconnect(
     stats: &ForwarderStats,
     must_probe: bool,
     fell_back: &mut bool,
+    state: Peer,
 ) {
-    let Some(c) = conn.take() else { return };
+    let Some(mut c) = conn.take() else { return };
+    if state == Peer::ClosedAllRead {
+        let n: usize = c.inflight.drain(..).map(|b| b.records).sum();
+        stats.delivered.fetch_add(n as u64, Ordering::SeqCst);
+    }
     if c.probe_until.is_some() && must_probe {
         *fell_back = true;
         stats.fell_back_to_v1.store(true, Ordering::SeqCst);

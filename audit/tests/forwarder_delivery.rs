@@ -1,0 +1,110 @@
+//! Delivery across agent restarts, against a hand-driven agent socket: frames an agent closed
+//! without reading are resent to the next agent; frames it read are not sent twice.
+
+use std::path::Path;
+use std::time::Duration;
+
+use boundary_audit::{
+    AuditOptions, AuditPipeline, AuditProtocol, AuditRecord, Identity, RunContext, TraceContext,
+};
+use boundary_proto::frame::{Decoder, Payload};
+use boundary_proto::pb::boundary_message;
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{UnixListener, UnixStream};
+
+fn record(seq: i32) -> AuditRecord {
+    AuditRecord {
+        allowed: true,
+        time: chrono::Utc::now(),
+        method: "GET".into(),
+        url: format!("https://example.com/{seq}"),
+        matched_rule: Some("domain=example.com".into()),
+        sequence_number: seq,
+        trace: TraceContext::from_traceparent(None),
+    }
+}
+
+fn options(socket: &Path) -> AuditOptions {
+    let mut o = AuditOptions::new(RunContext::new("t", Identity::default()));
+    o.socket_path = Some(socket.to_path_buf());
+    o.protocol = AuditProtocol::V2;
+    o.flush_interval = Duration::from_millis(50);
+    o
+}
+
+/// Reads frames until the stream is idle for `idle` or ends; returns the sequence numbers.
+async fn read_records(s: &mut UnixStream, idle: Duration) -> Vec<i32> {
+    let mut buf = BytesMut::new();
+    let mut dec = Decoder::new();
+    let mut seqs = Vec::new();
+    loop {
+        while let Some(f) = dec.decode(&mut buf).unwrap() {
+            if let Payload::V2(m) = f.decode_payload().unwrap() {
+                if let Some(boundary_message::Msg::Logs(req)) = m.msg {
+                    seqs.extend(req.logs.iter().map(|l| l.sequence_number));
+                }
+            }
+        }
+        match tokio::time::timeout(idle, s.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => return seqs,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_an_agent_never_read_go_to_the_next_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("a.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let pipe = AuditPipeline::start(options(&sock)).unwrap();
+    let sink = pipe.sink();
+    for seq in 0..100 {
+        sink.record(record(seq));
+    }
+    // Agent 1 takes the connection, reads nothing, and goes away.
+    let (first, _) = listener.accept().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+    // Agent 2 gets everything.
+    let (mut second, _) = listener.accept().await.unwrap();
+    for seq in 100..150 {
+        sink.record(record(seq));
+    }
+    let shutdown = tokio::spawn(pipe.shutdown());
+    let got = read_records(&mut second, Duration::from_secs(3)).await;
+    let report = shutdown.await.unwrap();
+    assert_eq!(got, (0..150).collect::<Vec<_>>());
+    assert_eq!((report.sent, report.dropped), (150, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_an_agent_read_are_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("a.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let pipe = AuditPipeline::start(options(&sock)).unwrap();
+    let sink = pipe.sink();
+    for seq in 0..100 {
+        sink.record(record(seq));
+    }
+    // Agent 1 reads everything sent so far, then exits.
+    let (mut first, _) = listener.accept().await.unwrap();
+    let one = read_records(&mut first, Duration::from_millis(500)).await;
+    drop(first);
+    for seq in 100..150 {
+        sink.record(record(seq));
+    }
+    let (mut second, _) = listener.accept().await.unwrap();
+    let shutdown = tokio::spawn(pipe.shutdown());
+    let two = read_records(&mut second, Duration::from_secs(3)).await;
+    shutdown.await.unwrap();
+    assert_eq!(one, (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        two,
+        (100..150).collect::<Vec<_>>(),
+        "nothing agent 1 read is repeated"
+    );
+}
