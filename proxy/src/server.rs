@@ -27,6 +27,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the proxy produces.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// HTTP/1 header count limit (hyper's default of 100 is below what some real sites send).
+const MAX_HEADERS: usize = 1000;
+/// HTTP/2 header list limit in bytes (large cookies and tokens must pass).
+const MAX_HEADER_LIST: u32 = 256 * 1024;
+
 const SESSION_HEADER: &str = "x-coder-agent-firewall-session-id";
 const SEQUENCE_HEADER: &str = "x-coder-agent-firewall-sequence-number";
 
@@ -144,6 +149,8 @@ impl Proxy {
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .http2_adaptive_window(true)
+                .http1_max_headers(MAX_HEADERS)
+                .http2_max_header_list_size(MAX_HEADER_LIST)
                 .set_host(true)
                 .build(connector)
         };
@@ -351,11 +358,13 @@ impl Proxy {
             .http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
+            .max_headers(MAX_HEADERS)
             .half_close(false);
         builder
             .http2()
             .timer(TokioTimer::new())
             .adaptive_window(true)
+            .max_header_list_size(MAX_HEADER_LIST)
             .max_concurrent_streams(1000);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);

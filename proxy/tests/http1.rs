@@ -614,3 +614,45 @@ fn ipv6_literal_targets_keep_their_brackets() {
         );
     });
 }
+
+#[test]
+fn many_and_large_headers_pass_both_ways() {
+    run(async {
+        let h = Harness::new(&["domain=origin.test"]).await;
+        let plain = Origin::start(None, None).await;
+        let tls = Origin::start(Some(h.origin_tls()), None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let headers = dir.path().join("headers");
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!("X-Req-{i}: {}\n", "r".repeat(40)));
+        }
+        text.push_str(&format!("Cookie: big={}\n", "c".repeat(8000)));
+        std::fs::write(&headers, text).unwrap();
+        let hdr_arg = format!("@{}", headers.display());
+        for (url, http2) in [
+            (format!("http://{ORIGIN}:{}", plain.port()), false),
+            (format!("https://{ORIGIN}:{}", tls.port()), true),
+        ] {
+            let mut args = vec![
+                "--proxy".to_string(),
+                h.proxy_url(),
+                "--cacert".into(),
+                h.ca_cert.display().to_string(),
+                "-H".into(),
+                hdr_arg.clone(),
+                format!("{url}/echo"),
+                "-i".into(),
+                format!("{url}/many-headers"),
+            ];
+            if http2 {
+                args.insert(0, "--http2".into());
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = curl(&refs).await;
+            assert_eq!(out.statuses, vec![200, 200], "{url}: {}", out.stderr);
+            assert!(out.body.contains("header: x-req-199: "), "{url}");
+            assert!(out.body.contains("x-h-299: "), "{url}");
+        }
+    });
+}

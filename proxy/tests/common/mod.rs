@@ -176,8 +176,10 @@ impl Origin {
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
-                    let builder =
+                    let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http1().max_headers(1000);
+                    builder.http2().max_header_list_size(1 << 20);
                     match tls {
                         Some(cfg) => {
                             let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
@@ -323,6 +325,13 @@ pub fn default_routes(sse_last_sent: Arc<AtomicBool>) -> Handler {
                     .header("sec-websocket-accept", accept)
                     .body(full(""))
                     .unwrap();
+            }
+            if path == "/many-headers" {
+                let mut b = Response::builder();
+                for i in 0..300 {
+                    b = b.header(format!("x-h-{i}"), "v".repeat(50));
+                }
+                return b.body(full("many\n")).unwrap();
             }
             if path == "/status" {
                 let code: u16 = query_param(&req, "code")
