@@ -223,6 +223,8 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.serial_number = Some(random_serial());
+        // Strict verifiers (OpenSSL's X509_STRICT, Python 3.13's default) require the AKI.
+        params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + LEAF_VALIDITY;
@@ -384,6 +386,34 @@ mod tests {
         assert!(!Arc::ptr_eq(&a1, &b));
         ca.server_config("127.0.0.1").unwrap();
         ca.server_config("::1").unwrap();
+    }
+
+    #[test]
+    fn leaf_authority_key_id_names_the_ca() {
+        use x509_parser::extensions::ParsedExtension;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        // Also after a reload, when the issuer is rebuilt from the file.
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap_or(ca);
+        let (chain, _) = ca.mint_leaf("k.example").unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        let aki = leaf
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            });
+        let ski = root
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                _ => None,
+            });
+        assert!(aki.is_some(), "leaf has no authority key identifier");
+        assert_eq!(aki, ski);
     }
 
     #[test]
