@@ -372,3 +372,98 @@ fn landjail_target_owns_the_terminal() {
         "Ctrl-C did not end the target: {seen}"
     );
 }
+
+/// SIGTERM to boundary reaches the jailed command, whose own exit code boundary returns.
+#[test]
+fn landjail_forwards_sigterm() {
+    use std::io::{BufRead, BufReader};
+
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = far
+        .near_command(boundary_binary().expect("boundary binary"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
+        .args([
+            "--log-level",
+            "error",
+            "--allow",
+            "domain=example.com",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // `ip netns exec` execs boundary, so the child's pid is boundary's. Wait until boundary
+    // handles SIGTERM (its supervision has started), as a supervisor killing it later would.
+    let status = format!("/proc/{}/status", child.id());
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let caught = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (15 - 1)) != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+/// If boundary itself is killed, the jailed command does not live on unsupervised.
+#[test]
+fn landjail_target_dies_with_boundary() {
+    use std::io::{BufRead, BufReader};
+
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = far
+        .near_command(boundary_binary().expect("boundary binary"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["--jail-type", "landjail", "--proxy-port", PROXY_PORT])
+        .args([
+            "--log-level",
+            "error",
+            "--allow",
+            "domain=example.com",
+            "--",
+        ])
+        .args(["sh", "-c", "echo $$; exec sleep 300"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let target: i32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{target}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for init to reap it.
+        if state.is_empty() || state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the jailed command outlived boundary: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -27,6 +27,8 @@ pub(crate) struct ChildSetup {
     pub(crate) last_cap: c_int,
     /// Our controlling terminal while we are its foreground group: the target takes it over.
     pub(crate) tty: Option<RawFd>,
+    /// Boundary's pid: if it is gone before `PR_SET_PDEATHSIG` took effect, give up.
+    pub(crate) parent_pid: libc::pid_t,
     /// Test builds only (`insecure-test-hooks`): skip seccomp, leaving Landlock alone, to show
     /// what the supervisor closes. Always false otherwise.
     pub(crate) insecure_no_seccomp: bool,
@@ -59,6 +61,21 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 impl ChildSetup {
     /// Runs the steps listed in the module documentation; an error aborts the spawn.
     pub(crate) fn run(&self) -> io::Result<()> {
+        // If boundary dies (even by SIGKILL) the target dies too, instead of living on
+        // unsupervised. The death signal follows the thread that forked us.
+        // SAFETY: prctl and getppid with integer arguments.
+        unsafe {
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as c_ulong,
+                0,
+                0,
+                0,
+            ))?;
+            if libc::getppid() != self.parent_pid {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
         // Own process group, in the terminal's foreground: Ctrl-C reaches the target once (not
         // also through boundary's forwarding), and job control works in interactive shells.
         // SAFETY: setpgid on ourselves.

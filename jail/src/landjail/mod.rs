@@ -331,6 +331,10 @@ fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
 /// `tokio::net::TcpListener::from_std`; they are the only TCP destinations the target can reach
 /// besides servers it started itself on loopback. Works with or without a tokio runtime (the
 /// supervisor is a plain thread); [`RunningJail::wait`] needs one.
+///
+/// The target is killed when boundary dies (`PR_SET_PDEATHSIG`), which Linux ties to the
+/// *thread* that started it: call this from a thread that lives as long as the jail (the main
+/// thread), not from a short-lived one such as a `spawn_blocking` task.
 pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     Ok(start_inner(spec)?)
 }
@@ -409,6 +413,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         last_cap: last_cap(),
         tty,
         insecure_no_seccomp: insecure_no_seccomp(),
+        parent_pid: std::process::id() as libc::pid_t,
     };
     // SAFETY: the closure only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
