@@ -135,7 +135,7 @@ impl Policy {
     }
 
     /// Rules that would allow this request, for the 403 page: the narrowest first. Each one is
-    /// checked to parse, so a user can paste it into `--allow` as is.
+    /// checked to parse and to allow the request, so a user can paste it into `--allow` as is.
     pub fn suggest(&self, method: &str, host: &str, path: &str) -> Vec<String> {
         let host = canonical_host(host);
         let segs = normalize_path(path);
@@ -149,9 +149,18 @@ impl Policy {
             format!("method={method} domain={host} path={path_text}"),
             format!("domain={host}"),
         ];
+        // Keep only suggestions that parse and really allow this request: a host or path with
+        // bytes the rule language treats as separators could otherwise print a rule that
+        // parses but means something else.
         candidates
             .into_iter()
-            .filter(|r| Rule::parse(r).is_ok())
+            .filter(|r| {
+                Rule::parse(r).is_ok_and(|rule| {
+                    Policy::from_rules(vec![rule])
+                        .decide(&method, &host, path)
+                        .allowed
+                })
+            })
             .collect()
     }
 

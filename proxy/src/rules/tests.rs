@@ -106,6 +106,14 @@ fn suggestions_parse_and_would_allow() {
     }
     // A host that is not a valid domain pattern gets no suggestion rather than a broken one.
     assert!(p.suggest("GET", "bad_host.com", "/").is_empty());
+    // Found by fuzzing: a control byte in the host made a suggestion that parsed (the byte is a
+    // separator) but allowed another host.
+    assert!(p.suggest("GET", "x.testa\r", "/").is_empty());
+    // A tab in a path is printed percent-encoded, so that suggestion stays valid.
+    assert!(p
+        .suggest("GET", "a.com", "/x\ty")
+        .iter()
+        .any(|r| r.contains("path=/x%09y")));
 }
 
 #[test]
