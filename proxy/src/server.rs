@@ -27,8 +27,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the proxy produces.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// HTTP/1 header count limit (hyper's default of 100 is below what some real sites send).
-const MAX_HEADERS: usize = 1000;
+/// HTTP/1 response header count limit: hyper's default of 100 is below what some real sites
+/// send. Requests keep hyper's 100 (no client needs more), because a larger limit costs a
+/// per-message allocation and initialisation proportional to it.
+const MAX_RESPONSE_HEADERS: usize = 256;
 /// HTTP/2 header list limit in bytes (large cookies and tokens must pass).
 const MAX_HEADER_LIST: u32 = 256 * 1024;
 
@@ -149,7 +151,7 @@ impl Proxy {
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .http2_adaptive_window(true)
-                .http1_max_headers(MAX_HEADERS)
+                .http1_max_headers(MAX_RESPONSE_HEADERS)
                 .http2_max_header_list_size(MAX_HEADER_LIST)
                 .set_host(true)
                 .build(connector)
@@ -358,7 +360,6 @@ impl Proxy {
             .http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .max_headers(MAX_HEADERS)
             .half_close(false);
         builder
             .http2()

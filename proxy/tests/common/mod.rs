@@ -328,7 +328,7 @@ pub fn default_routes(sse_last_sent: Arc<AtomicBool>) -> Handler {
             }
             if path == "/many-headers" {
                 let mut b = Response::builder();
-                for i in 0..300 {
+                for i in 0..250 {
                     b = b.header(format!("x-h-{i}"), "v".repeat(50));
                 }
                 return b.body(full("many\n")).unwrap();
