@@ -68,6 +68,9 @@ enum Action {
 
 /// Serves notifications on `notify` until every jailed process has exited.
 pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
+    // This thread and the connect threads it starts (they inherit it) work without effective
+    // capabilities.
+    drop_effective_capabilities();
     let mut fds = [libc::pollfd {
         fd: notify.as_raw_fd(),
         events: libc::POLLIN,
@@ -114,28 +117,70 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
                 }
             }
         }
-        let notify = Arc::clone(&notify);
-        let policy = Arc::clone(&policy);
-        // One thread per connect: a blocking connect to a busy listener must not hold up the
-        // other jailed processes.
-        let spawned = std::thread::Builder::new()
-            .name("landjail-connect".into())
-            .spawn(move || {
-                drop_effective_capabilities();
-                // A bug here must not leave the target blocked in connect() forever.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle(&req, &policy, notify.as_raw_fd())
-                }))
-                .unwrap_or_else(|_| {
-                    warn!("landjail supervisor: a connect check panicked; refusing it");
-                    Some(Reply::Result(Err(libc::EACCES)))
-                });
-                respond(notify.as_raw_fd(), req.id, result);
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "landjail supervisor: cannot start a thread; refusing the connect");
-            respond(fds[0].fd, req.id, Some(Reply::Result(Err(libc::EAGAIN))));
+        // Checks run here; only a connect that may block (a blocking socket) gets a thread of
+        // its own, so a busy listener cannot hold up the other jailed processes. (A target that
+        // flips its socket to blocking right after the check only stalls its own jail, and at
+        // most for the kernel's SYN retries, since the destination is local.)
+        let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_notification(&req, &policy, notify.as_raw_fd())
+        }))
+        .unwrap_or_else(|_| {
+            warn!("landjail supervisor: a connect check panicked; refusing it");
+            Work::Answer(Some(Reply::Result(Err(libc::EACCES))))
+        });
+        match work {
+            Work::Answer(reply) => respond(notify.as_raw_fd(), req.id, reply),
+            Work::Connect(c) if !c.may_block() => {
+                respond(notify.as_raw_fd(), req.id, Some(Reply::Result(c.perform())))
+            }
+            Work::Connect(c) => {
+                let notify2 = Arc::clone(&notify);
+                let id = req.id;
+                let spawned = std::thread::Builder::new()
+                    .name("landjail-connect".into())
+                    .spawn(move || {
+                        respond(notify2.as_raw_fd(), id, Some(Reply::Result(c.perform())))
+                    });
+                if let Err(e) = spawned {
+                    warn!(error = %e, "landjail supervisor: cannot start a thread; refusing the connect");
+                    respond(notify.as_raw_fd(), id, Some(Reply::Result(Err(libc::EAGAIN))));
+                }
+            }
         }
+    }
+}
+
+/// What a notification needs after its checks.
+enum Work {
+    /// Answer now (`None`: the target is gone, answer nothing).
+    Answer(Option<Reply>),
+    /// A checked connect to carry out.
+    Connect(CheckedConnect),
+}
+
+/// The target's socket and the destination that passed the checks.
+struct CheckedConnect {
+    sock: OwnedFd,
+    action: Action,
+}
+
+impl CheckedConnect {
+    /// A blocking socket's connect can wait (a full backlog, a slow peer).
+    fn may_block(&self) -> bool {
+        // SAFETY: F_GETFL on a valid descriptor.
+        let flags = unsafe { libc::fcntl(self.sock.as_raw_fd(), libc::F_GETFL) };
+        flags < 0 || flags & libc::O_NONBLOCK == 0
+    }
+
+    fn perform(self) -> Result<i64, i32> {
+        let result = match &self.action {
+            Action::Connect(bytes) => raw_connect(&self.sock, bytes),
+            Action::ConnectUnixFd(target) => {
+                let path = format!("/proc/self/fd/{}", target.as_raw_fd());
+                raw_connect(&self.sock, &sockaddr_un(path.as_bytes()))
+            }
+        };
+        result.map(|()| 0)
     }
 }
 
@@ -148,7 +193,7 @@ enum Reply {
 }
 
 /// Clears this thread's effective capabilities (capabilities are per thread in Linux), so the
-/// connects it makes for the target pass the same permission checks as the target's own would:
+/// connects the supervisor makes for the target pass the same permission checks as the target's own would:
 /// when boundary runs as root, the capability-less jailed root must not reach a Unix socket
 /// through the supervisor that it could not reach itself. Reading the target's memory and
 /// taking its descriptors need no capability: same user, and the target has none.
@@ -250,15 +295,19 @@ fn thread_pidfd(tid: Pid) -> Result<OwnedFd, rustix::io::Errno> {
     }
 }
 
-/// Answers one notification; `None` when the target is no longer waiting.
-fn handle(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> Option<Reply> {
+/// Checks one notification.
+fn check_notification(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> Work {
     let nr = i64::from(req.data.nr);
     if nr == libc::SYS_connect {
-        handle_connect(req, policy, notify).map(Reply::Result)
+        match check_connect(req, policy, notify) {
+            None => Work::Answer(None),
+            Some(Err(e)) => Work::Answer(Some(Reply::Result(Err(e)))),
+            Some(Ok(c)) => Work::Connect(c),
+        }
     } else if nr == libc::SYS_listen {
-        handle_listen(req, policy, notify)
+        Work::Answer(handle_listen(req, policy, notify))
     } else {
-        Some(Reply::Result(Err(libc::ENOSYS)))
+        Work::Answer(Some(Reply::Result(Err(libc::ENOSYS))))
     }
 }
 
@@ -284,12 +333,12 @@ fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> O
     Some(Reply::Continue)
 }
 
-/// Decides and carries out one `connect()`; `None` when the target is no longer waiting.
-fn handle_connect(
+/// Checks one `connect()`; `None` when the target is no longer waiting.
+fn check_connect(
     req: &libc::seccomp_notif,
     policy: &Policy,
     notify: RawFd,
-) -> Option<Result<i64, i32>> {
+) -> Option<Result<CheckedConnect, i32>> {
     let tid = req.pid;
     let target_fd = req.data.args[0] as i32;
     let addr_ptr = req.data.args[1];
@@ -343,14 +392,7 @@ fn handle_connect(
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
-    let result = match action {
-        Action::Connect(bytes) => raw_connect(&sock, &bytes),
-        Action::ConnectUnixFd(target) => {
-            let path = format!("/proc/self/fd/{}", target.as_raw_fd());
-            raw_connect(&sock, &sockaddr_un(path.as_bytes()))
-        }
-    };
-    Some(result.map(|()| 0))
+    Some(Ok(CheckedConnect { sock, action }))
 }
 
 fn socket_domain(sock: &OwnedFd) -> io::Result<i32> {
