@@ -84,7 +84,8 @@ impl Activity {
         })
     }
 
-    fn touch(&self) {
+    /// Records activity now (restarts the idle clock).
+    pub(crate) fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }

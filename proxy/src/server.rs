@@ -356,11 +356,9 @@ impl Proxy {
             }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .half_close(false);
+        // No header-read timer: it would arm a timer for every request, and the idle watchdog
+        // below already closes a connection whose headers never finish (nothing in flight).
+        builder.http1().keep_alive(true).half_close(false);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -382,8 +380,18 @@ impl Proxy {
                 conn.as_mut().graceful_shutdown();
             }
         }
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "client connection ended with an error");
+        // A graceful shutdown waits for a request head that is still arriving; one that is
+        // still not complete (nothing in flight) after another idle period is cut off.
+        activity.touch();
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            }
+            _ = activity.idle_for(idle) => {
+                tracing::debug!("dropping a connection that stayed idle after shutdown");
+            }
         }
     }
 

@@ -657,3 +657,27 @@ fn many_and_large_headers_pass_both_ways() {
         }
     });
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    run(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.idle_timeout = std::time::Duration::from_millis(300)
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(b"GET http://origin.test/ HTTP/1.1\r\nHost: origin.te")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut rest))
+                .await;
+        assert!(
+            closed.is_ok(),
+            "a half-sent request head kept the connection open"
+        );
+        assert!(h.records().is_empty());
+    });
+}
