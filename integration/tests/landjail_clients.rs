@@ -116,7 +116,7 @@ fn node_get() -> &'static str {
     r#"const http = require('http');
 const p = new URL(process.env.HTTP_PROXY);
 const target = process.argv[1];
-http.get({host: p.hostname, port: p.port, path: target, headers: {host: new URL(target).host}}, r => {
+http.get({host: p.hostname, port: p.port, path: target, agent: false, headers: {host: new URL(target).host}}, r => {
   let b = ''; r.on('data', d => b += d); r.on('end', () => console.log('node ' + r.statusCode + ' ' + b.trim()));
 }).on('error', e => { console.log('node error ' + e.code); });"#
 }
