@@ -63,6 +63,20 @@ fn websocket_echo_through_connect_and_transparent_tls() {
         assert_eq!(resp.status(), 101);
         echo_round_trips(&mut ws).await;
 
+        // wss:// inside a CONNECT tunnel (what a client with HTTPS_PROXY does).
+        let s = connect_tunnel(&h, ORIGIN, tls.port()).await;
+        let name = rustls_pki_types::ServerName::try_from(ORIGIN).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(h.client_tls(&[b"http/1.1"]))
+            .connect(name, s)
+            .await
+            .unwrap();
+        let (mut ws, resp) =
+            tokio_tungstenite::client_async(format!("wss://{ORIGIN}:{}/ws", tls.port()), stream)
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), 101);
+        echo_round_trips(&mut ws).await;
+
         // wss:// redirected transparently: TLS intercepted, upgrade forwarded over HTTP/1.1.
         let t = h.transparent(tls.addr).await;
         let stream = h.tls_connect(t, ORIGIN, &[b"http/1.1"]).await;
@@ -92,6 +106,7 @@ fn websocket_echo_through_connect_and_transparent_tls() {
             urls,
             vec![
                 format!("http://origin.test:{}/ws", plain.port()),
+                format!("https://origin.test:{}/ws", tls.port()),
                 format!("https://origin.test:{}/ws", tls.port()),
                 format!("https://origin.test:{}/not-ws", tls.port()),
             ]
