@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use boundary_proxy::rules::Policy;
 use boundary_proxy::Correlation;
@@ -151,7 +150,6 @@ fn upstream_proxy_carries_https_and_http() {
         .await;
         assert_eq!(out.status(), 502, "{out:?}");
         assert!(out.body.contains("answered 403 to CONNECT"), "{}", out.body);
-        let _ = Arc::new(());
     });
 }
 

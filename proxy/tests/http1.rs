@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -571,7 +570,6 @@ fn status_codes_and_bodies_pass_through() {
             .await;
             assert_eq!(out.status().to_string(), code);
         }
-        let _ = SocketAddr::from(([127, 0, 0, 1], 0));
     });
 }
 
