@@ -432,6 +432,30 @@ fn uploads_keep_their_body_for_every_method() {
                 out.body
             );
         }
+        // HTTP/2 from the client, to an HTTP/2 origin and to an HTTP/1.1-only one.
+        let h2 = Origin::start(Some(h.origin_tls()), None).await;
+        let h1 = Origin::start(Some(h.pki.server_config(&[ORIGIN], &[b"http/1.1"])), None).await;
+        for o in [&h2, &h1] {
+            for method in ["POST", "PUT"] {
+                let out = curl(&[
+                    "--http2",
+                    "--proxy",
+                    &h.proxy_url(),
+                    "--cacert",
+                    &h.ca_cert.display().to_string(),
+                    "-X",
+                    method,
+                    "--data-binary",
+                    "h2 body",
+                    &format!("https://{ORIGIN}:{}/echo", o.port()),
+                ])
+                .await;
+                assert_eq!(out.status(), 200, "{out:?}");
+                assert!(out.body.contains("body: h2 body"), "{}", out.body);
+            }
+        }
+        assert_eq!(h1.seen()[0].version, http::Version::HTTP_11);
+        assert_eq!(h2.seen()[0].version, http::Version::HTTP_2);
     });
 }
 
