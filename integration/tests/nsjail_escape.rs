@@ -1,0 +1,241 @@
+//! Every escape of the threat model that applies to nsjail, tried from inside the jail while
+//! boundary runs in a network namespace next to a far host: the far host's counters stay at
+//! zero, and a positive control from outside the jail (same namespace as boundary) moves them.
+//! As root and as an unprivileged user.
+//!
+//! The jailed probes are boundary's own `__boundary-probe` (system-call level, one line each)
+//! plus the real tools (`nft`, `ip`, `unshare`/`nsenter`, `kill`).
+
+mod nsjail_common;
+use nsjail_common::*;
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+
+fn dns_query_escaped(tcp: bool) -> String {
+    let mut q: Vec<u8> = vec![0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in ["exfil-data", "example"] {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if tcp {
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend(q);
+        q = framed;
+    }
+    q.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+/// The host process the jail tries to signal; killed when the test ends, pass or fail.
+struct Victim(std::process::Child);
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn escapes_stay_inside(who: As) {
+    let far = FarHost::new().unwrap();
+    let config = config_home(who);
+    // A stand-in for the Coder agent's audit socket (boundary itself may connect to it).
+    let audit_path = config.path().join("audit.sock");
+    let audit = std::os::unix::net::UnixListener::bind(&audit_path).unwrap();
+    std::fs::set_permissions(&audit_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::thread::spawn(move || {
+        for c in audit.incoming().flatten() {
+            std::thread::spawn(move || std::io::copy(&mut &c, &mut std::io::sink()));
+        }
+    });
+    // A host process the jail must not be able to signal.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let victim_pid = victim.id();
+    let bin = boundary_binary().unwrap();
+    let (f4, f6) = (far.far_v4.to_string(), far.far_v6.to_string());
+    let ll = format!("{}%bnd0", far.far_v6_ll);
+    let key = config.path().join("coder_boundary/ca-key.pem");
+    let get =
+        |host: &str| format!("GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n");
+    let probes: Vec<Vec<String>> = vec![
+        vec!["tcp".into(), f4.clone(), "80".into(), get(&f4)],
+        vec![
+            "tcp".into(),
+            f4.clone(),
+            "22".into(),
+            "SSH-2.0-escape\\r\\n".into(),
+        ],
+        vec![
+            "tcp".into(),
+            f6.clone(),
+            "443".into(),
+            get(&format!("[{f6}]")),
+        ],
+        vec!["tcp".into(), ll.clone(), "80".into(), get("[fe80::213:2]")],
+        vec![
+            "udp".into(),
+            f4.clone(),
+            "53".into(),
+            dns_query_escaped(false),
+        ],
+        vec![
+            "tcp".into(),
+            f4.clone(),
+            "53".into(),
+            dns_query_escaped(true),
+        ],
+        vec!["udp".into(), f4.clone(), "443".into()],
+        vec!["udp".into(), f4.clone(), "123".into()],
+        vec!["udp".into(), f6.clone(), "443".into()],
+        vec!["udp".into(), ll.clone(), "53".into()],
+        vec!["icmp".into(), f4.clone()],
+        vec!["icmp".into(), f6.clone()],
+        vec!["raw".into()],
+        vec!["netlink".into()],
+        vec!["nft".into()],
+        vec!["setns".into(), format!("/run/netns/{}", far.far)],
+        vec!["setns".into(), format!("/run/netns/{}", far.near)],
+        vec!["read".into(), key.to_string_lossy().into_owned()],
+        vec!["unix".into(), audit_path.to_string_lossy().into_owned()],
+        vec!["signal".into(), victim_pid.to_string()],
+        vec!["procs".into(), victim_pid.to_string()],
+    ];
+    let probe_args = probes
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(" ';' ");
+    let script = format!(
+        "{bin} __boundary-probe {probe_args}\n\
+         nft flush ruleset 2>/dev/null; echo \"tool-nft=$?\"\n\
+         ip link add bndx type veth peer name bndy 2>/dev/null; echo \"tool-iplink=$?\"\n\
+         unshare -Urn nsenter --net=/run/netns/{far_ns} true 2>/dev/null; echo \"tool-nsenter=$?\"\n\
+         kill -9 {victim_pid} 2>/dev/null; echo \"tool-kill=$?\"\n\
+         curl -sS --max-time 10 -o /dev/null -w 'tool-curl=%{{http_code}}\\n' http://{f4}:8080/\n",
+        bin = bin.display(),
+        far_ns = far.far,
+    );
+    let prefix = ["ip", "netns", "exec", far.near.as_str()];
+    let o = jailed_sh(
+        who,
+        config.path(),
+        &prefix,
+        &["--log-level", "error"],
+        &script,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let t = text(&o);
+    let line = |i: usize| -> String {
+        out.lines()
+            .find(|l| l.starts_with(&format!("#{i} ")))
+            .unwrap_or_else(|| panic!("no result for probe {i}:\n{t}"))
+            .to_string()
+    };
+    let intercepted = |i: usize| {
+        let l = line(i);
+        assert!(
+            l.contains(" connected ") && l.contains("Request Blocked by Boundary"),
+            "probe {i} not intercepted: {l}"
+        );
+    };
+    let refused = |i: usize| {
+        let l = line(i);
+        let word = l.split_whitespace().nth(2).unwrap_or("");
+        assert_eq!(word, "refused", "probe {i} was not refused: {l}");
+    };
+    intercepted(0);
+    assert!(line(1).contains(" connected "), "{}", line(1)); // reached the proxy, not the far host
+    intercepted(2);
+    // Link-local: the handshake cannot complete (replies would leave by the jail's dead-end
+    // device and are dropped); either way nothing reaches the far host.
+    let l3 = line(3);
+    assert!(
+        l3.contains("Request Blocked by Boundary")
+            || l3.split_whitespace().nth(2) == Some("refused"),
+        "{l3}"
+    );
+    assert!(
+        line(4).contains(" reply ") && line(4).contains("\\x06\\x06\\x06\\x06"),
+        "DNS not answered by the stub: {}",
+        line(4)
+    );
+    assert!(
+        line(5).contains("\\x06\\x06\\x06\\x06"),
+        "DNS over TCP not answered by the stub: {}",
+        line(5)
+    );
+    for i in (6..=19).filter(|&i| i != 9) {
+        refused(i);
+    }
+    // UDP to a link-local address on port 53 is redirected to the DNS stub like any DNS, but
+    // the stub's answer to a scoped link-local source would leave by the dead-end device and is
+    // dropped: the send "works" and nothing comes back; the far host's counters prove nothing
+    // left.
+    let l9 = line(9);
+    assert!(
+        l9.split_whitespace().nth(2) == Some("refused") || l9.contains("no reply"),
+        "{l9}"
+    );
+    assert!(line(20).contains("host_pid_visible=false"), "{}", line(20));
+    for tool in [
+        "tool-nft=0",
+        "tool-iplink=0",
+        "tool-nsenter=0",
+        "tool-kill=0",
+    ] {
+        assert!(
+            !out.contains(tool),
+            "{tool} succeeded inside the jail:\n{t}"
+        );
+    }
+    assert!(out.contains("tool-curl=403"), "{t}");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process was killed from the jail"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+
+    let c = far.counters().unwrap();
+    assert_eq!(
+        c.total(),
+        0,
+        "packets reached the far host from the jail: {c}\n{t}"
+    );
+
+    // Positive control: from boundary's own namespace (outside the jail) the far host is reachable
+    // and counted.
+    let (v4, v6) = (far.far_v4, far.far_v6);
+    far.in_near(move || {
+        TcpStream::connect((v4, 80)).expect("control tcp");
+        TcpStream::connect((v6, 443)).expect("control tcp v6");
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.send_to(b"control", (v4, 443)).unwrap();
+    })
+    .unwrap();
+    let c = far.counters().unwrap();
+    assert!(
+        c.tcp >= 2 && c.udp >= 1 && c.ipv6 >= 1,
+        "control did not move the counters: {c}"
+    );
+}
+
+#[test]
+fn escapes_stay_inside_the_jail_as_root() {
+    require_root().unwrap();
+    escapes_stay_inside(As::Root);
+}
+
+#[test]
+fn escapes_stay_inside_the_jail_as_an_unprivileged_user() {
+    require_root().unwrap();
+    escapes_stay_inside(As::User);
+}
