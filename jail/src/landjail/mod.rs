@@ -35,8 +35,9 @@
 //! - **Hide files the target's user can read.** Without a mount namespace there is no way to
 //!   make one file disappear, and Landlock rules only grant access beneath whole directories, so
 //!   "everything but the CA key" would make every new file in `$HOME` unreadable (agents write
-//!   there all the time). The CA key in `hide_paths` therefore stays readable to the target;
-//!   keep it out of reach by running boundary as a different user, or use nsjail. Sockets in
+//!   there all the time). A file in `hide_paths` therefore stays readable to the target (a
+//!   warning says so at start); callers must not leave secrets on disk. `boundary` gives
+//!   landjail a CA for the run whose key is deleted before the target starts. Sockets in
 //!   `hide_paths` (the agent's audit socket) *are* enforced: the supervisor refuses to connect
 //!   to them.
 //! - **Protect the user's files.** The target can write whatever its user can, including
