@@ -186,3 +186,82 @@ fn upstream_proxy_over_tls() {
         );
     });
 }
+
+/// A minimal corporate proxy: records each CONNECT head, answers 200 and relays bytes.
+async fn relay_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = s.read_u8().await else { return };
+                    head.push(b);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                seen.lock().unwrap().push(text.clone());
+                let target = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+                // Every name resolves to loopback here.
+                let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn upstream_proxy_credentials_are_sent_on_connect() {
+    run(async {
+        let (corp, heads) = relay_proxy().await;
+        let corp_url = format!("http://alice:s%40cret@{corp}");
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_proxy = Some(corp_url);
+        })
+        .await;
+        let tls = Origin::start(Some(h.origin_tls()), None).await;
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("https://{ORIGIN}:{}/echo", tls.port()),
+        ])
+        .await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        let heads = heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert!(
+            heads[0].starts_with(&format!("CONNECT origin.test:{} HTTP/1.1\r\n", tls.port())),
+            "{}",
+            heads[0]
+        );
+        // base64("alice:s@cret")
+        assert!(
+            heads[0].contains("Proxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
+            "{}",
+            heads[0]
+        );
+        // The origin itself never sees the corporate credentials.
+        assert!(tls.seen()[0].headers.get("proxy-authorization").is_none());
+    });
+}
