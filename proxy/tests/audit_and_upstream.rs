@@ -265,3 +265,34 @@ fn upstream_proxy_credentials_are_sent_on_connect() {
         assert!(tls.seen()[0].headers.get("proxy-authorization").is_none());
     });
 }
+
+#[test]
+fn records_continue_the_callers_trace_and_carry_the_decision_time() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let h = Harness::new(&["domain=origin.test"]).await;
+        let before = chrono::Utc::now();
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "-H",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            &format!("http://{ORIGIN}:{}/echo", origin.port()),
+            &format!("http://{ORIGIN}:{}/echo", origin.port()),
+        ])
+        .await;
+        assert_eq!(out.statuses, vec![200, 200]);
+        let recs = h.records();
+        assert_eq!(
+            recs[0].trace.trace_id_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(recs[0].trace.parent_span_id.is_some());
+        assert!(recs[0].time >= before && recs[0].time <= chrono::Utc::now());
+        // The traceparent header itself is passed on to the origin unchanged.
+        assert_eq!(
+            origin.seen()[0].headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+    });
+}
