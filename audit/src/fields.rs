@@ -76,10 +76,21 @@ impl RequestFields {
             } else {
                 None
             },
-            trace: record.trace.trace_id_hex(),
-            span: record.trace.span_id_hex(),
+            trace: hex(&record.trace.trace_id),
+            span: hex(&record.trace.span_id),
         }
     }
+}
+
+/// Lowercase hex without per-byte formatting (this runs on the proxy's thread per record).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// `allow` / `deny`, the values Loki dashboards filter on.
@@ -106,6 +117,14 @@ pub fn rfc3339_nano(t: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn hex_matches_the_record_formatting() {
+        let t = crate::TraceContext::from_traceparent(None);
+        assert_eq!(hex(&t.trace_id), t.trace_id_hex());
+        assert_eq!(hex(&t.span_id), t.span_id_hex());
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff]), "000ff0ff");
+    }
 
     #[test]
     fn rfc3339_nano_matches_go() {

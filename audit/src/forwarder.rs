@@ -228,9 +228,7 @@ fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::fields::hex;
 
 /// The protobuf form of a record.
 pub fn to_proto(r: &AuditRecord) -> BoundaryLog {
