@@ -153,7 +153,18 @@ impl Forwarder {
             .dropped_channel_full
             .fetch_add(1, Ordering::SeqCst)
             + 1;
-        if n.is_power_of_two() {
+        if !n.is_power_of_two() {
+            return;
+        }
+        if self.stats.connections.load(Ordering::SeqCst) == 0 {
+            // No agent has ever been there (outside Coder): start-up already said so.
+            tracing::debug!(
+                dropped = n,
+                sequence_number,
+                "no Coder agent socket yet; audit records beyond the queue size are logged \
+                 locally only"
+            );
+        } else {
             tracing::warn!(
                 dropped = n,
                 sequence_number,
@@ -537,12 +548,21 @@ async fn run_task(
                 break;
             }
             if conn.is_none() && !cfg.socket_path.exists() {
-                tracing::warn!(
-                    path = %cfg.socket_path.display(),
-                    records = pending_records,
-                    "Coder agent audit socket does not exist at shutdown; records not forwarded \
-                     (they are in the local log)"
-                );
+                if stats.connections.load(Ordering::SeqCst) == 0 {
+                    tracing::info!(
+                        path = %cfg.socket_path.display(),
+                        records = pending_records,
+                        "no Coder agent audit socket during this run; records were logged \
+                         locally only"
+                    );
+                } else {
+                    tracing::warn!(
+                        path = %cfg.socket_path.display(),
+                        records = pending_records,
+                        "the Coder agent audit socket is gone at shutdown; records not forwarded \
+                         (they are in the local log)"
+                    );
+                }
                 break;
             }
         }

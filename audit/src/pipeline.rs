@@ -154,6 +154,8 @@ pub struct ShutdownReport {
     pub file_dropped: u64,
     /// True when `auto` found an older agent and fell back to v1 frames.
     pub fell_back_to_v1: bool,
+    /// True when the agent socket was reached at least once (false outside Coder).
+    pub connected: bool,
 }
 
 struct Inner {
@@ -313,6 +315,7 @@ impl AuditPipeline {
             report.sent = sent;
             report.dropped = dropped;
             report.fell_back_to_v1 = fw.stats().fell_back_to_v1.load(Ordering::SeqCst);
+            report.connected = fw.stats().connections.load(Ordering::SeqCst) > 0;
         }
         if let Some(f) = inner.file {
             report.file_dropped = f.dropped();
@@ -328,7 +331,7 @@ impl AuditPipeline {
                 tracing::warn!("OpenTelemetry export did not finish within the shutdown timeout");
             }
         }
-        if report.dropped > 0 {
+        if report.dropped > 0 && report.connected {
             tracing::warn!(
                 sent = report.sent,
                 dropped = report.dropped,
