@@ -61,8 +61,10 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Appended to a shortened URL or rule.
 pub const TRUNCATION_MARKER: &str = "...[truncated]";
-/// How often in-flight frames are checked for having been read by the agent.
+/// First delay before checking that in-flight frames were read; doubles while the agent is
+/// slow, up to [`DELIVERY_POLL_MAX`], so a stalled agent does not keep us spinning.
 const DELIVERY_POLL: Duration = Duration::from_millis(2);
+const DELIVERY_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// Counters shared between the proxy-side sink and the task.
 #[derive(Debug, Default)]
@@ -436,6 +438,7 @@ async fn run_task(
     let mut rx_open = true;
     let mut reported = (0u64, 0u64);
     let mut scratch = [0u8; 256];
+    let mut delivery_poll = DELIVERY_POLL;
 
     loop {
         let use_v2 = match cfg.protocol {
@@ -506,6 +509,7 @@ async fn run_task(
                 stats.sent.fetch_add(b.records as u64, Ordering::SeqCst);
                 stats.frames_written.fetch_add(1, Ordering::Relaxed);
                 c.inflight.push_back(b);
+                delivery_poll = DELIVERY_POLL;
             }
             if !broken
                 && use_v2
@@ -663,7 +667,9 @@ async fn run_task(
                 }
             }
             // Wakes the loop, whose first step checks delivery.
-            _ = tokio::time::sleep(DELIVERY_POLL), if check_delivery => {}
+            _ = tokio::time::sleep(delivery_poll), if check_delivery => {
+                delivery_poll = (delivery_poll * 2).min(DELIVERY_POLL_MAX);
+            }
         }
     }
     if let Some(c) = conn.take() {
