@@ -49,11 +49,13 @@ fn escapes_stay_inside(who: As) {
         }
     });
     // A host process the jail must not be able to signal.
-    let mut victim = std::process::Command::new("sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
-    let victim_pid = victim.id();
+    let mut victim = Victim(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap(),
+    );
+    let victim_pid = victim.0.id();
     let bin = boundary_binary().unwrap();
     let (f4, f6) = (far.far_v4.to_string(), far.far_v6.to_string());
     let ll = format!("{}%bnd0", far.far_v6_ll);
@@ -198,11 +200,10 @@ fn escapes_stay_inside(who: As) {
     }
     assert!(out.contains("tool-curl=403"), "{t}");
     assert!(
-        victim.try_wait().unwrap().is_none(),
+        victim.0.try_wait().unwrap().is_none(),
         "the host process was killed from the jail"
     );
-    let _ = victim.kill();
-    let _ = victim.wait();
+    drop(victim);
 
     let c = far.counters().unwrap();
     assert_eq!(

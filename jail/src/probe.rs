@@ -461,17 +461,6 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
     code
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_round_trips_requests() {
-        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\x00\xff";
-        assert_eq!(unescape(&escape(req)), req);
-    }
-}
-
 /// A far host for `boundary selftest`: a pair of fresh network namespaces ("near", where the
 /// selftest runs boundary, and "far", which the jail must never reach) joined by a veth pair,
 /// with an nftables counter on the far side that counts every IP packet arriving there.
@@ -632,5 +621,16 @@ impl Drop for SelftestNet {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_round_trips_requests() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\x00\xff";
+        assert_eq!(unescape(&escape(req)), req);
     }
 }

@@ -15,6 +15,52 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Signals `wait()` forwards; caught from the moment the jail starts (see [`catch_early`]).
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGWINCH,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+static EARLY: [std::sync::atomic::AtomicBool; 65] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; 65];
+
+extern "C" fn note_early(sig: libc::c_int) {
+    if let Some(flag) = EARLY.get(sig as usize) {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Between starting the jail and the first poll of [`RunningJail::wait`] (where tokio takes the
+/// signals over) a SIGINT/SIGTERM would kill boundary with its default action and leave the
+/// target without its signal. So from start on, signals still at their default disposition are
+/// caught into flags that `wait()` replays once it listens. Backends call it before they start
+/// the target; calling it again is harmless.
+pub fn catch_early() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    for sig in FORWARDED {
+        let action = SigAction::new(
+            SigHandler::Handler(note_early),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        match unsafe { sigaction(sig, &action) } {
+            Ok(old) if old.handler() == SigHandler::SigDfl => {}
+            // Someone else handles (or ignores) it already: put theirs back.
+            Ok(old) => {
+                // SAFETY: restoring the disposition that was there before.
+                let _ = unsafe { sigaction(sig, &old) };
+            }
+            Err(e) => tracing::debug!("catching {sig} early: {e}"),
+        }
+    }
+}
+
 /// How long the jail may take to exit after SIGINT/SIGTERM was forwarded before it is SIGKILLed.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
@@ -130,6 +176,7 @@ impl RunningJail {
         let pid = child.id();
         let child_pidfd = pidfd_open(pid)?;
         let forward_pidfd = pidfd_open(pid)?;
+        catch_early();
         Ok(RunningJail {
             listeners,
             child: Some(child),
@@ -257,6 +304,16 @@ impl RunningJail {
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
         let mut deadline: Option<tokio::time::Instant> = None;
+        // Signals that arrived before tokio listened: forward them now.
+        for sig in FORWARDED {
+            if EARLY[sig as usize].swap(false, std::sync::atomic::Ordering::SeqCst) {
+                tracing::debug!("forwarding {sig} (arrived during startup) to the jail");
+                let _ = self.signal(sig);
+                if matches!(sig, Signal::SIGINT | Signal::SIGTERM) && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + self.grace);
+                }
+            }
+        }
         loop {
             let grace_over = async {
                 match deadline {

@@ -98,6 +98,8 @@ fn host_resolvers() -> Result<Vec<std::net::SocketAddr>, JailError> {
 /// the tokio runtime starts or from any thread that outlives the jail; the returned
 /// [`RunningJail`] is awaited inside a runtime.
 pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
+    // From here on a SIGINT/SIGTERM must reach the target, not kill boundary by default.
+    crate::process::catch_early();
     let skip_nf = skip_netfilter();
     let ip_tool = find_tool("ip", "iproute2")?;
     let nft_tool = if skip_nf {
