@@ -303,12 +303,16 @@ pub fn fit_record(log: &mut BoundaryLog, base_len: usize) {
         let keep = target
             .len()
             .saturating_sub(excess + TRUNCATION_MARKER.len() + 8);
-        let already = target.ends_with(TRUNCATION_MARKER);
-        if already {
+        let before = target.len();
+        if target.ends_with(TRUNCATION_MARKER) {
             target.truncate(target.len() - TRUNCATION_MARKER.len());
         }
         truncate_utf8(target, keep);
         target.push_str(TRUNCATION_MARKER);
+        if target.len() >= before {
+            // Nothing left to shorten; cannot happen with the capped fixed fields.
+            return;
+        }
     }
 }
 
@@ -835,6 +839,41 @@ mod tests {
             total += batch.records;
         }
         assert_eq!(total, 3000);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_record_fits_one_frame_after_fitting(
+            url_len in 0usize..120_000,
+            rule_len in 0usize..40_000,
+            method_len in 1usize..5_000,
+            multibyte in proptest::bool::ANY,
+        ) {
+            let base = base_request(&run());
+            let base_len = base.encoded_len();
+            let unit = if multibyte { "é" } else { "u" };
+            let mut r = rec(0, format!("https://h/{}", unit.repeat(url_len)));
+            r.method = "M".repeat(method_len);
+            r.matched_rule = Some("r".repeat(rule_len));
+            let mut log = to_proto(&r);
+            let fitted_before = v2_len(base_len + entry_len(&log)) <= MAX_PAYLOAD;
+            fit_record(&mut log, base_len);
+            proptest::prop_assert!(v2_len(base_len + entry_len(&log)) <= MAX_PAYLOAD);
+            let Some(boundary_log::Resource::HttpRequest(h)) = &log.resource else {
+                panic!("resource kept")
+            };
+            proptest::prop_assert_eq!(h.truncated, !fitted_before);
+            if fitted_before {
+                proptest::prop_assert_eq!(&h.url, &r.url);
+            } else {
+                // Shortened strings stay well-formed and say so.
+                proptest::prop_assert!(
+                    h.url.ends_with(TRUNCATION_MARKER)
+                        || h.matched_rule.ends_with(TRUNCATION_MARKER)
+                        || h.method.ends_with(TRUNCATION_MARKER)
+                );
+            }
+        }
     }
 
     #[test]
