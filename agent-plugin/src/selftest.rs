@@ -62,7 +62,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let dir = TempDir::new()?;
     let mut notes = Vec::new();
 
-    let net = if is_root() && !landjail {
+    let net = if is_root() {
         match SelftestNet::new() {
             Ok(n) => Some(n),
             Err(e) => {
@@ -152,14 +152,28 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "{}\n")?;
     let xdg = dir.path().join("xdg");
-    let ca_key = xdg.join("coder_boundary").join("ca-key.pem");
-    let ca_cert = xdg.join("coder_boundary").join("ca-cert.pem");
+    // The CA the jail was told to trust, wherever boundary put it (landjail: a per-run CA whose
+    // key never stays on disk), resolved by the probe from the jailed environment.
+    let ca_key = PathBuf::from("$SSL_CERT_DIR/ca-key.pem");
+    let ca_cert = PathBuf::from("$SSL_CERT_FILE");
     let me = std::process::id().to_string();
 
+    // landjail has no transparent path: clients speak to the proxy (absolute-form requests).
+    let proxy_port = proxy_port_of(args).unwrap_or_else(free_port);
     let http = |path: &str| {
+        let target = if landjail {
+            format!("http://{HOST}:{http_port}{path}")
+        } else {
+            path.to_string()
+        };
         format!(
-            "GET {path} HTTP/1.1\\r\\nHost: {HOST}:{http_port}\\r\\nConnection: close\\r\\n\\r\\n"
+            "GET {target} HTTP/1.1\\r\\nHost: {HOST}:{http_port}\\r\\nConnection: close\\r\\n\\r\\n"
         )
+    };
+    let (http_host, http_to) = if landjail {
+        ("127.0.0.1".to_string(), proxy_port.to_string())
+    } else {
+        (HOST.to_string(), http_port.to_string())
     };
     let direct = |ip: IpAddr, port: u16| {
         let host = match ip {
@@ -171,12 +185,12 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let probes: Vec<Probe> = vec![
         Probe::new(
             "allowed HTTP request passes",
-            &["tcp", HOST, &http_port.to_string(), &http("/allowed")],
+            &["tcp", &http_host, &http_to, &http("/allowed")],
             |w, d| w == "connected" && d.contains(" 200 ") && d.contains(MARKER),
         ),
         Probe::new(
             "denied HTTP request gets 403 with the text",
-            &["tcp", HOST, &http_port.to_string(), &http("/denied")],
+            &["tcp", &http_host, &http_to, &http("/denied")],
             |w, d| {
                 w == "connected"
                     && d.contains(" 403 ")
@@ -285,6 +299,10 @@ pub fn run(args: &[OsString]) -> Result<i32> {
         ));
     }
 
+    let port_args: Vec<String> = match flag_value(args, "--proxy-port") {
+        Some(_) => Vec::new(),
+        None => vec!["--proxy-port".into(), proxy_port.to_string()],
+    };
     let base_args = |cmd: &mut Command| {
         cmd.args(args)
             .arg("--config")
@@ -298,6 +316,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
             .arg(upstream_ca.cert_path())
             .arg("--log-proxy-socket-path")
             .arg(&audit_path)
+            .args(&port_args)
             .env("XDG_CONFIG_HOME", &xdg)
             .env_remove("BOUNDARY_ALLOW")
             .env_remove("BOUNDARY_CONFIG")
@@ -556,19 +575,41 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     let _ = s.shutdown().await;
 }
 
-fn jail_type_of(args: &[OsString]) -> String {
+/// The last value of `--NAME V` or `--NAME=V` in the user's flags.
+fn flag_value(args: &[OsString], name: &str) -> Option<String> {
     let mut it = args.iter().map(|a| a.to_string_lossy());
-    let mut found = std::env::var("BOUNDARY_JAIL_TYPE").unwrap_or_else(|_| "nsjail".into());
+    let mut found = None;
+    let eq = format!("{name}=");
     while let Some(a) = it.next() {
-        if a == "--jail-type" {
-            if let Some(v) = it.next() {
-                found = v.into_owned();
-            }
-        } else if let Some(v) = a.strip_prefix("--jail-type=") {
-            found = v.to_string();
+        if a == name {
+            found = it.next().map(|v| v.into_owned());
+        } else if let Some(v) = a.strip_prefix(eq.as_str()) {
+            found = Some(v.to_string());
         }
     }
-    found.to_ascii_lowercase()
+    found
+}
+
+fn jail_type_of(args: &[OsString]) -> String {
+    flag_value(args, "--jail-type")
+        .or_else(|| std::env::var("BOUNDARY_JAIL_TYPE").ok())
+        .unwrap_or_else(|| "nsjail".into())
+        .to_ascii_lowercase()
+}
+
+fn proxy_port_of(args: &[OsString]) -> Option<u16> {
+    flag_value(args, "--proxy-port")
+        .or_else(|| std::env::var("PROXY_PORT").ok())
+        .and_then(|p| p.parse().ok())
+}
+
+/// A port free on loopback right now, so landjail's proxy does not collide with a service on
+/// the default 8080.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(8080)
 }
 
 fn is_root() -> bool {

@@ -348,14 +348,27 @@ fn nft(_: &[String]) -> Result<String, String> {
 }
 
 /// `read PATH`: read a file.
+/// `read PATH`: read a file. A leading `$NAME` is the jailed environment's variable (so the
+/// selftest can ask for "the CA the jail was told to trust": `$SSL_CERT_DIR/ca-key.pem`).
 fn read(args: &[String]) -> Result<String, String> {
-    let path = args.first().ok_or("missing path")?;
+    let raw = args.first().ok_or("missing path")?;
+    let path = &expand_env(raw)?;
     let mut buf = Vec::new();
     match File::open(path).and_then(|mut f| f.read_to_end(&mut buf)) {
         Ok(0) => Ok(format!("refused: {path} reads as empty")),
         Ok(n) => Ok(format!("read {n} bytes from {path}")),
         Err(e) => Ok(format!("refused: {path}: {e}")),
     }
+}
+
+fn expand_env(raw: &str) -> Result<String, String> {
+    let Some(rest) = raw.strip_prefix('$') else {
+        return Ok(raw.to_string());
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let value = std::env::var(&rest[..end])
+        .map_err(|_| format!("{} is not set in the jail", &rest[..end]))?;
+    Ok(format!("{value}{}", &rest[end..]))
 }
 
 /// `unix PATH`: connect to a Unix stream socket and write a byte.
