@@ -40,6 +40,23 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The error and its causes, each cause once: our library errors already quote their cause
+/// (with what to do about it), so anyhow's `{:#}` would print it twice.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn invoked_as_coder(args: &[OsString]) -> bool {
     let name = args
         .first()
@@ -115,12 +132,17 @@ fn run(cli: RunCli) -> u8 {
             return 2;
         }
     };
+    let logs_to_file = cfg.log_dir.is_some();
     match run::run(cfg, cli.command) {
         // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.
         Ok(code) => code.clamp(0, 255) as u8,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("boundary: {e:#}");
+            let text = describe(&e);
+            // With logs on stderr the line below is the log; with --log-dir record it there too.
+            if logs_to_file {
+                tracing::error!("{text}");
+            }
+            eprintln!("boundary: {text}");
             // 125 like env(1)/docker: boundary itself failed, the command never ran.
             125
         }
