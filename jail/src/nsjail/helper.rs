@@ -124,6 +124,11 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
                     text
                 });
             }
+            let mut sockets = sockets;
+            let for_parent = pidfd
+                .try_clone()
+                .map_err(|e| format!("duplicating init's pidfd: {e}"))?;
+            sockets.push((wire::SocketKind::InitPidfd, for_parent));
             wire::send_reply(
                 sock,
                 &Reply::Ready {

@@ -33,7 +33,7 @@ use std::process::{Command, Stdio};
 
 use crate::dns::{self, DnsMode, DnsSockets};
 use crate::init::HELPER_ARG;
-use crate::process::{foreground_terminal, pidfd_open, RunningJail};
+use crate::process::{foreground_terminal, RunningJail};
 use crate::{JailError, JailSpec};
 use wire::{Reply, Request, SocketKind};
 
@@ -190,24 +190,23 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
             return Err(failure_to_error(&text));
         }
     };
-    let init_pidfd = match pidfd_open(init_pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            return Err(fail(
-                &mut child,
-                JailError::io("pidfd for the jail's init", e),
-            ))
-        }
-    };
     let mut listeners = Vec::new();
     let mut dns_sockets = DnsSockets::default();
+    let mut init_pidfd = None;
     for (kind, fd) in sockets {
         match kind {
             SocketKind::ProxyTcp => listeners.push(TcpListener::from(fd)),
             SocketKind::DnsUdp => dns_sockets.udp.push(UdpSocket::from(fd)),
             SocketKind::DnsTcp => dns_sockets.tcp.push(TcpListener::from(fd)),
+            SocketKind::InitPidfd => init_pidfd = Some(fd),
         }
     }
+    let Some(init_pidfd) = init_pidfd else {
+        return Err(fail(
+            &mut child,
+            JailError::Setup("the jail helper sent no pidfd for init".into()),
+        ));
+    };
     let dns = dns::spawn(dns_sockets, dns_mode)
         .map_err(|e| JailError::io("starting the jail's DNS stub", e))?;
     let jail = RunningJail::new(child, listeners)

@@ -38,6 +38,9 @@ pub enum SocketKind {
     ProxyTcp = 1,
     DnsUdp = 2,
     DnsTcp = 3,
+    /// A pidfd for the jail's init (opened by the helper, which is init's parent, so it can
+    /// never name a reused pid even if init has already exited).
+    InitPidfd = 4,
 }
 
 impl SocketKind {
@@ -46,6 +49,7 @@ impl SocketKind {
             1 => SocketKind::ProxyTcp,
             2 => SocketKind::DnsUdp,
             3 => SocketKind::DnsTcp,
+            4 => SocketKind::InitPidfd,
             _ => return Err(bad("unknown socket kind")),
         })
     }
