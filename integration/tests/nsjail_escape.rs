@@ -240,3 +240,38 @@ fn escapes_stay_inside_the_jail_as_an_unprivileged_user() {
     require_root().unwrap();
     escapes_stay_inside(As::User);
 }
+
+/// `--use-real-dns`: the stub relays to the resolvers of boundary's /etc/resolv.conf (here the
+/// far host, whose UDP port 53 echoes), so the query does leave, as documented; without the
+/// flag the same query is answered inside (the escape test above).
+#[test]
+fn use_real_dns_forwards_to_the_hosts_resolver() {
+    require_root().unwrap();
+    let far = FarHost::new().unwrap();
+    far.set_near_resolv_conf(&format!("nameserver {}\n", far.far_v4))
+        .unwrap();
+    let config = config_home(As::Root);
+    let bin = boundary_binary().unwrap();
+    let script = format!(
+        "{} __boundary-probe udp 192.0.2.53 53 '{}'",
+        bin.display(),
+        dns_query_escaped(false)
+    );
+    let prefix = ["ip", "netns", "exec", far.near.as_str()];
+    let o = jailed_sh(
+        As::Root,
+        config.path(),
+        &prefix,
+        &["--log-level", "error", "--use-real-dns"],
+        &script,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The far host echoes the query: the answer is the query itself, not the stub's 6.6.6.6.
+    assert!(out.contains(" reply "), "{}", text(&o));
+    assert!(
+        out.contains("exfil-data") && !out.contains("\\x06\\x06\\x06\\x06"),
+        "{}",
+        text(&o)
+    );
+    assert!(far.counters().unwrap().udp >= 1);
+}
