@@ -17,7 +17,28 @@
 //! there are no sleeps.
 //!
 //! Netfilter is programmed with the `nft` tool and links with `ip` (Debian `nftables`,
-//! `iproute2`); both are looked up at start and a missing one is a clear error.
+//! `iproute2`), run by the helper with CAP_NET_ADMIN as an ambient capability (our uid inside
+//! the user namespace is the caller's, not 0, so exec would otherwise drop it). A tool is less
+//! code to get wrong than hand-built nf_tables netlink batches, and costs a few milliseconds;
+//! both are looked up at start and a missing one is a clear error naming the package.
+//!
+//! Identity: the user namespace maps only the caller's uid and gid (to themselves), so the
+//! target sees its real ids and files keep their owners; `setgroups` is denied, as the kernel
+//! requires for an unprivileged map.
+//!
+//! Terminal: when boundary is the foreground process group of its terminal, the target gets a
+//! process group of its own and becomes the foreground group (so Ctrl-C reaches only the
+//! target, and an interactive shell works); boundary, the helper and init stay in a background
+//! group and boundary takes the terminal back when the jail exits. Ctrl-Z job control of the
+//! jailed command itself is not supported (use the jailed shell's own job control).
+//!
+//! Known limits, by design: filesystem Unix sockets of the host stay reachable unless hidden
+//! (`hide_paths` covers the CA key and the agent's audit socket; a hidden path that does not
+//! exist at start, such as an audit socket created later, cannot be covered); the host's
+//! `/sys` stays mounted (read-only facts such as host interface names are visible); TCP and UDP
+//! to a link-local IPv6 address fail instead of being intercepted (replies to a scoped
+//! link-local source would leave by the dead-end device and are dropped), which still lets
+//! nothing out.
 
 pub(crate) mod helper;
 mod net;
