@@ -1,4 +1,4 @@
-//! Escape probes run inside a jail by `boundary selftest` (argv[1] `__boundary-probe`).
+//! Escape probes run inside a jail by `boundary selftest` (`argv[1]` = `__boundary-probe`).
 //!
 //! Each probe tries one way out at the system-call level and prints one line,
 //! `#<index> <kind> <word> <detail>`, where `<word>` is what happened, not a verdict:
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// argv[1] that selects the probes.
+/// `argv[1]` that selects the probes.
 pub const PROBE_ARG: &str = "__boundary-probe";
 
 const TIMEOUT: Duration = Duration::from_secs(4);
