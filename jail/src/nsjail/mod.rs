@@ -252,3 +252,36 @@ fn failure_to_error(text: &str) -> JailError {
         None => JailError::Setup(text.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let e = find_tool("boundary-no-such-tool", "nftables").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("boundary-no-such-tool") && text.contains("`nftables`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn namespace_failures_carry_their_fix() {
+        let e = failure_to_error(&format!(
+            "{}creating a user namespace: EPERM\u{0}Fix: allow them, or use --jail-type landjail",
+            helper::NS_FAILURE
+        ));
+        let text = e.to_string();
+        assert!(matches!(e, JailError::Namespaces { .. }));
+        assert!(
+            text.contains("EPERM") && text.contains("landjail"),
+            "{text}"
+        );
+        assert!(matches!(
+            failure_to_error("nft failed"),
+            JailError::Setup(_)
+        ));
+    }
+}
