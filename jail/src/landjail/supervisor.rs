@@ -143,7 +143,11 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
                     });
                 if let Err(e) = spawned {
                     warn!(error = %e, "landjail supervisor: cannot start a thread; refusing the connect");
-                    respond(notify.as_raw_fd(), id, Some(Reply::Result(Err(libc::EAGAIN))));
+                    respond(
+                        notify.as_raw_fd(),
+                        id,
+                        Some(Reply::Result(Err(libc::EAGAIN))),
+                    );
                 }
             }
         }
