@@ -23,7 +23,8 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
-cargo +nightly fuzz build -O $targets
+# One build of every target (cargo fuzz build takes at most one target name).
+cargo +nightly fuzz build -O
 
 failed=()
 for t in $targets; do
