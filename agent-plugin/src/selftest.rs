@@ -74,7 +74,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
         }
     } else {
         notes.push(if landjail {
-            "landjail runs on the host network: no far host; targets are documentation addresses"
+            "not root: no far host counters; landjail probes target loopback (127.0.0.2, ::1)"
                 .into()
         } else {
             "not root: no far host counters; targets are documentation addresses".into()
@@ -83,6 +83,14 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     };
     let (far4, far6): (IpAddr, IpAddr) = match &net {
         Some(n) => (n.far_v4.into(), n.far_v6.into()),
+        // landjail shares the host's network: without a far host, aim at loopback so that even
+        // a broken jail sends nothing off this machine.
+        None if landjail => (
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ),
+        // nsjail's namespace has no link to the host at all, so documentation addresses cannot
+        // leave the machine whatever the jail's netfilter does.
         None => (
             Ipv4Addr::new(192, 0, 2, 10).into(),
             "2001:db8::10".parse::<Ipv6Addr>().expect("literal").into(),
