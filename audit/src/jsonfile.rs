@@ -116,6 +116,7 @@ fn run(
     reopen: Arc<AtomicBool>,
     confined_process_name: String,
 ) {
+    let mut failed: u64 = 0;
     while let Ok(msg) = rx.recv() {
         if reopen.swap(false, Ordering::SeqCst) {
             match open(&path) {
@@ -152,12 +153,33 @@ fn run(
             }
         };
         text.push('\n');
-        if let Err(e) = file.write_all(text.as_bytes()) {
-            tracing::error!(
-                path = %path.display(),
-                error = %e,
-                "cannot write an audit record to the audit log file"
-            );
+        if failed > 0 {
+            // A failed write may have left half a line; start the next record on its own line.
+            text.insert(0, '\n');
+        }
+        match file.write_all(text.as_bytes()) {
+            Ok(()) if failed > 0 => {
+                tracing::warn!(
+                    path = %path.display(),
+                    failed_records = failed,
+                    "the audit log file is writable again"
+                );
+                failed = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                failed += 1;
+                // A full disk fails every record: say so on the first and then every 1000th,
+                // not once per request.
+                if failed == 1 || failed.is_multiple_of(1000) {
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %e,
+                        failed_records = failed,
+                        "cannot write audit records to the audit log file (they still reach the other sinks)"
+                    );
+                }
+            }
         }
     }
 }

@@ -109,6 +109,11 @@ fn suggestions_parse_and_would_allow() {
     // Found by fuzzing: a control byte in the host made a suggestion that parsed (the byte is a
     // separator) but allowed another host.
     assert!(p.suggest("GET", "x.testa\r", "/").is_empty());
+    // Also found by fuzzing: a method with a comma printed as two methods.
+    for rule in p.suggest("GET,HEAD/d", "a.com", "/") {
+        let q = Policy::parse(&[rule.as_str()]).unwrap();
+        assert!(q.decide("GET,HEAD/d", "a.com", "/").allowed, "{rule}");
+    }
     // A tab in a path is printed percent-encoded, so that suggestion stays valid.
     assert!(p
         .suggest("GET", "a.com", "/x\ty")
