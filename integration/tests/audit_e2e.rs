@@ -27,26 +27,6 @@ const WORKSPACE_ID: &str = "f2bd4e9f-7e27-49fc-961e-be4d1c2aa987";
 const TEMPLATE_ID: &str = "0b8c2d4e-1111-4a5b-9c3d-222233334444";
 const TEMPLATE_VERSION_ID: &str = "7a6b5c4d-5555-4e6f-8a9b-666677778888";
 
-/// The §7 fields, in order; `matched_rule` only on allows.
-const KEYS: [&str; 16] = [
-    "owner",
-    "workspace_name",
-    "agent_name",
-    "decision",
-    "session_id",
-    "sequence_number",
-    "workspace_id",
-    "template_id",
-    "template_version_id",
-    "http_method",
-    "http_url",
-    "event_time",
-    "matched_rule",
-    "request_id",
-    "trace",
-    "span",
-];
-
 /// The jailed requests: (label, curl arguments after the common ones). Each prints one
 /// status code per URL. Allowed: `/allowed.txt`; denied: `/denied.txt`.
 const PART_ONE: &str = r#"
@@ -188,7 +168,7 @@ fn check(lines: &[String], out: &str) {
             Some("deny") => false,
             other => panic!("decision {other:?}"),
         };
-        let want: Vec<&str> = KEYS
+        let want: Vec<&str> = boundary_integration::coder::logfmt::SECTION7_FIELDS
             .iter()
             .copied()
             .filter(|k| allowed || *k != "matched_rule")

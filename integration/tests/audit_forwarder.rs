@@ -20,26 +20,6 @@ const SINK: &str = env!("CARGO_BIN_EXE_boundary-coderd-sink");
 const PROXY: &str = env!("CARGO_BIN_EXE_boundary-agent-log-proxy");
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The §7 order; `matched_rule` only on allows.
-const ALLOW_KEYS: [&str; 16] = [
-    "owner",
-    "workspace_name",
-    "agent_name",
-    "decision",
-    "session_id",
-    "sequence_number",
-    "workspace_id",
-    "template_id",
-    "template_version_id",
-    "http_method",
-    "http_url",
-    "event_time",
-    "matched_rule",
-    "request_id",
-    "trace",
-    "span",
-];
-
 fn identity() -> Identity {
     Identity {
         workspace_id: Some("f2bd4e9f-7e27-49fc-961e-be4d1c2aa987".into()),
@@ -102,7 +82,7 @@ fn check_lines(lines: &[HumanLine], sent: &[AuditRecord], run: &RunContext) {
         let r = by_seq
             .get(&seq)
             .unwrap_or_else(|| panic!("unexpected sequence number {seq}"));
-        let want_keys: Vec<&str> = ALLOW_KEYS
+        let want_keys: Vec<&str> = boundary_integration::coder::logfmt::SECTION7_FIELDS
             .iter()
             .copied()
             .filter(|k| r.allowed || *k != "matched_rule")

@@ -5,6 +5,28 @@
 
 use std::fmt::Write as _;
 
+/// The fields of coderd's `boundary_request` line in order (INTEROP section 7), written out
+/// here from the spec rather than taken from the audit crate, so the tests that check our
+/// output against it are an independent oracle. `matched_rule` appears only on allows.
+pub const SECTION7_FIELDS: [&str; 16] = [
+    "owner",
+    "workspace_name",
+    "agent_name",
+    "decision",
+    "session_id",
+    "sequence_number",
+    "workspace_id",
+    "template_id",
+    "template_version_id",
+    "http_method",
+    "http_url",
+    "event_time",
+    "matched_rule",
+    "request_id",
+    "trace",
+    "span",
+];
+
 /// Writes `value` bare when it can be, else quoted Go-style.
 pub fn quote(value: &str) -> String {
     let needs = value.is_empty()
