@@ -1,4 +1,6 @@
 //! The configuration layer of the `boundary` binary, as a library so fuzz targets and tests can
 //! drive the exact parser a run uses. Everything else of the binary lives in `main.rs`'s modules.
 
+#![forbid(unsafe_code)]
+
 pub mod config;

@@ -9,10 +9,8 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use boundary::config::LogLevel;
 
-/// Keeps the log file open for the run.
-pub struct LogGuard;
-
-pub fn init(level: LogLevel, dir: Option<&Path>) -> Result<LogGuard> {
+/// Installs the global subscriber; the file (if any) stays open inside it for the whole run.
+pub fn init(level: LogLevel, dir: Option<&Path>) -> Result<()> {
     let filter = EnvFilter::new(boundary::config::level_name(&level));
     let builder = fmt().with_env_filter(filter).with_target(true);
     match dir {
@@ -43,5 +41,5 @@ pub fn init(level: LogLevel, dir: Option<&Path>) -> Result<LogGuard> {
                 .init()
         }
     }
-    Ok(LogGuard)
+    Ok(())
 }

@@ -3,6 +3,8 @@
 //! This crate is the edge: the command line, the config file, identity, and the wiring of
 //! jail, proxy and audit sinks. The work itself lives in the other crates.
 
+#![forbid(unsafe_code)]
+
 mod check;
 mod diag;
 mod logging;
@@ -125,13 +127,10 @@ fn run(cli: RunCli) -> u8 {
             return 2;
         }
     };
-    let _log_guard = match logging::init(cfg.log_level, cfg.log_dir.as_deref()) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("boundary: {e:#}");
-            return 2;
-        }
-    };
+    if let Err(e) = logging::init(cfg.log_level, cfg.log_dir.as_deref()) {
+        eprintln!("boundary: {e:#}");
+        return 2;
+    }
     let logs_to_file = cfg.log_dir.is_some();
     match run::run(cfg, cli.command) {
         // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.

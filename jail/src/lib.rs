@@ -10,13 +10,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 mod dns;
-mod init;
 pub mod nsjail;
 pub mod probe;
 pub mod process;
+mod reexec;
 
-pub use init::init_hook;
 pub use process::RunningJail;
+pub use reexec::init_hook;
 
 /// Why a jail could not be started; every message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -209,19 +209,9 @@ impl RunningJail {
         self
     }
 
-    /// Changes the grace period between a forwarded SIGINT/SIGTERM and SIGKILL.
-    pub fn set_grace_period(&mut self, grace: Duration) {
-        self.grace = grace;
-    }
-
     /// Pid of the process boundary waits for (nsjail: the namespace helper; landjail: target).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// Pid (in our namespace) that forwarded signals go to.
-    pub fn signal_pid(&self) -> u32 {
-        self.forward_pid
     }
 
     /// Sends `sig` to the jail (the process signals are forwarded to).

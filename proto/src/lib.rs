@@ -9,6 +9,8 @@
 //! - [`drpc`]: storj DRPC framing, packet assembly and a unary client and server over any
 //!   async byte stream (INTEROP §9).
 
+#![forbid(unsafe_code)]
+
 pub mod drpc;
 pub mod frame;
 

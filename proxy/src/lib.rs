@@ -22,6 +22,8 @@
 //!   CONNECT, say) gets a 400 or is closed, because there is no request to decide.
 //! - WebSocket over HTTP/2 (RFC 8441) is not offered; clients fall back to HTTP/1.1 for it.
 
+#![forbid(unsafe_code)]
+
 pub mod ca;
 mod io;
 pub mod rules;

@@ -45,12 +45,6 @@ pub fn main(args: &[OsString]) -> u8 {
     }
 }
 
-/// The selftest for one jail type (`nsjail` or `landjail`) with default flags.
-#[allow(dead_code)] // for callers that only know the jail type
-pub fn boundary_selftest_entry(jail_type: &str) -> Result<i32> {
-    run(&["--jail-type".into(), jail_type.into()])
-}
-
 /// Runs the selftest with `args` (boundary flags, passed on to the jailed runs).
 pub fn run(args: &[OsString]) -> Result<i32> {
     let jail_type = jail_type_of(args);

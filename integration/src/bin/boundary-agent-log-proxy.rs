@@ -1,6 +1,8 @@
 //! `boundary-agent-log-proxy`: stands in for the Coder workspace agent's boundary log proxy.
 //! Listens on the audit Unix socket and forwards every batch to a coderd DRPC address.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

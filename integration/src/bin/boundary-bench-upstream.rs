@@ -7,6 +7,8 @@
 //! `--idle-close` seconds is closed gracefully, so a proxy's pooled upstream connections go
 //! away once the load stops and its descriptor count can come back to where it started.
 
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::pin::Pin;

@@ -2,6 +2,8 @@
 //! `boundary_request` line per record on stdout exactly as coderd logs it, for Loki/promtail
 //! at sites without Coder and for end-to-end tests.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use boundary_integration::coder::coderd::{self, Format};
 use clap::Parser;

@@ -7,6 +7,8 @@
 //! the jail redirects to the proxy). Every mode prints one JSON object on stdout; errors are
 //! counted and the first few are quoted, so the caller decides what is acceptable.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -53,8 +53,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::dns::{self, DnsMode, DnsSockets};
-use crate::init::HELPER_ARG;
 use crate::process::{foreground_terminal, RunningJail};
+use crate::reexec::HELPER_ARG;
 use crate::{JailError, JailSpec};
 use wire::{Reply, Request, SocketKind};
 
