@@ -88,6 +88,8 @@ const MALFORMED: &[(&str, usize, &str)] = &[
     ("path=/a?x=1", 8, "cannot contain a query or fragment"),
     ("path=/a/../b", 9, "dot segments"),
     ("domain=a.com extra", 14, "expected key=value"),
+    ("path=/api/a%2Fb", 11, "an encoded slash (%2F) cannot appear in a path pattern"),
+    ("path=/a;v=1", 7, "\";\" (a path parameter) cannot appear in a path pattern"),
     ("domain=ключ.com", 8, "is not allowed in a domain label"),
 ];
 

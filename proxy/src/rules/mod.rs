@@ -3,9 +3,10 @@
 //!
 //! Semantics are those of Coder's boundary rules engine, with four deliberate differences that
 //! close holes in it: hosts match case-insensitively and ignore one trailing dot (DNS does),
-//! paths are matched after removing dot segments (`/api/v1/../../admin` is `/admin`), an
-//! encoded slash `%2F` never separates segments, and an empty rule is an error instead of an
-//! allow-everything rule. `domain=github.com` matches exactly `github.com`; subdomains need
+//! paths are matched after removing dot segments (`/api/v1/../../admin` is `/admin`), a path
+//! rule allows a request only when it allows every reading of the path that common origins
+//! apply (decoded `%2F`, `\`, `;` parameters, double encoding: see `path`), and an empty rule
+//! is an error instead of an allow-everything rule. `domain=github.com` matches exactly `github.com`; subdomains need
 //! `domain=*.github.com`.
 
 mod parse;
@@ -13,7 +14,7 @@ mod path;
 mod policy;
 
 pub use parse::{DomainPattern, Label, MethodSet, PathPattern, Rule, RuleError, Segment};
-pub use path::normalize_path;
+pub use path::{normalize_path, path_readings};
 pub use policy::{Decision, Policy};
 
 #[cfg(test)]

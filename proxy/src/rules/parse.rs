@@ -69,7 +69,7 @@ pub enum DomainPattern {
 /// One segment of a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
-    /// Percent-decoded literal segment (an encoded slash stays `%2F`).
+    /// Percent-decoded literal segment (never a separator, `;`, or a further escape).
     Literal(String),
     /// `*`: in the middle exactly one segment; last = one or more remaining segments.
     Star,
@@ -549,12 +549,40 @@ impl Parser<'_> {
                     if decoded == "." || decoded == ".." {
                         return Err(self.err(sat, "dot segments (. and ..) cannot appear in a path pattern; write the path they stand for"));
                     }
+                    if let Some(c) = separator_in(&decoded) {
+                        return Err(self.err(
+                            sat,
+                            format!("{c} cannot appear in a path pattern: origins read it as a separator or the end of the path, so the pattern could never match; write the path with \"/\" between segments"),
+                        ));
+                    }
                     segs.push(Segment::Literal(decoded));
                 }
             }
             out.push(PathPattern::Segments(segs));
         }
         Ok(out)
+    }
+}
+
+/// A character (named for the message) that some origin reads as a segment separator or as
+/// the end of the path; a pattern segment holding one would never match every reading.
+fn separator_in(decoded: &str) -> Option<&'static str> {
+    if decoded.contains("%2F") {
+        Some("an encoded slash (%2F)")
+    } else if decoded.contains('\\') {
+        Some("a backslash (\\ or %5C)")
+    } else if decoded.contains(';') {
+        Some("\";\" (a path parameter)")
+    } else if decoded.contains(['?', '#', '\0']) {
+        Some("an encoded ?, # or NUL")
+    } else if decoded
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    {
+        Some("a double-encoded escape (%25 followed by two hex digits)")
+    } else {
+        None
     }
 }
 

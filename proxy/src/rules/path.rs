@@ -1,35 +1,145 @@
-//! Request paths as the matcher sees them: query and fragment cut, each segment
-//! percent-decoded (an encoded slash stays `%2F`), dot segments removed, empty segments dropped.
+//! Request paths as the matcher sees them.
 //!
-//! Deciding on the normalised form is what makes `/api/v1/../../admin` count as `/admin`:
-//! the origin server will resolve it that way, so the policy must too.
+//! Origins disagree about what a path means: nginx and Python's `http.server` percent-decode
+//! the whole path first, so `%2F` separates segments; IIS and many Windows-hosted frameworks
+//! also split on `\` and `%5C`; Tomcat and Spring drop `;parameters` from each segment (so
+//! `/..;/` is `/../`); a server behind a decoding front end decodes twice (`%252F`); a few cut
+//! the path at a decoded `?`, `#` or NUL. A rule decides on *every* one of these readings
+//! ([`path_readings`]) and allows only when each reading is allowed, so no encoding can make
+//! an origin serve a path the rules forbid.
+//!
+//! Every reading cuts the query and fragment, removes dot segments (`/api/v1/../../admin` is
+//! `/admin`) and drops empty segments (`//` is `/`).
 
 use super::parse::decode_segment;
 
-/// Splits a request target's path into the segments rules are matched against.
+/// How far a reading percent-decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// Split on raw separators first, then decode each segment (an encoded slash stays `%2F`).
+    Segments,
+    /// Decode the whole path once, then split.
+    Once,
+    /// Decode until nothing changes (double and deeper encodings), then split.
+    Repeated,
+}
+
+/// One way an origin may read a path.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    decode: Decode,
+    /// `\` separates segments too.
+    backslash: bool,
+    /// `;` starts a parameter that is dropped from the segment.
+    params: bool,
+    /// A decoded `?`, `#` or NUL (and `;` when `params`) ends the path.
+    cut: bool,
+}
+
+/// The segments of the plainest reading: split on `/`, each segment decoded (an encoded slash
+/// stays `%2F`), dot segments removed. Used to print a path in a suggested rule.
 pub fn normalize_path(raw: &str) -> Vec<String> {
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let path = &raw[..end];
-    let mut out: Vec<String> = Vec::new();
-    for seg in path.split('/') {
-        if seg.is_empty() {
-            continue;
-        }
-        let decoded = decode_segment(seg);
-        match decoded.as_str() {
-            "." => {}
-            ".." => {
-                out.pop();
+    read(
+        raw,
+        Reading {
+            decode: Decode::Segments,
+            backslash: false,
+            params: false,
+            cut: false,
+        },
+    )
+}
+
+/// Every distinct reading of `raw` that common origins apply, each as its segments. A path
+/// without `%`, `\` or `;` has exactly one reading.
+pub fn path_readings(raw: &str) -> Vec<Vec<String>> {
+    let path = strip_query(raw);
+    if !path.contains(['%', '\\', ';']) {
+        return vec![normalize_path(path)];
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for decode in [Decode::Segments, Decode::Once, Decode::Repeated] {
+        for bits in 0u8..8 {
+            let reading = Reading {
+                decode,
+                backslash: bits & 1 != 0,
+                params: bits & 2 != 0,
+                cut: bits & 4 != 0,
+            };
+            let segs = read(path, reading);
+            if !out.contains(&segs) {
+                out.push(segs);
             }
-            _ => out.push(decoded),
         }
     }
     out
 }
 
+fn strip_query(raw: &str) -> &str {
+    &raw[..raw.find(['?', '#']).unwrap_or(raw.len())]
+}
+
+/// Segments of `raw` under one reading.
+fn read(raw: &str, r: Reading) -> Vec<String> {
+    let path = strip_query(raw);
+    let decoded;
+    let text = match r.decode {
+        Decode::Segments => path,
+        Decode::Once => {
+            decoded = percent_decode(path);
+            decoded.as_str()
+        }
+        Decode::Repeated => {
+            let mut cur = path.to_string();
+            loop {
+                let next = percent_decode(&cur);
+                if next == cur {
+                    break;
+                }
+                cur = next;
+            }
+            decoded = cur;
+            decoded.as_str()
+        }
+    };
+    let text = match (r.cut, r.params) {
+        (true, true) => &text[..text.find(['?', '#', '\0', ';']).unwrap_or(text.len())],
+        (true, false) => &text[..text.find(['?', '#', '\0']).unwrap_or(text.len())],
+        (false, _) => text,
+    };
+    let mut out: Vec<String> = Vec::new();
+    let separators: &[char] = if r.backslash { &['/', '\\'] } else { &['/'] };
+    for seg in text.split(separators) {
+        let mut seg = match r.decode {
+            Decode::Segments => decode_segment(seg),
+            _ => seg.to_string(),
+        };
+        if r.params {
+            if let Some(i) = seg.find(';') {
+                seg.truncate(i);
+            }
+        }
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(seg),
+        }
+    }
+    out
+}
+
+/// Decodes every valid `%XX` escape once; invalid escapes stay as written.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize_path;
+    use super::{normalize_path, path_readings};
 
     #[test]
     fn removes_dot_segments_and_query() {
@@ -42,9 +152,38 @@ mod tests {
     }
 
     #[test]
-    fn encoded_slash_is_not_a_separator() {
-        assert_eq!(normalize_path("/api%2Fadmin"), vec!["api%2Fadmin"]);
-        assert_eq!(normalize_path("/api%2fadmin/x"), vec!["api%2Fadmin", "x"]);
+    fn plain_paths_have_one_reading() {
+        assert_eq!(path_readings("/a//b/./c?x=%2F"), vec![vec!["a", "b", "c"]]);
+    }
+
+    /// Whether some reading of `raw` is exactly `want`.
+    fn read_as(raw: &str, want: &[&str]) -> bool {
+        path_readings(raw).iter().any(|r| r == want)
+    }
+
+    #[test]
+    fn every_origin_reading_is_produced() {
+        let secret = ["private", "secret.txt"];
+        for raw in [
+            "/public/..%2F..%2Fprivate%2Fsecret.txt",
+            "/public/..%2f..%2fprivate/secret.txt",
+            "/public/..%5C..%5Cprivate%5Csecret.txt",
+            "/public\\..\\private\\secret.txt",
+            "/public/%2E%2E/private/secret.txt",
+            "/public/.%2e/private/secret.txt",
+            "/public/..%252F..%252Fprivate/secret.txt",
+            "/public/..%25252F..%25252Fprivate/secret.txt",
+            "/public/..;/private/secret.txt",
+            "/public/..%3B/private/secret.txt",
+            "/private/secret.txt;/../../public/x",
+            "/private/secret.txt%3F/../../public/x",
+            "/private/secret.txt%00/../../public/x",
+        ] {
+            assert!(read_as(raw, &secret), "{raw}: {:?}", path_readings(raw));
+        }
+        // The plain reading keeps an encoded slash inside its segment.
+        assert!(read_as("/api%2Fadmin", &["api%2Fadmin"]));
+        assert!(read_as("/api%2Fadmin", &["api", "admin"]));
         assert_eq!(normalize_path("/%75sers"), vec!["users"]);
     }
 }

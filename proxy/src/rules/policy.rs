@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::normalize_path;
 use super::parse::{DomainPattern, Label, PathPattern, Rule, RuleError, Segment};
+use super::{normalize_path, path_readings};
 
 /// The outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,8 @@ impl Policy {
     }
 
     /// Decides one request. `host` is without port (one trailing dot and case are ignored);
-    /// `path` may carry a query, which is ignored, and is normalised before matching.
+    /// `path` may carry a query, which is ignored. A rule with a path list allows the request
+    /// only when it allows every reading of the path ([`path_readings`]).
     pub fn decide(&self, method: &str, host: &str, path: &str) -> Decision {
         let candidates = self.candidates(host);
         if candidates.is_empty() {
@@ -107,14 +108,15 @@ impl Policy {
                 matched_rule: None,
             };
         }
-        let segments = normalize_path(path);
+        let readings = path_readings(path);
         for idx in candidates {
             let rule = &self.rules[idx as usize];
             if rule.methods.as_ref().is_none_or(|m| m.matches(method))
-                && rule
-                    .paths
-                    .as_ref()
-                    .is_none_or(|ps| ps.iter().any(|p| path_matches(p, &segments)))
+                && rule.paths.as_ref().is_none_or(|ps| {
+                    readings
+                        .iter()
+                        .all(|segs| ps.iter().any(|p| path_matches(p, segs)))
+                })
             {
                 return Decision {
                     allowed: true,
