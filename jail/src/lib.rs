@@ -14,6 +14,8 @@ pub mod nsjail;
 pub mod probe;
 pub mod process;
 mod reexec;
+mod seccomp;
+mod sys;
 
 pub use process::RunningJail;
 pub use reexec::init_hook;

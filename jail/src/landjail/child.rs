@@ -13,17 +13,17 @@
 //! 6. mark every inherited descriptor above stderr close-on-exec.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use libc::{c_int, c_ulong, sock_filter};
+use libc::{c_int, c_ulong};
 
-use super::filter;
+use crate::seccomp::Program;
 
 /// Everything the child needs, prepared by the parent before the fork.
 pub(crate) struct ChildSetup {
     pub(crate) ruleset_fd: RawFd,
     pub(crate) sock_fd: RawFd,
-    pub(crate) program: Vec<sock_filter>,
+    pub(crate) program: Program,
     pub(crate) last_cap: c_int,
     /// Our controlling terminal while we are its foreground group: the target takes it over.
     pub(crate) tty: Option<RawFd>,
@@ -99,10 +99,10 @@ impl ChildSetup {
             close_inherited_descriptors();
             return Ok(());
         }
-        let notify_fd = self.install_filter()?;
-        let sent = self.send_fd(notify_fd);
-        // SAFETY: the listener must not survive into the target; nothing else owns this fd.
-        unsafe { libc::close(notify_fd) };
+        let notify = self.install_filter()?;
+        let sent = self.send_fd(notify.as_raw_fd());
+        // The listener must not survive into the target (it could answer its own notifications).
+        drop(notify);
         sent?;
         let mut ack = [0u8; 1];
         // SAFETY: reads one byte into a local buffer.
@@ -175,32 +175,9 @@ impl ChildSetup {
         Ok(())
     }
 
-    fn install_filter(&self) -> io::Result<c_int> {
-        let prog = filter::fprog(&self.program);
-        let flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
-        // WAIT_KILLABLE_RECV (Linux 5.19): once the supervisor has received a notification,
-        // only a fatal signal interrupts the target, so a Go program's preemption signals do
-        // not abort connects half done.
-        for f in [flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, flags] {
-            // SAFETY: seccomp(SET_MODE_FILTER) reads the sock_fprog, whose program outlives
-            // the call; it returns a new fd.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    f,
-                    &prog as *const libc::sock_fprog,
-                )
-            };
-            if r >= 0 {
-                return Ok(r as c_int);
-            }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) {
-                return Err(err);
-            }
-        }
-        Err(io::Error::last_os_error())
+    fn install_filter(&self) -> io::Result<OwnedFd> {
+        crate::sys::seccomp_install(&self.program, true)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
     }
 
     fn send_fd(&self, fd: c_int) -> io::Result<()> {

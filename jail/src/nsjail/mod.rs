@@ -40,6 +40,7 @@
 //! link-local source would leave by the dead-end device and are dropped), which still lets
 //! nothing out.
 
+pub(crate) mod filter;
 pub(crate) mod helper;
 mod net;
 mod pid1;

@@ -84,6 +84,9 @@ fn setup(req: &Request) -> Result<(), String> {
         hide(path)?;
     }
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
+    // Binds init and everything it starts (see nsjail/filter.rs).
+    super::filter::install(&super::filter::rules())
+        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
     Ok(())
 }
 
