@@ -146,7 +146,8 @@ fn run(
             confined_process_name: &confined_process_name,
         };
         let mut text = match serde_json::to_string(&line) {
-            Ok(t) => t,
+            // serde_json leaves U+2028, DEL, C1 and bidi controls raw: escape them.
+            Ok(t) => crate::escape::escape_json(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialise an audit record as JSON");
                 continue;

@@ -15,6 +15,7 @@
 //! - OpenTelemetry ([`otel`]): one span per record with the record's own trace and span ids,
 //!   exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+pub mod escape;
 pub mod fields;
 pub mod forwarder;
 mod jsonfile;

@@ -20,6 +20,11 @@ use opentelemetry_sdk::Resource;
 use crate::fields::RequestFields;
 use crate::{AuditRecord, RunContext};
 
+/// Span attributes are shown by trace viewers as text: the same escaping as the local log.
+fn text(s: &str) -> String {
+    crate::escape::escape_text(s).into_owned()
+}
+
 /// Is OTLP export asked for by the environment?
 pub fn endpoint_from_env() -> Option<String> {
     [
@@ -78,12 +83,12 @@ impl Otel {
         let trace_id = TraceId::from_bytes(record.trace.trace_id);
         let mut attrs = vec![
             KeyValue::new("decision", f.decision),
-            KeyValue::new("http.request.method", f.http_method.clone()),
-            KeyValue::new("url.full", f.http_url.clone()),
+            KeyValue::new("http.request.method", text(&f.http_method)),
+            KeyValue::new("url.full", text(&f.http_url)),
             KeyValue::new("boundary.sequence_number", i64::from(f.sequence_number)),
         ];
         if let Some(rule) = &f.matched_rule {
-            attrs.push(KeyValue::new("boundary.matched_rule", rule.clone()));
+            attrs.push(KeyValue::new("boundary.matched_rule", text(rule)));
         }
         let start: SystemTime = record.time.into();
         let builder = self

@@ -1,9 +1,12 @@
 //! logfmt: the `key=value` format of coderd's human log lines. Values are bare (up to the
 //! next space; `=` inside is part of the value, as in `matched_rule=domain=dev.coder.com`) or
-//! double-quoted with Go escapes when they are empty or contain spaces, quotes, backslashes or
-//! control characters.
+//! double-quoted with Go escapes when they are empty or contain spaces, quotes, backslashes,
+//! control, line-separator or bidi characters (never raw: a URL from the jail must not forge a
+//! line).
 
 use std::fmt::Write as _;
+
+use boundary_audit::escape::is_unsafe;
 
 /// The fields of coderd's `boundary_request` line in order (INTEROP section 7), written out
 /// here from the spec rather than taken from the audit crate, so the tests that check our
@@ -32,7 +35,7 @@ pub fn quote(value: &str) -> String {
     let needs = value.is_empty()
         || value
             .chars()
-            .any(|c| c == ' ' || c == '"' || c == '\\' || c.is_control() || c.is_whitespace());
+            .any(|c| c == ' ' || c == '"' || c == '\\' || is_unsafe(c) || c.is_whitespace());
     if !needs {
         return value.to_string();
     }
@@ -45,7 +48,8 @@ pub fn quote(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            // The audit crate's one rule: controls, separators and bidi characters.
+            c if is_unsafe(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -245,6 +249,18 @@ mod tests {
                 ],
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn separators_and_bidi_characters_are_quoted_never_raw() {
+        for c in [
+            '\u{7f}', '\u{85}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}', '\u{61c}',
+        ] {
+            let v = format!("https://h/a{c}b");
+            let line = format_pairs([("http_url", v.as_str())]);
+            assert!(!line.chars().any(is_unsafe), "{line:?}");
+            assert_eq!(parse(&line).unwrap(), vec![("http_url".to_string(), v)]);
         }
     }
 
