@@ -162,7 +162,7 @@ impl CertificateAuthority {
     /// A TLS server configuration presenting a leaf for `host` (a DNS name or an IP literal),
     /// offering ALPN h2 and http/1.1. Cached; minted on first use and renewed before expiry.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
-        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let key = crate::host::normal_form(host);
         let shard = &self.shards[shard_index(&key)];
         if let Some(leaf) = shard.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             if Instant::now() < leaf.renew_at {

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod host;
 mod io;
 pub mod rules;
 mod server;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ca::{CaError, CertificateAuthority};
-pub use server::{Proxy, ProxyBody};
+pub use server::{Proxy, ProxyBody, BLOCKED_TITLE};
 
 /// Everything the proxy needs to know about one run.
 #[derive(Debug)]

@@ -1,0 +1,119 @@
+//! One normal form for host names and authorities, so every comparison in the proxy (SNI
+//! against CONNECT, Host against the route, a rule against a request, a `--resolve` key against
+//! a lookup) agrees on what "the same host" means.
+//!
+//! The normal form: ASCII lowercase, IPv6 literals without brackets, one trailing dot removed
+//! (`example.com.` is `example.com`; `example.com..` is not a host name and is refused).
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A host name or IP literal in normal form (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Host(String);
+
+impl Host {
+    /// Normalises `raw` (a name, an IP literal, or a bracketed IPv6 literal); `None` when
+    /// nothing is left or the name ends in more than one dot.
+    pub fn parse(raw: &str) -> Option<Host> {
+        let h = normal_form(raw);
+        (!h.is_empty() && !h.ends_with('.')).then_some(Host(h))
+    }
+
+    /// The host in normal form, IPv6 without brackets.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The IP address when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.0.parse().ok()
+    }
+
+    /// Whether `raw` names this host once normalised.
+    pub fn is(&self, raw: &str) -> bool {
+        normal_form(raw) == self.0
+    }
+
+    /// `host:port` as written in a CONNECT line or an audit URL (IPv6 in brackets).
+    pub fn with_port(&self, port: u16) -> String {
+        format!("{self}:{port}")
+    }
+}
+
+/// Lowercase, brackets and one trailing dot removed; the normal form without validation, for
+/// lookup keys (`--resolve` names, certificate cache keys).
+pub fn normal_form(raw: &str) -> String {
+    let h = raw
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(raw);
+    h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
+}
+
+impl fmt::Display for Host {
+    /// The host as written in a URL: IPv6 literals in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.contains(':') {
+            write!(f, "[{}]", self.0)
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+/// `host[:port]` as a request names it (Host header, `:authority`, absolute URI, CONNECT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// The host in normal form.
+    pub host: Host,
+    /// The explicit port, if one was written.
+    pub port: Option<u16>,
+}
+
+impl Authority {
+    /// Parses `host[:port]`; refuses userinfo (`user@host`), an empty port (`host:`) and an
+    /// empty or malformed host.
+    pub fn parse(raw: &str) -> Option<Authority> {
+        let a: http::uri::Authority = raw.parse().ok()?;
+        if a.as_str().contains('@') || a.as_str().ends_with(':') {
+            return None;
+        }
+        Some(Authority {
+            host: Host::parse(a.host())?,
+            port: a.port_u16(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_have_one_normal_form() {
+        for raw in ["Example.COM", "example.com.", "EXAMPLE.com."] {
+            assert_eq!(Host::parse(raw).unwrap().as_str(), "example.com", "{raw}");
+        }
+        assert_eq!(Host::parse("[::1]").unwrap().as_str(), "::1");
+        assert_eq!(Host::parse("[::1]").unwrap().to_string(), "[::1]");
+        assert_eq!(Host::parse("::1").unwrap().with_port(8080), "[::1]:8080");
+        assert!(Host::parse("example.com..").is_none());
+        assert!(Host::parse("").is_none());
+        assert!(Host::parse(".").is_none());
+        assert!(Host::parse("a.example").unwrap().is("A.Example."));
+    }
+
+    #[test]
+    fn authorities_split() {
+        let a = Authority::parse("Example.COM:8443").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("example.com", Some(8443)));
+        let a = Authority::parse("[::1]:80").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", Some(80)));
+        let a = Authority::parse("a.example.").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("a.example", None));
+        assert_eq!(Authority::parse("user@a.example"), None);
+        assert_eq!(Authority::parse(""), None);
+        assert_eq!(Authority::parse("a.example:"), None);
+    }
+}

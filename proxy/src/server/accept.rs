@@ -1,0 +1,72 @@
+//! Phase 1, accepting: the accept loop, and telling a redirected connection from one made to
+//! the proxy on purpose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::sniff::Leg;
+use super::Proxy;
+use crate::io::original_dst;
+
+impl Proxy {
+    /// Accept loop; runs until the future is dropped. Knows its own listen address (loop guard).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let local = listener.local_addr()?;
+        self.add_listen_addr(local);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) if accept_error_is_transient(&e) => {
+                    // Out of descriptors, aborted handshakes: wait a moment and go on.
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, %local, "the proxy listener failed");
+                    return Err(e);
+                }
+            };
+            let dst = original_dst(&stream).filter(|d| !self.settings.is_self(*d) && *d != local);
+            tracing::trace!(%peer, ?dst, "accepted");
+            tokio::spawn(self.clone().handle_connection(stream, dst));
+        }
+    }
+
+    /// One accepted connection. original_dst = Some(addr) for a transparently redirected
+    /// connection (serve() gets it with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST, v4 and v6;
+    /// when getsockopt fails, or the original dst is the listener itself, it is explicit mode).
+    pub async fn handle_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        original_dst: Option<SocketAddr>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let leg = match original_dst {
+            Some(d) if !self.settings.is_self(d) => Leg::Transparent(d),
+            _ => Leg::Explicit,
+        };
+        self.serve_stream(stream, leg).await;
+    }
+}
+
+/// Accept errors after which the listener still works (per-connection or resource trouble),
+/// as opposed to a broken listening socket.
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | TimedOut | OutOfMemory
+    ) {
+        return true;
+    }
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO | libc::EPERM
+        )
+    )
+}

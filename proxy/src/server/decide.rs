@@ -1,0 +1,255 @@
+//! Phase 4, deciding: one [`Verdict`] per request, and the only place that writes an audit
+//! record, so every request is decided and audited exactly once by construction.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use boundary_audit::{AuditRecord, TraceContext};
+use http::{HeaderMap, Method, Request, StatusCode};
+
+use super::sniff::ConnCtx;
+use super::target::Target;
+use super::Proxy;
+use crate::host::{Authority, Host};
+
+/// What the proxy does with one request.
+pub(super) enum Verdict {
+    /// Allowed: forward it to the target.
+    Forward(Decided),
+    /// A CONNECT to a host some rule could allow: open the tunnel and decide each request in
+    /// it (the CONNECT itself is not audited; the requests inside are).
+    Tunnel { host: Host, port: u16 },
+    /// Refused, with the reason; audited unless it could not even be routed.
+    Refuse(Refusal),
+}
+
+/// An allowed request, with everything the forwarding phase needs.
+pub(super) struct Decided {
+    pub target: Target,
+    /// Path and query as the request wrote them.
+    pub path: String,
+    /// The sequence number of its audit record (also sent as a correlation header).
+    pub sequence: i32,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone)]
+pub(super) enum RefusalKind {
+    /// The request cannot be routed (no host, a bad host, an unknown scheme): 400, not
+    /// audited, since there is no URL to audit.
+    Unroutable(String),
+    /// The names on the connection or in the request disagree (SNI, CONNECT, Host): 403.
+    HostMismatch(String),
+    /// The request or tunnel is addressed to the proxy's own listener: 403.
+    ProxyItself { tunnel: bool },
+    /// No allow rule matches: 403, with rules that would allow it.
+    NoRule { tunnel: bool },
+}
+
+impl RefusalKind {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RefusalKind::Unroutable(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The reason shown on the refusal page and in the log.
+    pub fn reason(&self) -> String {
+        match self {
+            RefusalKind::Unroutable(m) | RefusalKind::HostMismatch(m) => m.clone(),
+            RefusalKind::ProxyItself { tunnel: true } => {
+                "the tunnel is addressed to the proxy itself".into()
+            }
+            RefusalKind::ProxyItself { tunnel: false } => {
+                "the request is addressed to the proxy itself".into()
+            }
+            RefusalKind::NoRule { tunnel: true } => "no allow rule matches this host".into(),
+            RefusalKind::NoRule { tunnel: false } => "no allow rule matches this request".into(),
+        }
+    }
+}
+
+/// A refused request as the responding phase renders it.
+pub(super) struct Refusal {
+    pub kind: RefusalKind,
+    pub method: String,
+    /// Where it was going, when that is known.
+    pub target: Option<Target>,
+    /// Path and query (empty for CONNECT).
+    pub path: String,
+    /// `--allow` rules that would have allowed it.
+    pub suggestions: Vec<String>,
+}
+
+/// A request judged against the policy, before it is numbered and audited.
+struct Judged {
+    method: String,
+    target: Target,
+    path: String,
+    /// The audited URL.
+    url: String,
+    /// `Ok(matched rule)` when allowed.
+    outcome: Result<String, RefusalKind>,
+    suggestions: Vec<String>,
+}
+
+/// The judgement before auditing: some requests are never audited (see [`Verdict`]).
+enum Judgement {
+    Unroutable(Refusal),
+    Tunnel { host: Host, port: u16 },
+    Judged(Judged),
+}
+
+impl Proxy {
+    /// Decides one request; the single place where requests are numbered and audited.
+    pub(super) fn decide<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
+        let judged = match self.judge(req, ctx) {
+            Judgement::Unroutable(r) => return Verdict::Refuse(r),
+            Judgement::Tunnel { host, port } => return Verdict::Tunnel { host, port },
+            Judgement::Judged(j) => j,
+        };
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
+        self.audit(sequence, &judged, req.headers());
+        match judged.outcome {
+            Ok(_) => Verdict::Forward(Decided {
+                target: judged.target,
+                path: judged.path,
+                sequence,
+            }),
+            Err(kind) => Verdict::Refuse(Refusal {
+                kind,
+                method: judged.method,
+                target: Some(judged.target),
+                path: judged.path,
+                suggestions: judged.suggestions,
+            }),
+        }
+    }
+
+    fn audit(&self, sequence: i32, j: &Judged, headers: &HeaderMap) {
+        if let Err(kind) = &j.outcome {
+            tracing::info!(sequence, method = %j.method, url = %j.url, reason = %kind.reason(), "denied");
+        }
+        let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        self.sink.record(AuditRecord {
+            allowed: j.outcome.is_ok(),
+            time: chrono::Utc::now(),
+            method: j.method.clone(),
+            url: j.url.clone(),
+            matched_rule: j.outcome.as_ref().ok().cloned(),
+            sequence_number: sequence,
+            trace: TraceContext::from_traceparent(traceparent),
+        });
+    }
+
+    fn judge<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Judgement {
+        if req.method() == Method::CONNECT {
+            return self.judge_connect(req);
+        }
+        let method = req.method().as_str().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let target = match Target::of(req, ctx) {
+            Ok(t) => t,
+            Err(message) => return unroutable(method, message),
+        };
+        let url = target.url(&path);
+        let mut suggestions = Vec::new();
+        let outcome =
+            if let Some(reason) = ctx.mismatch.clone().or_else(|| target.mismatch(req, ctx)) {
+                Err(RefusalKind::HostMismatch(reason))
+            } else if self.targets_self(&target.host, target.port) {
+                Err(RefusalKind::ProxyItself { tunnel: false })
+            } else {
+                let decision = self
+                    .config
+                    .policy
+                    .decide(&method, target.host.as_str(), &path);
+                match decision.matched_rule {
+                    Some(rule) if decision.allowed => Ok(rule),
+                    _ => {
+                        suggestions =
+                            self.config
+                                .policy
+                                .suggest(&method, target.host.as_str(), &path);
+                        Err(RefusalKind::NoRule { tunnel: false })
+                    }
+                }
+            };
+        Judgement::Judged(Judged {
+            method,
+            target,
+            path,
+            url,
+            outcome,
+            suggestions,
+        })
+    }
+
+    /// CONNECT: refused at once when no rule could allow the host, else a tunnel.
+    fn judge_connect<B>(&self, req: &Request<B>) -> Judgement {
+        let Some(Authority { host, port }) = req
+            .uri()
+            .authority()
+            .and_then(|a| Authority::parse(a.as_str()))
+        else {
+            let message = format!(
+                "CONNECT needs a host:port target, got {:?}",
+                req.uri().to_string()
+            );
+            return unroutable("CONNECT".into(), message);
+        };
+        let port = port.unwrap_or(443);
+        let mut suggestions = Vec::new();
+        let outcome = if self.targets_self(&host, port) {
+            Err(RefusalKind::ProxyItself { tunnel: true })
+        } else if !self.config.policy.could_allow_host(host.as_str()) {
+            suggestions = self.config.policy.suggest("GET", host.as_str(), "/");
+            Err(RefusalKind::NoRule { tunnel: true })
+        } else {
+            return Judgement::Tunnel { host, port };
+        };
+        Judgement::Judged(Judged {
+            method: "CONNECT".into(),
+            url: format!("https://{}", host.with_port(port)),
+            target: Target {
+                scheme: "https",
+                host,
+                port,
+            },
+            path: String::new(),
+            outcome,
+            suggestions,
+        })
+    }
+
+    /// Whether `host:port` is known (without DNS) to be this proxy's own listener.
+    fn targets_self(&self, host: &Host, port: u16) -> bool {
+        let ip = if let Some(ip) = host.ip() {
+            ip
+        } else if let Some(ip) = self.settings.resolve.get(host.as_str()) {
+            *ip
+        } else if host.as_str() == "localhost" {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            return false;
+        };
+        self.settings.is_self(SocketAddr::new(ip, port))
+    }
+}
+
+fn unroutable(method: String, message: String) -> Judgement {
+    Judgement::Unroutable(Refusal {
+        kind: RefusalKind::Unroutable(message),
+        method,
+        target: None,
+        path: String::new(),
+        suggestions: Vec::new(),
+    })
+}

@@ -1,0 +1,242 @@
+//! Phase 5, forwarding: the upstream request (hop-by-hop headers removed, correlation headers
+//! added), the body streamed both ways, upgrades piped after 101, and CONNECT tunnels.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::RequestBody;
+use super::decide::Decided;
+use super::respond::empty;
+use super::sniff::Leg;
+use super::{BoxError, Proxy, ProxyBody};
+use crate::host::Host;
+
+const SESSION_HEADER: &str = "x-coder-agent-firewall-session-id";
+const SEQUENCE_HEADER: &str = "x-coder-agent-firewall-sequence-number";
+
+/// Why an allowed request got no answer from the origin; rendered by the responding phase.
+pub(super) enum Failure {
+    /// The request target cannot be written as an upstream URL.
+    BadTarget(String),
+    /// Connecting to or talking with the origin failed.
+    Upstream {
+        /// `host[:port]` of the origin, for the message.
+        authority: String,
+        error: hyper_util::client::legacy::Error,
+    },
+}
+
+impl Proxy {
+    /// Sends an allowed request upstream and streams the answer back.
+    pub(super) async fn forward(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        decided: Decided,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let Decided {
+            target,
+            path,
+            sequence,
+        } = decided;
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let uri: Uri = target
+            .url(if path.starts_with('/') { &path } else { "/" })
+            .parse()
+            .map_err(|e| {
+                Failure::BadTarget(format!("cannot forward the request target {path:?}: {e}"))
+            })?;
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        if let Some(proto) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, proto.clone());
+        }
+        if let Some(c) = &self.config.correlation {
+            if c.targets
+                .decide(parts.method.as_str(), target.host.as_str(), &path)
+                .allowed
+            {
+                if let Ok(v) = HeaderValue::from_str(&c.session_id.to_string()) {
+                    headers.insert(HeaderName::from_static(SESSION_HEADER), v);
+                }
+                headers.insert(HeaderName::from_static(SEQUENCE_HEADER), sequence.into());
+            }
+        }
+        let mut out = Request::new(RequestBody(Some(body)));
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers;
+
+        let client = if upgrade.is_some() {
+            &self.client_h1
+        } else {
+            &self.client
+        };
+        let mut resp = client
+            .request(out)
+            .await
+            .map_err(|error| Failure::Upstream {
+                authority: target.authority(),
+                error,
+            })?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_upgrade {
+                return Ok(pipe_upgrade(client_side, &mut resp));
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        ))
+    }
+
+    /// Answers an accepted CONNECT and serves what comes through the tunnel as a connection
+    /// of its own (every request in it is decided on its own).
+    pub(super) fn open_tunnel(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        host: Host,
+        port: u16,
+    ) -> Response<ProxyBody> {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    self.serve_stream(TokioIo::new(upgraded), Leg::Tunnel { host, port })
+                        .await
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT tunnel was not established"),
+            }
+        });
+        Response::new(empty())
+    }
+}
+
+/// After the origin's 101: joins the client's and the origin's upgraded connections and
+/// answers the client with the origin's 101.
+fn pipe_upgrade(
+    client_side: hyper::upgrade::OnUpgrade,
+    resp: &mut Response<Incoming>,
+) -> Response<ProxyBody> {
+    let origin_side = hyper::upgrade::on(&mut *resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, origin_side) {
+            Ok((c, o)) => {
+                let mut c = TokioIo::new(c);
+                let mut o = TokioIo::new(o);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut out = Response::new(empty());
+    *out.status_mut() = resp.status();
+    *out.version_mut() = resp.version();
+    let mut headers = std::mem::take(resp.headers_mut());
+    let proto = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut headers);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = proto {
+        headers.insert(header::UPGRADE, p);
+    }
+    *out.headers_mut() = headers;
+    out
+}
+
+/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
+/// `h2c` is not passed on: it would change the protocol of our own client connection, so the
+/// request is forwarded as plain HTTP/1.1 (clients then simply stay on HTTP/1.1).
+fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    if upgrade
+        .to_str()
+        .is_ok_and(|u| u.trim().eq_ignore_ascii_case("h2c"))
+    {
+        return None;
+    }
+    let listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    listed.then(|| upgrade.clone())
+}
+
+/// Removes hop-by-hop headers: `Connection` and every header it lists, `Proxy-Connection`,
+/// `Proxy-Authorization`, `Proxy-Authenticate`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`,
+/// and `TE` unless it is exactly `trailers` (gRPC needs that one).
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if name != header::TE {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret, te".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("proxy-authorization", "Basic abc".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers, deflate".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(names, vec!["x-kept", "te"]);
+        assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+}

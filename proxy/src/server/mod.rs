@@ -1,0 +1,137 @@
+//! The client leg, as phases with typed hand-offs:
+//!
+//! 1. [`accept`]: the accept loop and the original destination of a redirected connection;
+//! 2. [`sniff`]: TLS or plain HTTP on the first byte; TLS interception with a minted leaf;
+//! 3. [`conn`]: serving one client connection (HTTP/1.1 or HTTP/2, idle timeout) and routing
+//!    each request through the phases below;
+//! 4. [`decide`]: where the request goes ([`target`]) and whether it may, as one
+//!    [`decide::Verdict`]; the only place that writes an audit record;
+//! 5. [`forward`]: the upstream request (headers, body, upgrades, CONNECT tunnels);
+//! 6. [`respond`]: every answer the proxy writes itself (refusals, upstream failures), with
+//!    the HTTP status and, for gRPC, `grpc-status` set together.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use boundary_audit::AuditSink;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::ca::CertificateAuthority;
+use crate::upstream::{self, Connector, ConnectorSettings, UpstreamProxy};
+use crate::{host, ProxyConfig, ProxyError};
+
+mod accept;
+mod body;
+mod conn;
+mod decide;
+mod forward;
+mod respond;
+mod sniff;
+mod target;
+
+use body::RequestBody;
+pub use respond::BLOCKED_TITLE;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response the proxy produces.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// HTTP/1 response header count limit: hyper's default of 100 is below what some real sites
+/// send. Requests keep hyper's 100 (no client needs more), because a larger limit costs a
+/// per-message allocation and initialisation proportional to it.
+const MAX_RESPONSE_HEADERS: usize = 256;
+/// HTTP/2 header list limit in bytes (large cookies and tokens must pass).
+const MAX_HEADER_LIST: u32 = 256 * 1024;
+
+/// The intercepting proxy: one per boundary run, shared by all its connections.
+pub struct Proxy {
+    config: ProxyConfig,
+    ca: Arc<CertificateAuthority>,
+    sink: Arc<dyn AuditSink>,
+    sequence: AtomicI32,
+    settings: Arc<ConnectorSettings>,
+    /// Pooled client offering h2 and http/1.1 to origins.
+    client: Client<Connector, RequestBody>,
+    /// HTTP/1.1-only client for upgrade requests (WebSocket needs an HTTP/1.1 origin leg).
+    client_h1: Client<Connector, RequestBody>,
+    listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
+}
+
+impl Proxy {
+    /// Builds the proxy: loads trust anchors and prepares the pooled upstream clients.
+    pub fn new(
+        config: ProxyConfig,
+        ca: Arc<CertificateAuthority>,
+        sink: Arc<dyn AuditSink>,
+    ) -> Result<Arc<Self>, ProxyError> {
+        let roots = Arc::new(
+            upstream::root_store(config.upstream_ca_file.as_deref())
+                .map_err(ProxyError::TrustStore)?,
+        );
+        let upstream_proxy = config
+            .upstream_proxy
+            .as_deref()
+            .map(UpstreamProxy::parse)
+            .transpose()
+            .map_err(ProxyError::UpstreamProxy)?;
+        let listen_addrs = Arc::new(RwLock::new(Vec::new()));
+        let settings = Arc::new(ConnectorSettings {
+            resolve: config
+                .resolve
+                .iter()
+                .map(|(k, v)| (host::normal_form(k), *v))
+                .collect(),
+            connect_timeout: config.connect_timeout,
+            handshake_timeout: config.handshake_timeout,
+            upstream_proxy,
+            proxy_tls: Arc::new(upstream::client_config(roots.clone(), &[])),
+            listen_addrs: listen_addrs.clone(),
+        });
+        let build = |alpn: &[&[u8]]| {
+            let connector = Connector {
+                settings: settings.clone(),
+                tls: Arc::new(upstream::client_config(roots.clone(), alpn)),
+            };
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http2_adaptive_window(true)
+                .http1_max_headers(MAX_RESPONSE_HEADERS)
+                .http2_max_header_list_size(MAX_HEADER_LIST)
+                .set_host(true)
+                .build(connector)
+        };
+        let client = build(&[b"h2", b"http/1.1"]);
+        let client_h1 = build(&[b"http/1.1"]);
+        Ok(Arc::new(Self {
+            config,
+            ca,
+            sink,
+            sequence: AtomicI32::new(0),
+            settings,
+            client,
+            client_h1,
+            listen_addrs,
+        }))
+    }
+
+    /// Tells the proxy about an address it is reachable at, so requests to it are refused
+    /// (`serve` does this itself; a harness calling `handle_connection` directly may too).
+    pub fn add_listen_addr(&self, addr: SocketAddr) {
+        let mut addrs = self.listen_addrs.write().unwrap_or_else(|e| e.into_inner());
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+
+    /// How many requests have been decided so far (the next sequence number).
+    pub fn decided(&self) -> i32 {
+        self.sequence.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,173 @@
+//! Where a request goes: scheme, host and port from the connection and the request, and
+//! whether every host the request names agrees with that route.
+
+use http::header;
+use http::{Request, Version};
+
+use super::sniff::{ConnCtx, Leg};
+use crate::host::{Authority, Host};
+
+/// Where one request goes and how it is written in the audit record.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub scheme: &'static str,
+    pub host: Host,
+    pub port: u16,
+}
+
+impl Target {
+    fn default_port(&self) -> u16 {
+        if self.scheme == "https" {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// `host[:port]`, the port only when not the scheme's default; IPv6 in brackets.
+    pub fn authority(&self) -> String {
+        if self.port == self.default_port() {
+            self.host.to_string()
+        } else {
+            self.host.with_port(self.port)
+        }
+    }
+
+    /// The absolute URL of `path_and_query` on this target, as audited and forwarded.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}://{}{}", self.scheme, self.authority(), path_and_query)
+    }
+
+    /// Works out scheme, host and port of a non-CONNECT request; `Err` says why it cannot be
+    /// routed.
+    pub fn of<B>(req: &Request<B>, ctx: &ConnCtx) -> Result<Target, String> {
+        let scheme = if ctx.tls { "https" } else { "http" };
+        if let Some((host, port)) = &ctx.fixed {
+            return Ok(Target {
+                scheme,
+                host: host.clone(),
+                port: *port,
+            });
+        }
+        let uri = req.uri();
+        // Absolute-form (explicit proxying) names the target; otherwise Host does.
+        let (scheme, named) = match (uri.scheme_str(), uri.authority()) {
+            (Some(s), Some(a)) if req.version() < Version::HTTP_2 => {
+                let scheme = match s {
+                    "http" => "http",
+                    "https" => "https",
+                    other => return Err(format!("unsupported URL scheme {other:?}")),
+                };
+                (scheme, Some(a.as_str().to_string()))
+            }
+            _ => (
+                scheme,
+                request_authority(req).or_else(|| uri.authority().map(|a| a.to_string())),
+            ),
+        };
+        let default = if scheme == "https" { 443 } else { 80 };
+        let parse =
+            |a: &str| Authority::parse(a).ok_or_else(|| format!("bad host {a:?} in the request"));
+        match (&ctx.leg, named) {
+            (Leg::Transparent(dst), Some(a)) => Ok(Target {
+                scheme,
+                host: parse(&a)?.host,
+                port: dst.port(),
+            }),
+            (Leg::Transparent(dst), None) => Ok(Target {
+                scheme,
+                host: Host::parse(&dst.ip().to_string())
+                    .ok_or_else(|| format!("bad original destination {dst}"))?,
+                port: dst.port(),
+            }),
+            (_, Some(a)) => {
+                let a = parse(&a)?;
+                Ok(Target {
+                    scheme,
+                    host: a.host,
+                    port: a.port.unwrap_or(default),
+                })
+            }
+            (_, None) => Err(
+                "the request names no host: send it in absolute form (http://host/path) or with a Host header"
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// Checks that every host the request names (Host, :authority, absolute URI) agrees with
+    /// this target; returns why not.
+    pub fn mismatch<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Option<String> {
+        let mut claims: Vec<String> = Vec::new();
+        if let Some(h) = req.headers().get(header::HOST) {
+            match h.to_str() {
+                Ok(s) => claims.push(s.to_string()),
+                Err(_) => return Some("the Host header is not valid text".into()),
+            }
+        }
+        if let Some(a) = req.uri().authority() {
+            claims.push(a.as_str().to_string());
+        }
+        let transparent = matches!(ctx.leg, Leg::Transparent(_));
+        for claim in claims {
+            let Some(Authority { host, port }) = Authority::parse(&claim) else {
+                return Some(format!("the request names a bad host {claim:?}"));
+            };
+            if host != self.host {
+                let routed = if ctx.tls {
+                    "the TLS server name"
+                } else {
+                    "the CONNECT target"
+                };
+                return Some(format!(
+                    "the Host {host} does not match {routed} {}",
+                    self.host
+                ));
+            }
+            // A transparent connection keeps its real port; elsewhere an explicit port must agree.
+            if let Some(p) = port {
+                if p != self.port && !transparent {
+                    return Some(format!(
+                        "the Host port {p} does not match the connection's port {}",
+                        self.port
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The authority the request itself claims: `:authority` for HTTP/2, else the Host header.
+fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if req.version() == Version::HTTP_2 {
+        if let Some(a) = req.uri().authority() {
+            return Some(a.as_str().to_string());
+        }
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_port_only_when_not_default() {
+        let t = Target {
+            scheme: "https",
+            host: Host::parse("a.example").unwrap(),
+            port: 443,
+        };
+        assert_eq!(t.url("/x?q=1"), "https://a.example/x?q=1");
+        let t = Target {
+            scheme: "http",
+            host: Host::parse("::1").unwrap(),
+            port: 8080,
+        };
+        assert_eq!(t.url("/"), "http://[::1]:8080/");
+    }
+}
