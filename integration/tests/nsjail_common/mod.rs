@@ -310,3 +310,39 @@ impl Drop for Fixture {
         let _ = self.server.wait();
     }
 }
+
+/// Both jail types with the flags each needs to run a command that uses no network: nsjail,
+/// and landjail with its proxy on a loopback port free right now.
+pub fn both_jails() -> [(&'static str, Vec<String>); 2] {
+    let flags = |f: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+        v.extend(["--log-level".into(), "error".into()]);
+        v
+    };
+    // landjail's proxy listens on host loopback: a port free right now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    [
+        ("nsjail", flags(&["--jail-type", "nsjail"])),
+        (
+            "landjail",
+            flags(&["--jail-type", "landjail", "--proxy-port", &port]),
+        ),
+    ]
+}
+
+/// `program` outside any jail, as `who` (the positive controls).
+pub fn outside(who: As, program: &[&str]) -> Command {
+    let mut parts: Vec<&str> = Vec::new();
+    if who == As::User {
+        test_user();
+        parts.extend(["runuser", "-u", TEST_USER, "--"]);
+    }
+    parts.extend(program);
+    let mut cmd = Command::new(parts[0]);
+    cmd.args(&parts[1..]).env("PATH", PATH);
+    cmd
+}

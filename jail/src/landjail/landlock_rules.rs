@@ -9,7 +9,7 @@ use landlock::{
     AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, Scope,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::LandjailError;
 
@@ -70,21 +70,23 @@ pub fn check_abi() -> Result<i32, LandjailError> {
     Ok(abi)
 }
 
-/// Top-level directories a jailed root may not write in: without capabilities, uid 0 still
-/// passes the owner permission bits of `/proc/sys` (for example
-/// `net.ipv4.conf.*.route_localnet`: the host's network configuration), `/proc/sysrq-trigger`
-/// and `/sys`.
-const ROOT_NO_WRITE: &[&str] = &["proc", "sys"];
+/// Top-level directories the target may not write in. `/proc`: every process's
+/// `/proc/<pid>/oom_score_adj`, `autogroup`, `coredump_filter` and the like are writable by a
+/// process of the same user, and landjail shares the host's PID namespace, so a write there
+/// acts on processes outside the jail (a rule cannot tell `/proc/self` from another pid, so the
+/// jail's own entries are read-only too). For root, `/proc/sys` too: without capabilities, uid
+/// 0 still passes the owner permission bits (for example `net.ipv4.conf.*.route_localnet`:
+/// the host's network configuration), `/proc/sysrq-trigger`; and `/sys`.
+const NO_WRITE: &[&str] = &["proc", "sys"];
 
 /// Builds the ruleset: TCP connect only to `proxy_port`, TCP bind forbidden only when asked,
-/// signals and abstract Unix sockets scoped to the jail when the kernel can. When the target
-/// runs as root (`root_target`), writing files is allowed beneath every top-level directory
-/// except `/proc` and `/sys` (and not in `/` itself).
+/// signals and abstract Unix sockets scoped to the jail when the kernel can, and writing files
+/// allowed beneath every top-level directory except `/proc` and `/sys` (and not in `/`
+/// itself).
 pub(crate) fn ruleset(
     abi: i32,
     proxy_port: u16,
     deny_bind: bool,
-    root_target: bool,
 ) -> Result<OwnedFd, LandjailError> {
     let err = |e: landlock::RulesetError| LandjailError::Landlock(e.to_string());
     let mut rs = Ruleset::default()
@@ -99,32 +101,28 @@ pub(crate) fn ruleset(
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
             .map_err(err)?;
     }
-    if root_target {
-        rs = rs.handle_access(AccessFs::WriteFile).map_err(err)?;
-    }
+    rs = rs.handle_access(AccessFs::WriteFile).map_err(err)?;
     let mut created = rs
         .create()
         .map_err(err)?
         .add_rule(NetPort::new(proxy_port, AccessNet::ConnectTcp))
         .map_err(err)?;
-    if root_target {
-        let entries = std::fs::read_dir("/").map_err(|e| {
-            LandjailError::Landlock(format!("cannot list / for the write rules: {e}"))
-        })?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if ROOT_NO_WRITE.iter().any(|n| name == *n) {
-                continue;
-            }
-            // Entries that cannot be opened (a dangling symlink) get no rule: nothing to write.
-            let Ok(fd) = PathFd::new(entry.path()) else {
-                continue;
-            };
-            created = created
-                .add_rule(PathBeneath::new(fd, AccessFs::WriteFile))
-                .map_err(err)?;
+    let entries = std::fs::read_dir("/")
+        .map_err(|e| LandjailError::Landlock(format!("cannot list / for the write rules: {e}")))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if NO_WRITE.iter().any(|n| name == *n) {
+            continue;
         }
+        // Entries that cannot be opened (a dangling symlink) get no rule: nothing to write.
+        let Ok(fd) = PathFd::new(entry.path()) else {
+            continue;
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, AccessFs::WriteFile))
+            .map_err(err)?;
     }
+    debug!("landjail: no file under /proc or /sys is writable");
     let fd: Option<OwnedFd> = created.into();
     fd.ok_or_else(|| LandjailError::Landlock("the kernel did not create a Landlock ruleset".into()))
 }

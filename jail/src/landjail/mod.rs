@@ -17,6 +17,16 @@
 //!   program and its reasons are in `filter.rs`).
 //! - **Signals and abstract Unix sockets** may not leave the jail (Landlock scoping, ABI 6);
 //!   ptrace of processes outside the jail is already forbidden by Landlock.
+//! - **Processes outside the jail** (same PID namespace, same uid): seccomp allows `prlimit64`
+//!   (setting), `setpriority`, `ioprio_set` and `sched_set*` only on the caller itself; Landlock
+//!   makes nothing under `/proc` writable (another process's `oom_score_adj`, `autogroup`...)
+//!   and refuses everything that needs ptrace access to them (`/proc/<pid>/environ` and `mem`,
+//!   `process_vm_*`, `pidfd_getfd`, `kcmp`, `move_pages`). Limits: `renice`, `taskset -p` and
+//!   `prlimit --pid` fail on the jail's own children too, per-thread calls by thread id
+//!   (`pthread_setaffinity_np`) fail, and the target cannot write its own `/proc/self` files.
+//! - **The terminal**: `TIOCSTI` and `TIOCLINUX` (typing into the terminal boundary runs on,
+//!   which the user's shell reads after boundary exits) are refused, like in nsjail; so are the
+//!   host-wide kernel interfaces both jails refuse (`crate::seccomp`).
 //! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
 //!   permitted, inheritable all empty; root's exec-time regain locked off with securebits) and
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
@@ -353,9 +363,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             allowed.insert(a);
         }
     }
-    // SAFETY: geteuid has no preconditions.
-    let root_target = unsafe { libc::geteuid() } == 0;
-    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind, root_target)?;
+    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind)?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|source| LandjailError::Setup {
         what: "creating the socketpair for the seccomp listener",
         source,
