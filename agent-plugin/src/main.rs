@@ -132,6 +132,11 @@ fn run(cli: RunCli) -> u8 {
         return 2;
     }
     let logs_to_file = cfg.log_dir.is_some();
+    // The proxy holds two descriptors per proxied connection: use all the system allows.
+    match boundary_proxy::upstream::raise_descriptor_limit() {
+        Ok((before, now)) => tracing::debug!(before, now, "descriptor limit raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
+    }
     match run::run(cfg, cli.command) {
         // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.
         Ok(code) => code.clamp(0, 255) as u8,

@@ -59,11 +59,19 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Upstream TLS handshake, and reading the client's first bytes / ClientHello.
     pub handshake_timeout: Duration,
+    /// Connect upstream to loopback, link-local, metadata and other host-internal addresses
+    /// even when neither `--resolve` nor a rule names them (`--upstream-allow-local`).
+    pub upstream_allow_local: bool,
+    /// Upstream connections per origin (`host:port`); more wait for one to close.
+    pub upstream_per_origin: usize,
+    /// Upstream connections in total; more wait for one to close.
+    pub upstream_total: usize,
 }
 
 impl ProxyConfig {
     /// Defaults: no overrides, no upstream proxy, no correlation, 90 s idle, 10 s connect and
-    /// handshake.
+    /// handshake, no host-internal upstream addresses, 64 upstream connections per origin and a
+    /// quarter of the descriptor limit in total.
     pub fn new(policy: Arc<rules::Policy>) -> Self {
         Self {
             policy,
@@ -74,6 +82,9 @@ impl ProxyConfig {
             idle_timeout: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            upstream_allow_local: false,
+            upstream_per_origin: upstream::DEFAULT_PER_ORIGIN,
+            upstream_total: upstream::default_connection_total(),
         }
     }
 }

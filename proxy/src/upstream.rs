@@ -2,11 +2,27 @@
 //! origin, and the pooled hyper client built on top.
 //!
 //! Connection errors carry a [`ConnectErrorKind`] so the proxy can answer 502 or 504 with a
-//! reason a person can act on.
+//! reason a person can act on. Loopback, link-local, metadata and similar host-internal
+//! addresses are refused unless the user named them ([`addr`]).
+
+mod addr;
+mod conn;
+mod corp;
+mod limits;
+
+pub(crate) use conn::Conn;
+use corp::read_connect_reply;
+pub(crate) use corp::UpstreamProxy;
+
+pub use addr::local_reason;
+pub(crate) use limits::Limits;
+pub use limits::{
+    default_total as default_connection_total, raise_descriptor_limit,
+    PER_ORIGIN as DEFAULT_PER_ORIGIN,
+};
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
@@ -15,11 +31,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -40,6 +55,9 @@ pub enum ConnectErrorKind {
     UpstreamProxy,
     /// The address is the proxy's own listener (refused to avoid a loop).
     Loop,
+    /// The name resolves only to host-internal addresses (loopback, link-local, metadata...)
+    /// that nobody allowed (403).
+    LocalAddress,
 }
 
 /// A failure to reach the origin, with a message that says what to check.
@@ -65,6 +83,7 @@ impl ConnectError {
             ConnectErrorKind::Timeout | ConnectErrorKind::HandshakeTimeout => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
+            ConnectErrorKind::LocalAddress => http::StatusCode::FORBIDDEN,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -77,83 +96,6 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl std::error::Error for ConnectError {}
-
-/// A parsed `--upstream-proxy` URL.
-#[derive(Debug, Clone)]
-pub(crate) struct UpstreamProxy {
-    tls: bool,
-    host: String,
-    port: u16,
-    authorization: Option<String>,
-}
-
-impl UpstreamProxy {
-    /// Parses `http://[user:pass@]host[:port]` or `https://...`.
-    pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else {
-            return Err(format!(
-                "upstream proxy {url:?} must start with http:// or https://"
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        if rest.contains('/') {
-            return Err(format!(
-                "upstream proxy {url:?} must not have a path; use scheme://host:port"
-            ));
-        }
-        let (userinfo, hostport) = match rest.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, rest),
-        };
-        let authority: http::uri::Authority = hostport
-            .parse()
-            .map_err(|e| format!("upstream proxy {url:?} has a bad host: {e}"))?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if host.is_empty() {
-            return Err(format!("upstream proxy {url:?} has no host"));
-        }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let authorization = userinfo.map(|u| {
-            let decoded = percent_encoding::percent_decode_str(u).decode_utf8_lossy();
-            format!("Basic {}", base64(decoded.as_bytes()))
-        });
-        Ok(Self {
-            tls,
-            host,
-            port,
-            authorization,
-        })
-    }
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// Loads the system trust store plus the PEM file given with `--upstream-ca-file`.
 pub(crate) fn root_store(extra: Option<&Path>) -> Result<rustls::RootCertStore, String> {
@@ -210,6 +152,12 @@ pub(crate) struct ConnectorSettings {
     pub proxy_tls: Arc<ClientConfig>,
     /// The proxy's own listening addresses, never to be connected to.
     pub listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
+    /// Connect to loopback, link-local and metadata addresses too (`--upstream-allow-local`).
+    pub allow_local: bool,
+    /// Checked answers the connector uses instead of resolving again.
+    pub(crate) pins: addr::Pins,
+    /// Caps on upstream connections per origin and in total.
+    pub(crate) limits: Limits,
 }
 
 impl ConnectorSettings {
@@ -259,8 +207,84 @@ impl ConnectorSettings {
         }
     }
 
-    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    /// Checks, before a request is forwarded, where it would connect; `rule_names_ip` says the
+    /// deciding rule names this IP literal exactly (which allows it). `Err` only for a refused
+    /// address ([`ConnectErrorKind::LocalAddress`]): a name that does not resolve is left to
+    /// the connector, which answers 502. With a corporate proxy, names are resolved by that
+    /// proxy, so only IP literals are checked here.
+    pub(crate) async fn check_destination(
+        &self,
+        host: &str,
+        port: u16,
+        rule_names_ip: bool,
+    ) -> Result<(), ConnectError> {
+        let bare = bare_host(host);
+        let literal = bare.parse::<IpAddr>().is_ok();
+        if self.allow_local || (!literal && self.upstream_proxy.is_some()) {
+            return Ok(());
+        }
+        // A literal is checked every time: whether it is allowed depends on the rule.
+        if !literal && self.pins.is_fresh(&bare, port) {
+            return Ok(());
+        }
+        let Ok(addrs) = self.resolve(host, port).await else {
+            return Ok(());
+        };
+        // A rule naming a host exempts it only when the host is the IP literal itself.
+        let addrs = self.screen(host, port, addrs, literal && rule_names_ip)?;
+        self.pins.put(&bare, port, addrs);
+        Ok(())
+    }
+
+    /// Drops the addresses nobody allowed; an error when none is left.
+    fn screen(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: Vec<SocketAddr>,
+        exempt: bool,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
+        let bare = bare_host(host);
+        if exempt || self.allow_local || self.resolve.contains_key(&bare) {
+            return Ok(addrs);
+        }
+        let first = addrs[0];
+        let kept: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| local_reason(a.ip()).is_none())
+            .collect();
+        if !kept.is_empty() {
+            return Ok(kept);
+        }
+        let reason = local_reason(first.ip()).unwrap_or("local");
+        let ip = first.ip();
+        Err(ConnectError::new(
+            ConnectErrorKind::LocalAddress,
+            format!(
+                "{host}:{port} resolves to {ip}, a {reason} address, and boundary does not connect \
+                 upstream to host-internal addresses unless told to: map the name with \
+                 --resolve {bare}={ip}, allow the IP literal with a rule naming it \
+                 (domain={ip}), or set --upstream-allow-local"
+            ),
+        ))
+    }
+
+    /// The addresses to connect to for `host:port`: the answer checked when the request was
+    /// decided, or (when there is none) a fresh answer, checked now.
+    async fn checked_addrs(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Some(addrs) = self.pins.get(&bare_host(host), port) {
+            return Ok(addrs);
+        }
         let addrs = self.resolve(host, port).await?;
+        self.screen(host, port, addrs, false)
+    }
+
+    async fn tcp(&self, host: &str, port: u16, checked: bool) -> Result<TcpStream, ConnectError> {
+        let addrs = if checked {
+            self.checked_addrs(host, port).await?
+        } else {
+            self.resolve(host, port).await?
+        };
         if let Some(a) = addrs.iter().find(|a| self.is_self(**a)) {
             return Err(ConnectError::new(
                 ConnectErrorKind::Loop,
@@ -328,13 +352,23 @@ impl ConnectorSettings {
         }
     }
 
-    /// A byte stream to `host:port`, through the corporate proxy when one is configured.
+    /// A byte stream to `host:port`, through the corporate proxy when one is configured. Waits
+    /// while the connection caps are reached; the connection holds its permit until closed.
     async fn stream_to(&self, host: &str, port: u16) -> Result<Conn, ConnectError> {
+        let permit = self.limits.acquire(&bare_host(host), port).await;
         let Some(up) = &self.upstream_proxy else {
-            return Ok(Conn::Plain(self.tcp(host, port).await?));
+            let stream = self.tcp(host, port, true).await?;
+            return Ok(Conn::Plain {
+                stream,
+                _permit: permit,
+            });
         };
+        if bare_host(host).parse::<IpAddr>().is_ok() {
+            self.checked_addrs(host, port).await?;
+        }
+        // The corporate proxy is the user's own choice: its address is not checked.
         let tcp = self
-            .tcp(&up.host, up.port)
+            .tcp(&up.host, up.port, false)
             .await
             .map_err(|e| ConnectError {
                 kind: match e.kind {
@@ -343,7 +377,10 @@ impl ConnectorSettings {
                 },
                 message: format!("upstream proxy: {}", e.message),
             })?;
-        let mut conn = Conn::Plain(tcp);
+        let mut conn = Conn::Plain {
+            stream: tcp,
+            _permit: permit,
+        };
         if up.tls {
             conn = Conn::Tls(Box::new(
                 self.tls(self.proxy_tls.clone(), &up.host, conn).await?,
@@ -398,119 +435,14 @@ impl ConnectorSettings {
     }
 }
 
+/// The host's normal form: the key of `--resolve`, pins and per-origin caps.
+fn bare_host(host: &str) -> String {
+    crate::host::normal_form(host)
+}
+
 fn is_local(ip: IpAddr) -> bool {
     // Binding a probe socket to the address succeeds only for addresses of this host.
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
-}
-
-/// Reads the reply head of a CONNECT byte by byte (so no tunnel byte is consumed) and returns
-/// the status code.
-async fn read_connect_reply<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u16> {
-    let mut head = Vec::with_capacity(256);
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reply head too long",
-            ));
-        }
-        let b = s.read_u8().await?;
-        head.push(b);
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not an HTTP reply: {}", line.trim()),
-        ));
-    }
-    parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "reply without a status code"))
-}
-
-/// A connection to the origin: plain TCP, or TLS over a connection (which may itself be TLS
-/// to a corporate proxy).
-pub(crate) enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<Conn>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        match self {
-            Conn::Plain(_) => Connected::new(),
-            Conn::Tls(s) => {
-                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
-            }
-        }
-    }
 }
 
 /// The connector the pooled hyper client uses: one per ALPN offer.
@@ -546,38 +478,5 @@ impl tower_service::Service<Uri> for Connector {
                 Ok(TokioIo::new(conn))
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
-
-    #[test]
-    fn upstream_proxy_urls() {
-        let p = UpstreamProxy::parse("http://u:p%40ss@corp.example:3128").unwrap();
-        assert!(!p.tls);
-        assert_eq!((p.host.as_str(), p.port), ("corp.example", 3128));
-        assert_eq!(p.authorization.as_deref(), Some("Basic dTpwQHNz"));
-        let p = UpstreamProxy::parse("https://[::1]/").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.tls), ("::1", 443, true));
-        assert!(UpstreamProxy::parse("socks5://x:1").is_err());
-        assert!(UpstreamProxy::parse("http://x:1/path").is_err());
-        assert!(UpstreamProxy::parse("http://").is_err());
     }
 }

@@ -600,7 +600,8 @@ fn status_codes_and_bodies_pass_through() {
 #[test]
 fn ipv6_literal_targets_keep_their_brackets() {
     run(async {
-        let h = Harness::new(&["domain=*"]).await;
+        // The origins are on ::1, which a rule cannot name: allow loopback upstreams.
+        let h = Harness::with(&["domain=*"], |c| c.upstream_allow_local = true).await;
         let origin = Origin::start_at("[::1]:0".parse().unwrap(), None, None).await;
         let tls = Origin::start_at(
             "[::1]:0".parse().unwrap(),

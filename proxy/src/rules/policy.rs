@@ -18,6 +18,9 @@ pub struct Decision {
     pub allowed: bool,
     /// Raw text of the first rule that matched, byte for byte; `None` when denied.
     pub matched_rule: Option<String>,
+    /// The matching rule's domain has no wildcard, so it names this host literally (an IP
+    /// literal named this way may be connected to even when it is a loopback address).
+    pub names_host: bool,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +109,7 @@ impl Policy {
             return Decision {
                 allowed: false,
                 matched_rule: None,
+                names_host: false,
             };
         }
         let readings = path_readings(path);
@@ -118,15 +122,19 @@ impl Policy {
                         .all(|segs| ps.iter().any(|p| path_matches(p, segs)))
                 })
             {
+                let names_host = matches!(&rule.domain, Some(DomainPattern::Labels(l))
+                    if l.iter().all(|x| matches!(x, Label::Literal(_))));
                 return Decision {
                     allowed: true,
                     matched_rule: Some(rule.raw().to_string()),
+                    names_host,
                 };
             }
         }
         Decision {
             allowed: false,
             matched_rule: None,
+            names_host: false,
         }
     }
 

@@ -79,7 +79,7 @@ impl Proxy {
     /// One request through the phases: decide, then forward, open a tunnel, or refuse.
     async fn route(self: Arc<Self>, req: Request<Incoming>, ctx: &ConnCtx) -> Response<ProxyBody> {
         let grpc = respond::is_grpc(req.headers());
-        match self.decide(&req, ctx) {
+        match self.decide(&req, ctx).await {
             Verdict::Forward(decided) => match self.forward(req, decided).await {
                 Ok(resp) => resp,
                 Err(failure) => respond::failure(&failure, grpc),

@@ -44,6 +44,9 @@ pub(super) enum RefusalKind {
     ProxyItself { tunnel: bool },
     /// No allow rule matches: 403, with rules that would allow it.
     NoRule { tunnel: bool },
+    /// Allowed by a rule, but the host resolves to a loopback, link-local, metadata or other
+    /// host-internal address that neither `--resolve` nor the rule names: 403.
+    LocalAddress(String),
 }
 
 impl RefusalKind {
@@ -58,7 +61,9 @@ impl RefusalKind {
     /// The reason shown on the refusal page and in the log.
     pub fn reason(&self) -> String {
         match self {
-            RefusalKind::Unroutable(m) | RefusalKind::HostMismatch(m) => m.clone(),
+            RefusalKind::Unroutable(m)
+            | RefusalKind::HostMismatch(m)
+            | RefusalKind::LocalAddress(m) => m.clone(),
             RefusalKind::ProxyItself { tunnel: true } => {
                 "the tunnel is addressed to the proxy itself".into()
             }
@@ -92,6 +97,8 @@ struct Judged {
     url: String,
     /// `Ok(matched rule)` when allowed.
     outcome: Result<String, RefusalKind>,
+    /// The matched rule names the host literally (see `Decision::names_host`).
+    names_host: bool,
     suggestions: Vec<String>,
 }
 
@@ -103,13 +110,25 @@ enum Judgement {
 }
 
 impl Proxy {
-    /// Decides one request; the single place where requests are numbered and audited.
-    pub(super) fn decide<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
-        let judged = match self.judge(req, ctx) {
+    /// Decides one request; the single place where requests are numbered and audited. An
+    /// allowed request's upstream addresses are checked (and pinned for the connector) before
+    /// the record is written, so a refused address is audited as the denial it is.
+    pub(super) async fn decide<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
+        let mut judged = match self.judge(req, ctx) {
             Judgement::Unroutable(r) => return Verdict::Refuse(r),
             Judgement::Tunnel { host, port } => return Verdict::Tunnel { host, port },
             Judgement::Judged(j) => j,
         };
+        if judged.outcome.is_ok() {
+            let t = &judged.target;
+            if let Err(e) = self
+                .settings
+                .check_destination(t.host.as_str(), t.port, judged.names_host)
+                .await
+            {
+                judged.outcome = Err(RefusalKind::LocalAddress(e.message));
+            }
+        }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
         self.audit(sequence, &judged, req.headers());
         match judged.outcome {
@@ -161,6 +180,7 @@ impl Proxy {
         };
         let url = target.url(&path);
         let mut suggestions = Vec::new();
+        let mut names_host = false;
         let outcome =
             if let Some(reason) = ctx.mismatch.clone().or_else(|| target.mismatch(req, ctx)) {
                 Err(RefusalKind::HostMismatch(reason))
@@ -171,6 +191,7 @@ impl Proxy {
                     .config
                     .policy
                     .decide(&method, target.host.as_str(), &path);
+                names_host = decision.names_host;
                 match decision.matched_rule {
                     Some(rule) if decision.allowed => Ok(rule),
                     _ => {
@@ -188,6 +209,7 @@ impl Proxy {
             path,
             url,
             outcome,
+            names_host,
             suggestions,
         })
     }
@@ -225,6 +247,7 @@ impl Proxy {
             },
             path: String::new(),
             outcome,
+            names_host: false,
             suggestions,
         })
     }

@@ -91,6 +91,9 @@ impl Proxy {
             upstream_proxy,
             proxy_tls: Arc::new(upstream::client_config(roots.clone(), &[])),
             listen_addrs: listen_addrs.clone(),
+            allow_local: config.upstream_allow_local,
+            pins: Default::default(),
+            limits: upstream::Limits::new(config.upstream_per_origin, config.upstream_total),
         });
         let build = |alpn: &[&[u8]]| {
             let connector = Connector {

@@ -1,0 +1,146 @@
+//! The corporate upstream proxy (`--upstream-proxy`): its URL, and reading its reply to
+//! CONNECT.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// A parsed `--upstream-proxy` URL.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamProxy {
+    pub(super) tls: bool,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) authorization: Option<String>,
+}
+
+impl UpstreamProxy {
+    /// Parses `http://[user:pass@]host[:port]` or `https://...`.
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!(
+                "upstream proxy {url:?} must start with http:// or https://"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!(
+                "upstream proxy {url:?} must not have a path; use scheme://host:port"
+            ));
+        }
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let authority: http::uri::Authority = hostport
+            .parse()
+            .map_err(|e| format!("upstream proxy {url:?} has a bad host: {e}"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err(format!("upstream proxy {url:?} has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let authorization = userinfo.map(|u| {
+            let decoded = percent_encoding::percent_decode_str(u).decode_utf8_lossy();
+            format!("Basic {}", base64(decoded.as_bytes()))
+        });
+        Ok(Self {
+            tls,
+            host,
+            port,
+            authorization,
+        })
+    }
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Reads the reply head of a CONNECT byte by byte (so no tunnel byte is consumed) and returns
+/// the status code.
+pub(super) async fn read_connect_reply<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u16> {
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reply head too long",
+            ));
+        }
+        let b = s.read_u8().await?;
+        head.push(b);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP reply: {}", line.trim()),
+        ));
+    }
+    parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "reply without a status code"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn upstream_proxy_urls() {
+        let p = UpstreamProxy::parse("http://u:p%40ss@corp.example:3128").unwrap();
+        assert!(!p.tls);
+        assert_eq!((p.host.as_str(), p.port), ("corp.example", 3128));
+        assert_eq!(p.authorization.as_deref(), Some("Basic dTpwQHNz"));
+        let p = UpstreamProxy::parse("https://[::1]/").unwrap();
+        assert_eq!((p.host.as_str(), p.port, p.tls), ("::1", 443, true));
+        assert!(UpstreamProxy::parse("socks5://x:1").is_err());
+        assert!(UpstreamProxy::parse("http://x:1/path").is_err());
+        assert!(UpstreamProxy::parse("http://").is_err());
+    }
+}

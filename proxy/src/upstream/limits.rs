@@ -1,0 +1,118 @@
+//! Caps on upstream connections, per origin and in total, so a jailed process opening many
+//! parallel requests (HTTP/2 streams to an HTTP/1.1 origin, or many client connections) cannot
+//! make the proxy open descriptors without bound. Beyond a cap a new connection waits for a
+//! permit instead of failing; the permit lives as long as the connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Raises this process's soft descriptor limit to its hard limit, so a proxy started under a
+/// low default (often 1,024) is not starved by a jailed process that opens many connections.
+/// Returns the limit before and after.
+pub fn raise_descriptor_limit() -> Result<(u64, u64), nix::Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard.max(soft)))
+}
+
+/// Default upstream connections per origin (`host:port`).
+pub const PER_ORIGIN: usize = 64;
+
+/// The default total: a quarter of the descriptor limit (client connections, the audit path
+/// and the jail need the rest), at least 64 and at most 8,192.
+pub fn default_total() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 4).unwrap_or(8192).clamp(64, 8192)
+}
+
+/// Held by one upstream connection: a permit of its origin and one of the total.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    _origin: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
+/// The semaphores.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    per_origin: usize,
+    total: Arc<Semaphore>,
+    origins: Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
+}
+
+impl Limits {
+    pub(crate) fn new(per_origin: usize, total: usize) -> Self {
+        Self {
+            per_origin: per_origin.max(1),
+            total: Arc::new(Semaphore::new(total.max(1))),
+            origins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until a connection to `host:port` may be opened. The origin permit is taken
+    /// first, so requests to a busy origin queue there without holding a total permit.
+    pub(crate) async fn acquire(&self, host: &str, port: u16) -> Permit {
+        let origin = {
+            let mut map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget origins with no open connection once the map grows.
+            if map.len() > 4096 {
+                let full = self.per_origin;
+                map.retain(|_, s| s.available_permits() < full);
+            }
+            map.entry((host.to_ascii_lowercase(), port))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_origin)))
+                .clone()
+        };
+        if origin.available_permits() == 0 {
+            tracing::debug!(
+                host,
+                port,
+                "upstream connections to this origin at the cap; waiting"
+            );
+        }
+        let origin = origin.acquire_owned().await.expect("never closed");
+        if self.total.available_permits() == 0 {
+            tracing::warn!(host, port, "upstream connections at the total cap; waiting");
+        }
+        let total = self
+            .total
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Permit {
+            _origin: origin,
+            _total: total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limits;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn beyond_a_cap_a_connection_waits_until_one_closes() {
+        let limits = Limits::new(2, 3);
+        let a = limits.acquire("a.test", 80).await;
+        let _b = limits.acquire("A.test", 80).await;
+        // A third connection to the same origin waits (the name is case-insensitive).
+        assert!(limits.acquire("a.test", 80).now_or_never().is_none());
+        // Another origin gets the last total permit; then every origin waits.
+        let c = limits.acquire("b.test", 80).await;
+        assert!(limits.acquire("c.test", 80).now_or_never().is_none());
+        // A closed connection lets the next one in.
+        drop(c);
+        assert!(limits.acquire("c.test", 80).now_or_never().is_some());
+        drop(a);
+        assert!(limits.acquire("a.test", 80).now_or_never().is_some());
+    }
+}
