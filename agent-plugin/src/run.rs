@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use boundary_audit::forwarder::SpoolConfig;
 use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
 use boundary_jail::{JailSpec, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
@@ -54,6 +55,7 @@ pub fn process_name(program: &OsString) -> String {
 pub fn jail_spec(cfg: &Config, command: &[OsString], ca: &CertificateAuthority) -> JailSpec {
     let mut hide_paths = vec![ca.key_path().to_path_buf()];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
+    hide_paths.push(spool_dir());
     JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
@@ -74,9 +76,75 @@ fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
     jail.with_context(|| format!("cannot start the {} jail", cfg.jail_type))
 }
 
-fn audit_options(cfg: &Config, run: RunContext) -> AuditOptions {
+/// Where records wait for the agent across runs: `$XDG_STATE_HOME/coder_boundary/spool`, else
+/// `/var/lib/coder_boundary/spool` for root, else `~/.local/state/coder_boundary/spool`.
+pub fn spool_dir() -> PathBuf {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None if crate::selftest::is_root() => PathBuf::from("/var/lib"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join(".local/state"),
+    };
+    base.join("coder_boundary").join("spool")
+}
+
+/// Bytes the spool may hold: about a million records, hours of heavy use.
+const SPOOL_MAX_BYTES: u64 = 256 << 20;
+
+/// Connects to the agent before the jail exists, so a jailed process cannot have replaced the
+/// socket path yet; the connection is kept for the run (its listener is still checked).
+fn connect_agent_early(cfg: &Config) -> Option<std::os::unix::net::UnixStream> {
+    if cfg.disable_audit_logs {
+        return None;
+    }
+    match std::os::unix::net::UnixStream::connect(&cfg.log_proxy_socket_path) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %cfg.log_proxy_socket_path.display(), error = %e,
+                "cannot connect to the Coder agent audit socket before starting the jail");
+            None
+        }
+    }
+}
+
+/// The spool, in a Coder workspace (the agent socket is there): records the agent has not
+/// taken are kept on disk. Outside Coder nothing would ever collect them. The directory is
+/// made before the jail starts so nsjail can hide it.
+fn prepare_spool(cfg: &Config, early: bool) -> Option<SpoolConfig> {
+    use std::os::unix::fs::DirBuilderExt;
+    if cfg.disable_audit_logs || !(early || cfg.log_proxy_socket_path.exists()) {
+        return None;
+    }
+    let dir = spool_dir();
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+    {
+        tracing::error!(dir = %dir.display(), error = %e,
+            "cannot create the audit spool directory; records the agent has not taken are \
+             kept in memory only; set XDG_STATE_HOME to a writable directory");
+        return None;
+    }
+    Some(SpoolConfig {
+        dir,
+        max_bytes: SPOOL_MAX_BYTES,
+    })
+}
+
+fn audit_options(
+    cfg: &Config,
+    run: RunContext,
+    early: Option<std::os::unix::net::UnixStream>,
+    spool: Option<SpoolConfig>,
+) -> AuditOptions {
     let mut o = AuditOptions::new(run);
-    o.log_level = cfg.log_level;
+    o.spool = spool;
+    o.verify_agent_peer = true;
+    o.early_connection = early;
     o.audit_log = cfg.audit_log.clone();
     o.socket_path = (!cfg.disable_audit_logs).then(|| cfg.log_proxy_socket_path.clone());
     o.protocol = cfg.audit_protocol;
@@ -147,6 +215,8 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
     let spec = jail_spec(&cfg, &command, &ca);
     let pconf = proxy_config(&cfg, &run)?;
+    let early = connect_agent_early(&cfg);
+    let spool = prepare_spool(&cfg, early.is_some());
     let mut jail = start_jail(&cfg, &spec)?;
     tracing::info!(session_id = %run.session_id, jail = %cfg.jail_type, "jail started");
 
@@ -155,7 +225,7 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let audit = match AuditPipeline::start(audit_options(&cfg, run)) {
+        let audit = match AuditPipeline::start(audit_options(&cfg, run, early, spool)) {
             Ok(a) => a,
             Err(e) => {
                 jail.kill();

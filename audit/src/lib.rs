@@ -21,6 +21,7 @@ pub mod forwarder;
 mod jsonfile;
 pub mod local;
 pub mod otel;
+pub mod peer;
 mod pipeline;
 mod record;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::fields::RequestFields;
-use crate::forwarder::{Forwarder, ForwarderConfig};
+use crate::forwarder::{Forwarder, ForwarderConfig, SpoolConfig};
 use crate::jsonfile::JsonFile;
 use crate::otel::Otel;
 use crate::{local, AuditRecord, AuditSink, RunContext};
@@ -84,11 +84,9 @@ impl FromStr for AuditProtocol {
 }
 
 /// Everything the pipeline needs; see [`AuditOptions::new`] for the defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AuditOptions {
     pub run: RunContext,
-    /// Informational: the level filter itself belongs to the binary's tracing subscriber.
-    pub log_level: LogLevel,
     /// JSON lines, every decision, one write per record, reopened on SIGHUP.
     pub audit_log: Option<PathBuf>,
     /// The agent's socket; `None` when `--disable-audit-logs`.
@@ -100,20 +98,29 @@ pub struct AuditOptions {
     pub queue_size: usize,
     /// Upper bound on the final flush (default 5 s).
     pub shutdown_timeout: Duration,
+    /// Check every listener on the agent socket ([`crate::peer::check`]) before sending it
+    /// a record. Off by default so tests can play the agent in-process; the binary turns it on.
+    pub verify_agent_peer: bool,
+    /// A connection to the agent socket made before the jail started, kept for the run.
+    pub early_connection: Option<std::os::unix::net::UnixStream>,
+    /// The durable spool for records the agent has not taken; `None`: memory only.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl AuditOptions {
-    /// Defaults: warn, no file, no socket, auto, 1 s, 10000, 5 s.
+    /// Defaults: no file, no socket, auto, 1 s, 10000, 5 s, no peer check, memory only.
     pub fn new(run: RunContext) -> Self {
         Self {
             run,
-            log_level: LogLevel::Warn,
             audit_log: None,
             socket_path: None,
             protocol: AuditProtocol::Auto,
             flush_interval: Duration::from_secs(1),
             queue_size: 10_000,
             shutdown_timeout: Duration::from_secs(5),
+            verify_agent_peer: false,
+            early_connection: None,
+            spool: None,
         }
     }
 }
@@ -156,6 +163,8 @@ pub struct ShutdownReport {
     pub fell_back_to_v1: bool,
     /// True when the agent socket was reached at least once (false outside Coder).
     pub connected: bool,
+    /// Records left in the durable spool for the next run to deliver.
+    pub spooled: u64,
 }
 
 struct Inner {
@@ -210,7 +219,7 @@ impl AuditPipeline {
     /// Opens the file, starts the forwarder and the OTLP exporter. Must be called inside a
     /// tokio runtime. A missing agent socket is not an error: it is warned about, and used as
     /// soon as it appears.
-    pub fn start(opts: AuditOptions) -> Result<Self, AuditError> {
+    pub fn start(mut opts: AuditOptions) -> Result<Self, AuditError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| AuditError::NoRuntime)?;
         if opts.queue_size == 0 {
             return Err(AuditError::Invalid("--audit-queue-size must be at least 1"));
@@ -242,8 +251,10 @@ impl AuditPipeline {
             })?),
             None => None,
         };
+        let early = opts.early_connection.take();
+        let spool = opts.spool.take();
         let forwarder = opts.socket_path.as_ref().map(|path| {
-            if !path.exists() {
+            if !path.exists() && early.is_none() {
                 tracing::warn!(
                     path = %path.display(),
                     "Coder agent audit socket does not exist (older Coder, or not in a \
@@ -256,6 +267,9 @@ impl AuditPipeline {
                     protocol: opts.protocol,
                     flush_interval: opts.flush_interval,
                     queue_size: opts.queue_size,
+                    verify_peer: opts.verify_agent_peer,
+                    early,
+                    spool,
                 },
                 &opts.run,
             )
@@ -316,6 +330,7 @@ impl AuditPipeline {
             report.dropped = dropped;
             report.fell_back_to_v1 = fw.stats().fell_back_to_v1.load(Ordering::SeqCst);
             report.connected = fw.stats().connections.load(Ordering::SeqCst) > 0;
+            report.spooled = fw.stats().spooled_at_exit.load(Ordering::SeqCst);
         }
         if let Some(f) = inner.file {
             report.file_dropped = f.dropped();
@@ -332,10 +347,12 @@ impl AuditPipeline {
             }
         }
         if report.dropped > 0 && report.connected {
-            tracing::warn!(
+            tracing::error!(
                 sent = report.sent,
                 dropped = report.dropped,
-                "some audit records did not reach the Coder agent (all are in the local log)"
+                spooled = report.spooled,
+                "some audit records did not reach the Coder agent (their sequence numbers are \
+                 in the DROPPED lines above)"
             );
         }
         report

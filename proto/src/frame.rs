@@ -119,6 +119,33 @@ pub fn encode_message(tag: Tag, msg: &impl Message) -> Result<Bytes, FrameError>
     Ok(out.freeze())
 }
 
+/// Size of a frame's payload carrying an encoded `ReportBoundaryLogsRequest` of `req_len`
+/// bytes: the request itself for tag 1, wrapped as `BoundaryMessage.logs` (field 1) for tag 2.
+/// Tag 2 is the larger, so a batch sized for it also fits when resent as tag 1.
+pub fn logs_payload_len(tag: Tag, req_len: usize) -> usize {
+    match tag {
+        Tag::V1 => req_len,
+        Tag::V2 => 1 + prost::encoding::encoded_len_varint(req_len as u64) + req_len,
+    }
+}
+
+/// Frames an already encoded `ReportBoundaryLogsRequest` without decoding it again: as is for
+/// tag 1, as the `logs` field of a `BoundaryMessage` for tag 2.
+pub fn encode_logs(tag: Tag, req: &[u8]) -> Result<Bytes, FrameError> {
+    let len = logs_payload_len(tag, req.len());
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::Oversized(len));
+    }
+    let mut out = BytesMut::with_capacity(HEADER_LEN + len);
+    out.put_u32(((tag as u32) << 24) | len as u32);
+    if tag == Tag::V2 {
+        out.put_u8(0x0a);
+        prost::encoding::encode_varint(req.len() as u64, &mut out);
+    }
+    out.put_slice(req);
+    Ok(out.freeze())
+}
+
 /// Parses a header: the tag and the payload length, or why it is unacceptable.
 pub fn parse_header(header: [u8; HEADER_LEN]) -> Result<(Tag, usize), FrameError> {
     let tag = Tag::from_u8(header[0]).ok_or(FrameError::UnknownTag(header[0]))?;
@@ -189,6 +216,31 @@ mod tests {
         encode(Tag::V2, &[7u8; 0x0102], &mut out).unwrap();
         assert_eq!(&out[..4], &[2, 0x00, 0x01, 0x02]);
         assert_eq!(out.len(), 4 + 0x0102);
+    }
+
+    #[test]
+    fn framed_logs_decode_to_the_same_request_in_both_tags() {
+        let req = ReportBoundaryLogsRequest {
+            session_id: "s".repeat(300),
+            ..Default::default()
+        };
+        let bytes = req.encode_to_vec();
+        for tag in [Tag::V1, Tag::V2] {
+            let f = encode_logs(tag, &bytes).unwrap();
+            assert_eq!(f.len(), HEADER_LEN + logs_payload_len(tag, bytes.len()));
+            let frame = decode_all(&f).unwrap().remove(0);
+            let got = match frame.decode_payload().unwrap() {
+                Payload::V1(r) => r,
+                Payload::V2(m) => match m.msg {
+                    Some(crate::pb::boundary_message::Msg::Logs(r)) => r,
+                    other => panic!("{other:?}"),
+                },
+            };
+            assert_eq!(got, req);
+        }
+        let big = vec![0u8; MAX_PAYLOAD - 2];
+        assert!(encode_logs(Tag::V1, &big).is_ok());
+        assert!(encode_logs(Tag::V2, &big).is_err());
     }
 
     #[test]

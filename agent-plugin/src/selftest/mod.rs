@@ -614,7 +614,7 @@ fn free_port() -> u16 {
         .unwrap_or(8080)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)

@@ -83,6 +83,8 @@ pub fn boundary_cmd(who: As, config: &Path, prefix: &[&str]) -> Command {
     parts.push("env".into());
     parts.push(format!("PATH={PATH}"));
     parts.push(format!("XDG_CONFIG_HOME={}", config.display()));
+    // The audit spool is per test too: another test's leftovers must not be delivered here.
+    parts.push(format!("XDG_STATE_HOME={}", config.display()));
     if who == As::User {
         parts.push(format!("HOME=/home/{TEST_USER}"));
     }

@@ -1,0 +1,116 @@
+//! Batches waiting for the agent: in memory (bounded by the queue size) or in the durable
+//! [`Spool`]. The task sees one queue: push, take the next unsent batch, confirm or rewind
+//! what is in flight.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use super::batch::Batch;
+use super::spool::Spool;
+use super::ForwarderStats;
+
+/// Where batches wait.
+pub(crate) enum Store {
+    Memory {
+        unsent: VecDeque<Batch>,
+        inflight: VecDeque<Batch>,
+    },
+    Disk(Spool),
+}
+
+impl Store {
+    pub fn memory() -> Self {
+        Store::Memory {
+            unsent: VecDeque::new(),
+            inflight: VecDeque::new(),
+        }
+    }
+
+    /// Takes a closed batch. On disk the in-memory queue count drops now; in memory it drops
+    /// when the batch is first written. `Err` is a drop the caller reports.
+    pub fn push(&mut self, b: Batch, stats: &ForwarderStats) -> Result<(), (Batch, String)> {
+        match self {
+            Store::Memory { unsent, .. } => {
+                unsent.push_back(b);
+                Ok(())
+            }
+            Store::Disk(s) => {
+                stats.queued.fetch_sub(b.records, Ordering::SeqCst);
+                s.push(b)
+            }
+        }
+    }
+
+    /// The next batch to write; it is in flight until [`Store::ack`] or [`Store::rewind`].
+    pub fn next_unsent(&mut self, stats: &ForwarderStats) -> Option<Batch> {
+        match self {
+            Store::Memory { unsent, inflight } => {
+                let mut b = unsent.pop_front()?;
+                if !b.dequeued {
+                    b.dequeued = true;
+                    stats.queued.fetch_sub(b.records, Ordering::SeqCst);
+                }
+                inflight.push_back(b.clone());
+                Some(b)
+            }
+            Store::Disk(s) => s.next_unsent(),
+        }
+    }
+
+    pub fn has_unsent(&self) -> bool {
+        match self {
+            Store::Memory { unsent, .. } => !unsent.is_empty(),
+            Store::Disk(s) => s.has_unsent(),
+        }
+    }
+
+    pub fn inflight_records(&self) -> usize {
+        match self {
+            Store::Memory { inflight, .. } => inflight.iter().map(|b| b.records).sum(),
+            Store::Disk(s) => s.inflight_records(),
+        }
+    }
+
+    /// The agent read everything in flight.
+    pub fn ack(&mut self) {
+        match self {
+            Store::Memory { inflight, .. } => inflight.clear(),
+            Store::Disk(s) => s.ack_inflight(),
+        }
+    }
+
+    /// The agent left with frames unread: they are sent again, first.
+    pub fn rewind(&mut self) {
+        match self {
+            Store::Memory { unsent, inflight } => {
+                while let Some(b) = inflight.pop_back() {
+                    unsent.push_front(b);
+                }
+            }
+            Store::Disk(s) => s.rewind(),
+        }
+    }
+
+    /// Records never confirmed: in memory they are lost at exit, on disk a later run sends them.
+    pub fn undelivered(&self) -> u64 {
+        match self {
+            Store::Memory { unsent, inflight } => unsent
+                .iter()
+                .chain(inflight)
+                .map(|b| b.records as u64)
+                .sum(),
+            Store::Disk(s) => s.undelivered_records(),
+        }
+    }
+
+    pub fn is_disk(&self) -> bool {
+        matches!(self, Store::Disk(_))
+    }
+
+    /// Flushes the spool to the disk (shutdown).
+    pub fn sync(&mut self) {
+        if let Store::Disk(s) = self {
+            s.sync_if_due(true);
+        }
+    }
+}
