@@ -10,6 +10,7 @@ mod diag;
 mod logging;
 mod run;
 mod selftest;
+mod tamper;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

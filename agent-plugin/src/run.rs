@@ -52,11 +52,16 @@ pub fn process_name(program: &OsString) -> String {
 }
 
 /// The jail's description of this run.
-pub fn jail_spec(cfg: &Config, command: &[OsString], ca: &CertificateAuthority) -> JailSpec {
-    let mut hide_paths = vec![ca.key_path().to_path_buf()];
+pub fn jail_spec(
+    cfg: &Config,
+    command: &[OsString],
+    ca: &CertificateAuthority,
+) -> Result<JailSpec> {
+    // A persistent CA key left by an earlier version stays hidden (nsjail) even though unused.
+    let mut hide_paths = vec![cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE)];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
     hide_paths.push(spool_dir());
-    JailSpec {
+    Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
         env: ca_env(ca.cert_path()),
@@ -64,8 +69,9 @@ pub fn jail_spec(cfg: &Config, command: &[OsString], ca: &CertificateAuthority) 
         use_real_dns: cfg.use_real_dns,
         no_user_namespace: cfg.no_user_namespace,
         hide_paths,
+        readonly_paths: crate::tamper::protected_paths(cfg)?,
         landjail_deny_bind: cfg.landjail_deny_bind,
-    }
+    })
 }
 
 fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
@@ -174,35 +180,27 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
     Ok(pc)
 }
 
-/// The CA for this run. nsjail uses the persistent CA in the config dir and hides its key with
-/// a mount. landjail cannot hide a file its own uid can read, so it mints a CA for this run
-/// only, keeps the key in memory and deletes it from disk before the target starts; the
-/// certificate lives in a private temporary directory removed at exit.
-fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, Option<tempfile::TempDir>)> {
-    match cfg.jail_type {
-        JailType::Nsjail => {
-            let ca = CertificateAuthority::load_or_create(&cfg.config_dir)
-                .context("cannot prepare the CA that intercepts TLS")?;
-            Ok((Arc::new(ca), None))
-        }
-        JailType::Landjail => {
-            let dir = tempfile::Builder::new()
-                .prefix("boundary-ca-")
-                .tempdir()
-                .context(
-                "cannot create a private directory for this run's CA certificate (check TMPDIR)",
-            )?;
-            let ca = CertificateAuthority::load_or_create(dir.path())
-                .context("cannot prepare the CA that intercepts TLS")?;
-            std::fs::remove_file(ca.key_path()).with_context(|| {
-                format!(
-                    "cannot remove the run's CA key {} before jailing",
-                    ca.key_path().display()
-                )
-            })?;
-            Ok((Arc::new(ca), Some(dir)))
-        }
+/// The CA for this run, in both jails: a fresh CA whose key exists only in boundary's memory
+/// (never on disk, so no jail of this or any other run can read it); its certificate lives in
+/// a private temporary directory removed at exit, named by the trust variables.
+fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, tempfile::TempDir)> {
+    let dir = tempfile::Builder::new()
+        .prefix("boundary-ca-")
+        .tempdir()
+        .context(
+            "cannot create a private directory for this run's CA certificate (check TMPDIR)",
+        )?;
+    let ca = CertificateAuthority::ephemeral(dir.path())
+        .context("cannot prepare the CA that intercepts TLS")?;
+    let legacy = cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE);
+    if legacy.exists() {
+        tracing::warn!(
+            path = %legacy.display(),
+            "a CA key from an earlier boundary version is still on disk; boundary no longer uses \
+             it (each run has its own CA): delete it and remove its certificate from any trust store"
+        );
     }
+    Ok((Arc::new(ca), dir))
 }
 
 /// Runs `command` jailed and returns the exit code boundary should exit with.
@@ -213,10 +211,14 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
     }
     tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
-    let spec = jail_spec(&cfg, &command, &ca);
+    let spec = jail_spec(&cfg, &command, &ca)?;
     let pconf = proxy_config(&cfg, &run)?;
     let early = connect_agent_early(&cfg);
     let spool = prepare_spool(&cfg, early.is_some());
+    let files = match cfg.jail_type {
+        JailType::Landjail => Some(crate::tamper::snapshot(&cfg)?),
+        JailType::Nsjail => None, // read-only inside the jail
+    };
     let mut jail = start_jail(&cfg, &spec)?;
     tracing::info!(session_id = %run.session_id, jail = %cfg.jail_type, "jail started");
 
@@ -262,6 +264,9 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
         }
         let report = audit.shutdown().await;
         tracing::debug!(?report, "audit flushed");
+        if let Some(files) = files {
+            files.report();
+        }
         Ok(code)
     })
 }

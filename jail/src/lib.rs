@@ -84,6 +84,10 @@ pub struct JailSpec {
     pub no_user_namespace: bool,
     /// Paths the jailed process must not reach (the CA key, the agent's audit socket).
     pub hide_paths: Vec<PathBuf>,
+    /// Paths the jailed process may read but never change (boundary's config directory, its
+    /// log and audit files). nsjail binds them read-only; landjail cannot (same uid), so the
+    /// caller checks them for changes instead.
+    pub readonly_paths: Vec<PathBuf>,
     /// landjail: forbid TCP bind as well (default allows local servers).
     pub landjail_deny_bind: bool,
 }

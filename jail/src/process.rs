@@ -169,6 +169,26 @@ pub fn drop_all_privileges() -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the calling process join a new, empty session keyring, so the target cannot read
+/// keys of the session boundary was started from (`keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`).
+/// The keyring is inherited by everything the caller forks and execs.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a null name reads no memory of ours; it only changes this process's
+    // session keyring. No safe wrapper exists in nix or rustix.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl RunningJail {
     /// Supervises `child`; signals are forwarded to the child itself until
     /// [`forward_signals_to`](Self::forward_signals_to) names another process.

@@ -1,8 +1,12 @@
 //! The local certificate authority that signs the leaf certificates shown to intercepted clients.
 //!
-//! The CA lives in the config directory (INTEROP §4) as `ca-cert.pem` and `ca-key.pem`. It is
-//! loaded when both files are present and valid (parseable, key matching the certificate, not
-//! expired), otherwise a fresh ECDSA P-256 CA is written. Leaves are ECDSA P-256 too, minted per
+//! A jailed run uses a per-run CA ([`CertificateAuthority::ephemeral`]): its key is generated in
+//! memory and never written anywhere, only its certificate is (for the jailed process's trust
+//! variables), so no jail, in this run or any other, can read the key that signs the leaves.
+//! A persistent CA ([`CertificateAuthority::load_or_create`], INTEROP §4's `ca-cert.pem` and
+//! `ca-key.pem` in a directory) is loaded when both files are present and valid (parseable, key
+//! matching the certificate, not expired), otherwise a fresh ECDSA P-256 CA is written; it is
+//! for tools outside a jail (selftest's fixture upstream). Leaves are ECDSA P-256 too, minted per
 //! host name (or IP address, for TLS without SNI), with random serials and a backdated start,
 //! and cached in a sharded map so that concurrent handshakes for different hosts never wait on
 //! one global lock.
@@ -73,7 +77,8 @@ struct CachedLeaf {
 /// The loaded CA plus the leaf cache. Shared by every connection of one proxy.
 pub struct CertificateAuthority {
     cert_path: PathBuf,
-    key_path: PathBuf,
+    /// Where the key is stored; `None` for a per-run CA whose key exists only in memory.
+    key_path: Option<PathBuf>,
     issuer: Certificate,
     issuer_key: KeyPair,
     issuer_der: CertificateDer<'static>,
@@ -100,7 +105,11 @@ impl CertificateAuthority {
                 // Tighten a key file someone loosened; failure to do so is not fatal.
                 let _ = fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600));
                 return Ok(Self::from_parts(
-                    cert_path, key_path, issuer, issuer_key, issuer_der,
+                    cert_path,
+                    Some(key_path),
+                    issuer,
+                    issuer_key,
+                    issuer_der,
                 ));
             }
             Err(reason) => {
@@ -123,13 +132,38 @@ impl CertificateAuthority {
         tracing::info!(path = %cert_path.display(), "created a new CA");
         let issuer_der = issuer.der().clone();
         Ok(Self::from_parts(
-            cert_path, key_path, issuer, issuer_key, issuer_der,
+            cert_path,
+            Some(key_path),
+            issuer,
+            issuer_key,
+            issuer_der,
+        ))
+    }
+
+    /// A CA for one run: a fresh key that exists only in this process's memory, and its
+    /// certificate written to `<dir>/ca-cert.pem` (dir created 0700) for the jailed process's
+    /// trust variables. Nothing on disk, in any run, ever holds the key, so no jail can read it.
+    pub fn ephemeral(dir: &Path) -> Result<Self, CaError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| CaError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let cert_path = dir.join(CA_CERT_FILE);
+        let (issuer, issuer_key) = create_ca()?;
+        write_file(&cert_path, issuer.pem().as_bytes(), 0o644)?;
+        let issuer_der = issuer.der().clone();
+        Ok(Self::from_parts(
+            cert_path, None, issuer, issuer_key, issuer_der,
         ))
     }
 
     fn from_parts(
         cert_path: PathBuf,
-        key_path: PathBuf,
+        key_path: Option<PathBuf>,
         issuer: Certificate,
         issuer_key: KeyPair,
         issuer_der: CertificateDer<'static>,
@@ -149,9 +183,9 @@ impl CertificateAuthority {
         &self.cert_path
     }
 
-    /// Path of the CA key, so the jail can hide it from the jailed process.
-    pub fn key_path(&self) -> &Path {
-        &self.key_path
+    /// Path of the stored CA key (`None` for a per-run CA whose key is only in memory).
+    pub fn key_path(&self) -> Option<&Path> {
+        self.key_path.as_deref()
     }
 
     /// The CA certificate as DER, exactly as stored on disk.
@@ -333,13 +367,38 @@ mod tests {
         let conf = dir.path().join("coder_boundary");
         let ca = CertificateAuthority::load_or_create(&conf).unwrap();
         let first = fs::read(ca.cert_path()).unwrap();
-        let mode = fs::metadata(ca.key_path()).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(ca.key_path().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let dmode = fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
         assert_eq!(dmode, 0o700);
         let again = CertificateAuthority::load_or_create(&conf).unwrap();
         assert_eq!(first, fs::read(again.cert_path()).unwrap());
         assert_eq!(again.cert_der().as_ref(), ca.cert_der().as_ref());
+    }
+
+    #[test]
+    fn a_per_run_ca_writes_only_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let ca = CertificateAuthority::ephemeral(&run).unwrap();
+        assert!(ca.key_path().is_none());
+        let names: Vec<_> = fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(CA_CERT_FILE)]);
+        let pem = fs::read_to_string(ca.cert_path()).unwrap();
+        assert!(!pem.contains("PRIVATE KEY"));
+        let dmode = fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        // It signs leaves, and a second one is a different CA.
+        ca.mint_leaf("p.example").unwrap();
+        let other = CertificateAuthority::ephemeral(&dir.path().join("run2")).unwrap();
+        assert_ne!(other.cert_der().as_ref(), ca.cert_der().as_ref());
     }
 
     #[test]

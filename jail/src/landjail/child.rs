@@ -2,6 +2,7 @@
 //!
 //! This runs after `fork` in a possibly multi-threaded parent, so it only makes raw syscalls on
 //! data prepared before the fork: no allocation, no locks, no logging. Order:
+//! 0. join a new, empty session keyring (the caller's keys stay outside);
 //! 1. lock the root special cases and drop every capability (bounding, ambient, effective,
 //!    permitted, inheritable), and fail if root would regain any on `exec`;
 //! 2. `no_new_privs`;
@@ -83,6 +84,7 @@ impl ChildSetup {
         if let Some(fd) = self.tty {
             crate::process::take_foreground(fd)?;
         }
+        crate::process::join_new_session_keyring()?;
         self.drop_capabilities()?;
         // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) })?;

@@ -1,5 +1,5 @@
 //! The namespace helper: `boundary` re-executed with a hidden argv[1]. It enters new user,
-//! network and mount namespaces, builds the network, creates the listening sockets, forks the
+//! network, mount, UTS, IPC and cgroup namespaces, builds the network, creates the listening sockets, forks the
 //! jail's init into a new PID namespace, hands the sockets and init's pid back, then waits for
 //! init and exits with its status. If `boundary` dies (even by SIGKILL) its end of the control
 //! socket closes, and the helper kills init, which takes the whole PID namespace with it.
@@ -80,15 +80,22 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
         fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
             .map_err(|e| userns_failure("writing the user namespace's gid_map", e))?;
     }
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| {
+    // UTS, IPC and cgroup namespaces too: the target's hostname, System V IPC and POSIX message
+    // queues, and its view of the cgroup tree are its own.
+    let private = CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    unshare(private).map_err(|e| {
         if !req.user_namespace && e == Errno::EPERM {
             format!(
-                "{NS_FAILURE}creating network and mount namespaces without a user namespace: {e}\u{0}\
+                "{NS_FAILURE}creating network, mount, UTS, IPC and cgroup namespaces without a user namespace: {e}\u{0}\
                  --no-user-namespace needs real root (CAP_SYS_ADMIN); drop the flag to use a user namespace, \
                  or use --jail-type landjail"
             )
         } else {
-            userns_failure("creating network and mount namespaces", e)
+            userns_failure("creating network, mount, UTS, IPC and cgroup namespaces", e)
         }
     })?;
     let ipv6 = net::setup_links(&req.ip_tool)?;

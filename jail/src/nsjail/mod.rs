@@ -42,6 +42,7 @@
 
 pub(crate) mod filter;
 pub(crate) mod helper;
+mod mounts;
 mod net;
 mod pid1;
 pub(crate) mod wire;
@@ -148,6 +149,7 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
         proxy_port: spec.proxy_port,
         user_namespace: !spec.no_user_namespace,
         hide_paths: spec.hide_paths.clone(),
+        readonly_paths: spec.readonly_paths.clone(),
         tty_fd: tty,
         ip_tool,
         nft_tool,

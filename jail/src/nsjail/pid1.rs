@@ -1,5 +1,6 @@
-//! The jail's init (PID 1 of the jail's PID namespace): mounts a fresh `/proc`, hides the paths
-//! the target must not reach, drops every privilege, starts the target, forwards signals to it,
+//! The jail's init (PID 1 of the jail's PID namespace): mounts a fresh `/proc`, builds the
+//! jail's view of the kernel's files and hides the paths the target must not reach (see
+//! [`super::mounts`]), gives the target a fresh session keyring, drops every privilege, starts the target, forwards signals to it,
 //! reaps every zombie and exits with the target's status (code, or 128+signal). When init exits
 //! the kernel kills whatever else is left in the namespace.
 
@@ -7,7 +8,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Command;
 
 use nix::errno::Errno;
@@ -80,45 +80,14 @@ fn setup(req: &Request) -> Result<(), String> {
             super::helper::NS_FAILURE
         )
     })?;
-    for path in &req.hide_paths {
-        hide(path)?;
-    }
+    super::mounts::build(&req.hide_paths, &req.readonly_paths)?;
+    crate::process::join_new_session_keyring()
+        .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
     // Binds init and everything it starts (see nsjail/filter.rs).
     super::filter::install(&super::filter::rules())
         .map_err(|e| format!("installing the seccomp filter: {e}"))?;
     Ok(())
-}
-
-/// Covers `path`: an empty read-only tmpfs over a directory, `/dev/null` over anything else
-/// (a file, a Unix socket). A path that does not exist needs no hiding.
-fn hide(path: &Path) -> Result<(), String> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot inspect {} to hide it: {e}", path.display())),
-    };
-    let real = fs::canonicalize(path)
-        .map_err(|e| format!("cannot resolve {} to hide it: {e}", path.display()))?;
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let r = if meta.is_dir() {
-        mount(
-            Some("tmpfs"),
-            &real,
-            Some("tmpfs"),
-            flags | MsFlags::MS_RDONLY,
-            Some("size=4k,mode=000"),
-        )
-    } else {
-        mount(
-            Some("/dev/null"),
-            &real,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-    };
-    r.map_err(|e| format!("cannot hide {} from the jail: {e}", real.display()))
 }
 
 fn run(req: &Request, blocked: &SigSet) -> i32 {

@@ -24,6 +24,8 @@ pub struct Request {
     pub proxy_port: u16,
     pub user_namespace: bool,
     pub hide_paths: Vec<PathBuf>,
+    /// Paths bound read-only in the jail (boundary's config directory and log files).
+    pub readonly_paths: Vec<PathBuf>,
     /// Standard stream that is the controlling terminal the target should take over.
     pub tty_fd: Option<i32>,
     pub ip_tool: PathBuf,
@@ -120,6 +122,10 @@ impl Request {
         for p in &self.hide_paths {
             e.bytes(p.as_os_str().as_bytes());
         }
+        e.u32(self.readonly_paths.len() as u32);
+        for p in &self.readonly_paths {
+            e.bytes(p.as_os_str().as_bytes());
+        }
         e.u32(self.tty_fd.map(|f| f as u32 + 1).unwrap_or(0));
         e.bytes(self.ip_tool.as_os_str().as_bytes());
         e.bytes(self.nft_tool.as_os_str().as_bytes());
@@ -142,6 +148,10 @@ impl Request {
         let hide_paths = (0..n)
             .map(|_| d.os().map(PathBuf::from))
             .collect::<io::Result<_>>()?;
+        let n = d.u32()?;
+        let readonly_paths = (0..n)
+            .map(|_| d.os().map(PathBuf::from))
+            .collect::<io::Result<_>>()?;
         let tty = d.u32()?;
         let tty_fd = (tty != 0).then(|| tty as i32 - 1);
         let ip_tool = PathBuf::from(d.os()?);
@@ -154,6 +164,7 @@ impl Request {
             proxy_port,
             user_namespace,
             hide_paths,
+            readonly_paths,
             tty_fd,
             ip_tool,
             nft_tool,
@@ -298,6 +309,7 @@ mod tests {
             proxy_port: 8080,
             user_namespace: true,
             hide_paths: vec!["/tmp/ca-key.pem".into()],
+            readonly_paths: vec!["/tmp/conf".into(), "/tmp/audit.log".into()],
             tty_fd: Some(0),
             ip_tool: "/usr/sbin/ip".into(),
             nft_tool: "/usr/sbin/nft".into(),

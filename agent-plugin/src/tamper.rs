@@ -1,0 +1,294 @@
+//! boundary's own files, which the jailed command must not change: the config directory (with
+//! `config.yaml`, the next run's allowlist), an explicit `--config` file, the `--log-dir` log
+//! and the `--audit-log` file.
+//!
+//! nsjail binds them read-only inside the jail (and pins every parent directory with a mount,
+//! so none of them can be renamed away). landjail cannot hide or protect what its own uid owns,
+//! so boundary records each file's identity and content before the jail starts and compares at
+//! exit: a change made while the jailed command ran is reported loudly on stderr and in the log.
+//! Files boundary itself appends to (log and audit log) are checked for being replaced,
+//! removed, or changed in the part that existed before the run; lines appended during the run
+//! cannot be told apart from boundary's own appends, a limit the docs state.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use boundary::config::Config;
+
+/// How a protected path is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Must not change at all (config directory, config file).
+    Fixed,
+    /// boundary appends to it: only its identity and the bytes present at start must stay.
+    AppendOnly,
+}
+
+/// boundary's own paths, created if missing (config directory 0700, audit log), so that a jail
+/// can protect them. The config file and the log file are only listed.
+pub fn protected_paths(cfg: &Config) -> Result<Vec<PathBuf>> {
+    Ok(listing(cfg)?.into_iter().map(|(p, _)| p).collect())
+}
+
+fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.config_dir)
+        .with_context(|| {
+            format!(
+                "cannot create the config directory {} (boundary protects it from the jail); \
+                 set XDG_CONFIG_HOME or HOME to a writable place",
+                cfg.config_dir.display()
+            )
+        })?;
+    let mut out = vec![(cfg.config_dir.clone(), Kind::Fixed)];
+    if let Some(f) = cfg
+        .config_file
+        .as_ref()
+        .filter(|f| !f.starts_with(&cfg.config_dir))
+    {
+        out.push((f.clone(), Kind::Fixed));
+    }
+    if let Some(dir) = &cfg.log_dir {
+        out.push((dir.join("boundary.log"), Kind::AppendOnly));
+    }
+    if let Some(audit) = &cfg.audit_log {
+        // Created now (as the audit writer would), so it exists when the jail protects it.
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(audit)
+            .with_context(|| format!("cannot open the audit log {}", audit.display()))?;
+        out.push((audit.clone(), Kind::AppendOnly));
+    }
+    Ok(out)
+}
+
+/// What a path looked like: identity, size, and a digest of its content (for a directory, of
+/// its entries' names and identities).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mode: u32,
+    digest: u64,
+}
+
+/// The protected paths as they were before the jail started.
+#[derive(Debug)]
+pub struct Snapshot(Vec<(PathBuf, Kind, Option<State>)>);
+
+/// Records the protected paths' state now (call before the jail starts).
+pub fn snapshot(cfg: &Config) -> Result<Snapshot> {
+    Ok(Snapshot(
+        listing(cfg)?
+            .into_iter()
+            .map(|(p, k)| {
+                let s = state(&p, None);
+                (p, k, s)
+            })
+            .collect(),
+    ))
+}
+
+impl Snapshot {
+    /// The changes made since the snapshot, one sentence each.
+    pub fn changes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, kind, before) in &self.0 {
+            let limit = match (kind, before) {
+                (Kind::AppendOnly, Some(b)) => Some(b.size),
+                _ => None,
+            };
+            let after = state(path, limit);
+            let shown = path.display();
+            match (before, after) {
+                (None, None) => {}
+                (None, Some(_)) => out.push(format!("{shown} was created")),
+                (Some(_), None) => out.push(format!("{shown} was removed or renamed")),
+                (Some(b), Some(a)) if (b.dev, b.ino) != (a.dev, a.ino) => {
+                    out.push(format!("{shown} was replaced by another file"))
+                }
+                (Some(b), Some(a)) if *kind == Kind::AppendOnly && a.size < b.size => {
+                    out.push(format!("{shown} was truncated"))
+                }
+                (Some(b), Some(a)) if b.mode != a.mode => {
+                    out.push(format!("{shown} changed permissions"))
+                }
+                (Some(b), Some(a))
+                    if b.digest != a.digest || (*kind == Kind::Fixed && b.size != a.size) =>
+                {
+                    out.push(format!("{shown} was modified"))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Reports every change loudly (stderr and the log); true if there was one.
+    pub fn report(&self) -> bool {
+        let changes = self.changes();
+        for c in &changes {
+            tracing::error!(change = %c, "boundary's own files changed while the jailed command ran");
+            eprintln!(
+                "boundary: WARNING: {c} while the jailed command ran (landjail cannot protect files \
+                 its user owns); check it before the next run"
+            );
+        }
+        !changes.is_empty()
+    }
+}
+
+/// How much of an append-only file's end (before the run) is digested: enough to catch an
+/// edit of recent records without reading a long audit log at every start.
+const TAIL: u64 = 256 * 1024;
+
+/// The state of `path` (not following a final symlink); `limit` digests only the bytes up to
+/// there (the last [`TAIL`] of them).
+fn state(path: &Path, limit: Option<u64>) -> Option<State> {
+    let m = fs::symlink_metadata(path).ok()?;
+    let digest = if m.is_dir() {
+        dir_digest(path)
+    } else if m.is_file() {
+        file_digest(path, limit.unwrap_or(u64::MAX))
+    } else {
+        fs::read_link(path)
+            .map(|t| hash(t.as_os_str().as_encoded_bytes()))
+            .unwrap_or(0)
+    };
+    Some(State {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mode: m.mode(),
+        digest,
+    })
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn file_digest(path: &Path, limit: u64) -> u64 {
+    let mut buf = Vec::new();
+    let start = if limit == u64::MAX {
+        0
+    } else {
+        limit.saturating_sub(TAIL)
+    };
+    let read = fs::File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(start))?;
+        f.take(limit - start).read_to_end(&mut buf)
+    });
+    match read {
+        Ok(_) => hash(&buf),
+        Err(e) => hash(format!("unreadable: {}", e.kind()).as_bytes()),
+    }
+}
+
+/// Names, identities and content of a directory's entries (one level; files fully).
+fn dir_digest(path: &Path) -> u64 {
+    let mut entries = BTreeMap::new();
+    let list = match fs::read_dir(path) {
+        Ok(l) => l,
+        Err(e) => return hash(format!("unreadable: {}", e.kind()).as_bytes()),
+    };
+    for e in list.flatten() {
+        let p = e.path();
+        let s = state_shallow(&p);
+        entries.insert(e.file_name(), s);
+    }
+    hash(format!("{entries:?}").as_bytes())
+}
+
+fn state_shallow(path: &Path) -> Option<(u64, u64, u64, u32, i64, u64)> {
+    let m = fs::symlink_metadata(path).ok()?;
+    let content = if m.is_file() {
+        file_digest(path, u64::MAX)
+    } else {
+        0
+    };
+    Some((m.dev(), m.ino(), m.size(), m.mode(), m.mtime(), content))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(paths: Vec<(PathBuf, Kind)>) -> Snapshot {
+        Snapshot(
+            paths
+                .into_iter()
+                .map(|(p, k)| {
+                    let s = state(&p, None);
+                    (p, k, s)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_rewritten_config_and_a_forged_audit_line_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("conf");
+        fs::create_dir(&conf).unwrap();
+        fs::write(conf.join("config.yaml"), "allowlist: []\n").unwrap();
+        let audit = d.path().join("audit.log");
+        fs::write(&audit, "{\"a\":1}\n").unwrap();
+        let s = snap(vec![
+            (conf.clone(), Kind::Fixed),
+            (audit.clone(), Kind::AppendOnly),
+        ]);
+        assert!(s.changes().is_empty(), "{:?}", s.changes());
+        // boundary appending is not a change.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&audit)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"b\":2}\n"))
+            .unwrap();
+        assert!(s.changes().is_empty(), "{:?}", s.changes());
+        fs::write(conf.join("config.yaml"), "allowlist: [\"domain=*\"]\n").unwrap();
+        fs::write(&audit, "{\"a\":9}\n{\"b\":2}\n").unwrap();
+        let c = s.changes();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].contains("conf") && c[0].contains("modified"), "{c:?}");
+        assert!(
+            c[1].contains("audit.log") && c[1].contains("modified"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn renamed_truncated_and_created_paths_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("conf");
+        fs::create_dir(&conf).unwrap();
+        let audit = d.path().join("audit.log");
+        fs::write(&audit, "0123456789\n").unwrap();
+        let extra = d.path().join("config.yaml");
+        let s = snap(vec![
+            (conf.clone(), Kind::Fixed),
+            (audit.clone(), Kind::AppendOnly),
+            (extra.clone(), Kind::Fixed),
+        ]);
+        fs::rename(&conf, d.path().join("moved")).unwrap();
+        fs::create_dir(&conf).unwrap();
+        fs::write(&audit, "x").unwrap();
+        fs::write(&extra, "allowlist: []").unwrap();
+        let c = s.changes();
+        assert!(c[0].contains("replaced"), "{c:?}");
+        assert!(c[1].contains("truncated"), "{c:?}");
+        assert!(c[2].contains("created"), "{c:?}");
+    }
+}
