@@ -5,7 +5,9 @@
 //! records made before the agent goes away reach it; when the real agent dies, boundary's
 //! reconnections land on the jail's listener, whose peer check refuses it (a descendant of
 //! boundary, or in the jail's pid namespace); when the agent is back, it gets every record and
-//! the jail's listener has received nothing.
+//! the jail's listener has received nothing. Before that, the jailed process tries to connect
+//! to the agent socket and send a forged "allowed" record (the jails' Unix socket policy must
+//! refuse the connection); the same forger outside the jail is the positive control.
 //!
 //! Needs root, `cargo build -p boundary`, curl, python3.
 
@@ -64,6 +66,49 @@ while not os.path.exists(stop):
 print("listener bytes", total, flush=True)
 "#;
 
+/// The forger: connects to the agent socket and sends a prepared frame; says what happened.
+const FORGE: &str = r#"
+import socket, sys
+path, frame = sys.argv[1], open(sys.argv[2], "rb").read()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(path); s.sendall(frame); s.close(); print("forge: sent", flush=True)
+except OSError as e:
+    print("forge: refused", e, flush=True)
+"#;
+
+const FORGED_URL: &str = "https://forged.example/allowed-by-nobody";
+
+/// A tag-1 frame with one "allowed" record boundary never decided.
+fn forged_frame() -> Vec<u8> {
+    use boundary_proto::pb::{boundary_log, BoundaryLog, ReportBoundaryLogsRequest};
+    let req = ReportBoundaryLogsRequest {
+        session_id: "0b8c2d4e-1111-4a5b-9c3d-222233334444".into(),
+        confined_process_name: "forger".into(),
+        logs: vec![BoundaryLog {
+            allowed: true,
+            time: Some(prost_types::Timestamp {
+                seconds: 1_768_522_299,
+                nanos: 0,
+            }),
+            resource: Some(boundary_log::Resource::HttpRequest(
+                boundary_log::HttpRequest {
+                    method: "GET".into(),
+                    url: FORGED_URL.into(),
+                    matched_rule: "domain=forged.example".into(),
+                    truncated: false,
+                },
+            )),
+            sequence_number: 999,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    boundary_proto::frame::encode_message(boundary_proto::frame::Tag::V1, &req)
+        .unwrap()
+        .to_vec()
+}
+
 fn run_hijack(jail: &str, jail_flags: &[String]) {
     let fx = Fixture::start();
     let config = config_home(As::Root);
@@ -77,6 +122,27 @@ fn run_hijack(jail: &str, jail_flags: &[String]) {
     let agent =
         |p: &PathBuf| LogProxyProcess::spawn(Path::new(PROXY), p, &sink.addr, false, 100).unwrap();
     let mut first = agent(&socket);
+    // Positive control: outside the jail the forger reaches the agent and coderd prints it.
+    let forge = config.path().join("forge.py");
+    std::fs::write(&forge, FORGE).unwrap();
+    let frame = config.path().join("forged.frame");
+    std::fs::write(&frame, forged_frame()).unwrap();
+    let control = std::process::Command::new("python3")
+        .arg(&forge)
+        .arg(&socket)
+        .arg(&frame)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&control.stdout).trim(),
+        "forge: sent"
+    );
+    let forged_lines = |lines: &[String]| lines.iter().filter(|l| l.contains(FORGED_URL)).count();
+    assert_eq!(
+        forged_lines(&sink.wait_for_lines(1, Duration::from_secs(30))),
+        1,
+        "control"
+    );
     let wait = |f: PathBuf| {
         format!(
             "i=0; while [ ! -e {f} ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done",
@@ -86,12 +152,15 @@ fn run_hijack(jail: &str, jail_flags: &[String]) {
     let script = format!(
         "c() {{ curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}\\n' http://fixture.test:{port}$1; }}\n\
          c /allowed.txt; c /denied.txt\n\
+         python3 {forge} {socket} {frame}\n\
          python3 {hijack} {socket} {stop} &\n\
          {w1}\n c /allowed.txt; c /denied.txt\n\
          {w2}\n c /allowed.txt; c /denied.txt\n\
          touch {stop} 2>/dev/null; wait\n",
         port = fx.http_port,
         hijack = hijack.display(),
+        forge = forge.display(),
+        frame = frame.display(),
         socket = socket.display(),
         stop = go("go2").display(),
         w1 = wait(go("go1")),
@@ -172,8 +241,8 @@ fn run_hijack(jail: &str, jail_flags: &[String]) {
     let taken = !how.starts_with("hijack: none");
     // The records made so far reached the real agent over the early connection.
     assert_eq!(
-        sink.wait_for_lines(2, Duration::from_secs(30)).len(),
-        2,
+        sink.wait_for_lines(3, Duration::from_secs(30)).len(),
+        3,
         "{jail}"
     );
     first.kill();
@@ -211,9 +280,20 @@ fn run_hijack(jail: &str, jail_flags: &[String]) {
         );
         assert!(err.contains("is refused"), "{all}");
     }
-    let lines = sink.wait_for_lines(6, Duration::from_secs(60));
+    let forge_line = out.iter().find(|l| l.starts_with("forge:"));
+    assert!(
+        forge_line.is_some_and(|l| l.starts_with("forge: refused")),
+        "the jail cannot connect to the agent socket\n{all}"
+    );
+    let lines = sink.wait_for_lines(7, Duration::from_secs(60));
+    assert_eq!(
+        forged_lines(&lines),
+        1,
+        "only the control's forged record\n{all}"
+    );
     let mut seqs: Vec<usize> = lines
         .iter()
+        .filter(|l| !l.contains(FORGED_URL))
         .map(|l| {
             let h = logfmt::parse_human(l).unwrap();
             h.get("sequence_number").unwrap().parse().unwrap()
