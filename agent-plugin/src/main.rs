@@ -6,10 +6,10 @@
 #![forbid(unsafe_code)]
 
 mod check;
-mod diag;
 mod logging;
 mod run;
 mod selftest;
+mod stats;
 mod tamper;
 
 use std::ffi::OsString;

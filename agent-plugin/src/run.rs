@@ -203,8 +203,31 @@ fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, tempfile::Temp
     Ok((Arc::new(ca), dir))
 }
 
+/// Files the proxy and the audit log open after the jail has started, checked before it does,
+/// so a bad path fails with nothing started (the values themselves were checked by `resolve`).
+fn check_files(cfg: &Config) -> Result<()> {
+    if let Some(path) = &cfg.upstream_ca_file {
+        boundary_proxy::check_upstream_ca_file(path)
+            .map_err(|e| anyhow::anyhow!("{e}; fix --upstream-ca-file (see `boundary config`)"))?;
+    }
+    if let Some(path) = &cfg.audit_log {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "cannot open the audit log {}; fix --audit-log (see `boundary config`)",
+                    path.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Runs `command` jailed and returns the exit code boundary should exit with.
 pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
+    check_files(&cfg)?;
     let (ca, _ca_dir) = prepare_ca(&cfg)?;
     if cfg.allow.is_empty() {
         tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");
@@ -242,8 +265,8 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
             }
         };
         let mut tasks = Vec::new();
-        if cfg.pprof {
-            match crate::diag::serve(cfg.pprof_port, proxy.clone()).await {
+        if cfg.stats {
+            match crate::stats::serve(cfg.stats_port, proxy.clone()).await {
                 Ok(t) => tasks.push(t),
                 Err(e) => tracing::warn!("{e:#}"),
             }

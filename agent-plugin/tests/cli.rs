@@ -309,3 +309,78 @@ fn subcommand_words_after_the_separator_are_programs() {
         assert_eq!(o.status.code(), Some(want), "{args:?}: {:?}", text(&o));
     }
 }
+
+#[test]
+fn values_that_failed_after_the_jail_started_now_fail_before_it() {
+    let home = tempfile::tempdir().unwrap();
+    let marker = home.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    // A proxy URL with a path: accepted by the old configuration check, refused by the proxy
+    // only once the jail was running.
+    let o = boundary(
+        home.path(),
+        &[
+            "--log-level=info",
+            "--upstream-proxy",
+            "http://proxy.corp:3128/path",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+        &[],
+    );
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("upstream_proxy from flag --upstream-proxy") && err.contains("path"),
+        "{err}"
+    );
+    assert!(!err.contains("jail started"), "{err}");
+    // A trust anchor file that does not exist.
+    let o = boundary(
+        home.path(),
+        &["--log-level=info", "--", "sh", "-c", &touch],
+        &[("BOUNDARY_UPSTREAM_CA_FILE", "/nonexistent/ca.pem")],
+    );
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("cannot read upstream CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
+    assert!(!err.contains("jail started"), "{err}");
+    assert!(!marker.exists(), "the command ran");
+}
+
+#[test]
+fn selftest_resolves_its_flags_like_a_run() {
+    let home = tempfile::tempdir().unwrap();
+    // Each of these is refused by a run; the selftest used to read its flags on its own and
+    // went on to jail its probes with them.
+    for (args, env, want) in [
+        (
+            &["--proxy-port", "0"][..],
+            &[][..],
+            "proxy_port from flag --proxy-port",
+        ),
+        (
+            &[][..],
+            &[("BOUNDARY_JAIL_TYPE", "LANDJAIL")][..],
+            "jail_type from env BOUNDARY_JAIL_TYPE",
+        ),
+        (
+            &["--jail-type=docker"][..],
+            &[][..],
+            "jail_type from flag --jail-type",
+        ),
+    ] {
+        let mut argv = vec!["selftest"];
+        argv.extend_from_slice(args);
+        let o = boundary(home.path(), &argv, env);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!out.contains("boundary selftest ("), "{args:?} ran: {out}");
+    }
+}

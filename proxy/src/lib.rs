@@ -33,12 +33,28 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use ca::{CaError, CertificateAuthority};
 pub use server::{Proxy, ProxyBody, BLOCKED_TITLE};
+
+/// Idle client connections are closed after this unless configured otherwise. The binary's
+/// `--idle-timeout` default is this constant, so the two cannot disagree.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Checks an upstream proxy URL exactly as [`Proxy::new`] will parse it, so the binary can
+/// refuse a bad one before it starts a jail.
+pub fn check_upstream_proxy(url: &str) -> Result<(), String> {
+    upstream::UpstreamProxy::parse(url).map(|_| ())
+}
+
+/// Loads an upstream CA file exactly as [`Proxy::new`] will, so the binary can refuse a missing
+/// or malformed one before it starts a jail.
+pub fn check_upstream_ca_file(path: &Path) -> Result<(), String> {
+    upstream::root_store(Some(path)).map(|_| ())
+}
 
 /// Everything the proxy needs to know about one run.
 #[derive(Debug)]
@@ -69,9 +85,9 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Defaults: no overrides, no upstream proxy, no correlation, 90 s idle, 10 s connect and
-    /// handshake, no host-internal upstream addresses, 64 upstream connections per origin and a
-    /// quarter of the descriptor limit in total.
+    /// Defaults: no overrides, no upstream proxy, no correlation, [`DEFAULT_IDLE_TIMEOUT`] idle,
+    /// 10 s connect and handshake, no host-internal upstream addresses, 64 upstream connections
+    /// per origin and a quarter of the descriptor limit in total.
     pub fn new(policy: Arc<rules::Policy>) -> Self {
         Self {
             policy,
@@ -79,7 +95,7 @@ impl ProxyConfig {
             upstream_ca_file: None,
             upstream_proxy: None,
             correlation: None,
-            idle_timeout: Duration::from_secs(90),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             upstream_allow_local: false,

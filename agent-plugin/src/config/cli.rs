@@ -1,152 +1,113 @@
-//! Command-line flags. Flags only: environment variables and the YAML file are merged in
-//! `resolve`, so each value's source can be reported by `boundary config`.
+//! Command-line flags, one per row of the settings table. Flags only: environment variables
+//! and the YAML file are merged in `resolve`, so each value's source can be reported by
+//! `boundary config`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser};
 
-/// Flags shared by a run and by the subcommands that evaluate the same configuration.
-#[derive(Debug, Clone, Default, Args)]
+use super::settings::{setting, Fallback, Setting, Shape, SETTINGS};
+use super::values::Dur;
+
+/// Flags shared by a run and by the subcommands that evaluate the same configuration: one
+/// per row of [`SETTINGS`], holding the text given on the command line (parsed in `resolve`).
+#[derive(Debug, Clone, Default)]
 pub struct Flags {
-    /// YAML config file [env: BOUNDARY_CONFIG] [default: ~/.config/coder_boundary/config.yaml, if present]
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    values: BTreeMap<&'static str, Vec<String>>,
+}
 
-    /// Allow rule, e.g. "method=GET domain=*.github.com path=/api/*"; repeat for more rules.
-    /// One value is one rule, never split on commas [env: BOUNDARY_ALLOW] [yaml: allowlist]
-    #[arg(long = "allow", value_name = "RULE")]
-    pub allow: Vec<String>,
+impl Flags {
+    /// The values given for the setting `key`, in command-line order (empty if not given).
+    pub fn get(&self, key: &str) -> &[String] {
+        self.values.get(key).map(Vec::as_slice).unwrap_or_default()
+    }
 
-    /// error, warn, info or debug; warn logs denied requests, info every request
-    /// [env: BOUNDARY_LOG_LEVEL] [yaml: log_level] [default: warn]
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    /// Sets the values of the setting `key` as if given on the command line (fuzzing, tests,
+    /// the selftest's own runs). An unknown key is a programming error and is ignored.
+    pub fn set(&mut self, key: &str, values: Vec<String>) -> &mut Self {
+        if let Some(row) = setting(key) {
+            self.values.insert(row.key, values);
+        }
+        self
+    }
+}
 
-    /// Directory for application logs [env: BOUNDARY_LOG_DIR] [yaml: log_dir] [default: stderr]
-    #[arg(long, value_name = "DIR")]
-    pub log_dir: Option<PathBuf>,
+/// The clap argument of one row: long flag, placeholder, and the help with its suffixes.
+fn arg(s: &'static Setting) -> Arg {
+    let a = Arg::new(s.key)
+        .long(s.flag)
+        .value_name(s.value_name)
+        .help(help_text(s));
+    match s.shape {
+        Shape::One => a.action(ArgAction::Set),
+        Shape::Switch => a
+            .action(ArgAction::Set)
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true"),
+        Shape::List { .. } | Shape::Map => a.action(ArgAction::Append),
+    }
+}
 
-    /// Proxy port (landjail: the one TCP port the child may connect to)
-    /// [env: PROXY_PORT] [yaml: proxy_port] [default: 8080]
-    #[arg(long, value_name = "PORT")]
-    pub proxy_port: Option<String>,
+/// `help [env: A, then B] [yaml: key] [default: x]`, from the row.
+pub fn help_text(s: &Setting) -> String {
+    let mut h = s.help.to_string();
+    if !s.env.is_empty() {
+        let split = match s.shape {
+            Shape::List {
+                env_split: Some(c), ..
+            } => format!(", {c:?}-separated"),
+            Shape::Map => ", comma-separated".into(),
+            _ => String::new(),
+        };
+        h += &format!(" [env: {}{split}]", s.env.join(", then "));
+    }
+    if let Some(y) = s.yaml {
+        let form = match s.shape {
+            Shape::List { .. } => ", a list",
+            Shape::Map => ", a map NAME: VALUE",
+            _ => "",
+        };
+        h += &format!(" [yaml: {y}{form}]");
+    }
+    let default = match s.default {
+        Fallback::Text(t) => Some(t.to_string()),
+        Fallback::Duration(d) => Some(Dur(d).to_string()),
+        Fallback::Unset(note) => note.map(str::to_string),
+        Fallback::Derived(_, note) => Some(note.to_string()),
+    };
+    if let Some(d) = default {
+        h += &format!(" [default: {d}]");
+    }
+    h
+}
 
-    /// Serve a loopback-only diagnostics endpoint [env: BOUNDARY_PPROF] [yaml: pprof_enabled]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub pprof: Option<String>,
+impl FromArgMatches for Flags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Flags::default();
+        flags.update_from_arg_matches(m)?;
+        Ok(flags)
+    }
 
-    /// Port of the diagnostics endpoint [env: BOUNDARY_PPROF_PORT] [yaml: pprof_port] [default: 6060]
-    #[arg(long, value_name = "PORT")]
-    pub pprof_port: Option<String>,
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        for s in SETTINGS {
+            if let Some(v) = m.get_many::<String>(s.key) {
+                self.values.insert(s.key, v.cloned().collect());
+            }
+        }
+        Ok(())
+    }
+}
 
-    /// nsjail (namespaces) or landjail (Landlock) [env: BOUNDARY_JAIL_TYPE] [yaml: jail_type] [default: nsjail]
-    #[arg(long, value_name = "TYPE")]
-    pub jail_type: Option<String>,
+impl Args for Flags {
+    fn augment_args(cmd: Command) -> Command {
+        SETTINGS.iter().fold(cmd, |cmd, s| cmd.arg(arg(s)))
+    }
 
-    /// Resolve DNS for real inside the jail (allows DNS exfiltration)
-    /// [env: BOUNDARY_USE_REAL_DNS] [yaml: use_real_dns] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub use_real_dns: Option<String>,
-
-    /// nsjail without a user namespace (hosts that forbid them; needs root)
-    /// [env: BOUNDARY_NO_USER_NAMESPACE] [yaml: no_user_namespace] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub no_user_namespace: Option<String>,
-
-    /// Do not forward audit records to the workspace agent (local logging stays)
-    /// [env: DISABLE_AUDIT_LOGS] [yaml: disable_audit_logs] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub disable_audit_logs: Option<String>,
-
-    /// The workspace agent's audit socket [env: CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH]
-    /// [default: $TMPDIR/boundary-audit.sock, /tmp/boundary-audit.sock without TMPDIR]
-    #[arg(long, value_name = "PATH")]
-    pub log_proxy_socket_path: Option<PathBuf>,
-
-    /// Inject session correlation headers into requests matching the inject targets
-    /// [env: BOUNDARY_SESSION_CORRELATION_ENABLED] [yaml: session_correlation_enabled] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub enable_session_correlation: Option<String>,
-
-    /// Rule-syntax target for correlation headers; repeatable
-    /// [env: BOUNDARY_SESSION_ID_INJECT_TARGET] [yaml: session_id_inject_targets]
-    /// [default: domain=<host of $CODER_AGENT_URL> path=/api/v2/aibridge/*,/api/v2/ai-gateway/*]
-    #[arg(long = "session-id-inject-target", value_name = "RULE")]
-    pub session_id_inject_target: Vec<String>,
-
-    /// Corporate egress proxy for upstream connections (http:// or https:// URL)
-    /// [env: BOUNDARY_UPSTREAM_PROXY] [yaml: upstream_proxy]
-    #[arg(long, value_name = "URL")]
-    pub upstream_proxy: Option<String>,
-
-    /// Connect to ADDR for host NAME instead of resolving it; repeatable
-    /// [env: BOUNDARY_RESOLVE, comma-separated] [yaml: resolve, a map NAME: ADDR]
-    #[arg(long = "resolve", value_name = "NAME=ADDR")]
-    pub resolve: Vec<String>,
-
-    /// Extra trust anchors (PEM) for upstream TLS [env: BOUNDARY_UPSTREAM_CA_FILE] [yaml: upstream_ca_file]
-    #[arg(long, value_name = "PATH")]
-    pub upstream_ca_file: Option<PathBuf>,
-
-    /// Workspace UUID for audit records [env: BOUNDARY_WORKSPACE_ID] [yaml: workspace_id]
-    #[arg(long, value_name = "UUID")]
-    pub workspace_id: Option<String>,
-
-    /// Workspace name [env: BOUNDARY_WORKSPACE_NAME, then CODER_WORKSPACE_NAME] [yaml: workspace_name]
-    #[arg(long, value_name = "NAME")]
-    pub workspace_name: Option<String>,
-
-    /// Workspace owner's username [env: BOUNDARY_WORKSPACE_OWNER, then CODER_WORKSPACE_OWNER_NAME]
-    /// [yaml: workspace_owner]
-    #[arg(long, value_name = "NAME")]
-    pub workspace_owner: Option<String>,
-
-    /// Template UUID [env: BOUNDARY_TEMPLATE_ID] [yaml: template_id]
-    #[arg(long, value_name = "UUID")]
-    pub template_id: Option<String>,
-
-    /// Template version UUID [env: BOUNDARY_TEMPLATE_VERSION_ID] [yaml: template_version_id]
-    #[arg(long, value_name = "UUID")]
-    pub template_version_id: Option<String>,
-
-    /// Workspace agent name [env: BOUNDARY_AGENT_NAME, then CODER_WORKSPACE_AGENT_NAME] [yaml: agent_name]
-    #[arg(long, value_name = "NAME")]
-    pub agent_name: Option<String>,
-
-    /// Also write every decision as one JSON object per line to FILE (reopened on SIGHUP)
-    /// [env: BOUNDARY_AUDIT_LOG] [yaml: audit_log]
-    #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
-
-    /// auto, v1 or v2: frame format for the agent socket; auto falls back to v1 for older agents
-    /// [env: BOUNDARY_AUDIT_PROTOCOL] [yaml: audit_protocol] [default: auto]
-    #[arg(long, value_name = "PROTO")]
-    pub audit_protocol: Option<String>,
-
-    /// Longest wait before a partial batch of audit records is sent, e.g. 500ms, 1s
-    /// [env: BOUNDARY_AUDIT_FLUSH_INTERVAL] [yaml: audit_flush_interval] [default: 1s]
-    #[arg(long, value_name = "DURATION")]
-    pub audit_flush_interval: Option<String>,
-
-    /// Audit records held while the agent is slow or away; beyond it records are dropped and counted
-    /// [env: BOUNDARY_AUDIT_QUEUE_SIZE] [yaml: audit_queue_size] [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub audit_queue_size: Option<String>,
-
-    /// Longest wait at exit for queued audit records to reach the agent
-    /// [env: BOUNDARY_AUDIT_SHUTDOWN_TIMEOUT] [yaml: audit_shutdown_timeout] [default: 5s]
-    #[arg(long, value_name = "DURATION")]
-    pub audit_shutdown_timeout: Option<String>,
-
-    /// landjail: also forbid binding TCP ports (default: local servers may listen)
-    /// [env: BOUNDARY_LANDJAIL_DENY_BIND] [yaml: landjail_deny_bind] [default: false]
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub landjail_deny_bind: Option<String>,
-
-    /// Close client connections idle this long [env: BOUNDARY_IDLE_TIMEOUT] [yaml: idle_timeout] [default: 5m]
-    #[arg(long, value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
 }
 
 const ABOUT: &str = "Run a command in a jail whose only way to the network is a proxy that \

@@ -1,64 +1,17 @@
-//! The YAML config file: the same keys as Coder's boundary, and ours. Unknown keys are errors,
-//! because a misspelt `alowlist:` silently dropping the policy is worse than refusing to start.
+//! The YAML config file: the same keys as Coder's boundary, and ours, taken from the settings
+//! table. Unknown keys are errors, because a misspelt `alowlist:` silently dropping the policy
+//! is worse than refusing to start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde_yaml::Value;
 
-/// A scalar as YAML writers produce it: booleans and numbers may arrive as strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Text(String),
-}
+use super::settings::{Shape, SETTINGS};
 
-impl Scalar {
-    /// The text a flag or variable would carry, so one parser serves every source.
-    pub fn to_text(&self) -> String {
-        match self {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Text(s) => s.clone(),
-        }
-    }
-}
-
-/// Every key the file may have.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub allowlist: Option<Vec<String>>,
-    pub log_level: Option<Scalar>,
-    pub log_dir: Option<PathBuf>,
-    pub proxy_port: Option<Scalar>,
-    pub pprof_enabled: Option<Scalar>,
-    pub pprof_port: Option<Scalar>,
-    pub jail_type: Option<Scalar>,
-    pub use_real_dns: Option<Scalar>,
-    pub no_user_namespace: Option<Scalar>,
-    pub disable_audit_logs: Option<Scalar>,
-    pub session_correlation_enabled: Option<Scalar>,
-    pub session_id_inject_targets: Option<Vec<String>>,
-    pub upstream_proxy: Option<Scalar>,
-    pub resolve: Option<BTreeMap<String, String>>,
-    pub upstream_ca_file: Option<PathBuf>,
-    pub workspace_id: Option<Scalar>,
-    pub workspace_name: Option<Scalar>,
-    pub workspace_owner: Option<Scalar>,
-    pub template_id: Option<Scalar>,
-    pub template_version_id: Option<Scalar>,
-    pub agent_name: Option<Scalar>,
-    pub audit_log: Option<PathBuf>,
-    pub audit_protocol: Option<Scalar>,
-    pub audit_flush_interval: Option<Scalar>,
-    pub audit_queue_size: Option<Scalar>,
-    pub audit_shutdown_timeout: Option<Scalar>,
-    pub landjail_deny_bind: Option<Scalar>,
-    pub idle_timeout: Option<Scalar>,
-}
+/// The file's values by setting key, as text a flag or variable would carry, so one parser
+/// serves every source. Lists (and maps, as `NAME=VALUE`) keep their order.
+pub type FileConfig = BTreeMap<&'static str, Vec<String>>;
 
 /// Why the file could not be used; each says which file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -94,21 +47,76 @@ pub fn load(path: &Path) -> Result<FileConfig, FileError> {
     })
 }
 
-/// Parses file text; the error names the offending key and where it is.
+/// Parses file text; the error names the offending key and, when it can, its line.
 pub fn parse(text: &str) -> Result<FileConfig, String> {
+    let mut out = FileConfig::new();
     if text.trim().is_empty() {
-        return Ok(FileConfig::default());
+        return Ok(out);
     }
-    serde_yaml::from_str::<Option<FileConfig>>(text)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| {
-            let msg = e.to_string();
-            match msg.strip_prefix("unknown field ") {
-                Some(rest) => format!(
-                    "unknown key {}; remove it or fix its spelling",
-                    rest.replace('`', "\"")
-                ),
-                None => msg,
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let map = match doc {
+        Value::Null => return Ok(out),
+        Value::Mapping(m) => m,
+        _ => {
+            return Err(
+                "the file must be a mapping of keys to values, e.g. proxy_port: 8080".into(),
+            )
+        }
+    };
+    for (k, v) in map {
+        let key = scalar(&k).ok_or("every key must be a plain name, e.g. proxy_port")?;
+        let Some(row) = SETTINGS.iter().find(|s| s.yaml == Some(key.as_str())) else {
+            return Err(unknown_key(text, &key));
+        };
+        let values = match (&v, row.shape) {
+            (Value::Null, _) => continue,
+            (Value::Mapping(m), Shape::Map) => m
+                .iter()
+                .map(|(n, a)| Some(format!("{}={}", scalar(n)?, scalar(a)?)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("key {key:?}: write a map of NAME: VALUE"))?,
+            (Value::Sequence(items), Shape::List { .. }) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("key {key:?}: write a list of strings"))?,
+            (v, Shape::One | Shape::Switch) => {
+                vec![scalar(v).ok_or_else(|| format!("key {key:?}: write a single value"))?]
             }
+            (_, Shape::Map) => return Err(format!("key {key:?}: write a map of NAME: VALUE")),
+            (_, Shape::List { .. }) => return Err(format!("key {key:?}: write a list")),
+        };
+        out.insert(row.key, values);
+    }
+    Ok(out)
+}
+
+/// A YAML scalar as the text a flag would carry (booleans and numbers may arrive unquoted).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `unknown key "x" at line N`, the line found by the key at the start of a line.
+fn unknown_key(text: &str, key: &str) -> String {
+    let line = text.lines().position(|l| {
+        let l = l.trim_start_matches(['"', '\'']);
+        l.strip_prefix(key).is_some_and(|r| {
+            r.trim_start_matches(['"', '\''])
+                .trim_start()
+                .starts_with(':')
         })
+    });
+    let at = line
+        .map(|n| format!(" at line {}", n + 1))
+        .unwrap_or_default();
+    let known: Vec<&str> = SETTINGS.iter().filter_map(|s| s.yaml).collect();
+    format!(
+        "unknown key {key:?}{at}; remove it or fix its spelling (known keys: {})",
+        known.join(", ")
+    )
 }

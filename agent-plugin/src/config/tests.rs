@@ -8,33 +8,34 @@ use clap::Parser;
 use super::cli::RunCli;
 use super::*;
 
-struct World {
-    home: tempfile::TempDir,
+/// A HOME of its own and an environment map, so a test controls every source.
+pub(super) struct World {
+    pub(super) home: tempfile::TempDir,
     env: HashMap<String, String>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let home = tempfile::tempdir().unwrap();
         let mut env = HashMap::new();
         env.insert("HOME".to_string(), home.path().display().to_string());
         World { home, env }
     }
-    fn set(&mut self, k: &str, v: &str) -> &mut Self {
+    pub(super) fn set(&mut self, k: &str, v: &str) -> &mut Self {
         self.env.insert(k.into(), v.into());
         self
     }
-    fn default_file(&self, yaml: &str) {
+    pub(super) fn default_file(&self, yaml: &str) {
         let dir = self.home.path().join(".config/coder_boundary");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.yaml"), yaml).unwrap();
     }
-    fn file(&self, name: &str, yaml: &str) -> String {
+    pub(super) fn file(&self, name: &str, yaml: &str) -> String {
         let p = self.home.path().join(name);
         std::fs::write(&p, yaml).unwrap();
         p.display().to_string()
     }
-    fn resolve(&self, args: &[&str]) -> Result<Config, ConfigError> {
+    pub(super) fn resolve(&self, args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["boundary"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--", "true"]);
@@ -44,7 +45,7 @@ impl World {
     }
 }
 
-fn source(cfg: &Config, key: &str) -> Source {
+pub(super) fn source(cfg: &Config, key: &str) -> Source {
     cfg.sources
         .iter()
         .find(|s| s.0 == key)
@@ -60,8 +61,8 @@ fn defaults_without_any_source() {
     assert!(c.allow.is_empty());
     assert_eq!(c.log_level, LogLevel::Warn);
     assert_eq!(c.proxy_port, 8080);
-    assert_eq!(c.pprof_port, 6060);
-    assert!(!c.pprof);
+    assert_eq!(c.stats_port, 6060);
+    assert!(!c.stats);
     assert_eq!(c.jail_type, JailType::Nsjail);
     assert!(
         !c.use_real_dns && !c.no_user_namespace && !c.disable_audit_logs && !c.session_correlation
@@ -367,7 +368,7 @@ fn typed_values_land_in_the_config() {
     assert_eq!(c.jail_type, JailType::Landjail);
     assert_eq!(c.log_level, LogLevel::Debug);
     assert!(c.use_real_dns);
-    assert!(!c.pprof);
+    assert!(!c.stats);
     assert_eq!(c.audit_flush_interval, Duration::from_millis(250));
 }
 

@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use boundary::config::{self, cli::Flags, Config, JailType, Source};
 use boundary_jail::probe::{SelftestNet, PROBE_ARG};
 use boundary_proxy::CertificateAuthority;
+use clap::{Args, FromArgMatches};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The upstream's name inside the jail (resolved by the proxy through `--resolve`).
@@ -47,11 +49,9 @@ pub fn main(args: &[OsString]) -> u8 {
 
 /// Runs the selftest with `args` (boundary flags, passed on to the jailed runs).
 pub fn run(args: &[OsString]) -> Result<i32> {
-    let jail_type = jail_type_of(args);
-    if jail_type != "nsjail" && jail_type != "landjail" {
-        bail!("unknown --jail-type {jail_type:?} (nsjail or landjail)");
-    }
-    let landjail = jail_type == "landjail";
+    let user = user_settings(args)?;
+    let jail_type = user.cfg.jail_type;
+    let landjail = jail_type == JailType::Landjail;
     let exe = std::env::current_exe().context("locating the boundary executable")?;
     let dir = TempDir::new()?;
     let mut notes = Vec::new();
@@ -161,7 +161,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let me = std::process::id().to_string();
 
     // landjail has no transparent path: clients speak to the proxy (absolute-form requests).
-    let proxy_port = proxy_port_of(args).unwrap_or_else(free_port);
+    let proxy_port = user.proxy_port.unwrap_or_else(free_port);
     let http = |path: &str| {
         let target = if landjail {
             format!("http://{HOST}:{http_port}{path}")
@@ -301,9 +301,9 @@ pub fn run(args: &[OsString]) -> Result<i32> {
         ));
     }
 
-    let port_args: Vec<String> = match flag_value(args, "--proxy-port") {
-        Some(_) => Vec::new(),
-        None => vec!["--proxy-port".into(), proxy_port.to_string()],
+    let port_args: Vec<String> = match user.flags.get("proxy_port") {
+        [] => vec!["--proxy-port".into(), proxy_port.to_string()],
+        _ => Vec::new(),
     };
     let base_args = |cmd: &mut Command| {
         cmd.args(args)
@@ -320,11 +320,10 @@ pub fn run(args: &[OsString]) -> Result<i32> {
             .arg(&audit_path)
             .args(&port_args)
             .env("XDG_CONFIG_HOME", &xdg)
-            .env_remove("BOUNDARY_ALLOW")
-            .env_remove("BOUNDARY_CONFIG")
-            .env_remove("BOUNDARY_RESOLVE")
-            .env_remove("BOUNDARY_UPSTREAM_PROXY")
             .stdin(Stdio::null());
+        for name in CLEARED_ENV {
+            cmd.env_remove(name);
+        }
     };
     let new_cmd = |program: &Path| -> Result<Command> {
         Ok(match &net {
@@ -577,32 +576,52 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     let _ = s.shutdown().await;
 }
 
-/// The last value of `--NAME V` or `--NAME=V` in the user's flags.
-fn flag_value(args: &[OsString], name: &str) -> Option<String> {
-    let mut it = args.iter().map(|a| a.to_string_lossy());
-    let mut found = None;
-    let eq = format!("{name}=");
-    while let Some(a) = it.next() {
-        if a == name {
-            found = it.next().map(|v| v.into_owned());
-        } else if let Some(v) = a.strip_prefix(eq.as_str()) {
-            found = Some(v.to_string());
+/// Variables the jailed runs do not inherit: the selftest sets these things itself.
+const CLEARED_ENV: &[&str] = &[
+    "BOUNDARY_ALLOW",
+    "BOUNDARY_CONFIG",
+    "BOUNDARY_RESOLVE",
+    "BOUNDARY_UPSTREAM_PROXY",
+];
+
+/// The user's selftest flags, resolved by `config::resolve` exactly as the jailed runs will
+/// resolve them (same flags, same environment, an empty config file), so the selftest and its
+/// runs agree on the jail type and port, and a bad value is refused before anything starts.
+struct UserSettings {
+    flags: Flags,
+    cfg: Config,
+    /// The proxy port if the user chose one (flag or environment).
+    proxy_port: Option<u16>,
+}
+
+fn user_settings(args: &[OsString]) -> Result<UserSettings> {
+    let cmd = Flags::augment_args(
+        clap::Command::new("boundary selftest")
+            .no_binary_name(true)
+            .about("Prove the jail holds on this host; takes the flags of a run"),
+    );
+    // Like the other subcommands: --help prints and exits 0, a bad flag prints and exits 2.
+    let matches = cmd.get_matches_from(args);
+    let flags = Flags::from_arg_matches(&matches)?;
+    let mut as_run = flags.clone();
+    as_run.set("config", vec!["/dev/null".into()]);
+    let env = |name: &str| {
+        if CLEARED_ENV.contains(&name) {
+            None
+        } else {
+            config::process_env(name)
         }
-    }
-    found
-}
-
-fn jail_type_of(args: &[OsString]) -> String {
-    flag_value(args, "--jail-type")
-        .or_else(|| std::env::var("BOUNDARY_JAIL_TYPE").ok())
-        .unwrap_or_else(|| "nsjail".into())
-        .to_ascii_lowercase()
-}
-
-fn proxy_port_of(args: &[OsString]) -> Option<u16> {
-    flag_value(args, "--proxy-port")
-        .or_else(|| std::env::var("PROXY_PORT").ok())
-        .and_then(|p| p.parse().ok())
+    };
+    let cfg = config::resolve(&as_run, &env)?;
+    let chosen = cfg
+        .sources
+        .iter()
+        .any(|(k, _, s)| *k == "proxy_port" && *s != Source::Default);
+    Ok(UserSettings {
+        proxy_port: chosen.then_some(cfg.proxy_port),
+        flags,
+        cfg,
+    })
 }
 
 /// A port free on loopback right now, so landjail's proxy does not collide with a service on

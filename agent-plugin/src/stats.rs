@@ -1,6 +1,7 @@
-//! `--pprof`: a loopback-only diagnostics endpoint. Go's boundary serves pprof here; ours
-//! serves plain-text process figures (memory, open descriptors, requests decided) that answer
-//! the same question: is the proxy healthy and is anything leaking.
+//! `--pprof`: a loopback-only statistics endpoint, `GET /debug/stats`. The flag keeps the name
+//! Coder's boundary uses (which serves Go pprof profiles there); ours serves plain-text process
+//! figures (requests decided, open descriptors, memory, threads) that answer the question
+//! pprof is used for here: is the proxy healthy and is anything leaking.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use tokio::net::TcpListener;
 pub async fn serve(port: u16, proxy: Arc<Proxy>) -> Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
-        .with_context(|| format!("cannot bind the diagnostics endpoint on 127.0.0.1:{port}; choose another --pprof-port"))?;
-    tracing::info!(%port, "diagnostics endpoint on http://127.0.0.1:{port}/debug/stats");
+        .with_context(|| format!("cannot bind the statistics endpoint on 127.0.0.1:{port}; choose another --pprof-port"))?;
+    tracing::info!(%port, "statistics endpoint on http://127.0.0.1:{port}/debug/stats");
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -26,7 +27,7 @@ pub async fn serve(port: u16, proxy: Arc<Proxy>) -> Result<tokio::task::JoinHand
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let (status, body) = if head.starts_with("GET /debug/stats ") {
-                    ("200 OK", stats(&proxy))
+                    ("200 OK", figures(&proxy))
                 } else {
                     ("404 Not Found", "try GET /debug/stats\n".to_string())
                 };
@@ -40,7 +41,8 @@ pub async fn serve(port: u16, proxy: Arc<Proxy>) -> Result<tokio::task::JoinHand
     }))
 }
 
-fn stats(proxy: &Proxy) -> String {
+/// The figures, one `name value` per line.
+fn figures(proxy: &Proxy) -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
