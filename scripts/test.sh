@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need and is missing (saying what), then runs
+#   cargo test --workspace --all-features
+# Usage: scripts/test.sh [--prereqs-only] [extra cargo test arguments...]
+# Run it as root (as CI does): the jail tests need root, and installing Debian packages does.
+# Without root it installs nothing and, if something is missing, prints the command to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests run for real: nft/ip/iptables for nsjail and the far host; curl,
+# git, python3, node, tmux as clients in the jail; nginx as a real origin server; keyctl
+# (keyutils) for the kernel keyring probes; setpriv/unshare (util-linux), useradd (passwd),
+# ps (procps) for the jail tests; openssl for test certificates; gcc (cc) for the C helper of
+# landjail's race test.
+DEBIAN_PACKAGES=(
+  nftables iptables iproute2 curl git tmux procps passwd util-linux ca-certificates openssl
+  nodejs python3 python3-requests gcc nginx keyutils
+)
+# Python modules (import name, pinned pip requirement): the Coder module check parses HCL.
+PYTHON_MODULES=(
+  "hcl2 python-hcl2==8.1.4"
+  "requests requests==2.32.3"
+)
+# npm packages: none, the Node clients use only Node's own modules.
+
+say() { echo "scripts/test.sh: $*" >&2; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+missing_debian() {
+  local p
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+
+install_debian() {
+  local missing
+  missing=$(missing_debian | tr '\n' ' ')
+  [ -n "${missing// /}" ] || return 0
+  if ! is_root; then
+    say "missing Debian packages: $missing"
+    say "install them as root:  apt-get install -y --no-install-recommends $missing"
+    exit 2
+  fi
+  say "installing Debian packages: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # shellcheck disable=SC2086 # one word per package
+  apt-get install -y -q --no-install-recommends $missing
+}
+
+install_python() {
+  local entry module req missing=()
+  for entry in "${PYTHON_MODULES[@]}"; do
+    read -r module req <<<"$entry"
+    python3 -c "import $module" 2>/dev/null || missing+=("$req")
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  if ! is_root; then
+    say "missing Python modules: ${missing[*]}"
+    say "install them:  python3 -m pip install ${missing[*]}"
+    exit 2
+  fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    say "installing Debian package python3-pip (to install ${missing[*]})"
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends python3-pip
+  fi
+  say "installing Python modules: ${missing[*]}"
+  # Debian marks its Python as externally managed; these test-only modules go in anyway.
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check "${missing[@]}"
+}
+
+install_debian
+install_python
+if [ "${1:-}" = "--prereqs-only" ]; then
+  exit 0
+fi
+if ! is_root; then
+  say "not root: the jail and far-host tests need root and will fail (CI runs as root)"
+fi
+exec cargo test --workspace --all-features "$@"
