@@ -29,6 +29,8 @@ use boundary_proxy::CertificateAuthority;
 use clap::{Args, FromArgMatches};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod seccomp;
+
 /// The upstream's name inside the jail (resolved by the proxy through `--resolve`).
 const HOST: &str = "selftest.boundary.test";
 /// Text only the embedded upstream answers with.
@@ -281,6 +283,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
         ),
     ];
     let mut probes = probes;
+    probes.extend(seccomp::probes(&me));
     if landjail {
         probes.push(Probe::informational(
             "host processes are visible (landjail has no PID namespace)",

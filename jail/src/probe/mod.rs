@@ -2,9 +2,9 @@
 //!
 //! Each probe tries one way out at the system-call level and prints one line,
 //! `#<index> <kind> <word> <detail>`, where `<word>` is what happened, not a verdict:
-//! `connected`, `sent`, `reply`, `created`, `changed`, `read`, `signalled`, `entered` mean the
-//! operation worked; `refused` means the kernel said no (the errno is in the detail). The
-//! selftest decides what each outcome means for the backend in use. Probes never send to
+//! `connected`, `sent`, `reply`, `created`, `changed`, `read`, `signalled`, `entered`,
+//! `injected` mean the operation worked; `refused` means the kernel said no (the errno is in
+//! the detail). The selftest decides what each outcome means for the backend in use. Probes never send to
 //! anything but the addresses they are given. Several probes may be given, separated by `;`.
 //!
 //! The `tcp` probe optionally writes a request and prints the response bytes (escaped), so the
@@ -23,6 +23,8 @@ use nix::sys::socket::{
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+mod seccomp;
 
 /// `argv[1]` that selects the probes.
 pub const PROBE_ARG: &str = "__boundary-probe";
@@ -441,6 +443,7 @@ fn one(kind: &str, args: &[String]) -> Result<String, String> {
         "procs" => procs(args),
         "signal" => signal(args),
         "setns" => setns(args),
+        k if seccomp::KINDS.contains(&k) => seccomp::one(k, args),
         _ => Err(format!("unknown probe {kind}")),
     }
 }
