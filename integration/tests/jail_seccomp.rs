@@ -15,6 +15,7 @@ mod nsjail_common;
 use nsjail_common::*;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
 
 /// Runs `cmd` in a new session whose controlling terminal is a fresh pty (stdin), like a
@@ -177,6 +178,41 @@ fn host_wide_kernel_interfaces_are_refused_in_both_jails() {
                     errno.to_string(),
                     "{jail} {who:?} {name}: {t}"
                 );
+            }
+        }
+    }
+}
+
+/// Programs that start shells on terminals of their own (agents' pty-backed tools, `script`,
+/// `expect`) can open new ptys in both jails; in nsjail they come from a devpts of the jail's
+/// own, so a terminal of the host's (here one the test holds open) is not there to read from.
+#[test]
+fn new_ptys_work_inside_and_nsjail_cannot_reach_the_hosts_other_terminals() {
+    require_root().unwrap();
+    let host_pty = nix::pty::openpty(None, None).expect("openpty");
+    let host_path = nix::unistd::ttyname(&host_pty.slave).expect("ttyname");
+    // The same path may exist in the jail's own devpts: the filesystem tells them apart.
+    let host_fs = std::fs::metadata(&host_path).unwrap().dev();
+    let script = format!(
+        "import os\n\
+         m, s = os.openpty()\n\
+         print('NEW', os.ttyname(s))\n\
+         p = '{}'\n\
+         print('HOST', os.path.exists(p) and os.stat(p).st_dev == {host_fs})\n",
+        host_path.display()
+    );
+    for who in [As::Root, As::User] {
+        for (jail, flags) in both_jails() {
+            let config = config_home(who);
+            let mut cmd = boundary_cmd(who, config.path(), &[]);
+            cmd.args(&flags).args(["--", "python3", "-c", &script]);
+            let o = cmd.stdin(Stdio::null()).output().unwrap();
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(0), "{jail} {who:?}: {t}");
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(stdout.contains("NEW /dev/pts/"), "{jail} {who:?}: {t}");
+            if jail == "nsjail" {
+                assert!(stdout.contains("HOST False"), "{jail} {who:?}: {t}");
             }
         }
     }

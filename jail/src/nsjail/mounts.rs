@@ -10,8 +10,8 @@
 //!   or cgroup submounts), or, where the kernel refuses one, the host's `/sys` made read-only
 //!   recursively with those submounts masked; `/sys/firmware` and powercap masked; the cgroup
 //!   hierarchy is read-only either way;
-//! - a minimal `/dev` (null, zero, full, random, urandom, tty, ptmx and the host's `/dev/pts`
-//!   for the terminal, a private `/dev/shm`), so block devices, `/dev/kmsg`, virtual consoles,
+//! - a minimal `/dev` (null, zero, full, random, urandom, tty, a devpts instance of its own
+//!   with `ptmx`, a private `/dev/shm`), so block devices, `/dev/kmsg`, virtual consoles,
 //!   `/dev/loop*`, `/dev/kvm` and the like are not reachable;
 //! - paths to hide (the CA key, the agent's socket) covered, and boundary's own files (config
 //!   directory, logs) bound read-only.
@@ -63,7 +63,7 @@ const MASKED: &[&str] = &[
 ];
 
 /// Device nodes the jail keeps (bound from the host's `/dev`).
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "ptmx"];
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
@@ -300,7 +300,6 @@ fn minimal_dev() -> Result<(), String> {
         .iter()
         .map(|n| keep(n).map(|fd| (*n, fd)))
         .collect::<Result<_, _>>()?;
-    let pts = keep("pts")?;
     mount(
         Some("tmpfs"),
         "/dev",
@@ -322,10 +321,20 @@ fn minimal_dev() -> Result<(), String> {
             .create(p)
             .map_err(|e| format!("creating {}: {e}", p.display()))
     };
-    if let Some(fd) = &pts {
-        mkdir(&dev.join("pts"))?;
-        bind_fd(fd, &dev.join("pts"))?;
-    }
+    // A devpts instance of the jail's own (as container runtimes do): new ptys work (the
+    // host's /dev/ptmx bound here cannot find its devpts), and the host's other terminals
+    // (/dev/pts/N of the same user: their input could be read) are not reachable. The
+    // terminal boundary runs on stays usable through the inherited descriptors and /dev/tty.
+    mkdir(&dev.join("pts"))?;
+    mount(
+        Some("devpts"),
+        "/dev/pts",
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| format!("mounting the jail's /dev/pts: {e}"))?;
+    symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| format!("creating /dev/ptmx: {e}"))?;
     mkdir(&dev.join("shm"))?;
     mount(
         Some("tmpfs"),
