@@ -3,6 +3,12 @@
 //! `nsjail` puts the command in new user, network, PID and mount namespaces whose netfilter
 //! redirects every TCP connection to listeners handed back to the parent; `landjail` uses
 //! Landlock and seccomp where namespaces are impossible. This crate knows nothing of HTTP.
+//!
+//! Both jails install a seccomp filter built by one builder (`seccomp`): rules shared by both
+//! (terminal injection, socket families that are not per network namespace, host-wide kernel
+//! interfaces, new namespaces, io_uring, foreign architectures) with each jail's own on top
+//! (`landjail::filter`, `nsjail::filter`). Raw system calls without a safe wrapper elsewhere
+//! live in `sys`. The threat model, class by class, is in `docs/jail-types.md`.
 
 pub mod landjail;
 
