@@ -1,0 +1,412 @@
+//! Secrets and boundary's own files against a hostile jailed command, in both jails (issue 11
+//! items 5 and 6):
+//! - the key that signs leaf certificates is never readable from inside, by any path, across
+//!   runs and concurrent runs (rename of the config directory planted by a first jail, a second
+//!   boundary starting while the first jail runs, the key paths next to the trusted cert);
+//! - the caller's session keyring does not reach the target;
+//! - nsjail: config.yaml, the config directory, `--log-dir` and `--audit-log` cannot be changed
+//!   or renamed away; landjail: a change is reported loudly at exit and in the log.
+
+mod nsjail_common;
+use nsjail_common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Flags for landjail on a free port (tests run concurrently; landjail's proxy port is on the
+/// host's loopback).
+fn land() -> Vec<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    vec![
+        "--jail-type".into(),
+        "landjail".into(),
+        "--proxy-port".into(),
+        port.to_string(),
+    ]
+}
+
+/// Flags that are fresh for each run (landjail's port).
+fn per_run(flags: &[&str]) -> Vec<String> {
+    if flags == ["landjail"] {
+        land()
+    } else {
+        flags.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+const LAND: &[&str] = &["landjail"];
+
+/// Public key (PEM) of a certificate, or of a private key file; None if it is neither.
+fn public_key(path: &Path, is_cert: bool) -> Option<String> {
+    let out = if is_cert {
+        Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(path)
+            .output()
+    } else {
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(path)
+            .output()
+    }
+    .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Every private key in `loot` whose public key is `cert`'s.
+fn matching_keys(loot: &Path, cert: &Path) -> Vec<PathBuf> {
+    let want = public_key(cert, true).expect("certificate");
+    let mut files = Vec::new();
+    files_under(loot, &mut files);
+    files
+        .into_iter()
+        .filter(|f| public_key(f, false).as_deref() == Some(want.as_str()))
+        .collect()
+}
+
+fn world_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+/// A first jail renames the config directory and plants a fresh one, then, while it still
+/// runs, a second boundary starts; the first jail copies everything it can reach (config
+/// directories, every per-run CA directory, the key path next to the second run's trusted
+/// cert). No copied file may hold the key of either run's CA.
+fn ca_key_stays_out(who: As, flags: &[&str]) {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    let config = config_home(who);
+    let work = shared_tempdir();
+    world_writable(work.path());
+    let loot = work.path().join("loot");
+    let xdg = config.path().display().to_string();
+    let first = format!(
+        "cat \"$SSL_CERT_FILE\" > {w}/cert-a.pem; mv {xdg}/coder_boundary {xdg}/planted-old; \
+         mkdir -p {xdg}/coder_boundary; ln {xdg}/coder_boundary/ca-key.pem {w}/link 2>/dev/null; \
+         echo A-ready; read go; mkdir -p {l}; \
+         for d in {xdg} /tmp/boundary-ca-* \"$(dirname \"$SSL_CERT_FILE\")\" {w}; do \
+           cp -r \"$d\" {l}/ 2>/dev/null; done; \
+         for f in $(cat {w}/b-paths 2>/dev/null); do cp \"$f\" {l}/ 2>/dev/null; done; echo A-done",
+        w = work.path().display(),
+        l = loot.display(),
+    );
+    let mut a = boundary_cmd(who, config.path(), &[])
+        .args(per_run(flags))
+        .args(["--log-level", "error", "--", "sh", "-c", &first])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut a_out = BufReader::new(a.stdout.take().unwrap());
+    a_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "A-ready", "first jail did not start");
+    let second = format!(
+        "cat \"$SSL_CERT_FILE\" > {w}/cert-b.pem; d=$(dirname \"$SSL_CERT_FILE\"); \
+         echo \"$d/ca-key.pem $d/ca-key.pem.tmp {xdg}/coder_boundary/ca-key.pem\" > {w}/b-paths; \
+         cat $d/ca-key.pem {xdg}/coder_boundary/ca-key.pem > {w}/b-read.pem 2>/dev/null; \
+         echo A; read go",
+        w = work.path().display(),
+    );
+    let mut b = boundary_cmd(who, config.path(), &[])
+        .args(per_run(flags))
+        .args(["--log-level", "error", "--", "sh", "-c", &second])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bl = String::new();
+    BufReader::new(b.stdout.take().unwrap())
+        .read_line(&mut bl)
+        .unwrap();
+    // While the second run is live, the first jail takes what it can.
+    if let Err(e) = a.stdin.take().unwrap().write_all(b"go\n") {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut a.stderr.take().unwrap(), &mut err);
+        panic!("first jail ended early ({e}): {err} / {bl}");
+    }
+    let mut rest = String::new();
+    a_out.read_line(&mut rest).unwrap();
+    assert_eq!(rest.trim(), "A-done");
+    let _ = b.stdin.take().unwrap().write_all(b"go\n");
+    let b = b.wait_with_output().unwrap();
+    assert!(a.wait().unwrap().success());
+    assert!(b.status.success(), "second run: {}", text(&b));
+    // Positive control: the matcher finds a key that belongs to a certificate.
+    let ctl = work.path().join("control");
+    std::fs::create_dir(&ctl).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=control", "-keyout"])
+        .arg(ctl.join("k.pem"))
+        .arg("-out")
+        .arg(work.path().join("control-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_eq!(
+        matching_keys(&ctl, &work.path().join("control-cert.pem")).len(),
+        1,
+        "control: the key matcher does not work"
+    );
+    for cert in ["cert-a.pem", "cert-b.pem"] {
+        let cert = work.path().join(cert);
+        assert!(cert.exists(), "{} missing", cert.display());
+        let found = matching_keys(work.path(), &cert);
+        assert!(
+            found.is_empty(),
+            "a jail read the key of the CA {}: {found:?}",
+            cert.display()
+        );
+    }
+}
+
+#[test]
+fn ca_key_stays_out_of_nsjail_as_root() {
+    ca_key_stays_out(As::Root, &[]);
+}
+
+#[test]
+fn ca_key_stays_out_of_nsjail_as_an_unprivileged_user() {
+    ca_key_stays_out(As::User, &[]);
+}
+
+#[test]
+fn ca_key_stays_out_of_landjail() {
+    ca_key_stays_out(As::User, LAND);
+}
+
+/// A key added to the caller's session keyring outside is visible there (control) and not
+/// inside, by search or by its id.
+fn keyring_is_fresh(who: As, flags: &[&str]) {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    if Command::new("keyctl").arg("--version").output().is_err() {
+        panic!("keyctl missing: install the Debian package keyutils");
+    }
+    let config = config_home(who);
+    let bin = boundary_binary().unwrap();
+    let inner = format!(
+        "id=$(keyctl add user bnd-secret s3cr3t-bytes @s) || exit 9; \
+         echo CONTROL $(keyctl print $id); export KID=$id; \
+         {bin} {flags} --log-level error -- sh -c 'keyctl print $KID && echo LEAK-BY-ID; \
+         keyctl search @s user bnd-secret && echo LEAK-BY-SEARCH; echo INSIDE-DONE'",
+        bin = bin.display(),
+        flags = per_run(flags).join(" "),
+    );
+    let mut cmd = Command::new(if who == As::User { "runuser" } else { "env" });
+    if who == As::User {
+        test_user();
+        cmd.args(["-u", TEST_USER, "--", "env"]);
+    }
+    let out = cmd
+        .arg(format!("PATH={PATH}"))
+        .arg(format!("XDG_CONFIG_HOME={}", config.path().display()))
+        .arg(format!("XDG_STATE_HOME={}", config.path().display()))
+        .args(["keyctl", "session", "-", "sh", "-c", &inner])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains("CONTROL s3cr3t-bytes"),
+        "control: key not readable outside: {t}"
+    );
+    assert!(t.contains("INSIDE-DONE"), "the jail did not run: {t}");
+    assert!(
+        !t.contains("LEAK"),
+        "the session keyring reached the jail: {t}"
+    );
+    assert!(
+        !t.lines()
+            .any(|l| l.contains("s3cr3t-bytes") && !l.starts_with("CONTROL")),
+        "{t}"
+    );
+}
+
+#[test]
+fn session_keyring_is_fresh_in_nsjail() {
+    keyring_is_fresh(As::Root, &[]);
+    keyring_is_fresh(As::Root, &["--no-user-namespace"]);
+    keyring_is_fresh(As::User, &[]);
+}
+
+#[test]
+fn session_keyring_is_fresh_in_landjail() {
+    keyring_is_fresh(As::Root, LAND);
+    keyring_is_fresh(As::User, LAND);
+}
+
+const TAMPER: &str =
+    "echo 'allowlist: [\"domain=*\"]' > $XDG_CONFIG_HOME/coder_boundary/config.yaml; \
+    mv $XDG_CONFIG_HOME/coder_boundary $XDG_CONFIG_HOME/moved; \
+    mv $XDG_CONFIG_HOME $XDG_CONFIG_HOME-moved; \
+    cp /dev/null $BND_AUDIT; echo '{\"forged\":\"allow\"}' >> $BND_AUDIT; \
+    echo forged-log-line >> $BND_LOGS/boundary.log; \
+    mv $BND_AUDIT $BND_AUDIT.moved; echo TAMPER-DONE";
+
+struct Files {
+    config: tempfile::TempDir,
+    conf_yaml: PathBuf,
+    audit: PathBuf,
+    logs: PathBuf,
+}
+
+fn files(who: As) -> Files {
+    let config = config_home(who);
+    let dir = config.path().join("coder_boundary");
+    std::fs::create_dir(&dir).unwrap();
+    let conf_yaml = dir.join("config.yaml");
+    std::fs::write(&conf_yaml, "allowlist: [\"domain=only.example\"]\n").unwrap();
+    let audit = config.path().join("audit.log");
+    std::fs::write(&audit, "{\"earlier\":\"record\"}\n").unwrap();
+    let logs = config.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    if who == As::User {
+        let uid = test_user();
+        for p in [&dir, &conf_yaml, &audit, &logs] {
+            std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+        }
+    }
+    Files {
+        config,
+        conf_yaml,
+        audit,
+        logs,
+    }
+}
+
+fn tamper(who: As, f: &Files, flags: &[&str]) -> std::process::Output {
+    let script = format!(
+        "export BND_AUDIT={} BND_LOGS={}; {TAMPER}",
+        f.audit.display(),
+        f.logs.display()
+    );
+    boundary_cmd(who, f.config.path(), &[])
+        .args(per_run(flags))
+        .args(["--log-level", "info", "--audit-log"])
+        .arg(&f.audit)
+        .arg("--log-dir")
+        .arg(&f.logs)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn nsjail_protects_own_files(who: As, flags: &[&str]) {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    let f = files(who);
+    let out = tamper(who, &f, flags);
+    let t = text(&out);
+    assert!(t.contains("TAMPER-DONE"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(&f.conf_yaml).unwrap(),
+        "allowlist: [\"domain=only.example\"]\n",
+        "config.yaml changed: {t}"
+    );
+    assert!(!f.config.path().join("moved").exists(), "{t}");
+    let audit = std::fs::read_to_string(&f.audit).unwrap();
+    assert!(
+        audit.starts_with("{\"earlier\":\"record\"}\n"),
+        "audit log rewritten: {audit}"
+    );
+    assert!(!audit.contains("forged"), "forged audit line: {audit}");
+    let log = std::fs::read_to_string(f.logs.join("boundary.log")).unwrap_or_default();
+    assert!(!log.contains("forged-log-line"), "forged log line: {log}");
+}
+
+#[test]
+fn nsjail_protects_its_own_files_as_root() {
+    nsjail_protects_own_files(As::Root, &[]);
+    nsjail_protects_own_files(As::Root, &["--no-user-namespace"]);
+}
+
+#[test]
+fn nsjail_protects_its_own_files_as_an_unprivileged_user() {
+    nsjail_protects_own_files(As::User, &[]);
+}
+
+/// landjail cannot stop its own uid; boundary says so at exit, on stderr and in the log.
+#[test]
+fn landjail_reports_changes_to_its_own_files() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    let f = files(As::User);
+    let out = tamper(As::User, &f, LAND);
+    let t = text(&out);
+    assert!(t.contains("TAMPER-DONE"), "{t}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let config_dir = f.config.path().join("coder_boundary");
+    for what in [
+        config_dir.display().to_string(),
+        f.audit.display().to_string(),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("WARNING") && l.contains(&what)),
+            "no warning about {what}: {t}"
+        );
+    }
+    // The jail renamed the whole config home away; boundary's open log file moved with it.
+    let moved = PathBuf::from(format!("{}-moved", f.config.path().display()));
+    let log = std::fs::read_to_string(f.logs.join("boundary.log"))
+        .or_else(|_| std::fs::read_to_string(moved.join("logs/boundary.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("boundary's own files changed") && log.contains("coder_boundary"),
+        "no log record of the change: {log}"
+    );
+    // Control: a run that leaves the files alone reports nothing.
+    let g = files(As::User);
+    let quiet = boundary_cmd(As::User, g.config.path(), &[])
+        .args(land())
+        .args(["--log-level", "error", "--audit-log"])
+        .arg(&g.audit)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("WARNING"),
+        "{}",
+        text(&quiet)
+    );
+    let _ = std::fs::remove_dir_all(moved);
+}
