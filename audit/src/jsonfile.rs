@@ -82,7 +82,7 @@ impl JsonFile {
                     tracing::error!(
                         dropped = n,
                         "audit log file writer is behind; records were dropped from the file \
-                         (they are still in the local log and the agent stream)"
+                         (the agent stream still gets them; the local log only at the level it shows)"
                     );
                 }
             }

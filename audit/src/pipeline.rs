@@ -188,9 +188,10 @@ impl AuditSink for PipelineSink {
         // A read lock: proxy threads record concurrently; only shutdown takes the write lock.
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let Some(inner) = guard.as_ref() else {
-            tracing::warn!(
+            tracing::error!(
                 sequence_number = record.sequence_number,
-                "audit record after shutdown: logged locally only"
+                "audit record after shutdown: DROPPED for the agent, the --audit-log file and \
+                 OpenTelemetry (the local log line above is its only trace)"
             );
             return;
         };

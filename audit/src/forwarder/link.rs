@@ -9,53 +9,24 @@
 //! Records are batched, batches wait in the [`Store`], and only `Open` writes them.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use boundary_proto::frame::{self, Tag};
-use boundary_proto::pb::{boundary_message, BoundaryMessage, BoundaryStatus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use boundary_proto::frame::Tag;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher};
-use super::spool::Spool;
 use super::store::Store;
+use super::wire::{
+    peer_state, read_some, sleep_until_opt, unread_bytes, write_status, Backoff, Peer,
+};
 use super::{base_request, DropLog, ForwarderConfig, ForwarderStats, PROBE_WINDOW};
 use crate::peer::{self, AgentPeer};
 use crate::{AuditProtocol, AuditRecord, RunContext};
-
-/// A delay that doubles per failure up to a cap, and starts over on success.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    start: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub const fn new(start: Duration, max: Duration) -> Self {
-        Self {
-            start,
-            max,
-            next: start,
-        }
-    }
-
-    /// The delay to wait now; the following one is twice as long (up to the cap).
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.start;
-    }
-}
 
 /// Reconnects: 100 ms doubling to 5 s.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -72,16 +43,6 @@ enum Link {
     Open { stream: UnixStream },
 }
 
-/// What the kernel says about the agent's end of the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Open,
-    /// Closed with nothing of ours left unread: every frame written reached the agent.
-    ClosedAllRead,
-    /// Closed with our data still in its queue (ECONNRESET), or state unknown.
-    ClosedUnread,
-}
-
 /// One wake-up of the task.
 enum Event {
     Shutdown(Instant),
@@ -92,6 +53,15 @@ enum Event {
     ProbeDone,
     PollDue,
     Deadline,
+}
+
+/// Where records and the shutdown request come from.
+struct Inbox {
+    rx: mpsc::Receiver<AuditRecord>,
+    shutdown_rx: oneshot::Receiver<Instant>,
+    /// The proxy side may still send records.
+    open: bool,
+    scratch: [u8; 256],
 }
 
 pub(crate) struct Task {
@@ -119,34 +89,7 @@ impl Task {
         stats: Arc<ForwarderStats>,
         drops: Arc<DropLog>,
     ) -> Self {
-        let store = match cfg.spool.take() {
-            None => Store::memory(),
-            Some(sc) => match Spool::open(&sc, &run.session_id.to_string()) {
-                Ok((s, opened)) => {
-                    if opened.adopted_runs > 0 {
-                        tracing::warn!(
-                            runs = opened.adopted_runs,
-                            bytes = opened.adopted_bytes,
-                            torn_entries = opened.torn,
-                            dir = %sc.dir.display(),
-                            "earlier boundary runs left audit records undelivered; sending them \
-                             to the Coder agent first"
-                        );
-                    }
-                    Store::Disk(s)
-                }
-                Err(e) => {
-                    tracing::error!(
-                        dir = %sc.dir.display(),
-                        error = %e,
-                        "cannot open the audit spool directory; records wait in memory only \
-                         (bounded by --audit-queue-size) and are lost if boundary exits before \
-                         the agent takes them; fix the directory's permissions"
-                    );
-                    Store::memory()
-                }
-            },
-        };
+        let store = Store::open(cfg.spool.take(), run);
         let flush = cfg.flush_interval;
         Self {
             cfg,
@@ -182,8 +125,8 @@ impl Task {
 
     pub async fn run(
         mut self,
-        mut rx: mpsc::Receiver<AuditRecord>,
-        mut shutdown_rx: oneshot::Receiver<Instant>,
+        rx: mpsc::Receiver<AuditRecord>,
+        shutdown_rx: oneshot::Receiver<Instant>,
     ) {
         if let Some(s) = self.cfg.early.take() {
             match s
@@ -194,85 +137,102 @@ impl Task {
                 Err(e) => tracing::warn!(error = %e, "cannot use the early agent connection"),
             }
         }
-        let mut rx_open = true;
-        let mut scratch = [0u8; 256];
+        let mut inbox = Inbox {
+            rx,
+            shutdown_rx,
+            open: true,
+            scratch: [0u8; 256],
+        };
         loop {
             self.check_delivery();
             self.write_pending().await;
             if self.deadline.is_some() && self.done() {
                 break;
             }
-            let batch_due = self.batcher.deadline;
-            let (connect_at, probe_until, has_conn) = match &self.link {
-                Link::Waiting { at } => (self.store.has_unsent().then_some(*at), None, false),
-                Link::Probing { until, .. } => (None, Some(*until), true),
-                Link::Open { .. } => (None, None, true),
-            };
-            let poll = (matches!(self.link, Link::Open { .. })
-                && self.store.inflight_records() > 0)
-                .then(|| self.poll.next_delay());
-            let stop_at = self.deadline;
-            let shutting_down = stop_at.is_some();
-            let stream = match &mut self.link {
-                Link::Probing { stream, .. } | Link::Open { stream } => Some(stream),
-                Link::Waiting { .. } => None,
-            };
-            let ev = tokio::select! {
-                d = &mut shutdown_rx, if !shutting_down => {
-                    Event::Shutdown(d.unwrap_or_else(|_| Instant::now()))
-                }
-                r = rx.recv(), if rx_open => Event::Record(r),
-                _ = sleep_until_opt(batch_due), if batch_due.is_some() => Event::BatchDue,
-                _ = sleep_until_opt(connect_at), if connect_at.is_some() => Event::ConnectDue,
-                res = read_some(stream, &mut scratch), if has_conn => Event::Read(res),
-                _ = sleep_until_opt(probe_until), if probe_until.is_some() => Event::ProbeDone,
-                _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => Event::PollDue,
-                _ = sleep_until_opt(stop_at), if shutting_down => Event::Deadline,
-            };
-            match ev {
-                Event::Shutdown(deadline) => {
-                    self.deadline = Some(deadline);
-                    rx.close();
-                    while let Ok(r) = rx.try_recv() {
-                        self.batcher.push(&r, &mut self.closed);
-                    }
-                    rx_open = false;
-                    self.close_batch();
-                    if let Link::Waiting { at } = &mut self.link {
-                        *at = Instant::now();
-                    }
-                }
-                Event::Record(Some(r)) => {
-                    self.batcher.push(&r, &mut self.closed);
-                    // Take what else is waiting without another trip through the loop.
-                    for _ in 0..1024 {
-                        match rx.try_recv() {
-                            Ok(r) => self.batcher.push(&r, &mut self.closed),
-                            Err(_) => break,
-                        }
-                    }
-                    self.stash();
-                }
-                Event::Record(None) => rx_open = false,
-                Event::BatchDue => self.close_batch(),
-                Event::ConnectDue => self.connect().await,
-                Event::Read(res) => {
-                    let state = match res {
-                        Ok(0) => Some(Peer::ClosedAllRead),
-                        Ok(_) => None,
-                        Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                        Err(_) => Some(Peer::ClosedUnread),
-                    };
-                    if let Some(state) = state {
-                        self.closed(state);
-                    }
-                }
-                Event::ProbeDone => self.probe_passed(),
-                Event::PollDue => {}
-                Event::Deadline => break,
+            let ev = self.next_event(&mut inbox).await;
+            if !self.handle(ev, &mut inbox).await {
+                break;
             }
         }
         self.finish().await;
+    }
+
+    /// Waits for whatever the current state listens to.
+    async fn next_event(&mut self, inbox: &mut Inbox) -> Event {
+        let batch_due = self.batcher.deadline;
+        let (connect_at, probe_until, has_conn) = match &self.link {
+            Link::Waiting { at } => (self.store.has_unsent().then_some(*at), None, false),
+            Link::Probing { until, .. } => (None, Some(*until), true),
+            Link::Open { .. } => (None, None, true),
+        };
+        let poll = (matches!(self.link, Link::Open { .. }) && self.store.inflight_records() > 0)
+            .then(|| self.poll.next_delay());
+        let stop_at = self.deadline;
+        let shutting_down = stop_at.is_some();
+        let stream = match &mut self.link {
+            Link::Probing { stream, .. } | Link::Open { stream } => Some(stream),
+            Link::Waiting { .. } => None,
+        };
+        let rx_open = inbox.open;
+        tokio::select! {
+            d = &mut inbox.shutdown_rx, if !shutting_down => {
+                Event::Shutdown(d.unwrap_or_else(|_| Instant::now()))
+            }
+            r = inbox.rx.recv(), if rx_open => Event::Record(r),
+            _ = sleep_until_opt(batch_due), if batch_due.is_some() => Event::BatchDue,
+            _ = sleep_until_opt(connect_at), if connect_at.is_some() => Event::ConnectDue,
+            res = read_some(stream, &mut inbox.scratch), if has_conn => Event::Read(res),
+            _ = sleep_until_opt(probe_until), if probe_until.is_some() => Event::ProbeDone,
+            _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => Event::PollDue,
+            _ = sleep_until_opt(stop_at), if shutting_down => Event::Deadline,
+        }
+    }
+
+    /// Applies one event; `false` ends the loop (the shutdown deadline passed).
+    async fn handle(&mut self, ev: Event, inbox: &mut Inbox) -> bool {
+        match ev {
+            Event::Shutdown(deadline) => {
+                self.deadline = Some(deadline);
+                inbox.rx.close();
+                while let Ok(r) = inbox.rx.try_recv() {
+                    self.batcher.push(&r, &mut self.closed);
+                }
+                inbox.open = false;
+                self.close_batch();
+                if let Link::Waiting { at } = &mut self.link {
+                    *at = Instant::now();
+                }
+            }
+            Event::Record(Some(r)) => {
+                self.batcher.push(&r, &mut self.closed);
+                // Take what else is waiting without another trip through the loop.
+                for _ in 0..1024 {
+                    match inbox.rx.try_recv() {
+                        Ok(r) => self.batcher.push(&r, &mut self.closed),
+                        Err(_) => break,
+                    }
+                }
+                self.stash();
+            }
+            Event::Record(None) => inbox.open = false,
+            Event::BatchDue => self.close_batch(),
+            Event::ConnectDue => self.connect().await,
+            Event::Read(res) => {
+                let state = match res {
+                    Ok(0) => Some(Peer::ClosedAllRead),
+                    Ok(_) => None,
+                    Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(_) => Some(Peer::ClosedUnread),
+                };
+                if let Some(state) = state {
+                    self.closed(state);
+                }
+            }
+            Event::ProbeDone => self.probe_passed(),
+            Event::PollDue => {}
+            Event::Deadline => return false,
+        }
+        true
     }
 
     /// Shutting down and nothing more can or need be done.
@@ -550,86 +510,5 @@ impl Task {
         if let Link::Open { mut stream } | Link::Probing { mut stream, .. } = self.link {
             let _ = stream.shutdown().await;
         }
-    }
-}
-
-/// Sends a tag-2 `BoundaryStatus` with the drops since the last one, if there are any (or
-/// always, with `force`).
-async fn write_status(
-    stream: &mut UnixStream,
-    stats: &ForwarderStats,
-    reported: &mut (u64, u64),
-    force: bool,
-) -> io::Result<()> {
-    let now = (
-        stats.dropped_channel_full.load(Ordering::SeqCst),
-        stats.dropped_batch_full.load(Ordering::SeqCst),
-    );
-    if now == *reported && !force {
-        return Ok(());
-    }
-    let msg = BoundaryMessage {
-        msg: Some(boundary_message::Msg::Status(BoundaryStatus {
-            dropped_channel_full: (now.0 - reported.0) as i64,
-            dropped_batch_full: (now.1 - reported.1) as i64,
-        })),
-    };
-    let bytes = frame::encode_message(Tag::V2, &msg).expect("a status message is tiny");
-    stream.write_all(&bytes).await?;
-    *reported = now;
-    Ok(())
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn read_some(stream: Option<&mut UnixStream>, buf: &mut [u8]) -> io::Result<usize> {
-    match stream {
-        Some(s) => s.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A non-blocking read: the agent never sends, so data or "would block" means open, end of
-/// stream means it closed after reading everything, ECONNRESET means it closed with frames of
-/// ours unread (Linux sets that error exactly then).
-fn peer_state(stream: &UnixStream) -> Peer {
-    let mut b = [0u8; 64];
-    match stream.try_read(&mut b) {
-        Ok(0) => Peer::ClosedAllRead,
-        Ok(_) => Peer::Open,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peer::Open,
-        Err(_) => Peer::ClosedUnread,
-    }
-}
-
-/// Bytes written to a Unix stream socket that the peer has not read yet.
-fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points to a live local;
-    // the descriptor belongs to `stream`, which outlives the call.
-    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n.max(0) as usize)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_starts_over() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let d: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(d, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }

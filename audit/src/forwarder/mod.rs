@@ -26,6 +26,7 @@ pub mod batch;
 mod link;
 pub mod spool;
 mod store;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use super::batch::Batch;
-use super::spool::Spool;
+use super::spool::{Spool, SpoolConfig};
 use super::ForwarderStats;
+use crate::RunContext;
 
 /// Where batches wait.
 pub(crate) enum Store {
@@ -19,6 +20,38 @@ pub(crate) enum Store {
 }
 
 impl Store {
+    /// The spool when configured and usable, else memory (said loudly).
+    pub fn open(spool: Option<SpoolConfig>, run: &RunContext) -> Self {
+        match spool {
+            None => Store::memory(),
+            Some(sc) => match Spool::open(&sc, &run.session_id.to_string()) {
+                Ok((s, opened)) => {
+                    if opened.adopted_runs > 0 {
+                        tracing::warn!(
+                            runs = opened.adopted_runs,
+                            bytes = opened.adopted_bytes,
+                            torn_entries = opened.torn,
+                            dir = %sc.dir.display(),
+                            "earlier boundary runs left audit records undelivered; sending them \
+                             to the Coder agent first"
+                        );
+                    }
+                    Store::Disk(s)
+                }
+                Err(e) => {
+                    tracing::error!(
+                        dir = %sc.dir.display(),
+                        error = %e,
+                        "cannot open the audit spool directory; records wait in memory only \
+                         (bounded by --audit-queue-size) and are lost if boundary exits before \
+                         the agent takes them; fix the directory's permissions"
+                    );
+                    Store::memory()
+                }
+            },
+        }
+    }
+
     pub fn memory() -> Self {
         Store::Memory {
             unsent: VecDeque::new(),
