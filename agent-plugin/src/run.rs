@@ -60,7 +60,7 @@ pub fn jail_spec(
     // A persistent CA key left by an earlier version stays hidden (nsjail) even though unused.
     let mut hide_paths = vec![cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE)];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
-    hide_paths.push(spool_dir());
+    hide_paths.push(spool_dir(cfg));
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
@@ -82,9 +82,13 @@ fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
     jail.with_context(|| format!("cannot start the {} jail", cfg.jail_type))
 }
 
-/// Where records wait for the agent across runs: `$XDG_STATE_HOME/coder_boundary/spool`, else
-/// `/var/lib/coder_boundary/spool` for root, else `~/.local/state/coder_boundary/spool`.
-pub fn spool_dir() -> PathBuf {
+/// Where records wait for the agent across runs: `--audit-spool-dir`, else
+/// `$XDG_STATE_HOME/coder_boundary/spool`, else `/var/lib/coder_boundary/spool` for root, else
+/// `~/.local/state/coder_boundary/spool`.
+pub fn spool_dir(cfg: &Config) -> PathBuf {
+    if let Some(d) = &cfg.audit_spool_dir {
+        return d.clone();
+    }
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None if crate::selftest::is_root() => PathBuf::from("/var/lib"),
@@ -95,9 +99,6 @@ pub fn spool_dir() -> PathBuf {
     };
     base.join("coder_boundary").join("spool")
 }
-
-/// Bytes the spool may hold: about a million records, hours of heavy use.
-const SPOOL_MAX_BYTES: u64 = 256 << 20;
 
 /// Connects to the agent before the jail exists, so a jailed process cannot have replaced the
 /// socket path yet; the connection is kept for the run (its listener is still checked).
@@ -124,7 +125,7 @@ fn prepare_spool(cfg: &Config, early: bool) -> Option<SpoolConfig> {
     if cfg.disable_audit_logs || !(early || cfg.log_proxy_socket_path.exists()) {
         return None;
     }
-    let dir = spool_dir();
+    let dir = spool_dir(cfg);
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -137,7 +138,8 @@ fn prepare_spool(cfg: &Config, early: bool) -> Option<SpoolConfig> {
     }
     Some(SpoolConfig {
         dir,
-        max_bytes: SPOOL_MAX_BYTES,
+        // The default 256 MiB holds about a million records: hours of heavy use.
+        max_bytes: (cfg.audit_spool_size_mb as u64) << 20,
     })
 }
 

@@ -167,6 +167,9 @@ pub struct Config {
     pub audit_flush_interval: Duration,
     pub audit_queue_size: usize,
     pub audit_shutdown_timeout: Duration,
+    /// `None`: the state directory's default (see `run::spool_dir`).
+    pub audit_spool_dir: Option<PathBuf>,
+    pub audit_spool_size_mb: usize,
     pub landjail_deny_bind: bool,
     pub idle_timeout: Duration,
     /// Where boundary keeps its CA: `$XDG_CONFIG_HOME/coder_boundary` or `~/.config/coder_boundary`.
@@ -203,6 +206,8 @@ impl Config {
             audit_flush_interval: Duration::ZERO,
             audit_queue_size: 0,
             audit_shutdown_timeout: Duration::ZERO,
+            audit_spool_dir: None,
+            audit_spool_size_mb: 0,
             landjail_deny_bind: false,
             idle_timeout: Duration::ZERO,
             config_dir,

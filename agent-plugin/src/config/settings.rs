@@ -525,6 +525,41 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
+        key: "audit_spool_dir",
+        flag: "audit-spool-dir",
+        env: &["BOUNDARY_AUDIT_SPOOL_DIR"],
+        yaml: Some("audit_spool_dir"),
+        value_name: "DIR",
+        help: "Where audit records the Coder agent has not taken wait on disk, also for the \
+               next run",
+        default: Fallback::Unset(Some(
+            "$XDG_STATE_HOME/coder_boundary/spool, as root /var/lib/coder_boundary/spool, else \
+             ~/.local/state/coder_boundary/spool",
+        )),
+        apply: |c, v| {
+            c.audit_spool_dir = Some(PathBuf::from(v));
+            Ok(v.to_string())
+        },
+        examples: ["/s1", "/s2", "/s3"],
+        ..ROW
+    },
+    Setting {
+        key: "audit_spool_size_mb",
+        flag: "audit-spool-size-mb",
+        env: &["BOUNDARY_AUDIT_SPOOL_SIZE_MB"],
+        yaml: Some("audit_spool_size_mb"),
+        value_name: "MIB",
+        help: "Largest size of the audit spool in MiB; beyond it records are dropped, counted \
+               and logged with their sequence numbers",
+        default: Fallback::Text("256"),
+        apply: |c, v| {
+            c.audit_spool_size_mb = parse_positive(v, "MiB")?;
+            Ok(c.audit_spool_size_mb.to_string())
+        },
+        examples: ["300", "200", "100"],
+        ..ROW
+    },
+    Setting {
         key: "landjail_deny_bind",
         flag: "landjail-deny-bind",
         env: &["BOUNDARY_LANDJAIL_DENY_BIND"],
