@@ -22,6 +22,9 @@ pub mod process;
 mod reexec;
 mod seccomp;
 mod sys;
+mod supervisor;
+
+pub use supervisor::unix::{UnixSocketRules, BUILTIN_DENY as BUILTIN_UNIX_DENY};
 
 pub use process::RunningJail;
 pub use reexec::init_hook;
@@ -96,4 +99,7 @@ pub struct JailSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// landjail: forbid TCP bind as well (default allows local servers).
     pub landjail_deny_bind: bool,
+    /// What Unix sockets outside the jail may be connected to, on top of the built-in rules
+    /// (see the Unix socket policy in the crate documentation).
+    pub unix_sockets: UnixSocketRules,
 }

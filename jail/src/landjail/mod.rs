@@ -77,7 +77,6 @@
 mod child;
 mod filter;
 mod landlock_rules;
-mod supervisor;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -91,7 +90,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use crate::{JailError, JailSpec, RunningJail};
+use crate::{supervisor, JailError, JailSpec, RunningJail};
 
 pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI, SCOPE_ABI};
 #[cfg(feature = "insecure-test-hooks")]
@@ -369,8 +368,8 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         source,
     })?;
     let policy = Arc::new(supervisor::Policy {
-        allowed,
-        hidden: spec.hide_paths.clone(),
+        net: supervisor::Net::Host { proxy: allowed },
+        unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: std::sync::Mutex::new(HashSet::new()),
     });
     std::thread::Builder::new()

@@ -10,38 +10,45 @@
 //! is never told to continue the original call: between our check and the kernel's own read,
 //! another thread of the target could rewrite the address or swap the descriptor.
 //!
+//! Both jails use it: landjail for every `connect()` and `listen()` (it shares the host's
+//! network namespace), nsjail for every `connect()` (its notification descriptor is created by
+//! the jail's init and handed to boundary over the helper's socketpair).
+//!
 //! Decisions:
-//! - TCP (AF_INET/AF_INET6 sockets; the filter allows no other kind): the proxy's listening
-//!   addresses (127.0.0.1 and ::1 on the proxy port, and the IPv4-mapped form of 127.0.0.1);
-//!   and a loopback address whose listening sockets (read from `/proc/net/tcp{,6}`) all belong
-//!   to the jail, so a dev server the agent started is reachable but the host's own loopback
-//!   services (a local SOCKS proxy, a database, another proxy) are not. Anything else fails
-//!   with `EACCES`. `AF_UNSPEC` (disconnect) is passed on.
-//! - `listen()`: the socket's inode is recorded as the jail's, then the kernel continues the
-//!   call. Continuing is safe here: if another thread swaps the descriptor meanwhile, the
-//!   socket that ends up listening is simply not recorded, and the one recorded did belong to a
-//!   jailed process either way.
-//! - AF_UNIX, filesystem names: a Unix socket in the filesystem is not the network, and agents
-//!   need them (ssh-agent, git credential helpers, language servers). The path is resolved from
-//!   the target's own root and working directory (`/proc/<tid>/root`, `/proc/<tid>/cwd`) into an
-//!   `O_PATH` descriptor, checked to be a socket that is not one of the hidden paths (the agent's
-//!   audit socket), and connected through `/proc/self/fd/<n>`, so the socket connected is the
+//! - TCP in landjail (AF_INET/AF_INET6 sockets; the filter allows no other kind): the proxy's
+//!   listening addresses (127.0.0.1 and ::1 on the proxy port, and the IPv4-mapped form of
+//!   127.0.0.1); and a loopback address whose listening sockets (read from
+//!   `/proc/net/tcp{,6}`) all belong to the jail, so a dev server the agent started is
+//!   reachable but the host's own loopback services are not. Anything else fails with
+//!   `EACCES`. `AF_UNSPEC` (disconnect) is passed on ([`tcp`]).
+//! - TCP, UDP and netlink in nsjail: connected as asked. The socket lives in the jail's network
+//!   namespace, where netfilter decides every packet.
+//! - `listen()` (landjail): refused with `EACCES` unless the socket is bound to a loopback
+//!   address (an unbound socket would be bound to every address), so no host elsewhere reaches
+//!   a jailed server; the listen is then made here on the checked socket (never continued: a
+//!   swapped descriptor cannot slip through), and the socket's inode recorded as the jail's.
+//! - AF_UNIX, filesystem names: the Unix socket policy ([`unix`]): resolved in the target's
+//!   root and working directory into an `O_PATH` descriptor, decided on the socket's identity
+//!   and listener, and connected through `/proc/self/fd/<n>`, so the socket connected is the
 //!   one checked even if the path changes meanwhile.
-//! - AF_UNIX, abstract names: refused with `EACCES`. The supervisor sits outside the Landlock
-//!   domain, so connecting from here would bypass the scoping that keeps abstract sockets of
-//!   the host out of reach; jailed programs rarely need abstract sockets.
-//! - AF_NETLINK (only route and sock_diag sockets exist in the jail): passed on; netlink talks
+//! - AF_UNIX, abstract names: landjail refuses them with `EACCES` (the supervisor sits outside
+//!   the Landlock domain, so connecting from here would bypass the scoping that keeps abstract
+//!   sockets of the host out of reach); in nsjail the abstract namespace is the jail's own
+//!   network namespace's, so they are connected.
+//! - AF_NETLINK (only route and sock_diag sockets exist in landjail): passed on; netlink talks
 //!   to the local kernel.
 
+pub(crate) mod diag;
+pub(crate) mod tcp;
+pub mod unix;
+
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::SockaddrStorage;
 
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
 use tracing::{debug, info, warn};
@@ -52,12 +59,42 @@ const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
 
 /// What the supervisor needs to decide.
 pub(crate) struct Policy {
-    /// The only TCP destinations allowed: the proxy's listeners.
-    pub(crate) allowed: HashSet<SocketAddr>,
-    /// Sockets that must not be connected to (the agent's audit socket).
-    pub(crate) hidden: Vec<PathBuf>,
-    /// Inodes of sockets on which a jailed process called `listen()`.
+    /// Which network the jailed sockets are in.
+    pub(crate) net: Net,
+    /// Which Unix sockets the jail may connect to.
+    pub(crate) unix: unix::UnixPolicy,
+    /// Inodes of sockets on which a jailed process called `listen()` (landjail).
     pub(crate) jail_listeners: Mutex<HashSet<u64>>,
+}
+
+/// The network the jailed processes' sockets live in.
+pub(crate) enum Net {
+    /// landjail: the host's network namespace; TCP may reach only `proxy` and the jail's own
+    /// loopback servers.
+    Host {
+        /// The proxy's listening addresses.
+        proxy: HashSet<SocketAddr>,
+    },
+    /// nsjail: the jail's own network namespace, where netfilter decides every packet.
+    Namespace {
+        /// A sock_diag socket created inside that namespace (lists the jail's Unix sockets).
+        diag: OwnedFd,
+    },
+}
+
+impl Policy {
+    fn listeners(&self) -> unix::Listeners<'_> {
+        match &self.net {
+            Net::Host { .. } => unix::Listeners {
+                jail_ns: None,
+                jail_inodes: Some(&self.jail_listeners),
+            },
+            Net::Namespace { diag } => unix::Listeners {
+                jail_ns: Some(diag),
+                jail_inodes: None,
+            },
+        }
+    }
 }
 
 /// A connect decision before it is carried out.
@@ -192,8 +229,6 @@ impl CheckedConnect {
 enum Reply {
     /// The syscall's result: a value or an errno.
     Result(Result<i64, i32>),
-    /// Let the kernel run the syscall (only for `listen`).
-    Continue,
 }
 
 /// Clears this thread's effective capabilities (capabilities are per thread in Linux), so the
@@ -242,7 +277,6 @@ fn respond(notify: RawFd, id: u64, reply: Option<Reply>) {
     let (val, error, flags) = match reply {
         Reply::Result(Ok(v)) => (v, 0, 0),
         Reply::Result(Err(errno)) => (0, -errno, 0),
-        Reply::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
     };
     let mut resp = libc::seccomp_notif_resp {
         id,
@@ -318,23 +352,48 @@ fn check_notification(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd)
 fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> Option<Reply> {
     let tid = req.pid;
     let target_fd = req.data.args[0] as i32;
+    let backlog = req.data.args[1] as i32;
     let pid = Pid::from_raw(tid as i32)?;
     let pidfd = thread_pidfd(pid).ok()?;
     if !id_valid(req.id, notify) {
         return None;
     }
-    if let Ok(sock) = pidfd_getfd(&pidfd, target_fd, PidfdGetfdFlags::empty()) {
-        if let Ok(meta) = std::fs::File::from(sock).metadata() {
-            if meta.mode() & libc::S_IFMT == libc::S_IFSOCK {
-                let mut set = policy
-                    .jail_listeners
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                set.insert(meta.ino());
-            }
+    let sock = match pidfd_getfd(&pidfd, target_fd, PidfdGetfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => return Some(Reply::Result(Err(e.raw_os_error()))),
+    };
+    let domain = match socket_domain(&sock) {
+        Ok(d) => d,
+        Err(e) => return Some(Reply::Result(Err(errno(&e)))),
+    };
+    if matches!(policy.net, Net::Host { .. })
+        && (domain == libc::AF_INET || domain == libc::AF_INET6)
+    {
+        let local = match nix::sys::socket::getsockname::<SockaddrStorage>(sock.as_raw_fd()) {
+            Ok(a) => a,
+            Err(e) => return Some(Reply::Result(Err(e as i32))),
+        };
+        let local = match (local.as_sockaddr_in(), local.as_sockaddr_in6()) {
+            (Some(v4), _) => SocketAddr::from(SocketAddrV4::from(*v4)),
+            (_, Some(v6)) => SocketAddr::from(SocketAddrV6::from(*v6)),
+            _ => return Some(Reply::Result(Err(libc::EINVAL))),
+        };
+        if let Err(e) = tcp::check_listen(local, tid) {
+            return Some(Reply::Result(Err(e)));
         }
     }
-    Some(Reply::Continue)
+    // SAFETY: listen on a descriptor we own; the socket is the target's (same open file).
+    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } < 0 {
+        return Some(Reply::Result(Err(errno(&io::Error::last_os_error()))));
+    }
+    if let Ok(meta) = rustix::fs::fstat(&sock) {
+        let mut set = policy
+            .jail_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.insert(meta.st_ino);
+    }
+    Some(Reply::Result(Ok(0)))
 }
 
 /// Checks one `connect()`; `None` when the target is no longer waiting.
@@ -473,45 +532,6 @@ fn sockaddr_in6(a: SocketAddrV6) -> Vec<u8> {
     v
 }
 
-/// Parses an AF_INET/AF_INET6 address the way the kernel does (length checks included).
-pub(crate) fn parse_inet(addr: &[u8]) -> Result<SocketAddr, i32> {
-    if addr.len() < 2 {
-        return Err(libc::EINVAL);
-    }
-    let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
-    if family != libc::AF_INET && family != libc::AF_INET6 {
-        return Err(libc::EAFNOSUPPORT);
-    }
-    if addr.len() < 16 {
-        return Err(libc::EINVAL);
-    }
-    let port = u16::from_be_bytes([addr[2], addr[3]]);
-    match family {
-        libc::AF_INET => {
-            let ip = Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
-            Ok(SocketAddr::new(IpAddr::V4(ip), port))
-        }
-        libc::AF_INET6 if addr.len() >= 24 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&addr[8..24]);
-            Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
-        }
-        _ => Err(libc::EINVAL),
-    }
-}
-
-/// Whether `dest` is one of the proxy's listeners (IPv4-mapped IPv6 counts as IPv4).
-pub(crate) fn allowed(dest: SocketAddr, policy: &Policy) -> bool {
-    let canon = match dest {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => dest,
-        },
-        v4 => v4,
-    };
-    policy.allowed.contains(&canon)
-}
-
 fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action, i32> {
     if addr.len() < 2 {
         return Err(libc::EINVAL);
@@ -523,13 +543,15 @@ fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action,
     }
     match domain {
         libc::AF_INET | libc::AF_INET6 => {
-            let dest = parse_inet(addr)?;
-            if !allowed(dest, policy) {
-                if is_loopback(dest.ip()) {
-                    local_listener_is_jails(dest, policy, tid)?;
-                } else {
-                    info!(%dest, tid, "landjail: refused a connect that does not go to the proxy");
-                    return Err(libc::EACCES);
+            let dest = tcp::parse_inet(addr)?;
+            if let Net::Host { proxy } = &policy.net {
+                if !tcp::allowed(dest, proxy) {
+                    if tcp::is_loopback(dest.ip()) {
+                        tcp::local_listener_is_jails(dest, &policy.jail_listeners, tid)?;
+                    } else {
+                        info!(%dest, tid, "landjail: refused a connect that does not go to the proxy");
+                        return Err(libc::EACCES);
+                    }
                 }
             }
             Ok(Action::Connect(match dest {
@@ -549,6 +571,9 @@ fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action,
                 return Err(libc::EINVAL);
             }
             if name[0] == 0 {
+                if matches!(policy.net, Net::Namespace { .. }) {
+                    return Ok(Action::Connect(addr.to_vec()));
+                }
                 info!(
                     tid,
                     "landjail: refused a connect to an abstract Unix socket"
@@ -556,237 +581,10 @@ fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action,
                 return Err(libc::EACCES);
             }
             let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            let path = &name[..end];
-            let fd = open_in_target(tid, path).map_err(|e| errno(&e))?;
-            let meta = std::fs::File::from(fd.try_clone().map_err(|e| errno(&e))?)
-                .metadata()
-                .map_err(|e| errno(&e))?;
-            if meta.mode() & libc::S_IFMT != libc::S_IFSOCK {
-                return Err(libc::ECONNREFUSED);
-            }
-            for h in &policy.hidden {
-                if let Ok(hm) = std::fs::metadata(h) {
-                    if hm.dev() == meta.dev() && hm.ino() == meta.ino() {
-                        info!(path = %h.display(), tid, "landjail: refused a connect to a hidden socket");
-                        return Err(libc::EACCES);
-                    }
-                }
-            }
-            Ok(Action::ConnectUnixFd(fd))
+            unix::check_path(&policy.unix, &policy.listeners(), tid, &name[..end])
+                .map(Action::ConnectUnixFd)
         }
         libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
         _ => Err(libc::EACCES),
-    }
-}
-
-/// Opens `path` with `O_PATH` as the target thread would resolve it.
-fn open_in_target(tid: u32, path: &[u8]) -> io::Result<OwnedFd> {
-    let (base, rel): (String, &[u8]) = if path.first() == Some(&b'/') {
-        (format!("/proc/{tid}/root"), &path[1..])
-    } else {
-        (format!("/proc/{tid}/cwd"), path)
-    };
-    let dir = std::fs::File::open(&base)?;
-    let rel = if rel.is_empty() { b"." as &[u8] } else { rel };
-    let c = std::ffi::CString::new(OsStr::from_bytes(rel).as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: openat on a valid directory fd with a NUL-terminated path; returns a new fd.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
-    }
-}
-
-/// One listening TCP socket from `/proc/net/tcp{,6}`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Listener {
-    pub(crate) ip: IpAddr,
-    pub(crate) port: u16,
-    pub(crate) inode: u64,
-}
-
-/// Parses the listening sockets out of the text of `/proc/net/tcp` or `/proc/net/tcp6`.
-pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let Some((ip_hex, port_hex)) = f[1].split_once(':') else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
-            continue;
-        };
-        let Ok(inode) = f[9].parse::<u64>() else {
-            continue;
-        };
-        // The kernel prints each 32-bit word of the address as a native-endian number.
-        let mut bytes = Vec::with_capacity(16);
-        for chunk in ip_hex.as_bytes().chunks(8) {
-            let Ok(w) = std::str::from_utf8(chunk).map(|c| u32::from_str_radix(c, 16)) else {
-                break;
-            };
-            let Ok(w) = w else { break };
-            bytes.extend_from_slice(&w.to_ne_bytes());
-        }
-        let ip = match bytes.len() {
-            4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            16 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(&bytes);
-                IpAddr::V6(Ipv6Addr::from(o))
-            }
-            _ => continue,
-        };
-        out.push(Listener { ip, port, inode });
-    }
-    out
-}
-
-/// Whether a listener would take a connection to `dest` (same address or a wildcard; an
-/// IPv6 wildcard may be dual-stack, so it counts for IPv4 too).
-pub(crate) fn listener_matches(l: &Listener, dest: SocketAddr) -> bool {
-    if l.port != dest.port() {
-        return false;
-    }
-    let dest_ip = match dest.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    match (l.ip, dest_ip) {
-        (IpAddr::V4(a), IpAddr::V4(d)) => a == d || a.is_unspecified(),
-        (IpAddr::V6(a), IpAddr::V4(d)) => a.is_unspecified() || a.to_ipv4_mapped() == Some(d),
-        (IpAddr::V6(a), IpAddr::V6(d)) => a == d || a.is_unspecified(),
-        (IpAddr::V4(_), IpAddr::V6(_)) => false,
-    }
-}
-
-/// Allows a loopback destination only when every socket listening there is the jail's own.
-fn local_listener_is_jails(dest: SocketAddr, policy: &Policy, tid: u32) -> Result<(), i32> {
-    let mut matching = Vec::new();
-    // The target's network namespace, which the filter keeps equal to its sockets' one.
-    for file in ["tcp", "tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/net/{file}")) {
-            matching.extend(
-                parse_proc_net_tcp(&text)
-                    .into_iter()
-                    .filter(|l| listener_matches(l, dest)),
-            );
-        }
-    }
-    if matching.is_empty() {
-        return Err(libc::ECONNREFUSED);
-    }
-    let set = policy
-        .jail_listeners
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if matching.iter().all(|l| set.contains(&l.inode)) {
-        Ok(())
-    } else {
-        info!(%dest, tid, "landjail: refused a connect to a loopback service outside the jail");
-        Err(libc::EACCES)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_net_tcp_is_parsed() {
-        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 999 1\n";
-        let l = parse_proc_net_tcp(v4);
-        assert_eq!(
-            l,
-            vec![Listener {
-                ip: "127.0.0.1".parse().unwrap(),
-                port: 8080,
-                inode: 12345
-            }]
-        );
-        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n";
-        let l = parse_proc_net_tcp(v6);
-        assert_eq!(
-            l,
-            vec![Listener {
-                ip: "::1".parse().unwrap(),
-                port: 8080,
-                inode: 777
-            }]
-        );
-    }
-
-    #[test]
-    fn wildcards_match_loopback_destinations() {
-        let l = |ip: &str, port| Listener {
-            ip: ip.parse().unwrap(),
-            port,
-            inode: 1,
-        };
-        let d: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert!(listener_matches(&l("0.0.0.0", 80), d));
-        assert!(listener_matches(&l("127.0.0.1", 80), d));
-        assert!(listener_matches(&l("::", 80), d));
-        assert!(!listener_matches(&l("127.0.0.2", 80), d));
-        assert!(!listener_matches(&l("127.0.0.1", 81), d));
-        assert!(!listener_matches(&l("::1", 80), d));
-        let d6: SocketAddr = "[::1]:80".parse().unwrap();
-        assert!(listener_matches(&l("::1", 80), d6));
-        assert!(!listener_matches(&l("127.0.0.1", 80), d6));
-    }
-
-    #[test]
-    fn only_the_proxy_listeners_are_allowed() {
-        let p = Policy {
-            allowed: ["127.0.0.1:8080", "[::1]:8080"]
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect(),
-            hidden: vec![],
-            jail_listeners: Mutex::new(HashSet::new()),
-        };
-        assert!(allowed("127.0.0.1:8080".parse().unwrap(), &p));
-        assert!(allowed("[::ffff:127.0.0.1]:8080".parse().unwrap(), &p));
-        assert!(allowed("[::1]:8080".parse().unwrap(), &p));
-        assert!(!allowed("127.0.0.2:8080".parse().unwrap(), &p));
-        assert!(!allowed("10.0.0.1:8080".parse().unwrap(), &p));
-        assert!(!allowed("127.0.0.1:8081".parse().unwrap(), &p));
-        assert!(!allowed("0.0.0.0:8080".parse().unwrap(), &p));
-    }
-
-    #[test]
-    fn short_or_foreign_addresses_are_rejected_like_the_kernel_does() {
-        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
-        a.extend_from_slice(&[0, 80, 127, 0, 0, 1]);
-        assert_eq!(parse_inet(&a), Err(libc::EINVAL));
-        a.extend_from_slice(&[0; 8]);
-        assert_eq!(parse_inet(&a), Ok("127.0.0.1:80".parse().unwrap()));
-        let mut b = a.clone();
-        b[0..2].copy_from_slice(&(libc::AF_APPLETALK as u16).to_ne_bytes());
-        assert_eq!(parse_inet(&b), Err(libc::EAFNOSUPPORT));
-        // Any length the target may pass, however short, is an error and never a panic.
-        for n in 0..a.len() {
-            assert!(parse_inet(&a[..n]).is_err(), "length {n}");
-        }
-        let mut v6 = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
-        v6.resize(23, 0);
-        assert_eq!(parse_inet(&v6), Err(libc::EINVAL));
-        v6.push(0);
-        assert!(parse_inet(&v6).is_ok());
     }
 }

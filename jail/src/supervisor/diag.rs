@@ -1,0 +1,228 @@
+//! Facts about listening Unix sockets from the kernel's `sock_diag` netlink interface: for each
+//! socket, its own inode, the path it was bound to (the binder's name, which survives renames,
+//! hard links and bind mounts of the socket file) and the inode of its socket file. This is how
+//! the supervisor learns which listener a socket file leads to without connecting to it.
+//!
+//! A dump covers the network namespace the netlink socket was created in: boundary's own, or
+//! the jail's (nsjail hands one over from inside the jail's namespace).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sys::socket::{
+    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
+const UDIAG_SHOW_UID: u32 = 0x40;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
+const UNIX_DIAG_UID: u16 = 7;
+/// Listening stream/seqpacket sockets, and bound datagram sockets (state "close").
+const STATES: u32 = (1 << 10) | (1 << 7);
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// One Unix socket as the kernel describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnixSock {
+    /// The socket's own inode (what `fstat` on a descriptor of it reports).
+    pub(crate) ino: u64,
+    /// The address it was bound to; `None` when unbound. Abstract names start with NUL.
+    pub(crate) name: Option<Vec<u8>>,
+    /// `(st_dev, st_ino)` of its socket file, in `stat(2)` encoding.
+    pub(crate) file: Option<(u64, u64)>,
+    /// The uid that created it.
+    pub(crate) uid: Option<u32>,
+}
+
+/// A netlink socket for dumps, in the namespace it was created in.
+pub(crate) fn open() -> io::Result<OwnedFd> {
+    socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Every bound Unix socket of `sock`'s network namespace.
+pub(crate) fn dump(sock: &OwnedFd) -> io::Result<Vec<UnixSock>> {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(libc::AF_UNIX as u8);
+    req.extend_from_slice(&[0, 0, 0]);
+    req.extend_from_slice(&STATES.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_UID).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]);
+    sendto(
+        sock.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)?;
+        if n == 0 {
+            return Err(io::Error::other("sock_diag: netlink socket closed"));
+        }
+        if parse_batch(&buf[..n], seq, &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// Parses one datagram of a dump; `true` when the dump is complete.
+fn parse_batch(mut b: &[u8], seq: u32, out: &mut Vec<UnixSock>) -> io::Result<bool> {
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes([b[4], b[5]]);
+        let got_seq = u32::from_ne_bytes(b[8..12].try_into().expect("4 bytes"));
+        if len < 16 || len > b.len() {
+            return Err(io::Error::other("sock_diag: truncated netlink message"));
+        }
+        let payload = &b[16..len];
+        b = &b[align4(len).min(b.len())..];
+        if got_seq != seq {
+            continue; // a late answer to an earlier, abandoned dump
+        }
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = payload
+                    .get(0..4)
+                    .map(|c| i32::from_ne_bytes(c.try_into().expect("4 bytes")))
+                    .unwrap_or(-libc::EIO);
+                return Err(io::Error::from_raw_os_error(-code));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(s) = parse_sock(payload) {
+                    out.push(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Parses one `unix_diag_msg` and its attributes.
+fn parse_sock(p: &[u8]) -> Option<UnixSock> {
+    if p.len() < 16 {
+        return None;
+    }
+    let ino = u64::from(u32::from_ne_bytes(p[4..8].try_into().ok()?));
+    let mut s = UnixSock {
+        ino,
+        name: None,
+        file: None,
+        uid: None,
+    };
+    let mut a = &p[16..];
+    while a.len() >= 4 {
+        let alen = usize::from(u16::from_ne_bytes([a[0], a[1]]));
+        let atype = u16::from_ne_bytes([a[2], a[3]]);
+        if alen < 4 || alen > a.len() {
+            break;
+        }
+        let data = &a[4..alen];
+        match atype {
+            UNIX_DIAG_NAME => {
+                // A filesystem name ends at its first NUL (binders may count one in the length).
+                let end = match data.first() {
+                    Some(0) | None => data.len(),
+                    _ => data.iter().position(|&b| b == 0).unwrap_or(data.len()),
+                };
+                s.name = Some(data[..end].to_vec());
+            }
+            UNIX_DIAG_VFS if data.len() >= 8 => {
+                let vino = u32::from_ne_bytes(data[0..4].try_into().ok()?);
+                let vdev = u32::from_ne_bytes(data[4..8].try_into().ok()?);
+                s.file = Some((user_dev(vdev), u64::from(vino)));
+            }
+            UNIX_DIAG_UID if data.len() >= 4 => {
+                s.uid = Some(u32::from_ne_bytes(data[0..4].try_into().ok()?));
+            }
+            _ => {}
+        }
+        a = &a[align4(alen).min(a.len())..];
+    }
+    Some(s)
+}
+
+/// The kernel reports the device in its internal encoding (major << 20 | minor); `stat`
+/// reports the user-space one.
+fn user_dev(kdev: u32) -> u64 {
+    libc::makedev(kdev >> 20, kdev & 0xf_ffff)
+}
+
+/// Whether `sock` is bound to the socket file `(dev, ino)` (the kernel reports 32 bits of the
+/// inode number).
+pub(crate) fn same_file(sock: &UnixSock, dev: u64, ino: u64) -> bool {
+    sock.file == Some((dev, ino & 0xffff_ffff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_listener_is_found_by_its_file_and_keeps_its_bound_name_after_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let moved = dir.path().join("moved.sock");
+        std::fs::rename(&path, &moved).unwrap();
+        let meta = std::fs::metadata(&moved).unwrap();
+        let sock_ino = std::fs::File::from(OwnedFd::from(l.try_clone().unwrap()))
+            .metadata()
+            .unwrap()
+            .ino();
+        let all = dump(&open().unwrap()).unwrap();
+        let found: Vec<_> = all
+            .iter()
+            .filter(|s| same_file(s, meta.dev(), meta.ino()))
+            .collect();
+        assert_eq!(found.len(), 1, "{all:?}");
+        assert_eq!(found[0].ino, sock_ino);
+        assert_eq!(
+            found[0].name.as_deref(),
+            Some(path.as_os_str().as_encoded_bytes()),
+            "the bound name is the original path"
+        );
+        assert_eq!(found[0].uid, Some(nix::unistd::geteuid().as_raw()));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut out = Vec::new();
+        for n in 0..64 {
+            let b = vec![0xffu8; n];
+            let _ = parse_batch(&b, 1, &mut out);
+            let _ = parse_sock(&b);
+        }
+    }
+}
