@@ -21,8 +21,8 @@ pub mod probe;
 pub mod process;
 mod reexec;
 mod seccomp;
-mod sys;
 mod supervisor;
+mod sys;
 
 pub use supervisor::unix::{UnixSocketRules, BUILTIN_DENY as BUILTIN_UNIX_DENY};
 

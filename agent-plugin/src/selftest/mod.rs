@@ -15,6 +15,8 @@
 //! Wiring: `main.rs` dispatches `"selftest" => selftest::main(&args[2..])` (the arguments after
 //! the word `selftest`); needs `tokio-rustls` in this crate's dependencies.
 
+mod unix;
+
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
 use std::os::unix::fs::MetadataExt;
@@ -284,6 +286,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     ];
     let mut probes = probes;
     probes.extend(seccomp::probes(&me));
+    probes.extend(unix::probes(dir.path(), landjail)?);
     if landjail {
         probes.push(Probe::informational(
             "host processes are visible (landjail has no PID namespace)",

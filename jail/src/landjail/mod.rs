@@ -33,9 +33,9 @@
 //!   netfilter. (An ordinary user cannot empty its bounding set without `CAP_SETPCAP`; with
 //!   `no_new_privs` nothing can be gained from it, since setuid and file capabilities are off.)
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
-//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock. Jailed processes reach their
-//!   own loopback servers (the supervisor records every socket they `listen()` on), not the
-//!   host's other loopback services.
+//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock; listening is for loopback
+//!   addresses only. Jailed processes reach their own loopback servers (the supervisor records
+//!   every socket they `listen()` on), not the host's other loopback services.
 //! - **No nested sandboxes that could outvote the supervisor**: new user or network namespaces
 //!   and a second seccomp notification listener are refused.
 //! - **No inherited descriptors**: everything above stderr is closed on exec, so a socket that
@@ -54,15 +54,15 @@
 //!   boundary's own `config.yaml` (an agent could widen the next run's allow list) and files
 //!   that run later outside the jail (`~/.bashrc`; as root, `/etc/cron.d`). Make such files
 //!   read-only to the agent's user, do not run landjail as root, or use nsjail.
-//! - **Filesystem Unix sockets** stay reachable (they are not the network, and agents need
-//!   them), so a host service on one is as reachable as from any process of the user. A service
-//!   that acts on the network for its clients (Docker's socket, an SSH agent forwarding to
-//!   elsewhere) is a way out; add such sockets to `hide_paths`.
-//! - Unix-socket connects are made by the supervisor, so a listening peer sees boundary's pid
-//!   in `SO_PEERCRED`. The permission check on the socket file is the target's: the connecting
-//!   thread runs without effective capabilities.
-//! - Inbound: a jailed server bound to a non-loopback address can be reached from other hosts
-//!   if the host's firewall lets them in.
+//! - **Filesystem Unix sockets** are decided by the Unix socket policy of the connect
+//!   supervisor (`jail/src/supervisor/unix.rs`, `docs/unix-sockets.md`): the jail's own
+//!   listeners, the SSH agent and configured sockets are reachable; container runtimes, system
+//!   managers and other host services are refused. Connects are made by the supervisor, so a
+//!   listening peer sees boundary's pid in `SO_PEERCRED`; the permission check on the socket
+//!   file is the target's (the connecting thread runs without effective capabilities).
+//!   Datagrams sent with `sendto`/`sendmsg` to a path are not decided (one way only).
+//! - **Inbound**: `listen()` is refused unless the socket is bound to loopback, so no other
+//!   host reaches a jailed server.
 //! - A process that makes itself non-dumpable (`exec` of an unreadable binary) cannot be
 //!   inspected by the supervisor; its connects fail (closed, not open).
 //!
@@ -82,7 +82,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -301,39 +301,6 @@ fn insecure_no_seccomp() -> bool {
     false
 }
 
-/// Receives the notification descriptor from the child.
-fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut got: Option<OwnedFd> = None;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: SCM_RIGHTS installed this fd in our table; we are its only owner.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
-                }
-            }
-        }
-    }
-    got.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the jailed child exited before handing over its seccomp listener",
-        )
-    })
-}
-
 /// Starts `spec.program` in a landjail. See the module documentation for what is enforced.
 ///
 /// The returned jail's `listeners` are the proxy's (127.0.0.1 and, where IPv6 exists, ::1, on
@@ -375,7 +342,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
     std::thread::Builder::new()
         .name("landjail-supervisor".into())
         .spawn(move || {
-            let notify = match recv_fd(&parent_sock) {
+            let notify = match supervisor::recv_listener(&parent_sock) {
                 Ok(fd) => fd,
                 Err(e) => {
                     debug!(error = %e, "landjail supervisor: no listener received");

@@ -99,25 +99,33 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
         }
     })?;
     let ipv6 = net::setup_links(&req.ip_tool)?;
-    let (sockets, proxy_port, dns_port) = net::create_sockets(req.proxy_port, ipv6)?;
+    let (mut sockets, proxy_port, dns_port) = net::create_sockets(req.proxy_port, ipv6)?;
+    let diag = crate::supervisor::diag::open()
+        .map_err(|e| format!("creating a sock_diag socket in the jail's network namespace: {e}"))?;
+    sockets.push((wire::SocketKind::UnixDiag, diag));
     if !req.skip_netfilter {
         net::install_rules(&req.nft_tool, proxy_port, dns_port)?;
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| userns_failure("creating a PID namespace", e))?;
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating the setup pipe: {e}"))?;
+    // init sends the seccomp listener here; boundary's supervisor answers it.
+    let (listener_r, listener_w) =
+        UnixStream::pair().map_err(|e| format!("creating the listener socketpair: {e}"))?;
     // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
     // arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| format!("forking the jail's init: {e}"))? {
         ForkResult::Child => {
             drop(status_r);
+            drop(listener_r);
             drop(sockets);
             // SAFETY: closing our copy of the control socket; the child never uses it.
             unsafe { libc::close(sock.as_raw_fd()) };
-            pid1::main(req, status_w)
+            pid1::main(req, status_w, listener_w)
         }
         ForkResult::Parent { child } => {
             drop(status_w);
+            drop(listener_w);
             let pidfd = pidfd_open(child.as_raw() as u32)
                 .map_err(|e| format!("pidfd for the jail's init: {e}"))?;
             let mut text = String::new();
@@ -132,6 +140,9 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
                 });
             }
             let mut sockets = sockets;
+            let listener = crate::supervisor::recv_listener(&listener_r)
+                .map_err(|e| format!("receiving the jail's seccomp listener: {e}"))?;
+            sockets.push((wire::SocketKind::SeccompListener, listener));
             let for_parent = pidfd
                 .try_clone()
                 .map_err(|e| format!("duplicating init's pidfd: {e}"))?;

@@ -32,9 +32,13 @@
 //! group and boundary takes the terminal back when the jail exits. Ctrl-Z job control of the
 //! jailed command itself is not supported (use the jailed shell's own job control).
 //!
-//! Known limits, by design: filesystem Unix sockets of the host stay reachable unless hidden
-//! (`hide_paths` covers the CA key and the agent's audit socket; a hidden path that does not
-//! exist at start, such as an audit socket created later, cannot be covered); the host's
+//! Unix sockets: the mount namespace shares the host's files, so every `connect()` goes to
+//! boundary's connect supervisor (the jail's init installs the seccomp filter and hands its
+//! listener to boundary through the helper); it applies the Unix socket policy
+//! (`jail/src/supervisor/unix.rs`) and connects TCP, UDP and netlink sockets as asked, since
+//! they live in the jail's network namespace where netfilter decides.
+//!
+//! Known limits, by design: the host's
 //! `/sys` stays mounted (read-only facts such as host interface names are visible); TCP and UDP
 //! to a link-local IPv6 address fail instead of being intercepted (replies to a scoped
 //! link-local source would leave by the dead-end device and are dropped), which still lets
@@ -57,7 +61,7 @@ use std::process::{Command, Stdio};
 use crate::dns::{self, DnsMode, DnsSockets};
 use crate::process::{foreground_terminal, RunningJail};
 use crate::reexec::HELPER_ARG;
-use crate::{JailError, JailSpec};
+use crate::{supervisor, JailError, JailSpec};
 use wire::{Reply, Request, SocketKind};
 
 pub use net::ruleset;
@@ -217,8 +221,11 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     let mut listeners = Vec::new();
     let mut dns_sockets = DnsSockets::default();
     let mut init_pidfd = None;
+    let (mut listener, mut diag) = (None, None);
     for (kind, fd) in sockets {
         match kind {
+            SocketKind::SeccompListener => listener = Some(fd),
+            SocketKind::UnixDiag => diag = Some(fd),
             SocketKind::ProxyTcp => listeners.push(TcpListener::from(fd)),
             SocketKind::DnsUdp => dns_sockets.udp.push(UdpSocket::from(fd)),
             SocketKind::DnsTcp => dns_sockets.tcp.push(TcpListener::from(fd)),
@@ -231,6 +238,23 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
             JailError::Setup("the jail helper sent no pidfd for init".into()),
         ));
     };
+    let (Some(listener), Some(diag)) = (listener, diag) else {
+        return Err(fail(
+            &mut child,
+            JailError::Setup("the jail helper sent no seccomp listener or sock_diag socket".into()),
+        ));
+    };
+    let policy = std::sync::Arc::new(supervisor::Policy {
+        net: supervisor::Net::Namespace { diag },
+        unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
+        jail_listeners: Default::default(),
+    });
+    if let Err(e) = supervisor::spawn(listener, policy) {
+        return Err(fail(
+            &mut child,
+            JailError::io("starting the jail's connect supervisor", e),
+        ));
+    }
     let dns = dns::spawn(dns_sockets, dns_mode)
         .map_err(|e| JailError::io("starting the jail's DNS stub", e))?;
     let jail = RunningJail::new(child, listeners)

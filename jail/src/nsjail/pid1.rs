@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -34,9 +35,9 @@ const FORWARDED: [Signal; 7] = [
 ];
 
 /// Runs init; never returns.
-pub fn main(req: &Request, status: OwnedFd) -> ! {
+pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
     let mut status = fs::File::from(status);
-    if let Err(text) = setup(req) {
+    if let Err(text) = setup(req, &listener_to) {
         let _ = status.write_all(text.as_bytes());
         std::process::exit(125);
     }
@@ -54,7 +55,7 @@ pub fn main(req: &Request, status: OwnedFd) -> ! {
     std::process::exit(run(req, &set))
 }
 
-fn setup(req: &Request) -> Result<(), String> {
+fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("setting the parent-death signal: {e}"))?;
     // Nothing we mount may propagate back to the host's mount namespace.
@@ -84,9 +85,15 @@ fn setup(req: &Request) -> Result<(), String> {
     crate::process::join_new_session_keyring()
         .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
-    // Binds init and everything it starts (see nsjail/filter.rs).
-    super::filter::install(&super::filter::rules())
-        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    // Binds init and everything it starts (see nsjail/filter.rs); connects go to boundary's
+    // supervisor (jail/src/supervisor), which gets the listener through the helper.
+    let mut rules = super::filter::rules();
+    crate::supervisor::add_rules(&mut rules);
+    let listener = super::filter::install(&rules)
+        .map_err(|e| format!("installing the seccomp filter: {e}"))?
+        .ok_or("the seccomp filter has no notification listener")?;
+    crate::supervisor::send_listener(listener_to, &listener)
+        .map_err(|e| format!("handing the seccomp listener to boundary: {e}"))?;
     Ok(())
 }
 

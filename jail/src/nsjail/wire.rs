@@ -43,6 +43,12 @@ pub enum SocketKind {
     /// A pidfd for the jail's init (opened by the helper, which is init's parent, so it can
     /// never name a reused pid even if init has already exited).
     InitPidfd = 4,
+    /// The seccomp notification listener of the jail's filter (init installed it): boundary
+    /// runs the connect supervisor on it.
+    SeccompListener = 5,
+    /// A sock_diag netlink socket made inside the jail's network namespace, so the supervisor
+    /// can tell the jail's own Unix sockets from the host's.
+    UnixDiag = 6,
 }
 
 impl SocketKind {
@@ -52,6 +58,8 @@ impl SocketKind {
             2 => SocketKind::DnsUdp,
             3 => SocketKind::DnsTcp,
             4 => SocketKind::InitPidfd,
+            5 => SocketKind::SeccompListener,
+            6 => SocketKind::UnixDiag,
             _ => return Err(bad("unknown socket kind")),
         })
     }

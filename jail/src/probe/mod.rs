@@ -10,6 +10,8 @@
 //! The `tcp` probe optionally writes a request and prints the response bytes (escaped), so the
 //! caller can speak any protocol through it without this crate knowing that protocol.
 
+mod unix;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -444,6 +446,7 @@ fn one(kind: &str, args: &[String]) -> Result<String, String> {
         "signal" => signal(args),
         "setns" => setns(args),
         k if seccomp::KINDS.contains(&k) => seccomp::one(k, args),
+        "listen" => unix::listen(args),
         _ => Err(format!("unknown probe {kind}")),
     }
 }

@@ -45,7 +45,8 @@ pub mod unix;
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::SockaddrStorage;
@@ -189,6 +190,68 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
             }
         }
     }
+}
+
+/// Receives the notification listener sent by the jail over a socketpair (SCM_RIGHTS).
+pub(crate) fn recv_listener(sock: &UnixStream) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut got: Option<OwnedFd> = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: SCM_RIGHTS installed this fd in our table; we are its only owner.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if got.is_none() {
+                    got = Some(owned);
+                }
+            }
+        }
+    }
+    got.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the jail exited before handing over its seccomp listener",
+        )
+    })
+}
+
+/// Sends the notification listener to the supervisor's side of a socketpair (nsjail's init).
+pub(crate) fn send_listener(sock: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [listener.as_raw_fd()];
+    let iov = [io::IoSlice::new(b"L")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Starts the supervisor on a thread of its own; it ends when no jailed process is left.
+pub(crate) fn spawn(notify: OwnedFd, policy: Arc<Policy>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("jail-supervisor".into())
+        .spawn(move || serve(notify, policy))
+        .map(|_| ())
+}
+
+/// Adds the supervisor's rule to a jail's filter: every `connect()` is decided here.
+pub(crate) fn add_rules(f: &mut crate::seccomp::Filter) {
+    f.set(libc::SYS_connect, crate::seccomp::Action::Notify);
 }
 
 /// What a notification needs after its checks.
