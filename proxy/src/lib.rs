@@ -29,6 +29,7 @@ pub mod host;
 mod io;
 pub mod rules;
 mod server;
+mod slots;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -82,12 +83,15 @@ pub struct ProxyConfig {
     pub upstream_per_origin: usize,
     /// Upstream connections in total; more wait for one to close.
     pub upstream_total: usize,
+    /// Client connections kept open; at the cap the oldest idle one is closed for a new one.
+    pub client_connections: usize,
 }
 
 impl ProxyConfig {
     /// Defaults: no overrides, no upstream proxy, no correlation, [`DEFAULT_IDLE_TIMEOUT`] idle,
     /// 10 s connect and handshake, no host-internal upstream addresses, 64 upstream connections
-    /// per origin and a quarter of the descriptor limit in total.
+    /// per origin and a quarter of the descriptor limit in total, client connections up to half
+    /// of it.
     pub fn new(policy: Arc<rules::Policy>) -> Self {
         Self {
             policy,
@@ -101,6 +105,7 @@ impl ProxyConfig {
             upstream_allow_local: false,
             upstream_per_origin: upstream::DEFAULT_PER_ORIGIN,
             upstream_total: upstream::default_connection_total(),
+            client_connections: slots::default_client_connections(),
         }
     }
 }

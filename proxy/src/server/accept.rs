@@ -20,9 +20,16 @@ impl Proxy {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) if accept_error_is_transient(&e) => {
-                    // Out of descriptors, aborted handshakes: wait a moment and go on.
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors: close the oldest idle client connection and go on;
+                    // when all are busy (or after aborted handshakes) wait a moment first.
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_fds && self.slots.shed() {
+                        tracing::debug!(error = %e, "accept failed; closed an idle connection");
+                        tokio::task::yield_now().await;
+                    } else {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -32,7 +39,8 @@ impl Proxy {
             };
             let dst = original_dst(&stream).filter(|d| !self.settings.is_self(*d) && *d != local);
             tracing::trace!(%peer, ?dst, "accepted");
-            tokio::spawn(self.clone().handle_connection(stream, dst));
+            let slot = self.slots.admit();
+            tokio::spawn(slot.run(self.clone().handle_connection(stream, dst)));
         }
     }
 

@@ -24,6 +24,7 @@ impl Proxy {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Activity::new();
+        crate::slots::attach(&activity);
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
         let act = activity.clone();

@@ -111,7 +111,7 @@ impl Proxy {
         port: u16,
     ) -> Response<ProxyBody> {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
+        let tunnel = async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     self.serve_stream(TokioIo::new(upgraded), Leg::Tunnel { host, port })
@@ -119,7 +119,9 @@ impl Proxy {
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT tunnel was not established"),
             }
-        });
+        };
+        // The tunnel is the same client connection: it keeps its slot.
+        tokio::spawn(crate::slots::carry(tunnel, false));
         Response::new(empty())
     }
 }
@@ -131,7 +133,7 @@ fn pipe_upgrade(
     resp: &mut Response<Incoming>,
 ) -> Response<ProxyBody> {
     let origin_side = hyper::upgrade::on(&mut *resp);
-    tokio::spawn(async move {
+    let pipe = async move {
         match tokio::try_join!(client_side, origin_side) {
             Ok((c, o)) => {
                 let mut c = TokioIo::new(c);
@@ -142,7 +144,9 @@ fn pipe_upgrade(
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    });
+    };
+    // The pipe is the client connection, busy while it lasts: it keeps its slot.
+    tokio::spawn(crate::slots::carry(pipe, true));
     let mut out = Response::new(empty());
     *out.status_mut() = resp.status();
     *out.version_mut() = resp.version();

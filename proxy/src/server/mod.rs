@@ -60,6 +60,8 @@ pub struct Proxy {
     /// HTTP/1.1-only client for upgrade requests (WebSocket needs an HTTP/1.1 origin leg).
     client_h1: Client<Connector, RequestBody>,
     listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
+    /// Open client connections, for the cap (see `slots`).
+    slots: Arc<crate::slots::Slots>,
 }
 
 impl Proxy {
@@ -112,6 +114,7 @@ impl Proxy {
         };
         let client = build(&[b"h2", b"http/1.1"]);
         let client_h1 = build(&[b"http/1.1"]);
+        let slots = crate::slots::Slots::new(config.client_connections);
         Ok(Arc::new(Self {
             config,
             ca,
@@ -121,6 +124,7 @@ impl Proxy {
             client,
             client_h1,
             listen_addrs,
+            slots,
         }))
     }
 
