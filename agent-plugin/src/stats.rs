@@ -56,7 +56,7 @@ fn figures(proxy: &Proxy) -> String {
         .unwrap_or(0);
     format!(
         "requests_decided {}\nopen_fds {}\nrss {}\nthreads {}\n",
-        proxy.decided(),
+        proxy.next_sequence_number(),
         fds,
         field("VmRSS:"),
         field("Threads:")

@@ -137,8 +137,8 @@ impl Proxy {
         }
     }
 
-    /// How many requests have been decided so far (the next sequence number).
-    pub fn decided(&self) -> i32 {
+    /// The sequence number the next decided request gets (also how many were decided).
+    pub fn next_sequence_number(&self) -> i32 {
         self.sequence.load(Ordering::SeqCst)
     }
 }
