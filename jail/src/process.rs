@@ -158,35 +158,8 @@ pub fn take_foreground(fd: RawFd) -> io::Result<()> {
 /// Drops every capability in every set (bounding, ambient, effective, permitted, inheritable)
 /// and sets no_new_privs, so neither this process nor anything it execs can regain privilege.
 pub fn drop_all_privileges() -> io::Result<()> {
-    let to_io = |e: caps::errors::CapsError| io::Error::other(e.to_string());
-    // Bounding first: dropping it needs CAP_SETPCAP, which the later steps remove.
-    caps::clear(None, caps::CapSet::Bounding).map_err(to_io)?;
-    caps::clear(None, caps::CapSet::Ambient).map_err(to_io)?;
-    caps::clear(None, caps::CapSet::Inheritable).map_err(to_io)?;
-    caps::clear(None, caps::CapSet::Effective).map_err(to_io)?;
-    caps::clear(None, caps::CapSet::Permitted).map_err(to_io)?;
-    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
-    Ok(())
-}
-
-/// Makes the calling process join a new, empty session keyring, so the target cannot read
-/// keys of the session boundary was started from (`keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`).
-/// The keyring is inherited by everything the caller forks and execs.
-pub fn join_new_session_keyring() -> io::Result<()> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: keyctl with a null name reads no memory of ours; it only changes this process's
-    // session keyring. No safe wrapper exists in nix or rustix.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::drop_all_capabilities(crate::sys::cap_last_cap())?;
+    crate::sys::set_no_new_privs()
 }
 
 impl RunningJail {

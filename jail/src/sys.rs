@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
+use libc::{c_int, c_ulong};
+
 use crate::seccomp::Program;
 
 /// Installs `prog` as a seccomp filter on the calling thread (and, with `TSYNC` not used, on
@@ -127,4 +129,154 @@ fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn check(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`; 63 if
+/// unreadable, which only makes the loops longer). Allocates: call it before `fork`.
+pub(crate) fn cap_last_cap() -> c_int {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// The calling thread's capability sets (v3: two 32-bit words per set).
+fn capget() -> io::Result<[CapData; 2]> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes a v3 header and two data structs, both valid locals.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) as c_int
+    })?;
+    Ok(data)
+}
+
+fn capset(data: &[CapData; 2]) -> io::Result<()> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset reads a v3 header and two data structs, both valid locals.
+    check(unsafe {
+        libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as c_int
+    })?;
+    Ok(())
+}
+
+/// Drops every capability for good: locks root's special cases off with securebits (where
+/// `CAP_SETPCAP` allows it), empties the bounding, ambient, effective, permitted and
+/// inheritable sets, and fails with `EPERM` if a root process would regain capabilities on
+/// `exec` (bounding set left and securebits not set). An ordinary user cannot empty its
+/// bounding set; with `no_new_privs` nothing can be gained from it. Async-signal-safe.
+pub(crate) fn drop_all_capabilities(last_cap: c_int) -> io::Result<()> {
+    let bits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_SETUID_FIXUP
+        | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+        | libc::SECBIT_KEEP_CAPS_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    // SAFETY: prctl with integer arguments. Needs CAP_SETPCAP; without it (an ordinary user)
+    // it fails, which is checked below where it matters (uid 0).
+    let secbits_set =
+        unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as c_ulong, 0, 0, 0) } == 0;
+    for cap in 0..=last_cap {
+        // SAFETY: prctl with integer arguments; EPERM (no CAP_SETPCAP) is checked below.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) };
+    }
+    let clear_all = libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong;
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, clear_all, 0, 0, 0) })?;
+    capset(&[CapData::default(); 2])?;
+    let mut bounding_left = false;
+    for cap in 0..=last_cap {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) } == 1 {
+            bounding_left = true;
+        }
+    }
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: getresuid writes three uid_t into valid locals.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    if bounding_left && !secbits_set && (r == 0 || e == 0 || s == 0) {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
+}
+
+/// Raises `caps` into the inheritable and ambient sets, so a program we `exec` keeps them
+/// although its uid would not (the namespace helper's `ip` and `nft`). Each must be permitted.
+/// Async-signal-safe.
+pub(crate) fn raise_ambient(caps: &[u32]) -> io::Result<()> {
+    let mut data = capget()?;
+    for &c in caps {
+        data[(c / 32) as usize].inheritable |= 1 << (c % 32);
+    }
+    capset(&data)?;
+    for &c in caps {
+        let raise = libc::PR_CAP_AMBIENT_RAISE as c_ulong;
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, raise, c as c_ulong, 0, 0) })?;
+    }
+    Ok(())
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: nothing this process execs can gain privileges (setuid, file
+/// capabilities). Async-signal-safe.
+pub(crate) fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// Makes the calling process join a new, empty session keyring, so the target cannot read
+/// keys of the session boundary was started from (`keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`).
+/// The keyring is inherited by everything the caller forks and execs. Call it before the
+/// seccomp filter is installed (the filter refuses `keyctl`). Async-signal-safe.
+pub(crate) fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a null name reads no memory of ours; it only changes this process's
+    // session keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

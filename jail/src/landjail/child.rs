@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use libc::{c_int, c_ulong};
 
 use crate::seccomp::Program;
+use crate::sys;
 
 /// Everything the child needs, prepared by the parent before the fork.
 pub(crate) struct ChildSetup {
@@ -42,22 +43,6 @@ fn check(r: c_int) -> io::Result<c_int> {
         Ok(r)
     }
 }
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 impl ChildSetup {
     /// Runs the steps listed in the module documentation; an error aborts the spawn.
@@ -84,10 +69,9 @@ impl ChildSetup {
         if let Some(fd) = self.tty {
             crate::process::take_foreground(fd)?;
         }
-        crate::process::join_new_session_keyring()?;
-        self.drop_capabilities()?;
-        // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) })?;
+        crate::sys::join_new_session_keyring()?;
+        sys::drop_all_capabilities(self.last_cap)?;
+        sys::set_no_new_privs()?;
         // SAFETY: landlock_restrict_self takes a ruleset fd and flags; the fd was created by
         // the parent and stays open across fork.
         check(unsafe {
@@ -117,63 +101,6 @@ impl ChildSetup {
         // SAFETY: the socketpair end is not needed by the target.
         unsafe { libc::close(self.sock_fd) };
         close_inherited_descriptors();
-        Ok(())
-    }
-
-    fn drop_capabilities(&self) -> io::Result<()> {
-        let bits = libc::SECBIT_NOROOT
-            | libc::SECBIT_NOROOT_LOCKED
-            | libc::SECBIT_NO_SETUID_FIXUP
-            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
-            | libc::SECBIT_KEEP_CAPS_LOCKED
-            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
-            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-        // SAFETY: prctl with integer arguments. Needs CAP_SETPCAP; without it (an ordinary
-        // user) it fails, which is checked below where it matters (uid 0).
-        let secbits_set =
-            unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as c_ulong, 0, 0, 0) } == 0;
-        for cap in 0..=self.last_cap {
-            // SAFETY: prctl with integer arguments; EPERM (no CAP_SETPCAP) is checked below.
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) };
-        }
-        // SAFETY: prctl with integer arguments.
-        check(unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
-                0,
-                0,
-                0,
-            )
-        })?;
-        let mut hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        // SAFETY: capset reads a v3 header and two data structs, both valid locals.
-        check(unsafe {
-            libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as c_int
-        })?;
-        // Root regains the bounding set on exec unless SECBIT_NOROOT is set or the bounding set
-        // is empty; refuse to start rather than run the target with capabilities.
-        let mut bounding_left = false;
-        for cap in 0..=self.last_cap {
-            // SAFETY: prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) } == 1 {
-                bounding_left = true;
-            }
-        }
-        let (mut r, mut e, mut s) = (0, 0, 0);
-        // SAFETY: getresuid writes three uid_t into valid locals.
-        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
-        if bounding_left && !secbits_set && (r == 0 || e == 0 || s == 0) {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
-        }
         Ok(())
     }
 

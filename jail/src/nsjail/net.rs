@@ -25,27 +25,20 @@ pub const JAIL_V4: &str = "169.254.253.1/32";
 /// IPv6 address of that device (ULA; nothing routes it).
 pub const JAIL_V6: &str = "fd62:6f75:6e64::1/128";
 
+/// Capability numbers (linux/capability.h) the helper's tools keep.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+
 fn run_tool(tool: &Path, args: &[&str], input: &str) -> Result<(), String> {
     let mut cmd = Command::new(tool);
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and only makes capset/prctl
-    // system calls (the helper is single-threaded, so no lock can be held by another thread).
+    // SAFETY: the closure runs in the forked child before exec and only makes capget/capset/
+    // prctl system calls (the helper is single-threaded, so no lock can be held elsewhere).
     unsafe {
-        cmd.pre_exec(|| {
-            for cap in [
-                caps::Capability::CAP_NET_ADMIN,
-                caps::Capability::CAP_NET_RAW,
-            ] {
-                caps::raise(None, caps::CapSet::Inheritable, cap)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                caps::raise(None, caps::CapSet::Ambient, cap)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| crate::sys::raise_ambient(&[CAP_NET_ADMIN, CAP_NET_RAW]));
     }
     let mut child = cmd
         .spawn()

@@ -82,7 +82,7 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), String> {
         )
     })?;
     super::mounts::build(&req.hide_paths, &req.readonly_paths)?;
-    crate::process::join_new_session_keyring()
+    crate::sys::join_new_session_keyring()
         .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
     // Binds init and everything it starts (see nsjail/filter.rs); connects go to boundary's
