@@ -161,6 +161,8 @@ pub struct Config {
     pub upstream_proxy: Option<String>,
     pub resolve: BTreeMap<String, IpAddr>,
     pub upstream_ca_file: Option<PathBuf>,
+    /// Connect upstream to loopback, link-local and metadata addresses too.
+    pub upstream_allow_local: bool,
     pub identity: Identity,
     pub audit_log: Option<PathBuf>,
     pub audit_protocol: AuditProtocol,
@@ -200,6 +202,7 @@ impl Config {
             upstream_proxy: None,
             resolve: BTreeMap::new(),
             upstream_ca_file: None,
+            upstream_allow_local: false,
             identity: Identity::default(),
             audit_log: None,
             audit_protocol: AuditProtocol::default(),

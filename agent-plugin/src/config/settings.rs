@@ -364,6 +364,19 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
+        key: "upstream_allow_local",
+        flag: "upstream-allow-local",
+        env: &["BOUNDARY_UPSTREAM_ALLOW_LOCAL"],
+        yaml: Some("upstream_allow_local"),
+        help: "Let allowed hosts connect to loopback, link-local and cloud metadata addresses \
+               (refused by default unless --resolve or a rule names the address)",
+        apply: |c, v| {
+            c.upstream_allow_local = parse_bool(v)?;
+            Ok(c.upstream_allow_local.to_string())
+        },
+        ..SWITCH
+    },
+    Setting {
         key: "upstream_ca_file",
         flag: "upstream-ca-file",
         env: &["BOUNDARY_UPSTREAM_CA_FILE"],
