@@ -196,3 +196,48 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
         Err(boundary_audit::AuditError::NoRuntime)
     ));
 }
+
+/// Records dropped for the agent are never silent: one ERROR line (shown at every log level)
+/// names the first and last sequence number of each run of drops.
+#[test]
+fn dropped_records_are_an_error_line_with_their_sequence_numbers() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cap = Capture::default();
+    let subscriber =
+        tracing_subscriber::registry().with(cap.clone().with_filter(LevelFilter::ERROR));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AuditOptions::new(RunContext::new("claude", Identity::default()));
+    opts.socket_path = Some(dir.path().join("absent.sock"));
+    opts.queue_size = 5;
+    rt.block_on(async {
+        let pipe = AuditPipeline::start(opts).unwrap();
+        let sink = pipe.sink();
+        // Nothing drains the queue before the loop ends: 5 are queued, 15 dropped.
+        for seq in 0..20 {
+            sink.record(record(seq, seq == 19));
+        }
+        let report = pipe.shutdown().await;
+        assert_eq!(
+            report.dropped, 20,
+            "15 dropped at the queue, 5 never delivered"
+        );
+    });
+    let events = cap.0.lock().unwrap().clone();
+    let drops: Vec<(Option<&str>, Option<&str>, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.level == tracing::Level::ERROR)
+        .filter(|e| e.get("message").is_some_and(|m| m.contains("DROPPED")))
+        .map(|e| {
+            (
+                e.get("first_sequence_number"),
+                e.get("last_sequence_number"),
+                e.get("records"),
+            )
+        })
+        .collect();
+    assert_eq!(drops, [(Some("5"), Some("19"), Some("15"))], "{events:#?}");
+}

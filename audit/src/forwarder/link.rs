@@ -266,7 +266,10 @@ impl Task {
     fn stash(&mut self) {
         while let Some(b) = self.closed.pop_front() {
             match self.store.push(b, &self.stats) {
-                Ok(()) => self.spool_failing = false,
+                Ok(()) => {
+                    self.spool_failing = false;
+                    self.drops.flush();
+                }
                 Err((b, why)) => {
                     if !self.spool_failing {
                         tracing::error!(error = %why, "cannot spool audit records");

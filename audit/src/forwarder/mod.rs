@@ -90,6 +90,8 @@ pub struct ForwarderConfig {
 #[derive(Debug, Default)]
 pub(crate) struct DropLog {
     run: Mutex<Option<(i32, i32, u64, &'static str)>>,
+    /// A run of drops is waiting to be logged (checked without the lock on every record).
+    pending: AtomicBool,
 }
 
 impl DropLog {
@@ -108,10 +110,14 @@ impl DropLog {
                 *g = Some((first, last, count, reason));
             }
         }
+        self.pending.store(true, Ordering::SeqCst);
     }
 
     /// Writes the pending run of drops.
     pub fn flush(&self) {
+        if !self.pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
         if let Some(prev) = self.run.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Self::emit(prev);
         }
@@ -174,6 +180,8 @@ impl Forwarder {
         match self.tx.try_send(record) {
             Ok(()) => {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
+                // A record got through: the run of drops before it is complete, log it now.
+                self.drops.flush();
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 s.queued.fetch_sub(1, Ordering::SeqCst);
