@@ -52,7 +52,7 @@ fn version_and_help() {
         ),
         (
             "--log-proxy-socket-path",
-            "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+            "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
             "",
         ),
         (

@@ -284,7 +284,10 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "log_proxy_socket_path",
         flag: "log-proxy-socket-path",
-        env: &["CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH"],
+        env: &[
+            "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
+            "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+        ],
         value_name: "PATH",
         help: "The workspace agent's audit socket",
         default: Fallback::Derived(
@@ -316,7 +319,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["BOUNDARY_SESSION_ID_INJECT_TARGET"],
         yaml: Some("session_id_inject_targets"),
         shape: Shape::List {
-            merge: false,
+            merge: true,
             env_split: None,
         },
         value_name: "RULE",
@@ -342,7 +345,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "Corporate egress proxy for upstream connections (http:// or https:// URL)",
         apply: |c, v| {
             c.upstream_proxy = Some(parse_upstream_proxy(v)?);
-            Ok(v.to_string())
+            Ok(hide_password(v))
         },
         examples: ["https://y:3", "http://e:2", "http://f:1"],
         ..ROW

@@ -214,6 +214,9 @@ fn a_bad_upstream_proxy_is_refused_when_resolving_not_after_the_jail_started() {
     for bad in [
         "http://proxy.corp:3128/path",
         "http://proxy corp:3128",
+        "http://proxy.corp:99999",
+        "http://proxy.corp:0",
+        "http://proxy.corp:",
         "HTTP://proxy.corp:3128",
     ] {
         let err = w
@@ -237,4 +240,26 @@ fn the_idle_timeout_default_is_the_proxys() {
     let proxy = boundary_proxy::ProxyConfig::new(c.policy.clone());
     assert_eq!(c.idle_timeout, proxy.idle_timeout);
     assert_eq!(source(&c, "idle_timeout"), Source::Default);
+}
+
+#[test]
+fn the_upstream_proxy_password_is_never_shown() {
+    let mut w = World::new();
+    w.set(
+        "BOUNDARY_UPSTREAM_PROXY",
+        "http://joe:s3cret@proxy.corp:3128",
+    );
+    let c = w.resolve(&[]).unwrap();
+    assert_eq!(
+        c.upstream_proxy.as_deref(),
+        Some("http://joe:s3cret@proxy.corp:3128"),
+        "the proxy gets the real URL"
+    );
+    let shown: Vec<_> = rows(&c, "upstream_proxy");
+    assert_eq!(shown[0].0, "http://joe:***@proxy.corp:3128");
+    let err = w
+        .resolve(&["--upstream-proxy", "http://joe:s3cret@proxy.corp:3128/path"])
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cret") && err.contains("joe:***@"), "{err}");
 }

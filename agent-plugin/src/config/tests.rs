@@ -587,6 +587,35 @@ fn session_correlation_targets() {
 }
 
 #[test]
+fn inject_targets_from_every_source_add_up() {
+    let mut w = World::new();
+    let path = w.file(
+        "c.yaml",
+        "session_correlation_enabled: true\nsession_id_inject_targets:\n  - domain=file.test\n",
+    );
+    w.set(
+        "BOUNDARY_SESSION_ID_INJECT_TARGET",
+        "domain=env.test path=/a,/b",
+    );
+    let c = w
+        .resolve(&[
+            "--config",
+            &path,
+            "--session-id-inject-target",
+            "domain=flag.test",
+        ])
+        .unwrap();
+    assert_eq!(
+        c.inject_targets,
+        vec![
+            "domain=file.test",
+            "domain=env.test path=/a,/b",
+            "domain=flag.test"
+        ]
+    );
+}
+
+#[test]
 fn socket_path_follows_tmpdir_and_the_agent_variable() {
     let mut w = World::new();
     w.set("TMPDIR", "/var/tmp/x");
@@ -604,6 +633,25 @@ fn socket_path_follows_tmpdir_and_the_agent_variable() {
     );
     let c = w.resolve(&["--log-proxy-socket-path", "/f.sock"]).unwrap();
     assert_eq!(c.log_proxy_socket_path, Path::new("/f.sock"));
+}
+
+#[test]
+fn the_agent_socket_variable_under_its_new_name_comes_first() {
+    let mut w = World::new();
+    w.set(
+        "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+        "/run/old-name.sock",
+    );
+    w.set(
+        "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
+        "/run/new-name.sock",
+    );
+    let c = w.resolve(&[]).unwrap();
+    assert_eq!(c.log_proxy_socket_path, Path::new("/run/new-name.sock"));
+    assert_eq!(
+        source(&c, "log_proxy_socket_path"),
+        Source::Env("CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH")
+    );
 }
 
 #[test]

@@ -137,11 +137,30 @@ pub fn parse_uuid(s: &str) -> Result<String, String> {
 }
 
 /// An upstream proxy URL, checked by the proxy's own parser so nothing it would refuse later
-/// gets past the configuration.
+/// gets past the configuration. Messages show it with its password hidden.
 pub fn parse_upstream_proxy(s: &str) -> Result<String, String> {
-    boundary_proxy::check_upstream_proxy(s)
-        .map_err(|e| format!("{e}; write e.g. http://proxy.corp:3128"))?;
+    boundary_proxy::check_upstream_proxy(s).map_err(|e| {
+        let e = e.replace(&format!("{s:?}"), &format!("{:?}", hide_password(s)));
+        format!("{e}; write e.g. http://proxy.corp:3128")
+    })?;
     Ok(s.to_string())
+}
+
+/// The URL with the password of its user info replaced by `***` (`http://user:***@host`), for
+/// `boundary config`, logs and errors.
+pub fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |u| u.0);
+            let hidden = if user_info.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// One `NAME=ADDR` pair of `--resolve`.

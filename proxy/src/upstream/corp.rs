@@ -47,7 +47,24 @@ impl UpstreamProxy {
         if host.is_empty() {
             return Err(format!("upstream proxy {url:?} has no host"));
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // A written port (a ':' after the host, outside IPv6 brackets) must be 1 to 65535;
+        // only an absent one means the scheme's default.
+        let port_written = authority
+            .as_str()
+            .rsplit(']')
+            .next()
+            .unwrap_or_default()
+            .contains(':');
+        let port = match (authority.port_u16(), port_written) {
+            (Some(p), _) if p > 0 => p,
+            (None, false) if tls => 443,
+            (None, false) => 80,
+            _ => {
+                return Err(format!(
+                    "upstream proxy {url:?} has a bad port; use 1 to 65535"
+                ))
+            }
+        };
         let authorization = userinfo.map(|u| {
             let decoded = percent_encoding::percent_decode_str(u).decode_utf8_lossy();
             format!("Basic {}", base64(decoded.as_bytes()))
