@@ -280,3 +280,79 @@ pub(crate) fn join_new_session_keyring() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Most descriptors one message carries (nsjail's helper hands over a handful).
+const MAX_FDS: usize = 16;
+
+/// Sends `data` and, as `SCM_RIGHTS`, `fds` (at most 16) over the Unix socket `sock`; returns
+/// the bytes sent. The one way the jails pass descriptors. Async-signal-safe (no allocation),
+/// so landjail's child may use it between `fork` and `exec`.
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // Room for one cmsghdr with MAX_FDS ints, 8-byte aligned.
+    let mut cbuf = [0u64; 2 + MAX_FDS / 2];
+    let bytes = std::mem::size_of_val(fds) as u32;
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as _;
+        // SAFETY: msg_control points at a zeroed buffer of at least CMSG_SPACE(bytes) bytes,
+        // so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for the descriptors.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            let dst = libc::CMSG_DATA(c).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(dst.add(i), *fd);
+            }
+        }
+    }
+    // SAFETY: sendmsg with a fully initialised msghdr whose buffers outlive the call; the
+    // kernel only reads `data` through the iovec.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Receives into `buf` and takes the descriptors that came with it (close-on-exec); returns
+/// the bytes received (0: the peer is gone) and the descriptors. Counterpart of
+/// [`send_with_fds`].
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(list) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in our table; we own them.
+            fds.extend(
+                list.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
+}

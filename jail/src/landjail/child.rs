@@ -14,7 +14,7 @@
 //! 6. mark every inherited descriptor above stderr close-on-exec.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use libc::{c_int, c_ulong};
 
@@ -110,35 +110,10 @@ impl ChildSetup {
     }
 
     fn send_fd(&self, fd: c_int) -> io::Result<()> {
-        let mut byte = [1u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // Room for one cmsghdr carrying one int, 8-byte aligned.
-        let mut cbuf = [0u64; 4];
-        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
-        debug_assert!(space <= std::mem::size_of_val(&cbuf));
-        // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points at a buffer of `space` bytes, so CMSG_FIRSTHDR is non-null
-        // and CMSG_DATA has room for one int.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
-        }
-        // SAFETY: sendmsg on our socketpair end with a fully initialised msghdr.
-        let n = unsafe { libc::sendmsg(self.sock_fd, &msg, libc::MSG_NOSIGNAL) };
-        if n != 1 {
-            return Err(io::Error::last_os_error());
+        // SAFETY: the socketpair end stays open for the duration of the call.
+        let sock = unsafe { BorrowedFd::borrow_raw(self.sock_fd) };
+        if sys::send_with_fds(sock, &[1], &[fd])? != 1 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         Ok(())
     }

@@ -5,12 +5,10 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// Largest frame we accept (argv + environment are far below this).
 const MAX_FRAME: usize = 64 << 20;
@@ -232,10 +230,7 @@ pub fn send_reply(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
     };
     let mut framed = (msg.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(&msg);
-    let iov = [io::IoSlice::new(&framed)];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    let sent = crate::sys::send_with_fds(sock.as_fd(), &framed, &fds)?;
     if sent != framed.len() {
         return Err(bad("short write of the reply"));
     }
@@ -245,27 +240,7 @@ pub fn send_reply(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
 /// Receives the helper's reply; `Ok(None)` if the helper died before answering.
 pub fn recv_reply(sock: &UnixStream) -> io::Result<Option<Reply>> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
-    let (n, fds) = {
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        let mut fds = Vec::new();
-        for c in msg.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(list) = c {
-                // SAFETY: SCM_RIGHTS just installed these fds in our table; we own them now.
-                fds.extend(
-                    list.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        (msg.bytes, fds)
-    };
+    let (n, fds) = crate::sys::recv_with_fds(sock.as_fd(), &mut buf)?;
     if n == 0 {
         return Ok(None);
     }

@@ -45,7 +45,7 @@ pub mod unix;
 use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
@@ -194,30 +194,9 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
 
 /// Receives the notification listener sent by the jail over a socketpair (SCM_RIGHTS).
 pub(crate) fn recv_listener(sock: &UnixStream) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut got: Option<OwnedFd> = None;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: SCM_RIGHTS installed this fd in our table; we are its only owner.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                if got.is_none() {
-                    got = Some(owned);
-                }
-            }
-        }
-    }
-    got.ok_or_else(|| {
+    let (_, fds) = crate::sys::recv_with_fds(sock.as_fd(), &mut byte)?;
+    fds.into_iter().next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the jail exited before handing over its seccomp listener",
@@ -227,17 +206,7 @@ pub(crate) fn recv_listener(sock: &UnixStream) -> io::Result<OwnedFd> {
 
 /// Sends the notification listener to the supervisor's side of a socketpair (nsjail's init).
 pub(crate) fn send_listener(sock: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [listener.as_raw_fd()];
-    let iov = [io::IoSlice::new(b"L")];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(io::Error::from)?;
+    crate::sys::send_with_fds(sock.as_fd(), b"L", &[listener.as_raw_fd()])?;
     Ok(())
 }
 
