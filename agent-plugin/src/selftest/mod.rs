@@ -31,6 +31,7 @@ use boundary_proxy::CertificateAuthority;
 use clap::{Args, FromArgMatches};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod kernel;
 mod seccomp;
 
 /// The upstream's name inside the jail (resolved by the proxy through `--resolve`).
@@ -287,6 +288,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let mut probes = probes;
     probes.extend(seccomp::probes(&me));
     probes.extend(unix::probes(dir.path(), landjail)?);
+    probes.extend(kernel::probes(landjail));
     if landjail {
         probes.push(Probe::informational(
             "host processes are visible (landjail has no PID namespace)",

@@ -38,8 +38,14 @@
 //! (`jail/src/supervisor/unix.rs`) and connects TCP, UDP and netlink sockets as asked, since
 //! they live in the jail's network namespace where netfilter decides.
 //!
-//! Known limits, by design: the host's
-//! `/sys` stays mounted (read-only facts such as host interface names are visible); TCP and UDP
+//! Kernel files: init builds the jail's own view of `/proc`, `/sys` and `/dev` (read-only and
+//! masked kernel files, a fresh read-only sysfs, a minimal `/dev`), gives the target new UTS,
+//! IPC and cgroup namespaces and a fresh session keyring, and binds boundary's own files
+//! read-only (see `mounts`).
+//!
+//! Known limits, by design: the host's root filesystem is the jail's, with the caller's uid:
+//! started by root, the target can change any host file and so run code outside the jail (run
+//! boundary as an unprivileged user); TCP and UDP
 //! to a link-local IPv6 address fail instead of being intercepted (replies to a scoped
 //! link-local source would leave by the dead-end device and are dropped), which still lets
 //! nothing out.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+mod kernel;
 mod seccomp;
 
 /// `argv[1]` that selects the probes.
@@ -447,6 +448,7 @@ fn one(kind: &str, args: &[String]) -> Result<String, String> {
         "setns" => setns(args),
         k if seccomp::KINDS.contains(&k) => seccomp::one(k, args),
         "listen" => unix::listen(args),
+        k if kernel::KINDS.contains(&k) => kernel::one(k, args),
         _ => Err(format!("unknown probe {kind}")),
     }
 }

@@ -1,0 +1,78 @@
+//! Selftest rows for the host kernel's settings (issue 11 item 1): sysctls, sysfs, the cgroup
+//! the selftest itself runs in, and (nsjail) host devices. The probe behind them
+//! (`boundary_jail::probe`, file `kernel.rs`) only opens files for writing and never writes.
+
+use super::{refused, Probe};
+
+/// Kernel settings whose change acts on the whole host.
+const SETTINGS: &[&str] = &[
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/hostname",
+    "/proc/sys/vm/drop_caches",
+    "/proc/sysrq-trigger",
+    "/sys/kernel/mm/ksm/run",
+    "/sys/kernel/mm/transparent_hugepage/enabled",
+    "/sys/kernel/uevent_helper",
+];
+
+/// Devices that give raw access to the host (nsjail's `/dev` has none of them).
+const DEVICES: &[&str] = &[
+    "/dev/kmsg",
+    "/dev/mem",
+    "/dev/sda",
+    "/dev/vda",
+    "/dev/nvme0n1",
+    "/dev/loop0",
+    "/dev/tty1",
+    "/dev/kvm",
+];
+
+/// The freeze control of the cgroup this process is in (v2, else the v1 freezer).
+fn own_cgroup_files() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let path = path.trim_end_matches('/');
+        if controllers.is_empty() {
+            out.push(format!("/sys/fs/cgroup{path}/cgroup.freeze"));
+            out.push(format!("/sys/fs/cgroup{path}/cgroup.procs"));
+        } else if controllers.split(',').any(|c| c == "freezer") {
+            out.push(format!("/sys/fs/cgroup/freezer{path}/freezer.state"));
+            out.push(format!("/sys/fs/cgroup/freezer{path}/cgroup.procs"));
+        }
+    }
+    out
+}
+
+/// The rows for this jail type.
+pub(super) fn probes(landjail: bool) -> Vec<Probe> {
+    let mut settings = vec!["kwrite"];
+    settings.extend(SETTINGS);
+    let cgroups = own_cgroup_files();
+    let mut cg: Vec<&str> = vec!["kwrite"];
+    cg.extend(cgroups.iter().map(String::as_str));
+    let mut rows = vec![Probe::new(
+        "host kernel settings (sysctl, sysfs) cannot be opened for writing",
+        &settings,
+        refused,
+    )];
+    if cg.len() > 1 {
+        rows.push(Probe::new(
+            "the host's cgroups cannot be opened for writing",
+            &cg,
+            refused,
+        ));
+    }
+    if !landjail {
+        let mut dev = vec!["kwrite"];
+        dev.extend(DEVICES);
+        rows.push(Probe::new(
+            "host devices (kmsg, disks, consoles) are not reachable",
+            &dev,
+            refused,
+        ));
+    }
+    rows
+}
