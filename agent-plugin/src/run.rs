@@ -17,7 +17,7 @@ use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, Pr
 
 use boundary::config::{Config, JailType};
 
-/// Variables that make common clients trust our CA (INTEROP section 4).
+/// Variables that make common clients trust our CA (docs/interop.md §4).
 pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
     let file = cert.as_os_str().to_os_string();
     let dir = cert

@@ -1,6 +1,6 @@
-//! The fields of coderd's `boundary_request` line (INTEROP §7), computed once per record, in
-//! coderd's order. The local log, the JSON file and our coderd sink all use these names, so
-//! the same Loki queries work with and without coderd.
+//! The fields of coderd's `boundary_request` line (docs/interop.md §7), computed once per
+//! record, in coderd's order. The local log, the JSON file and our coderd sink all use these
+//! names, so the same Loki queries work with and without coderd.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

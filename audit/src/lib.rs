@@ -7,10 +7,10 @@
 //! The one entry point for wiring is [`AuditPipeline::start`]: it fans every record out to
 //! - the local log ([`local`]): a `tracing` event `boundary_request` with target
 //!   `boundary::audit`, at WARN for denies and INFO for allows, so the subscriber's level
-//!   filter gives "warn => denies only, info => all"; fields named as coderd's line (INTEROP §7);
+//!   filter gives "warn => denies only, info => all"; fields named as in docs/interop.md §7;
 //! - the optional JSON-lines file (`--audit-log`), every decision regardless of level, one
 //!   write per record, reopened on SIGHUP for log rotation;
-//! - the Coder agent socket ([`forwarder`]): framed protobuf batches (INTEROP §5) with
+//! - the Coder agent socket ([`forwarder`]): framed protobuf batches (docs/interop.md §5) with
 //!   protocol fallback, a bounded queue, reconnects and a bounded flush at shutdown;
 //! - OpenTelemetry ([`otel`]): one span per record with the record's own trace and span ids,
 //!   exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.

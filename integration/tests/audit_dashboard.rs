@@ -1,6 +1,6 @@
 //! The Grafana dashboard: valid JSON, the panels the audit issue asks for, and every LogQL
-//! query names only fields of coderd's `boundary_request` line (INTEROP §7), plus labels its
-//! own `regexp` stage extracts. The host regexp is run on real sink lines.
+//! query names only fields of coderd's `boundary_request` line (docs/interop.md §7), plus labels
+//! its own `regexp` stage extracts. The host regexp is run on real sink lines.
 
 use std::collections::BTreeSet;
 

@@ -8,7 +8,7 @@
 //!   `proxy_port`, `log_level: warn`, then runs `coder-no-caps boundary -- <start script> true PORT`.
 //! - coder/coder docs `ai-coder/agent-boundaries/index.md`: `config.yaml` with `allowlist`,
 //!   `jail_type`, `log_dir`, `proxy_port`, `log_level`; `boundary --config=<path> -- cmd`.
-//! - INTEROP.md section 1: the variables the agent and modules export.
+//! - docs/interop.md §1: the variables the agent and modules export.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The agent audit socket's framing (INTEROP §5): a 4-byte big-endian header
+//! The agent audit socket's framing (docs/interop.md §5): a 4-byte big-endian header
 //! `(tag << 24) | payload_length`, then `payload_length` bytes of protobuf.
 //!
 //! The decoder is incremental: feed it whatever bytes arrived and it returns complete frames,

@@ -5,9 +5,9 @@
 //!
 //! - [`pb`]: generated prost types (`coder.agent.v2`, `coder.boundarylogproxy.codec.v1`),
 //!   compiled at build time with protox so no system `protoc` is needed.
-//! - [`frame`]: the agent socket's `[tag][len:24]` framing (INTEROP §5).
+//! - [`frame`]: the agent socket's `[tag][len:24]` framing (docs/interop.md §5).
 //! - [`drpc`]: storj DRPC framing, packet assembly and a unary client and server over any
-//!   async byte stream (INTEROP §9).
+//!   async byte stream (docs/interop.md §9).
 
 #![forbid(unsafe_code)]
 

@@ -3,13 +3,13 @@
 //! A jailed run uses a per-run CA ([`CertificateAuthority::ephemeral`]): its key is generated in
 //! memory and never written anywhere, only its certificate is (for the jailed process's trust
 //! variables), so no jail, in this run or any other, can read the key that signs the leaves.
-//! A persistent CA ([`CertificateAuthority::load_or_create`], INTEROP §4's `ca-cert.pem` and
-//! `ca-key.pem` in a directory) is loaded when both files are present and valid (parseable, key
-//! matching the certificate, not expired), otherwise a fresh ECDSA P-256 CA is written; it is
-//! for tools outside a jail (selftest's fixture upstream). Leaves are ECDSA P-256 too, minted per
-//! host name (or IP address, for TLS without SNI), with random serials and a backdated start,
-//! and cached in a sharded map so that concurrent handshakes for different hosts never wait on
-//! one global lock.
+//! A persistent CA ([`CertificateAuthority::load_or_create`], docs/interop.md §4's
+//! `ca-cert.pem` and `ca-key.pem` in a directory) is loaded when both files are present and
+//! valid (parseable, key matching the certificate, not expired), otherwise a fresh ECDSA P-256
+//! CA is written; it is for tools outside a jail (selftest's fixture upstream). Leaves are
+//! ECDSA P-256 too, minted per host name (or IP address, for TLS without SNI), with random
+//! serials and a backdated start, and cached in a sharded map so that concurrent handshakes for
+//! different hosts never wait on one global lock.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,9 +31,9 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-/// File name of the CA certificate inside the config directory (INTEROP §4).
+/// File name of the CA certificate inside the config directory (docs/interop.md §4).
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
-/// File name of the CA private key inside the config directory (INTEROP §4).
+/// File name of the CA private key inside the config directory (docs/interop.md §4).
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// How long a freshly created CA is valid.
@@ -94,7 +94,7 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// dir = the config dir (INTEROP §4): loads `<dir>/ca-cert.pem` + `<dir>/ca-key.pem` if
+    /// dir = the config dir (docs/interop.md §4): loads `<dir>/ca-cert.pem` + `<dir>/ca-key.pem` if
     /// valid, otherwise creates them (dir created 0700, key 0600). Clear error if dir unwritable.
     pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);

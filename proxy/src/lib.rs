@@ -68,7 +68,7 @@ pub struct ProxyConfig {
     pub upstream_ca_file: Option<PathBuf>,
     /// `http://host:port` or `https://...`: reach origins through CONNECT on this proxy.
     pub upstream_proxy: Option<String>,
-    /// Session correlation headers (INTEROP §6), when enabled.
+    /// Session correlation headers (docs/interop.md §6), when enabled.
     pub correlation: Option<Correlation>,
     /// Idle client connections (no request in flight) are closed after this.
     pub idle_timeout: Duration,
@@ -110,7 +110,7 @@ impl ProxyConfig {
     }
 }
 
-/// Session correlation (INTEROP §6): allowed requests matching `targets` get the session id
+/// Session correlation (docs/interop.md §6): allowed requests matching `targets` get the session id
 /// and their sequence number as headers.
 #[derive(Debug)]
 pub struct Correlation {

@@ -106,7 +106,7 @@ async fn git_via_proxy(h: &Harness, dir: &Path, args: &[&str]) -> std::process::
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", dir)
         .env("GIT_TERMINAL_PROMPT", "0")
-        // What boundary gives a jailed process (INTEROP §4).
+        // What boundary gives a jailed process (docs/interop.md §4).
         .env("GIT_SSL_CAINFO", &h.ca_cert)
         .output()
         .await

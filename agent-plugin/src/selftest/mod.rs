@@ -38,7 +38,7 @@ mod seccomp;
 const HOST: &str = "selftest.boundary.test";
 /// Text only the embedded upstream answers with.
 const MARKER: &str = "boundary-selftest-upstream-ok";
-/// Text of the proxy's 403 page (INTEROP section 3).
+/// Text of the proxy's 403 page (docs/interop.md §3).
 const BLOCKED: &str = "Request Blocked by Boundary";
 
 /// `boundary selftest [flags]`: runs the selftest, prints the table, returns the exit code.

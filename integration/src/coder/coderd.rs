@@ -1,5 +1,5 @@
 //! The coderd side: a DRPC server for `/coder.agent.v2.Agent/ReportBoundaryLogs` that prints
-//! one `boundary_request` line per record the way coderd does (INTEROP §7): INFO, logger
+//! one `boundary_request` line per record the way coderd does (docs/interop.md §7): INFO, logger
 //! `coderd.agentrpc`, fields in coderd's order, `matched_rule` only on allows. Owner,
 //! workspace, template and agent come from boundary's extension fields (coderd takes them from
 //! its database), `request_id` is a fresh UUID per record, `trace`/`span` the record's own
@@ -26,7 +26,7 @@ pub const MAX_LOGS_PER_REQUEST: usize = 1000;
 /// Output shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// slog's human format, as in the INTEROP example.
+    /// slog's human format, as in the example of docs/interop.md §7.
     Human,
     /// slog's JSON format.
     Json,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use boundary_audit::escape::is_unsafe;
 
-/// The fields of coderd's `boundary_request` line in order (INTEROP section 7), written out
+/// The fields of coderd's `boundary_request` line in order (docs/interop.md §7), written out
 /// here from the spec rather than taken from the audit crate, so the tests that check our
 /// output against it are an independent oracle. `matched_rule` appears only on allows.
 pub const SECTION7_FIELDS: [&str; 16] = [

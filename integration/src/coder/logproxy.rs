@@ -1,5 +1,5 @@
-//! The workspace agent's side of the audit socket (INTEROP §5): accept boundary's frames on a
-//! Unix socket from any number of clients, buffer up to 100 frames, forward each as one DRPC
+//! The workspace agent's side of the audit socket (docs/interop.md §5): accept boundary's frames
+//! on a Unix socket from any number of clients, buffer up to 100 frames, forward each as one DRPC
 //! unary `ReportBoundaryLogs` call to coderd.
 //!
 //! Like the agent: an unknown tag or an oversized frame closes that client's connection;

@@ -1,4 +1,4 @@
-//! DRPC (storj.io/drpc), the RPC protocol between Coder's agent and coderd (INTEROP §9).
+//! DRPC (storj.io/drpc), the RPC protocol between Coder's agent and coderd (docs/interop.md §9).
 //!
 //! Layers, each usable on its own:
 //! - [`wire`]: one frame = control byte, three LEB128 varints (stream id, message id, data
