@@ -356,3 +356,33 @@ pub(crate) fn recv_with_fds(
     }
     Ok((msg.bytes, fds))
 }
+
+/// Whether the kernel's seccomp user-notification structures fit the ones this build knows
+/// (`SECCOMP_GET_NOTIF_SIZES`): `Err` when notification is unavailable (before Linux 5.0),
+/// `Ok(false)` when the kernel's are larger.
+pub(crate) fn seccomp_notif_sizes_fit() -> io::Result<bool> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Sizes {
+        notif: u16,
+        resp: u16,
+        data: u16,
+    }
+    let mut s = Sizes::default();
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into a valid local.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0u32,
+            &mut s as *mut Sizes,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(
+        usize::from(s.notif) <= std::mem::size_of::<libc::seccomp_notif>()
+            && usize::from(s.resp) <= std::mem::size_of::<libc::seccomp_notif_resp>(),
+    )
+}

@@ -246,45 +246,17 @@ fn bind_v6_only(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 fn check_notif_sizes() -> Result<(), LandjailError> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Sizes {
-        notif: u16,
-        resp: u16,
-        data: u16,
-    }
-    let mut s = Sizes::default();
-    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into a valid local.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_GET_NOTIF_SIZES,
-            0u32,
-            &mut s as *mut Sizes,
-        )
-    };
-    if r < 0 {
-        return Err(LandjailError::Setup {
-            what: "seccomp user notification is not available (Linux 5.0 or later needed)",
-            source: io::Error::last_os_error(),
-        });
-    }
-    if usize::from(s.notif) > std::mem::size_of::<libc::seccomp_notif>()
-        || usize::from(s.resp) > std::mem::size_of::<libc::seccomp_notif_resp>()
-    {
-        return Err(LandjailError::Setup {
+    match crate::sys::seccomp_notif_sizes_fit() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LandjailError::Setup {
             what: "the kernel's seccomp notification structures are larger than this build knows",
             source: io::Error::from(io::ErrorKind::Unsupported),
-        });
+        }),
+        Err(source) => Err(LandjailError::Setup {
+            what: "seccomp user notification is not available (Linux 5.0 or later needed)",
+            source,
+        }),
     }
-    Ok(())
-}
-
-fn last_cap() -> i32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63)
 }
 
 #[cfg(feature = "insecure-test-hooks")]
@@ -385,7 +357,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         ruleset_fd: ruleset.as_raw_fd(),
         sock_fd: child_sock.as_raw_fd(),
         program: filter::program(),
-        last_cap: last_cap(),
+        last_cap: crate::sys::cap_last_cap(),
         tty,
         insecure_no_seccomp: insecure_no_seccomp(),
         parent_pid: std::process::id() as libc::pid_t,
