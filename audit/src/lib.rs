@@ -11,9 +11,14 @@
 //! - the optional JSON-lines file (`--audit-log`), every decision regardless of level, one
 //!   write per record, reopened on SIGHUP for log rotation;
 //! - the Coder agent socket ([`forwarder`]): framed protobuf batches (docs/interop.md §5) with
-//!   protocol fallback, a bounded queue, reconnects and a bounded flush at shutdown;
+//!   protocol fallback, a durable on-disk spool (or a bounded memory queue), reconnects, a
+//!   check of every listener ([`peer`]) and a bounded flush at shutdown; drops are counted,
+//!   reported to the agent and logged at error level with their sequence numbers;
 //! - OpenTelemetry ([`otel`]): one span per record with the record's own trace and span ids,
 //!   exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! Every text a jailed process controls passes one escaping rule ([`escape`]) before it is
+//! written to a log line, the JSON file or a span attribute.
 
 pub mod escape;
 pub mod fields;

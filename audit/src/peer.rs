@@ -143,6 +143,52 @@ pub fn check(path: &Path, pid: Option<i32>, uid: u32) -> Result<AgentPeer, PeerR
     Ok(peer)
 }
 
+/// Remembers the first accepted agent, to say when a reconnection lands on another process.
+#[derive(Debug, Default)]
+pub struct PeerGate {
+    first: Option<AgentPeer>,
+}
+
+impl PeerGate {
+    /// Judges the listener behind a connection to `path` (`cred`: its pid and uid as the
+    /// kernel reports them) and logs the verdict; true when records may be sent to it.
+    pub fn admit(&mut self, path: &Path, cred: std::io::Result<(Option<i32>, u32)>) -> bool {
+        let verdict = match cred {
+            Ok((pid, uid)) => check(path, pid, uid),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the agent socket's peer credentials");
+                return false;
+            }
+        };
+        let p = match verdict {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::error!(
+                    "{refused}; no audit record is sent there, they wait for the real agent"
+                );
+                return false;
+            }
+        };
+        match &self.first {
+            None => {
+                tracing::info!(pid = p.pid, exe = ?p.exe, "Coder agent audit socket peer accepted")
+            }
+            Some(first) if first.exe != p.exe => tracing::error!(
+                first_pid = first.pid, first_exe = ?first.exe, pid = p.pid, exe = ?p.exe,
+                "a different program now listens on the Coder agent audit socket"
+            ),
+            Some(first) if first.pid != p.pid => tracing::warn!(
+                first_pid = first.pid, pid = p.pid, exe = ?p.exe,
+                "another process of the same program now listens on the Coder agent audit \
+                 socket (the agent restarted?)"
+            ),
+            Some(_) => {}
+        }
+        self.first.get_or_insert(p);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,33 @@ impl AuditSink for PipelineSink {
     }
 }
 
+/// The agent forwarder, when forwarding is on (a missing socket is warned about, not an error).
+fn start_forwarder(opts: &mut AuditOptions) -> Option<Forwarder> {
+    let early = opts.early_connection.take();
+    let spool = opts.spool.take();
+    opts.socket_path.as_ref().map(|path| {
+        if !path.exists() && early.is_none() {
+            tracing::warn!(
+                path = %path.display(),
+                "Coder agent audit socket does not exist (older Coder, or not in a \
+                 workspace); logging locally and forwarding once it appears"
+            );
+        }
+        Forwarder::start(
+            ForwarderConfig {
+                socket_path: path.clone(),
+                protocol: opts.protocol,
+                flush_interval: opts.flush_interval,
+                queue_size: opts.queue_size,
+                verify_peer: opts.verify_agent_peer,
+                early,
+                spool,
+            },
+            &opts.run,
+        )
+    })
+}
+
 /// Every audit sink of one run, behind one [`AuditSink`].
 pub struct AuditPipeline {
     inner: Arc<RwLock<Option<Inner>>>,
@@ -252,29 +279,7 @@ impl AuditPipeline {
             })?),
             None => None,
         };
-        let early = opts.early_connection.take();
-        let spool = opts.spool.take();
-        let forwarder = opts.socket_path.as_ref().map(|path| {
-            if !path.exists() && early.is_none() {
-                tracing::warn!(
-                    path = %path.display(),
-                    "Coder agent audit socket does not exist (older Coder, or not in a \
-                     workspace); logging locally and forwarding once it appears"
-                );
-            }
-            Forwarder::start(
-                ForwarderConfig {
-                    socket_path: path.clone(),
-                    protocol: opts.protocol,
-                    flush_interval: opts.flush_interval,
-                    queue_size: opts.queue_size,
-                    verify_peer: opts.verify_agent_peer,
-                    early,
-                    spool,
-                },
-                &opts.run,
-            )
-        });
+        let forwarder = start_forwarder(&mut opts);
         let has_file = file.is_some();
         let inner = Arc::new(RwLock::new(Some(Inner {
             run: opts.run.clone(),

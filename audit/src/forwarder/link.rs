@@ -25,7 +25,7 @@ use super::wire::{
     peer_state, read_some, sleep_until_opt, unread_bytes, write_status, Backoff, Peer,
 };
 use super::{base_request, DropLog, ForwarderConfig, ForwarderStats, PROBE_WINDOW};
-use crate::peer::{self, AgentPeer};
+use crate::peer::PeerGate;
 use crate::{AuditProtocol, AuditRecord, RunContext};
 
 /// Reconnects: 100 ms doubling to 5 s.
@@ -77,7 +77,7 @@ pub(crate) struct Task {
     fell_back: bool,
     connect_failures: u64,
     reported: (u64, u64),
-    agent: Option<AgentPeer>,
+    gate: PeerGate,
     deadline: Option<Instant>,
     spool_failing: bool,
 }
@@ -104,7 +104,7 @@ impl Task {
             fell_back: false,
             connect_failures: 0,
             reported: (0, 0),
-            agent: None,
+            gate: PeerGate::default(),
             deadline: None,
             spool_failing: false,
         }
@@ -316,7 +316,8 @@ impl Task {
 
     /// Waiting → Probing or Open, once the listener is accepted.
     async fn connected(&mut self, mut stream: UnixStream) {
-        if self.cfg.verify_peer && !self.accept_peer(&stream) {
+        let cred = stream.peer_cred().map(|c| (c.pid(), c.uid()));
+        if self.cfg.verify_peer && !self.gate.admit(&self.cfg.socket_path, cred) {
             self.wait();
             return;
         }
@@ -338,45 +339,6 @@ impl Task {
             }
         } else {
             self.link = Link::Open { stream };
-        }
-    }
-
-    /// The peer check; remembers the first agent and says when a reconnection differs.
-    fn accept_peer(&mut self, stream: &UnixStream) -> bool {
-        let path = &self.cfg.socket_path;
-        let verdict = match stream.peer_cred() {
-            Ok(c) => peer::check(path, c.pid(), c.uid()),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the agent socket's peer credentials");
-                return false;
-            }
-        };
-        match verdict {
-            Err(refused) => {
-                tracing::error!(
-                    "{refused}; no audit record is sent there, they wait for the real agent"
-                );
-                false
-            }
-            Ok(p) => {
-                match &self.agent {
-                    None => {
-                        tracing::info!(pid = p.pid, exe = ?p.exe, "Coder agent audit socket peer accepted")
-                    }
-                    Some(first) if first.exe != p.exe => tracing::error!(
-                        first_pid = first.pid, first_exe = ?first.exe, pid = p.pid, exe = ?p.exe,
-                        "a different program now listens on the Coder agent audit socket"
-                    ),
-                    Some(first) if first.pid != p.pid => tracing::warn!(
-                        first_pid = first.pid, pid = p.pid, exe = ?p.exe,
-                        "another process of the same program now listens on the Coder agent \
-                         audit socket (the agent restarted?)"
-                    ),
-                    Some(_) => {}
-                }
-                self.agent.get_or_insert(p);
-                true
-            }
         }
     }
 

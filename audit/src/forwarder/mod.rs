@@ -5,13 +5,13 @@
 //!   payload past 32768 bytes, at 1000 records (coderd's limit), or `flush_interval` after its
 //!   first record. A single record too large for a frame has its URL (then rule, then method)
 //!   shortened and marked (`...[truncated]`, extension field `truncated`), never dropped.
-//! - **The link** ([`link`]): a state machine, waiting for the socket → probing the protocol
-//!   → open, with one [`link::Backoff`]. `auto` opens each connection with a tag-2
+//! - **The link** (`link.rs`): a state machine, waiting for the socket → probing the protocol
+//!   → open, with one backoff type (`wire.rs`). `auto` opens each connection with a tag-2
 //!   `BoundaryStatus` frame and watches it for [`PROBE_WINDOW`]; an agent closing in that
 //!   window is an older one: tag 1 for the rest of the run. Every connection's listener is
 //!   checked first ([`crate::peer`]) when `verify_peer` is set: a refused listener gets
 //!   nothing, the refusal is logged at error level, records keep waiting.
-//! - **Waiting batches** ([`store`]): in memory, or with a spool directory in the durable
+//! - **Waiting batches** (`store.rs`): in memory, or with a spool directory in the durable
 //!   [`spool`], bounded in bytes; what cannot be stored is dropped, counted, reported to the
 //!   agent in a tag-2 `BoundaryStatus`, and logged at error level with the sequence numbers.
 //! - **Delivery.** The agent never replies, so we ask the kernel: `TIOCOUTQ` is the data the
