@@ -129,9 +129,12 @@ fn attack_script(victim: Option<&Victim>, py: &Path) -> String {
         );
     }
     s += &format!("python3 {} direct\n", py.display());
+    // `-r`: root of the nested namespace keeps its capabilities across exec (an unmapped uid
+    // would lose them and prove nothing); where the map cannot be written (a jail started by
+    // root lacks CAP_SETFCAP), the unmapped run is the fallback.
     s += &format!(
-        "unshare -Um python3 {} nested; echo unshare=$?\n",
-        py.display()
+        "unshare -Urm python3 {p} nested || unshare -Um python3 {p} nested-unmapped; echo unshare=$?\n",
+        p = py.display()
     );
     s += "echo ATTACK-DONE\n";
     s
