@@ -267,3 +267,51 @@ fn records_spooled_when_boundary_is_killed_are_delivered_by_the_next_run() {
         spool_data_files(rig.config.path())
     );
 }
+
+#[test]
+fn the_spool_is_out_of_reach_inside_nsjail() {
+    let rig = Rig::new();
+    let _agent = rig.agent();
+    let spool = rig.config.path().join("coder_boundary/spool");
+    let script = format!(
+        "i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+         echo \"inside: [$(ls -A {s} 2>&1 | tr '\\n' ' ')]\"\n\
+         touch {s}/planted 2>/dev/null && echo planted; mkdir {s}/x 2>/dev/null && echo planted\n",
+        go = rig.go("go").display(),
+        s = spool.display()
+    );
+    let mut child = rig.boundary(&script);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Positive control: outside, the running boundary's spool directory is there.
+    let start = Instant::now();
+    let outside = loop {
+        let names: Vec<String> = std::fs::read_dir(&spool)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !names.is_empty() {
+            break names;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no spool directory appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::write(rig.go("go"), "").unwrap();
+    let line = wait_line(&mut out, "inside: ");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let all = finish(child);
+    // Hidden (empty) or refused: either way the run's directory cannot be seen.
+    assert!(
+        line == "inside: []" || line.contains("Permission denied"),
+        "{line}\noutside: {outside:?}\n{all}"
+    );
+    assert!(!outside.iter().any(|n| line.contains(n.as_str())), "{line}");
+    assert!(!rest.contains("planted"), "{rest}\n{all}");
+    assert!(!spool.join("planted").exists() && !spool.join("x").exists());
+}
