@@ -65,6 +65,9 @@ fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
             .with_context(|| format!("cannot open the audit log {}", audit.display()))?;
         out.push((audit.clone(), Kind::AppendOnly));
     }
+    // Only files boundary owns on disk: `--audit-log /dev/stdout` (a pipe or a terminal) is the
+    // caller's stream, not a file a later run trusts.
+    out.retain(|(p, k)| *k == Kind::Fixed || fs::metadata(p).map(|m| m.is_file()).unwrap_or(true));
     Ok(out)
 }
 

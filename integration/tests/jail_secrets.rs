@@ -356,6 +356,36 @@ fn nsjail_protects_its_own_files_as_root() {
     nsjail_protects_own_files(As::Root, &["--no-user-namespace"]);
 }
 
+/// An audit log on a stream (`--audit-log /dev/stdout`) is the caller's, not a file to protect:
+/// the jail starts and the records arrive.
+#[test]
+fn an_audit_log_on_stdout_still_works() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root");
+        return;
+    }
+    for flags in [vec![], land()] {
+        let config = config_home(As::Root);
+        let out = boundary_cmd(As::Root, config.path(), &[])
+            .args(&flags)
+            .args(["--log-level", "error", "--audit-log", "/dev/stdout", "--"])
+            .args([
+                "sh",
+                "-c",
+                "echo jailed-ran; curl -s -o /dev/null http://denied.example/ || true",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success() && t.contains("jailed-ran"), "{t}");
+        assert!(
+            t.contains("denied.example"),
+            "no audit record on stdout: {t}"
+        );
+    }
+}
+
 #[test]
 fn nsjail_protects_its_own_files_as_an_unprivileged_user() {
     nsjail_protects_own_files(As::User, &[]);
