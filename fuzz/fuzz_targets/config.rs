@@ -13,7 +13,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = file::parse(&text);
     // Lines as flag values and environment variables.
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let get = |i: usize| lines.get(i).cloned();
     // Each line feeds one setting's flag, in table order; lines from 20 on are --allow rules.
     let mut flags = Flags::default();
     for (row, line) in SETTINGS.iter().filter(|s| s.key != "config").zip(&lines) {
