@@ -107,10 +107,8 @@ fn fresh_sysfs() -> Result<(), String> {
     if fresh.is_ok() {
         return Ok(());
     }
-    for p in mount_tree(Path::new("/sys"))? {
-        remount_readonly(&p)?;
-    }
-    Ok(())
+    // Container runtimes mask parts of /sys, which makes the kernel refuse a fresh sysfs.
+    bind_readonly(Path::new("/sys"))
 }
 
 /// The visible mount at `top` and every mount below it, from `/proc/self/mountinfo` (by mount
