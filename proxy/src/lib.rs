@@ -16,8 +16,14 @@
 //! - A refused CONNECT is audited with the URL `https://host:port`, the port always written.
 //! - Requests whose content type is `application/grpc*` get `grpc-status` (7 on a denial, 14 or
 //!   4 on upstream failure) next to the 403/502/504, so gRPC clients report the real reason.
-//! - `Upgrade: h2c` is not passed on (the request goes upstream as plain HTTP/1.1); other
-//!   upgrades (WebSocket) go over an HTTP/1.1-only upstream connection and are piped after 101.
+//! - Only WebSocket upgrades (`GET` + `Upgrade: websocket`) go over an HTTP/1.1-only upstream
+//!   connection and are piped after 101; any other `Upgrade` (`h2c` included) is removed and
+//!   the request goes upstream as plain HTTP/1.1. An origin's unasked 101 answers 502.
+//! - A body on `GET`/`HEAD`/`OPTIONS`/`TRACE` is refused (400, audited): an origin ignoring it
+//!   would run it as a request no one decided. Method and path override headers must be
+//!   allowed by the rules too (403 otherwise). See docs/policies.md.
+//! - One HTTP/2 client connection may open [`MAX_CONCURRENT_STREAMS`] streams at once; more
+//!   wait in the client.
 //! - Only HTTP is spoken inside a tunnel or on a redirected connection: anything else (SSH over
 //!   CONNECT, say) gets a 400 or is closed, because there is no request to decide.
 //! - WebSocket over HTTP/2 (RFC 8441) is not offered; clients fall back to HTTP/1.1 for it.
@@ -39,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ca::{CaError, CertificateAuthority};
-pub use server::{Proxy, ProxyBody, BLOCKED_TITLE};
+pub use server::{Proxy, ProxyBody, BLOCKED_TITLE, MAX_CONCURRENT_STREAMS};
 
 /// Idle client connections are closed after this unless configured otherwise. The binary's
 /// `--idle-timeout` default is this constant, so the two cannot disagree.

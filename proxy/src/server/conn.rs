@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::body::drain;
 use super::decide::Verdict;
 use super::sniff::ConnCtx;
-use super::{respond, Proxy, ProxyBody, MAX_HEADER_LIST};
+use super::{respond, Proxy, ProxyBody, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST};
 use crate::io::{Activity, Tracked};
 
 impl Proxy {
@@ -46,7 +46,7 @@ impl Proxy {
             .timer(TokioTimer::new())
             .adaptive_window(true)
             .max_header_list_size(MAX_HEADER_LIST)
-            .max_concurrent_streams(1000);
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let idle = self.config.idle_timeout;

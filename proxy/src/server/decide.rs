@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 
 use boundary_audit::{AuditRecord, TraceContext};
 use http::{HeaderMap, Method, Request, StatusCode};
+use hyper::body::Body;
 
 use super::sniff::ConnCtx;
 use super::target::Target;
 use super::Proxy;
+use super::{framing, overrides};
 use crate::host::{Authority, Host};
 
 /// What the proxy does with one request.
@@ -47,13 +49,17 @@ pub(super) enum RefusalKind {
     /// Allowed by a rule, but the host resolves to a loopback, link-local, metadata or other
     /// host-internal address that neither `--resolve` nor the rule names: 403.
     LocalAddress(String),
+    /// The request's framing could be read differently by the origin (a body on GET): 400.
+    Unframeable(String),
+    /// A method or path override header asks for what no rule allows: 403.
+    Override(String),
 }
 
 impl RefusalKind {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            RefusalKind::Unroutable(_) => StatusCode::BAD_REQUEST,
+            RefusalKind::Unroutable(_) | RefusalKind::Unframeable(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -63,7 +69,9 @@ impl RefusalKind {
         match self {
             RefusalKind::Unroutable(m)
             | RefusalKind::HostMismatch(m)
-            | RefusalKind::LocalAddress(m) => m.clone(),
+            | RefusalKind::LocalAddress(m)
+            | RefusalKind::Unframeable(m)
+            | RefusalKind::Override(m) => m.clone(),
             RefusalKind::ProxyItself { tunnel: true } => {
                 "the tunnel is addressed to the proxy itself".into()
             }
@@ -113,7 +121,7 @@ impl Proxy {
     /// Decides one request; the single place where requests are numbered and audited. An
     /// allowed request's upstream addresses are checked (and pinned for the connector) before
     /// the record is written, so a refused address is audited as the denial it is.
-    pub(super) async fn decide<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
+    pub(super) async fn decide<B: Body>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
         let mut judged = match self.judge(req, ctx) {
             Judgement::Unroutable(r) => return Verdict::Refuse(r),
             Judgement::Tunnel { host, port } => return Verdict::Tunnel { host, port },
@@ -163,7 +171,7 @@ impl Proxy {
         });
     }
 
-    fn judge<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Judgement {
+    fn judge<B: Body>(&self, req: &Request<B>, ctx: &ConnCtx) -> Judgement {
         if req.method() == Method::CONNECT {
             return self.judge_connect(req);
         }
@@ -186,22 +194,18 @@ impl Proxy {
                 Err(RefusalKind::HostMismatch(reason))
             } else if self.targets_self(&target.host, target.port) {
                 Err(RefusalKind::ProxyItself { tunnel: false })
+            } else if let Some(reason) = framing::refusal(req) {
+                Err(RefusalKind::Unframeable(reason))
             } else {
-                let decision = self
-                    .config
-                    .policy
-                    .decide(&method, target.host.as_str(), &path);
-                names_host = decision.names_host;
-                match decision.matched_rule {
-                    Some(rule) if decision.allowed => Ok(rule),
-                    _ => {
-                        suggestions =
-                            self.config
-                                .policy
-                                .suggest(&method, target.host.as_str(), &path);
-                        Err(RefusalKind::NoRule { tunnel: false })
-                    }
-                }
+                let (outcome, named) = self.judge_policy(
+                    req.headers(),
+                    &method,
+                    &target.host,
+                    &path,
+                    &mut suggestions,
+                );
+                names_host = named;
+                outcome
             };
         Judgement::Judged(Judged {
             method,
@@ -212,6 +216,31 @@ impl Proxy {
             names_host,
             suggestions,
         })
+    }
+
+    /// The rules' answer, including what override headers ask for: `Ok(matched rule)`, and
+    /// whether the matched rule names the host literally.
+    fn judge_policy(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        host: &Host,
+        path: &str,
+        suggestions: &mut Vec<String>,
+    ) -> (Result<String, RefusalKind>, bool) {
+        let policy = &self.config.policy;
+        let decision = policy.decide(method, host.as_str(), path);
+        let names_host = decision.names_host;
+        let Some(rule) = decision.matched_rule.filter(|_| decision.allowed) else {
+            *suggestions = policy.suggest(method, host.as_str(), path);
+            return (Err(RefusalKind::NoRule { tunnel: false }), names_host);
+        };
+        if let Some((reason, s)) = overrides::refusal(policy, headers, method, host.as_str(), path)
+        {
+            *suggestions = s;
+            return (Err(RefusalKind::Override(reason)), names_host);
+        }
+        (Ok(rule), names_host)
     }
 
     /// CONNECT: refused at once when no rule could allow the host, else a tunnel.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -23,6 +23,8 @@ const SEQUENCE_HEADER: &str = "x-coder-agent-firewall-sequence-number";
 pub(super) enum Failure {
     /// The request target cannot be written as an upstream URL.
     BadTarget(String),
+    /// The origin answered 101 to a request that asked for no upgrade, or for another one.
+    UnaskedSwitch(String),
     /// Connecting to or talking with the origin failed.
     Upstream {
         /// `host[:port]` of the origin, for the message.
@@ -43,7 +45,7 @@ impl Proxy {
             path,
             sequence,
         } = decided;
-        let upgrade = wants_upgrade(req.headers());
+        let upgrade = wants_upgrade(req.method(), req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let uri: Uri = target
@@ -89,6 +91,7 @@ impl Proxy {
                 error,
             })?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            switch_agreed(upgrade.as_ref(), &resp)?;
             if let Some(client_side) = client_upgrade {
                 return Ok(pipe_upgrade(client_side, &mut resp));
             }
@@ -161,24 +164,39 @@ fn pipe_upgrade(
     out
 }
 
-/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
-/// `h2c` is not passed on: it would change the protocol of our own client connection, so the
-/// request is forwarded as plain HTTP/1.1 (clients then simply stay on HTTP/1.1).
-fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+/// The protocol of an HTTP/1.1 WebSocket upgrade request (`GET` with `Connection: upgrade`
+/// and `Upgrade: websocket`), the only upgrade that becomes a pipe: after any upgrade the
+/// connection carries bytes no one decides, and WebSocket is what agents need. Other upgrade
+/// tokens (`h2c`, `TLS/1.0`, made-up ones) are removed with the other hop-by-hop headers, so
+/// the request goes upstream as plain HTTP/1.1 and the client stays on HTTP/1.1.
+fn wants_upgrade(method: &Method, headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
-    if upgrade
+    let websocket = upgrade
         .to_str()
-        .is_ok_and(|u| u.trim().eq_ignore_ascii_case("h2c"))
-    {
-        return None;
-    }
+        .is_ok_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
     let listed = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    listed.then(|| upgrade.clone())
+    (method == Method::GET && websocket && listed).then(|| upgrade.clone())
+}
+
+/// Whether the origin's 101 switches to the protocol the proxy asked for (and asked at all).
+fn switch_agreed(asked: Option<&HeaderValue>, resp: &Response<Incoming>) -> Result<(), Failure> {
+    let answered = resp.headers().get(header::UPGRADE);
+    match (asked, answered) {
+        (Some(a), Some(b)) if a.as_bytes().eq_ignore_ascii_case(b.as_bytes()) => Ok(()),
+        _ => Err(Failure::UnaskedSwitch(format!(
+            "the origin switched protocols ({}) although Boundary asked for {}; an upgraded \
+             connection carries requests no one decides, so it was closed",
+            answered
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no Upgrade header"),
+            asked.and_then(|v| v.to_str().ok()).unwrap_or("no upgrade")
+        ))),
+    }
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Proxy-Connection`,

@@ -30,6 +30,8 @@ mod body;
 mod conn;
 mod decide;
 mod forward;
+mod framing;
+mod overrides;
 mod respond;
 mod sniff;
 mod target;
@@ -47,6 +49,10 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const MAX_RESPONSE_HEADERS: usize = 256;
 /// HTTP/2 header list limit in bytes (large cookies and tokens must pass).
 const MAX_HEADER_LIST: u32 = 256 * 1024;
+/// HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+/// each may need an upstream connection, so a flood of streams must queue in the client, not
+/// turn into thousands of descriptors here. Browsers and gRPC default to 100 as well.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// The intercepting proxy: one per boundary run, shared by all its connections.
 pub struct Proxy {

@@ -29,6 +29,7 @@ pub(super) fn refusal(r: &Refusal, grpc: bool) -> Response<ProxyBody> {
 pub(super) fn failure(f: &Failure, grpc: bool) -> Response<ProxyBody> {
     let resp = match f {
         Failure::BadTarget(message) => text(StatusCode::BAD_REQUEST, message.clone()),
+        Failure::UnaskedSwitch(message) => text(StatusCode::BAD_GATEWAY, message.clone()),
         Failure::Upstream { authority, error } => upstream_failure(authority, error),
     };
     finish(resp, grpc)

@@ -25,6 +25,8 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P256_
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod lenient;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type OriginBody = UnsyncBoxBody<Bytes, BoxError>;
 pub type Handler = Arc<

@@ -1,0 +1,100 @@
+//! Part of deciding: method and path override headers. Some frameworks run the method or path
+//! named in a header instead of the request line's (`X-HTTP-Method-Override: DELETE` on a
+//! `POST`, `X-Original-URL: /admin` on `GET /`), so a rule limiting methods or paths must also
+//! allow what the header asks for, or the request is refused.
+
+use http::{HeaderMap, Uri};
+
+use crate::rules::Policy;
+
+/// Headers that replace the method, as honoured by common frameworks (Express
+/// method-override, Rack, Symfony, ASP.NET, OData, Google APIs).
+const METHOD_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Headers that replace the path (Symfony and Zend read them from IIS rewrites).
+const PATH_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Why the override headers of an otherwise allowed request are refused, if they are.
+pub(super) fn refusal(
+    policy: &Policy,
+    headers: &HeaderMap,
+    method: &str,
+    host: &str,
+    path: &str,
+) -> Option<(String, Vec<String>)> {
+    let methods = values(headers, &METHOD_HEADERS, |v| Some(v.to_string()));
+    let paths = values(headers, &PATH_HEADERS, path_of);
+    if methods.is_empty() && paths.is_empty() {
+        return None;
+    }
+    let methods = with_default(methods, method);
+    let paths = with_default(paths, path);
+    for (mh, m) in &methods {
+        for (ph, p) in &paths {
+            let Some(m) = m else {
+                return Some((unreadable(mh), Vec::new()));
+            };
+            let Some(p) = p else {
+                return Some((unreadable(ph), Vec::new()));
+            };
+            if !policy.decide(m, host, p).allowed {
+                let by: Vec<&str> = [mh, ph]
+                    .into_iter()
+                    .filter(|h| !h.is_empty())
+                    .map(String::as_str)
+                    .collect();
+                let reason = format!(
+                    "the {} header asks the origin for {m} {p}, which no allow rule allows",
+                    by.join(" and ")
+                );
+                return Some((reason, policy.suggest(m, host, p)));
+            }
+        }
+    }
+    None
+}
+
+/// (header name, value) pairs; the value is `None` when it cannot be read.
+type Named = Vec<(String, Option<String>)>;
+
+fn values(headers: &HeaderMap, names: &[&str], read: fn(&str) -> Option<String>) -> Named {
+    let mut out = Vec::new();
+    for name in names {
+        for v in headers.get_all(*name) {
+            let value = v.to_str().ok().map(str::trim).and_then(read);
+            out.push((name.to_string(), value));
+        }
+    }
+    out
+}
+
+/// The request's own value, when no header replaces it.
+fn with_default(named: Named, own: &str) -> Named {
+    if named.is_empty() {
+        vec![(String::new(), Some(own.to_string()))]
+    } else {
+        named
+    }
+}
+
+/// The path an override value names: origin-form as is, absolute-form's path and query.
+fn path_of(value: &str) -> Option<String> {
+    if value.starts_with('/') {
+        return Some(value.to_string());
+    }
+    let uri: Uri = value.parse().ok()?;
+    uri.scheme()?;
+    Some(
+        uri.path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+    )
+}
+
+fn unreadable(header: &str) -> String {
+    format!("the {header} header cannot be read as a method or path")
+}

@@ -1,0 +1,138 @@
+//! Upgrades and override headers (issue 12 items 2 and 4), against the lenient recording
+//! origin: it answers 101 to any upgrade and then executes what it reads, and it runs the
+//! method and path that override headers name.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lenient::Lenient;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `bytes` on a fresh connection; what comes back until close or quiet.
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1500), s.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn only_websocket_upgrades_become_pipes() {
+    run(async {
+        let origin = Lenient::start().await;
+        let h = Harness::new(&["domain=origin.test path=/ok/*"]).await;
+        let t = h.transparent(origin.addr).await;
+        let cases = [
+            ("GET", "made-up/1"),
+            ("GET", "h2c"),
+            ("GET", "TLS/1.0"),
+            ("GET", "websocket, made-up"),
+            ("POST", "websocket"),
+        ];
+        for (i, (method, token)) in cases.iter().enumerate() {
+            let bytes = format!(
+                "{method} /ok/up{i} HTTP/1.1\r\nHost: origin.test\r\nConnection: Upgrade\r\n\
+                 Upgrade: {token}\r\nContent-Length: 0\r\n\r\n\
+                 POST /forbidden/up{i} HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\r\n"
+            );
+            let answer = exchange(t, bytes.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{token}: {answer}");
+            assert!(
+                answer.contains("HTTP/1.1 403"),
+                "{token}: the second request must be decided by the proxy: {answer}"
+            );
+        }
+        // An origin that switches protocols unasked gets no pipe either.
+        let answer = exchange(
+            t,
+            b"GET /ok/switch HTTP/1.1\r\nHost: origin.test\r\n\r\n\
+              POST /forbidden/switch HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(answer.contains("switched protocols"), "{answer}");
+        let executed = origin.settled().await;
+        let leaked: Vec<_> = executed
+            .iter()
+            .filter(|e| e.contains("/forbidden/"))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "undecided requests ran: {leaked:?} of {executed:?}"
+        );
+        assert!(
+            executed.contains(&"GET /ok/up0".to_string()),
+            "{executed:?}"
+        );
+        let denied = h.records().iter().filter(|r| !r.allowed).count();
+        assert_eq!(denied, cases.len() + 1, "{:?}", h.records());
+    });
+}
+
+#[test]
+fn override_headers_must_be_allowed_too() {
+    run(async {
+        let origin = Lenient::start().await;
+        let h = Harness::new(&[
+            "method=GET domain=origin.test path=/ok/*",
+            "domain=other.test",
+        ])
+        .await;
+        let t = h.transparent(origin.addr).await;
+        let refused = [
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-HTTP-Method", "PUT"),
+            ("X-Method-Override", "POST"),
+            ("X-Original-URL", "/admin/users"),
+            ("X-Rewrite-URL", "http://origin.test/admin"),
+            ("X-Original-URL", "/ok/../admin"),
+        ];
+        for (name, value) in refused {
+            let bytes =
+                format!("GET /ok/a HTTP/1.1\r\nHost: origin.test\r\n{name}: {value}\r\n\r\n");
+            let answer = exchange(t, bytes.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 403"), "{name}: {answer}");
+            assert!(
+                answer.contains(&format!("the {} header", name.to_ascii_lowercase())),
+                "{answer}"
+            );
+        }
+        let allowed = [
+            ("origin.test", "X-HTTP-Method-Override", "GET", "GET /ok/a"),
+            ("origin.test", "X-Rewrite-URL", "/ok/b", "GET /ok/b"),
+            (
+                "other.test",
+                "X-HTTP-Method-Override",
+                "DELETE",
+                "DELETE /ok/a",
+            ),
+        ];
+        for (host, name, value, _) in allowed {
+            let bytes = format!("GET /ok/a HTTP/1.1\r\nHost: {host}\r\n{name}: {value}\r\n\r\n");
+            let answer = exchange(t, bytes.as_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "{name}: {value}: {answer}"
+            );
+        }
+        let executed = origin.settled().await;
+        let expected: Vec<String> = allowed.iter().map(|a| a.3.to_string()).collect();
+        assert_eq!(
+            executed, expected,
+            "the origin ran only what the rules allow"
+        );
+        let records = h.records();
+        assert_eq!(records.len(), refused.len() + allowed.len(), "{records:?}");
+        assert_eq!(records.iter().filter(|r| r.allowed).count(), allowed.len());
+    });
+}
