@@ -179,11 +179,10 @@ impl ConnectorSettings {
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, ConnectError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
+        let name = crate::host::normal_form(host);
+        if let Ok(ip) = name.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let name = bare.trim_end_matches('.').to_ascii_lowercase();
         if let Some(ip) = self.resolve.get(&name) {
             return Ok(vec![SocketAddr::new(*ip, port)]);
         }

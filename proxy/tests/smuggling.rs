@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::lenient::Lenient;
+use common::lenient::{exchange, Lenient};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RULE: &str = "domain=origin.test path=/ok/*";
 
@@ -111,23 +110,6 @@ fn h1_cases() -> Vec<(String, String)> {
         });
     }
     cases
-}
-
-/// Sends `bytes` on a fresh connection and reads what comes back until the proxy closes or
-/// goes quiet.
-async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1500), s.read(&mut buf)).await
-    {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).to_string()
 }
 
 /// The same GET-with-body class over HTTP/2 (prior knowledge): `content-length` with DATA the

@@ -4,27 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::lenient::Lenient;
+use common::lenient::{exchange, Lenient};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends `bytes` on a fresh connection; what comes back until close or quiet.
-async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1500), s.read(&mut buf)).await
-    {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).to_string()
-}
 
 #[test]
 fn only_websocket_upgrades_become_pipes() {

@@ -190,12 +190,7 @@ impl Policy {
 
 /// Lowercase, one trailing dot removed, IPv6 brackets removed.
 fn canonical_host(host: &str) -> String {
-    let h = host.strip_suffix('.').unwrap_or(host);
-    let h = h
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(h);
-    h.to_ascii_lowercase()
+    crate::host::normal_form(host)
 }
 
 /// Collects matching rules; `labels` are the host's labels not yet consumed, reversed.

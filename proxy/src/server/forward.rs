@@ -174,12 +174,7 @@ fn wants_upgrade(method: &Method, headers: &HeaderMap) -> Option<HeaderValue> {
     let websocket = upgrade
         .to_str()
         .is_ok_and(|u| u.trim().eq_ignore_ascii_case("websocket"));
-    let listed = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let listed = tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"));
     (method == Method::GET && websocket && listed).then(|| upgrade.clone())
 }
 
@@ -199,16 +194,22 @@ fn switch_agreed(asked: Option<&HeaderValue>, resp: &Response<Incoming>) -> Resu
     }
 }
 
+/// The comma-separated tokens of every `name` header, trimmed (`Connection`, `TE`).
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Proxy-Connection`,
 /// `Proxy-Authorization`, `Proxy-Authenticate`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`,
 /// and `TE` unless it is exactly `trailers` (gRPC needs that one).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let listed: Vec<HeaderName> = tokens(headers, header::CONNECTION)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
         if name != header::TE {
@@ -226,12 +227,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let te_trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

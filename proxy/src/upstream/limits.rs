@@ -66,7 +66,7 @@ impl Limits {
                 let full = self.per_origin;
                 map.retain(|_, s| s.available_permits() < full);
             }
-            map.entry((host.to_ascii_lowercase(), port))
+            map.entry((crate::host::normal_form(host), port))
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_origin)))
                 .clone()
         };
