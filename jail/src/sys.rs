@@ -386,3 +386,75 @@ pub(crate) fn seccomp_notif_sizes_fit() -> io::Result<bool> {
             && usize::from(s.resp) <= std::mem::size_of::<libc::seccomp_notif_resp>(),
     )
 }
+
+/// Clears the calling thread's effective capabilities (permitted ones stay, so nothing is lost
+/// for good); threads it starts inherit the empty set. Returns whether anything was cleared.
+pub(crate) fn drop_effective_capabilities() -> io::Result<bool> {
+    let mut data = capget()?;
+    if data.iter().all(|d| d.effective == 0) {
+        return Ok(false);
+    }
+    for d in &mut data {
+        d.effective = 0;
+    }
+    capset(&data)?;
+    Ok(true)
+}
+
+/// Waits for the next seccomp notification on listener `notify` (a raw descriptor: a wrong
+/// one only makes the ioctl fail) (`SECCOMP_IOCTL_NOTIF_RECV`).
+/// `ENOENT`: the caller died or was interrupted before we took it.
+pub(crate) fn notif_recv(notify: RawFd) -> io::Result<libc::seccomp_notif> {
+    // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: RECV writes one seccomp_notif into `req`, a valid local.
+    let r = unsafe {
+        libc::ioctl(
+            notify,
+            libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+            &mut req as *mut libc::seccomp_notif,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(req)
+}
+
+/// Answers notification `id`: the syscall returns `val`, or fails with `errno` when it is not 0
+/// (`SECCOMP_IOCTL_NOTIF_SEND`). `ENOENT`: the caller is gone.
+pub(crate) fn notif_send(notify: RawFd, id: u64, val: i64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: SEND reads one seccomp_notif_resp from a valid local.
+    let r = unsafe {
+        libc::ioctl(
+            notify,
+            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether notification `id` is still pending (its caller alive and waiting): checked after
+/// reading the caller's memory, so what was read belongs to that call
+/// (`SECCOMP_IOCTL_NOTIF_ID_VALID`).
+pub(crate) fn notif_id_valid(notify: RawFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: ID_VALID reads one u64 from a valid local.
+    unsafe {
+        libc::ioctl(
+            notify,
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+            &mut id as *mut u64,
+        ) == 0
+    }
+}

@@ -134,27 +134,17 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
             }
             continue;
         }
-        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
-        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: RECV writes one seccomp_notif into `req`.
-        let r = unsafe {
-            libc::ioctl(
-                notify.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
-                &mut req as *mut libc::seccomp_notif,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                // The caller died or was interrupted before we took the notification.
-                Some(libc::ENOENT) | Some(libc::EINTR) => continue,
-                _ => {
-                    warn!(error = %e, "landjail supervisor: cannot receive notifications");
-                    return;
-                }
+        let req = match crate::sys::notif_recv(notify.as_raw_fd()) {
+            Ok(req) => req,
+            // The caller died or was interrupted before we took the notification.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {
+                continue
             }
-        }
+            Err(e) => {
+                warn!(error = %e, "landjail supervisor: cannot receive notifications");
+                return;
+            }
+        };
         // Checks run here; only a connect that may block (a blocking socket) gets a thread of
         // its own, so a busy listener cannot hold up the other jailed processes. (A target that
         // flips its socket to blocking right after the check only stalls its own jail, and at
@@ -269,76 +259,25 @@ enum Reply {
 /// through the supervisor that it could not reach itself. Reading the target's memory and
 /// taking its descriptors need no capability: same user, and the target has none.
 fn drop_effective_capabilities() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut hdr = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget/capset read and write a v3 header and two data structs, valid locals.
-    unsafe {
-        if libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) != 0 {
-            return;
-        }
-        if data.iter().all(|d| d.effective == 0) {
-            return;
-        }
-        for d in &mut data {
-            d.effective = 0;
-        }
-        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) != 0 {
-            debug!(error = %io::Error::last_os_error(), "landjail supervisor: cannot drop capabilities in the connect thread");
-        }
+    if let Err(e) = crate::sys::drop_effective_capabilities() {
+        debug!(error = %e, "landjail supervisor: cannot drop capabilities in the connect thread");
     }
 }
 
 /// Sends the answer; `None` means the target is gone and nothing is sent.
 fn respond(notify: RawFd, id: u64, reply: Option<Reply>) {
     let Some(reply) = reply else { return };
-    let (val, error, flags) = match reply {
-        Reply::Result(Ok(v)) => (v, 0, 0),
-        Reply::Result(Err(errno)) => (0, -errno, 0),
+    let (val, errno) = match reply {
+        Reply::Result(Ok(v)) => (v, 0),
+        Reply::Result(Err(errno)) => (0, errno),
     };
-    let mut resp = libc::seccomp_notif_resp {
-        id,
-        val,
-        error,
-        flags,
-    };
-    // SAFETY: SEND reads one seccomp_notif_resp from a valid local.
-    let r = unsafe {
-        libc::ioctl(
-            notify,
-            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
-            &mut resp as *mut libc::seccomp_notif_resp,
-        )
-    };
-    if r < 0 {
-        debug!(error = %io::Error::last_os_error(), "landjail supervisor: target left before the answer");
+    if let Err(e) = crate::sys::notif_send(notify, id, val, errno) {
+        debug!(error = %e, "landjail supervisor: target left before the answer");
     }
 }
 
 fn id_valid(id: u64, notify: RawFd) -> bool {
-    let mut id = id;
-    // SAFETY: ID_VALID reads one u64 from a valid local.
-    unsafe {
-        libc::ioctl(
-            notify,
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
-            &mut id as *mut u64,
-        ) == 0
-    }
+    crate::sys::notif_id_valid(notify, id)
 }
 
 fn errno(e: &io::Error) -> i32 {
