@@ -138,7 +138,13 @@ impl Spool {
         let mut opened = Opened::default();
         let mut others: Vec<PathBuf> = std::fs::read_dir(&cfg.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
+            // A run still setting up its directory uses a dot name until it holds the lock.
+            .filter(|p| {
+                p.is_dir()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            })
             .collect();
         others.sort();
         let mut sources = Vec::new();
@@ -161,9 +167,13 @@ impl Spool {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir = cfg.dir.join(format!("{nanos:024}-{session}"));
-        private_dir(&dir)?;
-        let lock = lock_file(&dir)?.ok_or_else(|| io::Error::other("spool directory in use"))?;
+        let name = format!("{nanos:024}-{session}");
+        let setup = cfg.dir.join(format!(".{name}"));
+        private_dir(&setup)?;
+        let lock = lock_file(&setup)?.ok_or_else(|| io::Error::other("spool directory in use"))?;
+        // Locked before it is visible under its real name: no other run can adopt it.
+        let dir = cfg.dir.join(name);
+        std::fs::rename(&setup, &dir)?;
         let data = OpenOptions::new()
             .create(true)
             .read(true)
