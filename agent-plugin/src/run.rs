@@ -71,7 +71,7 @@ pub fn jail_spec(
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
         landjail_deny_bind: cfg.landjail_deny_bind,
-        unix_sockets: boundary_jail::UnixSocketRules::default(),
+        unix_sockets: cfg.unix_sockets.clone(),
     })
 }
 

@@ -173,6 +173,8 @@ pub struct Config {
     pub audit_spool_dir: Option<PathBuf>,
     pub audit_spool_size_mb: usize,
     pub landjail_deny_bind: bool,
+    /// Which Unix sockets outside the jail jailed programs may connect to.
+    pub unix_sockets: boundary_jail::UnixSocketRules,
     pub idle_timeout: Duration,
     /// Where boundary keeps its CA: `$XDG_CONFIG_HOME/coder_boundary` or `~/.config/coder_boundary`.
     pub config_dir: PathBuf,
@@ -212,6 +214,7 @@ impl Config {
             audit_spool_dir: None,
             audit_spool_size_mb: 0,
             landjail_deny_bind: false,
+            unix_sockets: boundary_jail::UnixSocketRules::default(),
             idle_timeout: Duration::ZERO,
             config_dir,
             sources: Vec::new(),

@@ -588,6 +588,72 @@ pub static SETTINGS: &[Setting] = &[
         ..SWITCH
     },
     Setting {
+        key: "unix_socket_allow",
+        flag: "unix-socket-allow",
+        env: &["BOUNDARY_UNIX_SOCKET_ALLOW"],
+        yaml: Some("unix_socket_allow"),
+        shape: Shape::List {
+            merge: true,
+            env_split: Some(','),
+        },
+        value_name: "PATH",
+        help: "A Unix socket outside the jail that jailed programs may connect to (a trailing / \
+               allows every socket under that directory), also over the built-in deny list; \
+               never the agent's audit socket. Repeatable",
+        apply: |c, v| {
+            c.unix_sockets.allow.push(parse_socket_rule(v)?);
+            Ok(v.to_string())
+        },
+        examples: ["/run/a.sock", "/run/b/", "/tmp/c.sock"],
+        ..ROW
+    },
+    Setting {
+        key: "unix_socket_deny",
+        flag: "unix-socket-deny",
+        env: &["BOUNDARY_UNIX_SOCKET_DENY"],
+        yaml: Some("unix_socket_deny"),
+        shape: Shape::List {
+            merge: true,
+            env_split: Some(','),
+        },
+        value_name: "PATH",
+        help: "A Unix socket (or, with a trailing /, a directory of them) jailed programs must \
+               not connect to, added to the built-in list of container runtimes and system \
+               managers. Repeatable",
+        apply: |c, v| {
+            c.unix_sockets.deny.push(parse_socket_rule(v)?);
+            Ok(v.to_string())
+        },
+        examples: ["/run/d.sock", "/run/e/", "/tmp/f.sock"],
+        ..ROW
+    },
+    Setting {
+        key: "unix_socket_default",
+        flag: "unix-socket-default",
+        env: &["BOUNDARY_UNIX_SOCKET_DEFAULT"],
+        yaml: Some("unix_socket_default"),
+        value_name: "deny|allow",
+        help: "What jailed programs get for Unix sockets of services outside the jail that no \
+               rule names: deny, or allow (the built-in deny list and the agent's socket stay \
+               refused)",
+        default: Fallback::Text("deny"),
+        apply: |c, v| {
+            c.unix_sockets.default_allow = match v.trim().to_ascii_lowercase().as_str() {
+                "deny" => false,
+                "allow" => true,
+                _ => return Err(Problem::Value(format!("{v:?} is neither deny nor allow"))),
+            };
+            Ok(if c.unix_sockets.default_allow {
+                "allow"
+            } else {
+                "deny"
+            }
+            .to_string())
+        },
+        examples: ["allow", "deny", "allow"],
+        ..ROW
+    },
+    Setting {
         key: "idle_timeout",
         flag: "idle-timeout",
         env: &["BOUNDARY_IDLE_TIMEOUT"],

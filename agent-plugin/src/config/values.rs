@@ -20,6 +20,18 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A Unix socket rule: an absolute path (a trailing `/` means every socket under it).
+pub fn parse_socket_rule(s: &str) -> Result<std::path::PathBuf, String> {
+    let s = s.trim();
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is not an absolute path; Unix socket rules name sockets by absolute path \
+             (a trailing / for a directory)"
+        ));
+    }
+    Ok(std::path::PathBuf::from(s))
+}
+
 /// A TCP port from 1 to 65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
