@@ -78,16 +78,20 @@ attempt("agent_recreated", cfg["agent"])
 attempt("agent_renamed", cfg["agent_renamed"])
 "#;
 
-/// A Unix listener that answers every connection with `reply` and counts them.
+/// A Unix listener that answers every client that sends something with `reply`, and counts
+/// them.
 fn serve(l: UnixListener, reply: &'static str) -> Arc<AtomicUsize> {
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = Arc::clone(&n);
     thread::spawn(move || {
         for mut c in l.incoming().flatten() {
-            n2.fetch_add(1, Ordering::SeqCst);
             let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let _ = c.read(&mut [0u8; 200]);
-            let _ = c.write_all(reply.as_bytes());
+            // Counted when a client sent something (the supervisor's own look at a listener
+            // outside its network namespace connects and sends nothing).
+            if c.read(&mut [0u8; 200]).is_ok_and(|n| n > 0) {
+                n2.fetch_add(1, Ordering::SeqCst);
+                let _ = c.write_all(reply.as_bytes());
+            }
         }
     });
     n
@@ -381,4 +385,82 @@ fn landjail_as_root() {
 #[test]
 fn landjail_as_user() {
     unix_sockets_do_not_lead_out("landjail", As::User);
+}
+
+const DEFAULT_ALLOW_PROBE: &str = r#"
+import errno, json, socket, sys
+cfg = json.loads(sys.argv[1])
+for name, path in cfg.items():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(path)
+        s.sendall(b"ping\n")
+        print("%s=open:%s" % (name, s.recv(100).decode(errors="replace").strip()), flush=True)
+    except OSError as e:
+        print("%s=%s" % (name, errno.errorcode.get(e.errno, e.errno)), flush=True)
+"#;
+
+/// With `unix_socket_default: allow`, runtime sockets stay refused under any name, also when
+/// their listener lives in another network namespace than boundary (the Docker socket of the
+/// host mounted into a workspace container): here the listeners are in the test's namespace
+/// and boundary runs in the near one.
+fn runtime_sockets_stay_refused_with_default_allow(jail: &str) {
+    let far = FarHost::new().unwrap();
+    let config = config_home(As::Root);
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let plain = serve(listen(&d.join("plain.sock"), 0o777), "plain-service");
+    let docker_path = d.join("docker.sock");
+    let docker = serve(listen(&docker_path, 0o777), "docker-stand-in");
+    std::fs::hard_link(&docker_path, d.join("hardlink")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    let docker2 = serve(listen(&d.join("sub/docker.sock"), 0o777), "docker-2");
+    std::fs::rename(d.join("sub/docker.sock"), d.join("renamed.sock")).unwrap();
+    let s = |p: PathBuf| format!("\"{}\"", p.display());
+    let cfg = format!(
+        "{{\"plain\": {}, \"docker\": {}, \"docker_hardlink\": {}, \"docker_renamed\": {}}}",
+        s(d.join("plain.sock")),
+        s(docker_path),
+        s(d.join("hardlink")),
+        s(d.join("renamed.sock")),
+    );
+    let script = d.join("probe.py");
+    std::fs::write(&script, DEFAULT_ALLOW_PROBE).unwrap();
+    let prefix = ["ip", "netns", "exec", far.near.as_str()];
+    let o = boundary_cmd(As::Root, config.path(), &prefix)
+        .args(["--jail-type", jail, "--log-level", "warn"])
+        .args(["--unix-socket-default", "allow", "--", "python3"])
+        .arg(&script)
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let t = text(&o);
+    assert_eq!(
+        field(&out, "plain"),
+        Some("open:plain-service"),
+        "{jail}: {t}"
+    );
+    for name in ["docker", "docker_hardlink", "docker_renamed"] {
+        assert_eq!(field(&out, name), Some("EACCES"), "{jail} {name}: {t}");
+    }
+    assert_eq!(plain.load(Ordering::SeqCst), 1, "{t}");
+    assert_eq!(docker.load(Ordering::SeqCst), 0, "stand-in reached: {t}");
+    assert_eq!(
+        docker2.load(Ordering::SeqCst),
+        0,
+        "renamed stand-in reached: {t}"
+    );
+}
+
+#[test]
+fn nsjail_runtime_sockets_refused_with_default_allow() {
+    runtime_sockets_stay_refused_with_default_allow("nsjail");
+}
+
+#[test]
+fn landjail_runtime_sockets_refused_with_default_allow() {
+    runtime_sockets_stay_refused_with_default_allow("landjail");
 }

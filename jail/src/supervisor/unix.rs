@@ -6,7 +6,9 @@
 //! socket connected), and the socket is identified by its file `(st_dev, st_ino)` and by the
 //! listener behind it, read from the kernel (`sock_diag`): which network namespace it lives in,
 //! and the path it was bound to. The bound name survives renames, hard links and bind mounts
-//! of the socket file, so Docker's socket reached under another name is still Docker's.
+//! of the socket file, so Docker's socket reached under another name is still Docker's. When
+//! the listener is in a network namespace `sock_diag` cannot see and a rule would allow it,
+//! its bound name is read with `getpeername()` on a connection of the supervisor's own.
 //!
 //! In this order:
 //! 1. **Never**: boundary's hidden sockets (the agent's audit socket): its file at start, its
@@ -299,14 +301,17 @@ pub(crate) fn check_path(
         names.push(p.into_os_string().into_encoded_bytes());
     }
     let mut jail_own = false;
+    let mut listener_known = false;
     if let Some(jfd) = listeners.jail_ns {
         let found = dump_matching(jfd, file);
         jail_own = !found.is_empty();
+        listener_known = jail_own;
         names.extend(found.into_iter().filter_map(|s| s.name));
     }
     if !jail_own {
         if let Ok(host) = diag::open() {
             let found = dump_matching(&host, file);
+            listener_known = !found.is_empty();
             if let Some(set) = listeners.jail_inodes {
                 let set = set.lock().unwrap_or_else(|p| p.into_inner());
                 jail_own = !found.is_empty() && found.iter().all(|s| set.contains(&s.ino));
@@ -315,7 +320,17 @@ pub(crate) fn check_path(
         }
     }
     let shown = String::from_utf8_lossy(path);
-    match policy.decide(file, &names, jail_own) {
+    let mut verdict = policy.decide(file, &names, jail_own);
+    if verdict.is_ok() && !jail_own && !listener_known {
+        // The listener lives in a network namespace we cannot list (a host socket mounted
+        // into a container): learn the name it was bound to from the listener itself before
+        // letting the jail in, so a runtime socket under another name is still recognised.
+        if let Some(name) = bound_name(&fd) {
+            names.push(name);
+            verdict = policy.decide(file, &names, false);
+        }
+    }
+    match verdict {
         Ok(why) => {
             debug!(path = %shown, tid, why, "jail: Unix socket connect allowed");
             Ok(fd)
@@ -329,6 +344,35 @@ pub(crate) fn check_path(
             Err(libc::EACCES)
         }
     }
+}
+
+/// The name the listener behind the socket file `fd` was bound to, read by connecting a socket
+/// of our own to it (the listener sees one empty connection). Only stream and seqpacket
+/// listeners answer; `None` when it cannot be learnt.
+fn bound_name(fd: &OwnedFd) -> Option<Vec<u8>> {
+    use nix::sys::socket::{
+        connect, getpeername, socket, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let addr = UnixAddr::new(path.as_str()).ok()?;
+    for ty in [SockType::Stream, SockType::SeqPacket] {
+        let s = socket(
+            AddressFamily::Unix,
+            ty,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .ok()?;
+        match connect(s.as_raw_fd(), &addr) {
+            Ok(()) => {
+                let peer: UnixAddr = getpeername(s.as_raw_fd()).ok()?;
+                return peer.path().map(|p| p.as_os_str().as_bytes().to_vec());
+            }
+            Err(nix::errno::Errno::EPROTOTYPE) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 fn dump_matching(sock: &OwnedFd, file: (u64, u64)) -> Vec<UnixSock> {
