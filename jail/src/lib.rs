@@ -9,6 +9,14 @@
 //! interfaces, new namespaces, io_uring, foreign architectures) with each jail's own on top
 //! (`landjail::filter`, `nsjail::filter`). Raw system calls without a safe wrapper elsewhere
 //! live in `sys`. The threat model, class by class, is in `docs/jail-types.md`.
+//!
+//! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for
+//! both jails (landjail: also `listen()`): it takes the socket and a copy of the address from
+//! the caller, decides, and makes the call itself, never letting the kernel continue a checked
+//! call. It applies the Unix socket policy (`supervisor::unix`, `docs/unix-sockets.md`: the
+//! agent's socket never, the jail's own listeners and allowed sockets yes, container runtimes
+//! and other host services no) and, in landjail, the TCP destinations and loopback-only
+//! listeners (`supervisor::tcp`).
 
 pub mod landjail;
 
