@@ -1,6 +1,8 @@
 //! `boundary check`: decide one request against the effective policy without running anything,
 //! so a policy author can see what a rule set means before an agent meets it.
 
+use std::fmt::Write;
+
 use boundary::config::{self, cli::CheckCli};
 
 /// Exit 0 allowed, 1 denied, 2 bad input.
@@ -29,20 +31,29 @@ pub fn main(cli: CheckCli) -> u8 {
         return 2;
     }
     let d = cfg.policy.decide(&method, &host, &path);
-    if d.allowed {
-        println!("allow {method} {}", cli.url);
-        println!("matched rule: {}", d.matched_rule.unwrap_or_default());
+    let mut out = String::new();
+    let code = if d.allowed {
+        let _ = writeln!(out, "allow {method} {}", cli.url);
+        let _ = writeln!(out, "matched rule: {}", d.matched_rule.unwrap_or_default());
         0
     } else {
-        println!("deny {method} {}", cli.url);
+        let _ = writeln!(out, "deny {method} {}", cli.url);
         if cfg.policy.is_empty() {
-            println!("no allow rules are configured, so every request is denied");
+            let _ = writeln!(
+                out,
+                "no allow rules are configured, so every request is denied"
+            );
         }
-        println!("rules that would allow it:");
+        let _ = writeln!(out, "rules that would allow it:");
         for s in cfg.policy.suggest(&method, &host, &path) {
-            println!("  --allow '{s}'");
+            let _ = writeln!(out, "  --allow '{s}'");
         }
         1
+    };
+    if crate::emit(&out) {
+        code
+    } else {
+        2
     }
 }
 

@@ -76,7 +76,28 @@ fn skip_sub(args: &[OsString]) -> Vec<OsString> {
     v
 }
 
+/// Writes command output to stdout. A reader that went away (`boundary config | head`) is not
+/// a failure: everything anyone reads was written. Any other write error is reported and makes
+/// the return false.
+pub(crate) fn emit(text: &str) -> bool {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("boundary: cannot write the output: {e}");
+            false
+        }
+        _ => true,
+    }
+}
+
 fn show_config(cli: ConfigCli) -> u8 {
+    use std::fmt::Write;
+    let command: Vec<String> = cli
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let mut out = String::new();
     match config::resolve(&cli.flags, &config::process_env) {
         Ok(cfg) if cli.json => {
             let rows: Vec<serde_json::Value> = cfg
@@ -84,30 +105,18 @@ fn show_config(cli: ConfigCli) -> u8 {
                 .iter()
                 .map(|(k, v, s)| serde_json::json!({"key": k, "value": v, "source": s.to_string()}))
                 .collect();
-            let command: Vec<String> = cli
-                .command
-                .iter()
-                .map(|w| w.to_string_lossy().into_owned())
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({"settings": rows, "command": command})
-            );
-            0
+            let doc = serde_json::json!({"settings": rows, "command": command});
+            let _ = writeln!(out, "{doc}");
+            u8::from(!emit(&out))
         }
         Ok(cfg) => {
             for (key, value, source) in &cfg.sources {
-                println!("{key:<28} {value:<48} ({source})");
+                let _ = writeln!(out, "{key:<28} {value:<48} ({source})");
             }
-            if !cli.command.is_empty() {
-                let words: Vec<String> = cli
-                    .command
-                    .iter()
-                    .map(|w| w.to_string_lossy().into_owned())
-                    .collect();
-                println!("{:<28} {}", "command", words.join(" "));
+            if !command.is_empty() {
+                let _ = writeln!(out, "{:<28} {}", "command", command.join(" "));
             }
-            0
+            u8::from(!emit(&out))
         }
         Err(e) => {
             eprintln!("boundary: {e}");

@@ -384,3 +384,27 @@ fn selftest_resolves_its_flags_like_a_run() {
         assert!(!out.contains("boundary selftest ("), "{args:?} ran: {out}");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_is_not_a_crash() {
+    // `boundary config | head -1`: the reader is gone before boundary writes.
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["config"][..],
+        &["config", "--json"][..],
+        &["check", "--allow", "domain=x.com", "https://x.com/"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_boundary"))
+            .env_clear()
+            .env("HOME", home.path())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run boundary");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
