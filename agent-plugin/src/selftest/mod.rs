@@ -39,7 +39,7 @@ const HOST: &str = "selftest.boundary.test";
 /// Text only the embedded upstream answers with.
 const MARKER: &str = "boundary-selftest-upstream-ok";
 /// Text of the proxy's 403 page (docs/interop.md §3).
-const BLOCKED: &str = "Request Blocked by Boundary";
+const BLOCKED: &str = boundary_proxy::BLOCKED_TITLE;
 
 /// `boundary selftest [flags]`: runs the selftest, prints the table, returns the exit code.
 pub fn main(args: &[OsString]) -> u8 {
