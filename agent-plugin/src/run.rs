@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -60,7 +60,7 @@ pub fn jail_spec(
     // A persistent CA key left by an earlier version stays hidden (nsjail) even though unused.
     let mut hide_paths = vec![cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE)];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
-    hide_paths.push(spool_dir(cfg));
+    hide_paths.push(cfg.audit_spool_dir.clone());
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
@@ -81,24 +81,6 @@ fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
         JailType::Landjail => boundary_jail::landjail::start(spec),
     };
     jail.with_context(|| format!("cannot start the {} jail", cfg.jail_type))
-}
-
-/// Where records wait for the agent across runs: `--audit-spool-dir`, else
-/// `$XDG_STATE_HOME/coder_boundary/spool`, else `/var/lib/coder_boundary/spool` for root, else
-/// `~/.local/state/coder_boundary/spool`.
-pub fn spool_dir(cfg: &Config) -> PathBuf {
-    if let Some(d) = &cfg.audit_spool_dir {
-        return d.clone();
-    }
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None if crate::selftest::is_root() => PathBuf::from("/var/lib"),
-        None => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-            .join(".local/state"),
-    };
-    base.join("coder_boundary").join("spool")
 }
 
 /// Connects to the agent before the jail exists, so a jailed process cannot have replaced the
@@ -126,7 +108,7 @@ fn prepare_spool(cfg: &Config, early: bool) -> Option<SpoolConfig> {
     if cfg.disable_audit_logs || !(early || cfg.log_proxy_socket_path.exists()) {
         return None;
     }
-    let dir = spool_dir(cfg);
+    let dir = cfg.audit_spool_dir.clone();
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -169,8 +169,8 @@ pub struct Config {
     pub audit_flush_interval: Duration,
     pub audit_queue_size: usize,
     pub audit_shutdown_timeout: Duration,
-    /// `None`: the state directory's default (see `run::spool_dir`).
-    pub audit_spool_dir: Option<PathBuf>,
+    /// Where records the agent has not taken wait, also for the next run.
+    pub audit_spool_dir: PathBuf,
     pub audit_spool_size_mb: usize,
     pub landjail_deny_bind: bool,
     /// Which Unix sockets outside the jail jailed programs may connect to.
@@ -211,7 +211,7 @@ impl Config {
             audit_flush_interval: Duration::ZERO,
             audit_queue_size: 0,
             audit_shutdown_timeout: Duration::ZERO,
-            audit_spool_dir: None,
+            audit_spool_dir: PathBuf::new(),
             audit_spool_size_mb: 0,
             landjail_deny_bind: false,
             unix_sockets: boundary_jail::UnixSocketRules::default(),

@@ -548,12 +548,13 @@ pub static SETTINGS: &[Setting] = &[
         value_name: "DIR",
         help: "Where audit records the Coder agent has not taken wait on disk, also for the \
                next run",
-        default: Fallback::Unset(Some(
+        default: Fallback::Derived(
+            |env, _| Ok(Some((default_spool_dir(env), Source::Default))),
             "$XDG_STATE_HOME/coder_boundary/spool, as root /var/lib/coder_boundary/spool, else \
              ~/.local/state/coder_boundary/spool",
-        )),
+        ),
         apply: |c, v| {
-            c.audit_spool_dir = Some(PathBuf::from(v));
+            c.audit_spool_dir = PathBuf::from(v);
             Ok(v.to_string())
         },
         examples: ["/s1", "/s2", "/s3"],

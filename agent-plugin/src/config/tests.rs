@@ -670,3 +670,17 @@ fn durations_parse() {
     assert!(parse_duration("5 parsecs").is_err());
     assert!(parse_duration("").is_err());
 }
+
+#[test]
+fn the_spool_dir_default_is_resolved_with_the_other_settings() {
+    let mut w = World::new();
+    w.set("XDG_STATE_HOME", "/state");
+    let c = w.resolve(&[]).unwrap();
+    assert_eq!(c.audit_spool_dir, Path::new("/state/coder_boundary/spool"));
+    let shown = c.sources.iter().find(|r| r.0 == "audit_spool_dir").unwrap();
+    assert_eq!(
+        (shown.1.as_str(), &shown.2),
+        ("/state/coder_boundary/spool", &Source::Default),
+        "boundary config shows the directory a run uses"
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use boundary_audit::{AuditProtocol, LogLevel};
@@ -200,6 +200,31 @@ pub fn default_socket(env: &Lookup) -> String {
         .join("boundary-audit.sock")
         .display()
         .to_string()
+}
+
+/// Whether this process runs as root (owner of `/proc/self`); decides root-only defaults.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Where audit records wait for the agent across runs when `--audit-spool-dir` is not given:
+/// `$XDG_STATE_HOME/coder_boundary/spool`, else `/var/lib/coder_boundary/spool` for root, else
+/// `~/.local/state/coder_boundary/spool`.
+pub fn default_spool_dir(env: &Lookup) -> String {
+    let base = match env("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None if running_as_root() => PathBuf::from("/var/lib"),
+        None => PathBuf::from(
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "/tmp".into()),
+        )
+        .join(".local/state"),
+    };
+    base.join("coder_boundary/spool").display().to_string()
 }
 
 /// Host of `CODER_AGENT_URL`, for the derived correlation target.

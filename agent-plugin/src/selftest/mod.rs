@@ -19,7 +19,6 @@ mod unix;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -642,9 +641,7 @@ fn free_port() -> u16 {
 }
 
 pub(crate) fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    config::values::running_as_root()
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
