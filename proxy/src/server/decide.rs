@@ -123,7 +123,11 @@ impl Proxy {
     /// the record is written, so a refused address is audited as the denial it is.
     pub(super) async fn decide<B: Body>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
         let mut judged = match self.judge(req, ctx) {
-            Judgement::Unroutable(r) => return Verdict::Refuse(r),
+            Judgement::Unroutable(r) => {
+                // No URL to audit; the local log still says what was refused and why.
+                tracing::info!(method = %r.method, reason = %r.kind.reason(), "refused unroutable request");
+                return Verdict::Refuse(r);
+            }
             Judgement::Tunnel { host, port } => return Verdict::Tunnel { host, port },
             Judgement::Judged(j) => j,
         };
