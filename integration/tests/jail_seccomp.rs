@@ -217,3 +217,62 @@ fn new_ptys_work_inside_and_nsjail_cannot_reach_the_hosts_other_terminals() {
         }
     }
 }
+
+/// Pids of running processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(marker)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// A jailed process that detaches (double fork, `setsid`) would keep the terminal after
+/// boundary exits and read what the user types next. landjail (no PID namespace) makes
+/// boundary their subreaper and ends them; positive control: the same script outside a jail
+/// leaves them running.
+#[test]
+fn detached_landjail_processes_do_not_outlive_boundary() {
+    require_root().unwrap();
+    for who in [As::Root, As::User] {
+        // A sleep duration no other process uses: the marker to look for.
+        let marker = format!("{}.{}", 86000 + who as u32, std::process::id());
+        let quiet = ">/dev/null 2>&1 </dev/null";
+        let script = format!(
+            "(setsid sleep {marker} {quiet} &); (sleep {marker} {quiet} & :); echo started"
+        );
+        let o = outside(who, &["sh", "-c", &script]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let left = processes_with(&format!("sleep {marker}"));
+        for pid in &left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert_eq!(
+            left.len(),
+            2,
+            "control {who:?}: the detached sleeps did not run"
+        );
+        let (_, flags) = &both_jails()[1];
+        let config = config_home(who);
+        let mut cmd = boundary_cmd(who, config.path(), &[]);
+        cmd.args(flags).args(["--", "sh", "-c", &script]);
+        let o = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "{who:?}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("started"));
+        let left = processes_with(&format!("sleep {marker}"));
+        assert!(
+            left.is_empty(),
+            "{who:?}: jailed processes outlived boundary: {left:?}"
+        );
+    }
+}

@@ -26,7 +26,8 @@
 //!   (`pthread_setaffinity_np`) fail, and the target cannot write its own `/proc/self` files.
 //! - **The terminal**: `TIOCSTI` and `TIOCLINUX` (typing into the terminal boundary runs on,
 //!   which the user's shell reads after boundary exits) are refused, like in nsjail; so are the
-//!   host-wide kernel interfaces both jails refuse (`crate::seccomp`).
+//!   host-wide kernel interfaces both jails refuse (`crate::seccomp`). Jailed processes that
+//!   detach do not outlive the jail: boundary is their subreaper and ends them (`orphans.rs`).
 //! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
 //!   permitted, inheritable all empty; root's exec-time regain locked off with securebits) and
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
@@ -77,6 +78,7 @@
 mod child;
 mod filter;
 mod landlock_rules;
+mod orphans;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -284,6 +286,10 @@ fn insecure_no_seccomp() -> bool {
 /// The target is killed when boundary dies (`PR_SET_PDEATHSIG`), which Linux ties to the
 /// *thread* that started it: call this from a thread that lives as long as the jail (the main
 /// thread), not from a short-lived one such as a `spawn_blocking` task.
+///
+/// The calling process becomes a child subreaper: jailed processes whose parent exits are
+/// reparented to it, and dropping the returned jail kills those still running (children under
+/// more seccomp filters than the caller that are not another landjail's target).
 pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     Ok(start_inner(spec)?)
 }
@@ -344,6 +350,10 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             }
         }
     }
+    let orphans = orphans::Orphans::adopt().map_err(|source| LandjailError::Setup {
+        what: "becoming the subreaper of the jailed processes",
+        source,
+    })?;
     let tty = crate::process::foreground_terminal();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
@@ -377,5 +387,6 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
         what: "opening a pidfd for the target",
         source,
     })?;
-    Ok(jail.reclaim_terminal(tty))
+    let orphans = orphans.target(jail.pid());
+    Ok(jail.reclaim_terminal(tty).keep_alive(orphans))
 }
