@@ -38,6 +38,7 @@
 //! - AF_NETLINK (only route and sock_diag sockets exist in landjail): passed on; netlink talks
 //!   to the local kernel.
 
+mod connect;
 pub(crate) mod diag;
 pub(crate) mod tcp;
 pub mod unix;
@@ -52,7 +53,9 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::SockaddrStorage;
 
 use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
+
+use connect::{decide, raw_connect, sockaddr_un, socket_domain, Action};
 
 /// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread, so `pidfd_getfd` uses the descriptor
 /// table of the thread that made the call.
@@ -96,12 +99,6 @@ impl Policy {
             },
         }
     }
-}
-
-/// A connect decision before it is carried out.
-enum Action {
-    Connect(Vec<u8>),
-    ConnectUnixFd(OwnedFd),
 }
 
 /// Serves notifications on `notify` until every jailed process has exited.
@@ -427,135 +424,4 @@ fn check_connect(
         Err(e) => return Some(Err(e)),
     };
     Some(Ok(CheckedConnect { sock, action }))
-}
-
-fn socket_domain(sock: &OwnedFd) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes one int into a valid local.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
-}
-
-fn raw_connect(sock: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
-    // Copy into an aligned sockaddr_storage so the kernel sees a properly aligned struct.
-    // SAFETY: sockaddr_storage is plain data.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let n = addr
-        .len()
-        .min(std::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: copies n <= sizeof(ss) bytes into ss.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr(),
-            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-            n,
-        )
-    };
-    // SAFETY: connect reads n bytes of a valid sockaddr_storage.
-    let r = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            (&ss as *const libc::sockaddr_storage).cast(),
-            n as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(errno(&io::Error::last_os_error()))
-    } else {
-        Ok(())
-    }
-}
-
-fn sockaddr_un(path: &[u8]) -> Vec<u8> {
-    let mut v = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
-    v.extend_from_slice(path);
-    v.push(0);
-    v
-}
-
-fn sockaddr_in(a: SocketAddrV4) -> Vec<u8> {
-    let mut v = (libc::AF_INET as u16).to_ne_bytes().to_vec();
-    v.extend_from_slice(&a.port().to_be_bytes());
-    v.extend_from_slice(&a.ip().octets());
-    v.extend_from_slice(&[0u8; 8]);
-    v
-}
-
-fn sockaddr_in6(a: SocketAddrV6) -> Vec<u8> {
-    let mut v = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
-    v.extend_from_slice(&a.port().to_be_bytes());
-    v.extend_from_slice(&0u32.to_be_bytes());
-    v.extend_from_slice(&a.ip().octets());
-    v.extend_from_slice(&0u32.to_ne_bytes());
-    v
-}
-
-fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action, i32> {
-    if addr.len() < 2 {
-        return Err(libc::EINVAL);
-    }
-    let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
-    if family == libc::AF_UNSPEC && domain != libc::AF_UNIX {
-        // Disconnect: nothing leaves the machine.
-        return Ok(Action::Connect(addr.to_vec()));
-    }
-    match domain {
-        libc::AF_INET | libc::AF_INET6 => {
-            let dest = tcp::parse_inet(addr)?;
-            if let Net::Host { proxy } = &policy.net {
-                if !tcp::allowed(dest, proxy) {
-                    if tcp::is_loopback(dest.ip()) {
-                        tcp::local_listener_is_jails(dest, &policy.jail_listeners, tid)?;
-                    } else {
-                        info!(%dest, tid, "landjail: refused a connect that does not go to the proxy");
-                        return Err(libc::EACCES);
-                    }
-                }
-            }
-            Ok(Action::Connect(match dest {
-                SocketAddr::V4(a) => sockaddr_in(a),
-                SocketAddr::V6(a) => sockaddr_in6(a),
-            }))
-        }
-        libc::AF_UNIX => {
-            if family == libc::AF_UNSPEC {
-                return Ok(Action::Connect(addr.to_vec()));
-            }
-            if family != libc::AF_UNIX {
-                return Err(libc::EINVAL);
-            }
-            let name = &addr[2..];
-            if name.is_empty() {
-                return Err(libc::EINVAL);
-            }
-            if name[0] == 0 {
-                if matches!(policy.net, Net::Namespace { .. }) {
-                    return Ok(Action::Connect(addr.to_vec()));
-                }
-                info!(
-                    tid,
-                    "landjail: refused a connect to an abstract Unix socket"
-                );
-                return Err(libc::EACCES);
-            }
-            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            unix::check_path(&policy.unix, &policy.listeners(), tid, &name[..end])
-                .map(Action::ConnectUnixFd)
-        }
-        libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
-        _ => Err(libc::EACCES),
-    }
 }

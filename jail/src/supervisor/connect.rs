@@ -1,0 +1,147 @@
+//! Carrying out a checked `connect()`: what the address is decided to be ([`decide`]), and the
+//! socket-level calls the supervisor makes on the target's socket with its own copy of it.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tracing::info;
+
+use super::{errno, tcp, unix, Net, Policy};
+
+/// A connect decision before it is carried out.
+pub(super) enum Action {
+    Connect(Vec<u8>),
+    ConnectUnixFd(OwnedFd),
+}
+
+pub(super) fn socket_domain(sock: &OwnedFd) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int into a valid local.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(v)
+    }
+}
+
+pub(super) fn raw_connect(sock: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
+    // Copy into an aligned sockaddr_storage so the kernel sees a properly aligned struct.
+    // SAFETY: sockaddr_storage is plain data.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = addr
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies n <= sizeof(ss) bytes into ss.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
+    };
+    // SAFETY: connect reads n bytes of a valid sockaddr_storage.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            n as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(errno(&io::Error::last_os_error()))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn sockaddr_un(path: &[u8]) -> Vec<u8> {
+    let mut v = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+    v.extend_from_slice(path);
+    v.push(0);
+    v
+}
+
+fn sockaddr_in(a: SocketAddrV4) -> Vec<u8> {
+    let mut v = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v.extend_from_slice(&a.ip().octets());
+    v.extend_from_slice(&[0u8; 8]);
+    v
+}
+
+fn sockaddr_in6(a: SocketAddrV6) -> Vec<u8> {
+    let mut v = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(&a.ip().octets());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    v
+}
+
+pub(super) fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Result<Action, i32> {
+    if addr.len() < 2 {
+        return Err(libc::EINVAL);
+    }
+    let family = u16::from_ne_bytes([addr[0], addr[1]]) as i32;
+    if family == libc::AF_UNSPEC && domain != libc::AF_UNIX {
+        // Disconnect: nothing leaves the machine.
+        return Ok(Action::Connect(addr.to_vec()));
+    }
+    match domain {
+        libc::AF_INET | libc::AF_INET6 => {
+            let dest = tcp::parse_inet(addr)?;
+            if let Net::Host { proxy } = &policy.net {
+                if !tcp::allowed(dest, proxy) {
+                    if tcp::is_loopback(dest.ip()) {
+                        tcp::local_listener_is_jails(dest, &policy.jail_listeners, tid)?;
+                    } else {
+                        info!(%dest, tid, "landjail: refused a connect that does not go to the proxy");
+                        return Err(libc::EACCES);
+                    }
+                }
+            }
+            Ok(Action::Connect(match dest {
+                SocketAddr::V4(a) => sockaddr_in(a),
+                SocketAddr::V6(a) => sockaddr_in6(a),
+            }))
+        }
+        libc::AF_UNIX => {
+            if family == libc::AF_UNSPEC {
+                return Ok(Action::Connect(addr.to_vec()));
+            }
+            if family != libc::AF_UNIX {
+                return Err(libc::EINVAL);
+            }
+            let name = &addr[2..];
+            if name.is_empty() {
+                return Err(libc::EINVAL);
+            }
+            if name[0] == 0 {
+                if matches!(policy.net, Net::Namespace { .. }) {
+                    return Ok(Action::Connect(addr.to_vec()));
+                }
+                info!(
+                    tid,
+                    "landjail: refused a connect to an abstract Unix socket"
+                );
+                return Err(libc::EACCES);
+            }
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            unix::check_path(&policy.unix, &policy.listeners(), tid, &name[..end])
+                .map(Action::ConnectUnixFd)
+        }
+        libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
+        _ => Err(libc::EACCES),
+    }
+}
