@@ -458,3 +458,36 @@ pub(crate) fn notif_id_valid(notify: RawFd, id: u64) -> bool {
         ) == 0
     }
 }
+
+/// Enters the Landlock domain of ruleset `ruleset` (`landlock_restrict_self`); needs
+/// `no_new_privs`. Async-signal-safe.
+pub(crate) fn landlock_restrict_self(ruleset: RawFd) -> io::Result<()> {
+    // SAFETY: landlock_restrict_self takes a descriptor and flags; it reads no memory of ours.
+    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) as c_int })?;
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`,
+/// or one by one before Linux 5.11). Close-on-exec rather than close, so std's exec-error pipe
+/// still works. Async-signal-safe.
+pub(crate) fn cloexec_from(first: c_int) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with a flag only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 20) as c_int;
+    for fd in first..max {
+        // SAFETY: fcntl on a possibly closed fd fails with EBADF, which is fine.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}

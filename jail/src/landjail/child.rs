@@ -16,7 +16,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use libc::{c_int, c_ulong};
+use libc::c_int;
 
 use crate::seccomp::Program;
 use crate::sys;
@@ -36,53 +36,31 @@ pub(crate) struct ChildSetup {
     pub(crate) insecure_no_seccomp: bool,
 }
 
-fn check(r: c_int) -> io::Result<c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 impl ChildSetup {
     /// Runs the steps listed in the module documentation; an error aborts the spawn.
     pub(crate) fn run(&self) -> io::Result<()> {
         // If boundary dies (even by SIGKILL) the target dies too, instead of living on
         // unsupervised. The death signal follows the thread that forked us.
-        // SAFETY: prctl and getppid with integer arguments.
-        unsafe {
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as c_ulong,
-                0,
-                0,
-                0,
-            ))?;
-            if libc::getppid() != self.parent_pid {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        if nix::unistd::getppid().as_raw() != self.parent_pid {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         // Own process group, in the terminal's foreground: Ctrl-C reaches the target once (not
         // also through boundary's forwarding), and job control works in interactive shells.
-        // SAFETY: setpgid on ourselves.
-        check(unsafe { libc::setpgid(0, 0) })?;
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
         if let Some(fd) = self.tty {
             crate::process::take_foreground(fd)?;
         }
         crate::sys::join_new_session_keyring()?;
         sys::drop_all_capabilities(self.last_cap)?;
         sys::set_no_new_privs()?;
-        // SAFETY: landlock_restrict_self takes a ruleset fd and flags; the fd was created by
-        // the parent and stays open across fork.
-        check(unsafe {
-            libc::syscall(libc::SYS_landlock_restrict_self, self.ruleset_fd, 0u32) as c_int
-        })?;
-        // SAFETY: closing our copy of the ruleset fd, which nothing else in the child uses.
-        unsafe { libc::close(self.ruleset_fd) };
+        sys::landlock_restrict_self(self.ruleset_fd)?;
+        // Our copy of the ruleset is not needed by the target.
+        let _ = nix::unistd::close(self.ruleset_fd);
         if self.insecure_no_seccomp {
-            // SAFETY: the supervisor sees EOF and stops; nothing else uses this fd.
-            unsafe { libc::close(self.sock_fd) };
-            close_inherited_descriptors();
+            // The supervisor sees EOF and stops.
+            let _ = nix::unistd::close(self.sock_fd);
+            sys::cloexec_from(3);
             return Ok(());
         }
         let notify = self.install_filter()?;
@@ -91,16 +69,14 @@ impl ChildSetup {
         drop(notify);
         sent?;
         let mut ack = [0u8; 1];
-        // SAFETY: reads one byte into a local buffer.
-        let n = unsafe { libc::read(self.sock_fd, ack.as_mut_ptr().cast(), 1) };
-        if n != 1 {
+        if nix::unistd::read(self.sock_fd, &mut ack) != Ok(1) {
             return Err(io::Error::other(
                 "landjail supervisor went away before the target started",
             ));
         }
-        // SAFETY: the socketpair end is not needed by the target.
-        unsafe { libc::close(self.sock_fd) };
-        close_inherited_descriptors();
+        // The socketpair end is not needed by the target.
+        let _ = nix::unistd::close(self.sock_fd);
+        sys::cloexec_from(3);
         Ok(())
     }
 
@@ -116,31 +92,5 @@ impl ChildSetup {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         Ok(())
-    }
-}
-
-/// Marks every descriptor above stderr close-on-exec: whatever boundary's own parent leaked
-/// into it (a connected socket, for one) must not reach the target. Close-on-exec rather than
-/// close, so std's exec-error pipe still works.
-fn close_inherited_descriptors() {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range with a flag only changes descriptor flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        return;
-    }
-    // Before Linux 5.11: one by one up to the descriptor limit.
-    // SAFETY: sysconf has no preconditions.
-    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 20) as c_int;
-    for fd in 3..max {
-        // SAFETY: fcntl on a possibly closed fd fails with EBADF, which is fine.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
