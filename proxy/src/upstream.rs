@@ -156,8 +156,6 @@ pub(crate) struct ConnectorSettings {
     pub allow_local: bool,
     /// Checked answers the connector uses instead of resolving again.
     pub(crate) pins: addr::Pins,
-    /// Caps on upstream connections per origin and in total.
-    pub(crate) limits: Limits,
 }
 
 impl ConnectorSettings {
@@ -353,8 +351,13 @@ impl ConnectorSettings {
 
     /// A byte stream to `host:port`, through the corporate proxy when one is configured. Waits
     /// while the connection caps are reached; the connection holds its permit until closed.
-    async fn stream_to(&self, host: &str, port: u16) -> Result<Conn, ConnectError> {
-        let permit = self.limits.acquire(&bare_host(host), port).await;
+    async fn stream_to(
+        &self,
+        limits: &Limits,
+        host: &str,
+        port: u16,
+    ) -> Result<Conn, ConnectError> {
+        let permit = limits.acquire(&bare_host(host), port).await;
         let Some(up) = &self.upstream_proxy else {
             let stream = self.tcp(host, port, true).await?;
             return Ok(Conn::Plain {
@@ -445,10 +448,15 @@ fn is_local(ip: IpAddr) -> bool {
 }
 
 /// The connector the pooled hyper client uses: one per ALPN offer.
+///
+/// Each connector has caps of its own. Shared caps deadlocked: the general pool's connections
+/// (HTTP/2 ones stay open while they are used, so they never time out) held every permit of an
+/// origin, and WebSocket upgrades, which go through the HTTP/1.1-only pool, waited forever.
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub settings: Arc<ConnectorSettings>,
     pub tls: Arc<ClientConfig>,
+    pub limits: Arc<Limits>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -469,7 +477,7 @@ impl tower_service::Service<Uri> for Connector {
                 .ok_or_else(|| ConnectError::new(ConnectErrorKind::Connect, "URI without a host"))?
                 .to_string();
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let conn = this.settings.stream_to(&host, port).await?;
+            let conn = this.settings.stream_to(&this.limits, &host, port).await?;
             if https {
                 let tls = this.settings.tls(this.tls.clone(), &host, conn).await?;
                 Ok(TokioIo::new(Conn::Tls(Box::new(tls))))

@@ -101,12 +101,16 @@ impl Proxy {
             listen_addrs: listen_addrs.clone(),
             allow_local: config.upstream_allow_local,
             pins: Default::default(),
-            limits: upstream::Limits::new(config.upstream_per_origin, config.upstream_total),
         });
-        let build = |alpn: &[&[u8]]| {
+        // The total cap is shared out: three quarters to the general pool, a quarter to the
+        // pool for upgrades (each pool's caps are its own: see `Connector`).
+        let upgrades_total = (config.upstream_total / 4).max(1);
+        let general_total = config.upstream_total.saturating_sub(upgrades_total).max(1);
+        let build = |alpn: &[&[u8]], total: usize| {
             let connector = Connector {
                 settings: settings.clone(),
                 tls: Arc::new(upstream::client_config(roots.clone(), alpn)),
+                limits: Arc::new(upstream::Limits::new(config.upstream_per_origin, total)),
             };
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -118,8 +122,8 @@ impl Proxy {
                 .set_host(true)
                 .build(connector)
         };
-        let client = build(&[b"h2", b"http/1.1"]);
-        let client_h1 = build(&[b"http/1.1"]);
+        let client = build(&[b"h2", b"http/1.1"], general_total);
+        let client_h1 = build(&[b"http/1.1"], upgrades_total);
         let slots = crate::slots::Slots::new(config.client_connections);
         Ok(Arc::new(Self {
             config,

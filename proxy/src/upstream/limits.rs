@@ -32,11 +32,18 @@ pub fn default_total() -> usize {
     usize::try_from(soft / 4).unwrap_or(8192).clamp(64, 8192)
 }
 
-/// Held by one upstream connection: a permit of its origin and one of the total.
+/// How long a connect waits for a permit before it goes ahead without one. Caps must never
+/// hang a request: permits are held by pooled connections that hyper's pool itself may be
+/// waiting on (a soak with 1,000 clients stalled for good on a strict per-origin cap), so a
+/// cap slows a flood down and bounds it in the common case, and never blocks for longer.
+pub const CAP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Held by one upstream connection: a permit of its origin and one of the total, each absent
+/// when the connection went ahead after waiting `CAP_WAIT` for it.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    _origin: OwnedSemaphorePermit,
-    _total: OwnedSemaphorePermit,
+    _origin: Option<OwnedSemaphorePermit>,
+    _total: Option<OwnedSemaphorePermit>,
 }
 
 /// The semaphores.
@@ -56,8 +63,9 @@ impl Limits {
         }
     }
 
-    /// Waits until a connection to `host:port` may be opened. The origin permit is taken
-    /// first, so requests to a busy origin queue there without holding a total permit.
+    /// Waits (at most `CAP_WAIT` for each) until a connection to `host:port` may be opened.
+    /// The origin permit is taken first, so requests to a busy origin queue there without
+    /// holding a total permit.
     pub(crate) async fn acquire(&self, host: &str, port: u16) -> Permit {
         let origin = {
             let mut map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,26 +78,38 @@ impl Limits {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_origin)))
                 .clone()
         };
-        if origin.available_permits() == 0 {
-            tracing::debug!(
-                host,
-                port,
-                "upstream connections to this origin at the cap; waiting"
-            );
-        }
-        let origin = origin.acquire_owned().await.expect("never closed");
-        if self.total.available_permits() == 0 {
-            tracing::warn!(host, port, "upstream connections at the total cap; waiting");
-        }
-        let total = self
-            .total
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+        let origin = wait(origin, host, port, "to this origin").await;
+        let total = wait(self.total.clone(), host, port, "in total").await;
         Permit {
             _origin: origin,
             _total: total,
+        }
+    }
+}
+
+async fn wait(
+    sem: Arc<Semaphore>,
+    host: &str,
+    port: u16,
+    which: &str,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = sem.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    tracing::debug!(
+        host,
+        port,
+        "upstream connections {which} at the cap; waiting"
+    );
+    match tokio::time::timeout(CAP_WAIT, sem.acquire_owned()).await {
+        Ok(permit) => Some(permit.expect("never closed")),
+        Err(_) => {
+            tracing::warn!(
+                host,
+                port,
+                "upstream connections {which} stayed at the cap for {CAP_WAIT:?}; connecting beyond it"
+            );
+            None
         }
     }
 }
@@ -114,5 +134,13 @@ mod tests {
         assert!(limits.acquire("c.test", 80).now_or_never().is_some());
         drop(a);
         assert!(limits.acquire("a.test", 80).now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_cap_never_holds_a_connection_longer_than_cap_wait() {
+        let limits = Limits::new(1, 1);
+        let _a = limits.acquire("a.test", 80).await;
+        let b = limits.acquire("a.test", 80).await;
+        assert!(b._origin.is_none() && b._total.is_none());
     }
 }
