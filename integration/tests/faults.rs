@@ -387,8 +387,8 @@ fn agent_socket_that_never_reads_does_not_stop_the_proxy() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("dropping records"),
-        "no warning that records were dropped: {}",
+        err.contains("audit records DROPPED") && err.contains("first_sequence_number="),
+        "no error line naming the dropped records: {}",
         show(&o)
     );
     let reported = err
@@ -438,8 +438,10 @@ fn audit_log_disk_full_is_reported_and_decisions_go_on() {
     );
 }
 
+/// The CA is made per run and kept in memory (its key is never on disk, where a jail could
+/// read it), so a configuration directory boundary cannot write to does not stop a run.
 #[test]
-fn unwritable_ca_directory_fails_at_start() {
+fn unwritable_config_directory_does_not_stop_a_run() {
     require_root().unwrap();
     let d = tempdir();
     let ro = Tmpfs::mount(&d.path().join("ro-config"), "ro,size=64k");
@@ -460,29 +462,11 @@ fn unwritable_ca_directory_fails_at_start() {
     while child.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
-            "boundary hung on an unwritable CA directory"
+            "boundary hung on an unwritable configuration directory"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = child.wait_with_output().unwrap();
-    assert!(
-        !o.status.success(),
-        "boundary started without a CA: {}",
-        show(&o)
-    );
-    assert!(
-        !marker.exists(),
-        "the command ran although the CA could not be created"
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&ro.0.to_string_lossy().into_owned()),
-        "the error does not name the directory: {}",
-        show(&o)
-    );
-    assert!(
-        err.to_lowercase().contains("read-only") || err.to_lowercase().contains("permission"),
-        "the error does not say why: {}",
-        show(&o)
-    );
+    assert!(o.status.success(), "boundary did not run: {}", show(&o));
+    assert!(marker.exists(), "the command did not run: {}", show(&o));
 }
