@@ -118,14 +118,7 @@ impl CertificateAuthority {
                 }
             }
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CaError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        create_private_dir(dir)?;
         let (issuer, issuer_key) = create_ca()?;
         write_file(&key_path, issuer_key.serialize_pem().as_bytes(), 0o600)?;
         write_file(&cert_path, issuer.pem().as_bytes(), 0o644)?;
@@ -144,14 +137,7 @@ impl CertificateAuthority {
     /// certificate written to `<dir>/ca-cert.pem` (dir created 0700) for the jailed process's
     /// trust variables. Nothing on disk, in any run, ever holds the key, so no jail can read it.
     pub fn ephemeral(dir: &Path) -> Result<Self, CaError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CaError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        create_private_dir(dir)?;
         let cert_path = dir.join(CA_CERT_FILE);
         let (issuer, issuer_key) = create_ca()?;
         write_file(&cert_path, issuer.pem().as_bytes(), 0o644)?;
@@ -336,6 +322,18 @@ fn load(
     // Re-signing reproduces the issuer name and key identifier the leaves must point at.
     let issuer = params.self_signed(&key).map_err(|e| e.to_string())?;
     Ok((issuer, key, der.into_owned()))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, where the CA's files go.
+fn create_private_dir(dir: &Path) -> Result<(), CaError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| CaError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
