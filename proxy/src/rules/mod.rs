@@ -9,13 +9,17 @@
 //! is an error instead of an allow-everything rule. `domain=github.com` matches exactly `github.com`; subdomains need
 //! `domain=*.github.com`.
 
+mod domain;
+mod method;
 mod parse;
 mod path;
+mod path_pattern;
 mod policy;
+mod rule;
 
-pub use parse::{DomainPattern, Label, MethodSet, PathPattern, Rule, RuleError, Segment};
 pub use path::{normalize_path, path_readings};
 pub use policy::{Decision, Policy};
+pub use rule::{DomainPattern, Label, MethodSet, PathPattern, Rule, RuleError, Segment};
 
 #[cfg(test)]
 mod tests;

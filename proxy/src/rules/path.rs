@@ -11,7 +11,7 @@
 //! Every reading cuts the query and fragment, removes dot segments (`/api/v1/../../admin` is
 //! `/admin`) and drops empty segments (`//` is `/`).
 
-use super::parse::decode_segment;
+use super::path_pattern::decode_segment;
 
 /// How far a reading percent-decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

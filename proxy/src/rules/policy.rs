@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::parse::{DomainPattern, Label, PathPattern, Rule, RuleError, Segment};
+use super::rule::{DomainPattern, Label, PathPattern, Rule, RuleError, Segment};
 use super::{normalize_path, path_readings};
 
 /// The outcome for one request.
