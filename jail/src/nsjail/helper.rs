@@ -19,12 +19,8 @@ use nix::unistd::{fork, getgid, getuid, pipe2, ForkResult, Pid};
 
 use super::net;
 use super::pid1;
-use super::wire::{self, Reply, Request};
+use super::wire::{self, Failure, Reply, Request, SetupStatus};
 use crate::process::pidfd_open;
-
-/// Prefix of a failure that is about the host refusing namespaces (mapped to
-/// [`crate::JailError::Namespaces`] by the parent).
-pub const NS_FAILURE: &str = "ns:";
 
 const USERNS_HINT: &str = "Fix: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and \
 user.max_user_namespaces > 0; on Ubuntu 23.10+ also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
@@ -54,18 +50,21 @@ pub fn main(fd: i32) -> i32 {
     };
     match build(&req, &sock) {
         Ok((pid, pidfd)) => supervise(&mut sock, pid, pidfd),
-        Err(text) => {
-            let _ = wire::send_reply(&sock, &Reply::Failed(text));
+        Err(failure) => {
+            let _ = wire::send_reply(&sock, &Reply::Failed(failure));
             125
         }
     }
 }
 
-fn userns_failure(step: &str, e: impl std::fmt::Display) -> String {
-    format!("{NS_FAILURE}{step}: {e}\u{0}{USERNS_HINT}")
+fn userns_failure(step: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Namespaces {
+        detail: format!("{step}: {e}"),
+        hint: USERNS_HINT.into(),
+    }
 }
 
-fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
+fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     let (uid, gid) = (getuid(), getgid());
     if req.user_namespace {
         unshare(CloneFlags::CLONE_NEWUSER)
@@ -89,11 +88,14 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
         | CloneFlags::CLONE_NEWCGROUP;
     unshare(private).map_err(|e| {
         if !req.user_namespace && e == Errno::EPERM {
-            format!(
-                "{NS_FAILURE}creating network, mount, UTS, IPC and cgroup namespaces without a user namespace: {e}\u{0}\
-                 --no-user-namespace needs real root (CAP_SYS_ADMIN); drop the flag to use a user namespace, \
-                 or use --jail-type landjail"
-            )
+            Failure::Namespaces {
+                detail: format!(
+                    "creating network, mount, UTS, IPC and cgroup namespaces without a user namespace: {e}"
+                ),
+                hint: "--no-user-namespace needs real root (CAP_SYS_ADMIN); drop the flag to use a user \
+                       namespace, or use --jail-type landjail"
+                    .into(),
+            }
         } else {
             userns_failure("creating network, mount, UTS, IPC and cgroup namespaces", e)
         }
@@ -128,16 +130,18 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), String> {
             drop(listener_w);
             let pidfd = pidfd_open(child.as_raw() as u32)
                 .map_err(|e| format!("pidfd for the jail's init: {e}"))?;
-            let mut text = String::new();
-            let _ = fs::File::from(status_r).read_to_string(&mut text);
-            if text != pid1::READY {
+            let mut status = Vec::new();
+            let _ = fs::File::from(status_r).read_to_end(&mut status);
+            let failure = match SetupStatus::decode(&status) {
+                Ok(Some(SetupStatus::Ready)) => None,
+                Ok(Some(SetupStatus::Failed(f))) => Some(f),
+                Ok(None) => Some("the jail's init died during setup".into()),
+                Err(e) => Some(format!("reading the jail's init setup status: {e}").into()),
+            };
+            if let Some(failure) = failure {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
-                return Err(if text.is_empty() {
-                    "the jail's init died during setup".to_string()
-                } else {
-                    text
-                });
+                return Err(failure);
             }
             let mut sockets = sockets;
             let listener = crate::supervisor::recv_listener(&listener_r)

@@ -219,9 +219,9 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     };
     let (init_pid, sockets) = match reply {
         Reply::Ready { init_pid, sockets } => (init_pid, sockets),
-        Reply::Failed(text) => {
+        Reply::Failed(failure) => {
             let _ = child.wait();
-            return Err(failure_to_error(&text));
+            return Err(failure.into());
         }
     };
     let mut listeners = Vec::new();
@@ -273,19 +273,6 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     Ok(jail)
 }
 
-fn failure_to_error(text: &str) -> JailError {
-    match text.strip_prefix(helper::NS_FAILURE) {
-        Some(rest) => {
-            let (detail, hint) = rest.split_once('\u{0}').unwrap_or((rest, ""));
-            JailError::Namespaces {
-                detail: detail.into(),
-                hint: hint.into(),
-            }
-        }
-        None => JailError::Setup(text.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,23 +285,5 @@ mod tests {
             text.contains("boundary-no-such-tool") && text.contains("`nftables`"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn namespace_failures_carry_their_fix() {
-        let e = failure_to_error(&format!(
-            "{}creating a user namespace: EPERM\u{0}Fix: allow them, or use --jail-type landjail",
-            helper::NS_FAILURE
-        ));
-        let text = e.to_string();
-        assert!(matches!(e, JailError::Namespaces { .. }));
-        assert!(
-            text.contains("EPERM") && text.contains("landjail"),
-            "{text}"
-        );
-        assert!(matches!(
-            failure_to_error("nft failed"),
-            JailError::Setup(_)
-        ));
     }
 }

@@ -17,11 +17,8 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::wire::Request;
+use super::wire::{Failure, Request, SetupStatus};
 use crate::process::{drop_all_privileges, take_foreground};
-
-/// What init writes to the setup pipe when the jail is ready.
-pub const READY: &str = "OK";
 
 /// Signals forwarded to the target.
 const FORWARDED: [Signal; 7] = [
@@ -37,9 +34,12 @@ const FORWARDED: [Signal; 7] = [
 /// Runs init; never returns.
 pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
     let mut status = fs::File::from(status);
-    if let Err(text) = setup(req, &listener_to) {
-        let _ = status.write_all(text.as_bytes());
+    let mut fail = |failure: Failure| -> ! {
+        let _ = status.write_all(&SetupStatus::Failed(failure).encode());
         std::process::exit(125);
+    };
+    if let Err(failure) = setup(req, &listener_to) {
+        fail(failure);
     }
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
@@ -47,15 +47,14 @@ pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
         set.add(s);
     }
     if let Err(e) = set.thread_block() {
-        let _ = write!(status, "blocking signals in the jail's init: {e}");
-        std::process::exit(125);
+        fail(format!("blocking signals in the jail's init: {e}").into());
     }
-    let _ = status.write_all(READY.as_bytes());
+    let _ = status.write_all(&SetupStatus::Ready.encode());
     drop(status);
     std::process::exit(run(req, &set))
 }
 
-fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), String> {
+fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("setting the parent-death signal: {e}"))?;
     // Nothing we mount may propagate back to the host's mount namespace.
@@ -74,12 +73,11 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| {
-        format!(
-            "{}mounting a fresh /proc for the jail's PID namespace: {e}\u{0}a container that masks parts of /proc \
-             forbids this; run boundary where /proc is fully visible, or use --jail-type landjail",
-            super::helper::NS_FAILURE
-        )
+    .map_err(|e| Failure::Namespaces {
+        detail: format!("mounting a fresh /proc for the jail's PID namespace: {e}"),
+        hint: "a container that masks parts of /proc forbids this; run boundary where /proc is \
+               fully visible, or use --jail-type landjail"
+            .into(),
     })?;
     super::mounts::build(&req.hide_paths, &req.readonly_paths)?;
     crate::sys::join_new_session_keyring()

@@ -1,7 +1,9 @@
-//! The private protocol between `boundary` and its namespace helper over a Unix socketpair:
-//! length-prefixed frames of length-prefixed byte strings, file descriptors in SCM_RIGHTS.
+//! The private protocol between `boundary`, its namespace helper and the jail's init: over the
+//! control socketpair, length-prefixed frames of length-prefixed byte strings, file
+//! descriptors in SCM_RIGHTS; over init's setup pipe, one [`SetupStatus`]. Failures cross
+//! these process boundaries as a typed [`Failure`], never as text with a prefix.
 //!
-//! Both ends are the same binary, so there is no versioning; a malformed frame is an error.
+//! All ends are the same binary, so there is no versioning; a malformed frame is an error.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -9,6 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+
+use crate::JailError;
 
 /// Largest frame we accept (argv + environment are far below this).
 const MAX_FRAME: usize = 64 << 20;
@@ -70,6 +74,106 @@ fn bad(what: &str) -> io::Error {
     )
 }
 
+/// Why the helper or the jail's init could not build the jail. It travels to `boundary` in
+/// [`Reply::Failed`] and becomes a [`JailError`] there, with the same text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The host refuses a namespace (or the fresh `/proc` a PID namespace needs).
+    Namespaces {
+        /// The step and what the kernel said.
+        detail: String,
+        /// How to fix it, naming the alternatives.
+        hint: String,
+    },
+    /// Any other setup step, named in the text.
+    Setup(String),
+}
+
+impl From<String> for Failure {
+    fn from(text: String) -> Self {
+        Failure::Setup(text)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(text: &str) -> Self {
+        Failure::Setup(text.into())
+    }
+}
+
+impl From<Failure> for JailError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Namespaces { detail, hint } => JailError::Namespaces { detail, hint },
+            Failure::Setup(text) => JailError::Setup(text),
+        }
+    }
+}
+
+impl Failure {
+    fn encode(&self, e: &mut Enc) {
+        match self {
+            Failure::Namespaces { detail, hint } => {
+                e.u32(1);
+                e.bytes(detail.as_bytes());
+                e.bytes(hint.as_bytes());
+            }
+            Failure::Setup(text) => {
+                e.u32(2);
+                e.bytes(text.as_bytes());
+            }
+        }
+    }
+
+    /// Reads a failure whose kind number `kind` was already read.
+    fn decode(kind: u32, d: &mut Dec<'_>) -> io::Result<Failure> {
+        Ok(match kind {
+            1 => Failure::Namespaces {
+                detail: d.text()?,
+                hint: d.text()?,
+            },
+            2 => Failure::Setup(d.text()?),
+            _ => return Err(bad("unknown failure kind")),
+        })
+    }
+}
+
+/// What the jail's init writes to its setup pipe once: ready to start the target, or why not.
+/// An empty pipe means init died before it could say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetupStatus {
+    /// The jail is built and init waits to start the target.
+    Ready,
+    /// Setup failed.
+    Failed(Failure),
+}
+
+impl SetupStatus {
+    /// The bytes init writes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        match self {
+            SetupStatus::Ready => e.u32(0),
+            SetupStatus::Failed(f) => f.encode(&mut e),
+        }
+        e.0
+    }
+
+    /// Reads what init wrote; `Ok(None)` for nothing at all (init died during setup).
+    pub(crate) fn decode(buf: &[u8]) -> io::Result<Option<SetupStatus>> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut d = Dec(buf);
+        let status = match d.u32()? {
+            0 => SetupStatus::Ready,
+            kind => SetupStatus::Failed(Failure::decode(kind, &mut d)?),
+        };
+        d.end()?;
+        Ok(Some(status))
+    }
+}
+
 #[derive(Default)]
 struct Enc(Vec<u8>);
 
@@ -106,6 +210,16 @@ impl<'a> Dec<'a> {
     }
     fn os(&mut self) -> io::Result<OsString> {
         Ok(OsString::from_vec(self.bytes()?.to_vec()))
+    }
+    fn text(&mut self) -> io::Result<String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+    fn end(&self) -> io::Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(bad("trailing bytes"))
+        }
     }
 }
 
@@ -209,7 +323,7 @@ pub enum Reply {
         init_pid: u32,
         sockets: Vec<(SocketKind, OwnedFd)>,
     },
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Sends `Ready` (one byte of kinds per fd, the fds as SCM_RIGHTS) or `Failed`.
@@ -222,9 +336,11 @@ pub fn send_reply(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
             msg.extend(sockets.iter().map(|(k, _)| *k as u8));
             sockets.iter().map(|(_, fd)| fd.as_raw_fd()).collect()
         }
-        Reply::Failed(text) => {
+        Reply::Failed(failure) => {
             msg.push(b'F');
-            msg.extend_from_slice(text.as_bytes());
+            let mut e = Enc::default();
+            failure.encode(&mut e);
+            msg.extend_from_slice(&e.0);
             Vec::new()
         }
     };
@@ -269,9 +385,13 @@ pub fn recv_reply(sock: &UnixStream) -> io::Result<Option<Reply>> {
                 .collect::<io::Result<_>>()?;
             Ok(Some(Reply::Ready { init_pid, sockets }))
         }
-        b'F' => Ok(Some(Reply::Failed(
-            String::from_utf8_lossy(&body[1..]).into_owned(),
-        ))),
+        b'F' => {
+            let mut d = Dec(&body[1..]);
+            let kind = d.u32()?;
+            let failure = Failure::decode(kind, &mut d)?;
+            d.end()?;
+            Ok(Some(Reply::Failed(failure)))
+        }
         _ => Err(bad("unknown reply")),
     }
 }
@@ -307,5 +427,50 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Request::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn namespace_failures_cross_as_their_own_kind_with_their_fix() {
+        let failure = Failure::Namespaces {
+            detail: "creating a user namespace: EPERM".into(),
+            hint: "Fix: allow them, or use --jail-type landjail".into(),
+        };
+        let (a, b) = UnixStream::pair().unwrap();
+        send_reply(&a, &Reply::Failed(failure.clone())).unwrap();
+        let Some(Reply::Failed(got)) = recv_reply(&b).unwrap() else {
+            panic!("expected a failure");
+        };
+        assert_eq!(got, failure);
+        let e = JailError::from(got);
+        let text = e.to_string();
+        assert!(matches!(e, JailError::Namespaces { .. }));
+        assert!(
+            text.contains("EPERM") && text.contains("landjail"),
+            "{text}"
+        );
+        assert!(matches!(
+            JailError::from(Failure::from("nft failed")),
+            JailError::Setup(_)
+        ));
+    }
+
+    #[test]
+    fn setup_status_round_trips_and_rejects_garbage() {
+        for status in [
+            SetupStatus::Ready,
+            SetupStatus::Failed(Failure::Setup("mounting /sys: EPERM".into())),
+            SetupStatus::Failed(Failure::Namespaces {
+                detail: "mounting a fresh /proc: EPERM".into(),
+                hint: "use --jail-type landjail".into(),
+            }),
+        ] {
+            let bytes = status.encode();
+            assert_eq!(SetupStatus::decode(&bytes).unwrap(), Some(status));
+            for cut in 1..bytes.len() {
+                assert!(SetupStatus::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert_eq!(SetupStatus::decode(&[]).unwrap(), None);
+        assert!(SetupStatus::decode(b"OK").is_err());
     }
 }
