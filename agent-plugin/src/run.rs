@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use boundary_audit::forwarder::SpoolConfig;
 use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
-use boundary_jail::{JailSpec, RunningJail};
+use boundary_jail::{JailKind, JailSpec, LandjailOptions, NsjailOptions, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
 use boundary::config::{Config, JailType};
@@ -43,6 +43,40 @@ pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// Variables that send clients to the proxy explicitly (landjail only: nsjail redirects every
+/// connection, so its target needs none). `NO_PROXY` is emptied so no host goes around it.
+pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
+    let url = OsString::from(format!("http://localhost:{port}"));
+    let mut env: Vec<(OsString, OsString)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+    ]
+    .iter()
+    .map(|k| (OsString::from(k), url.clone()))
+    .collect();
+    for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
+        env.push((k.into(), OsString::new()));
+    }
+    env
+}
+
+/// Everything boundary adds to the jailed command's environment: the proxy variables
+/// (landjail) and the CA trust variables, in that order (a later entry wins).
+pub fn jail_env(jail: JailType, proxy_port: u16, cert: &Path) -> Vec<(OsString, OsString)> {
+    let mut env = match jail {
+        JailType::Landjail => proxy_env(proxy_port),
+        JailType::Nsjail => Vec::new(),
+    };
+    env.extend(ca_env(cert));
+    env
+}
+
 /// Basename of argv[0], as Coder expects in `confined_process_name`.
 pub fn process_name(program: &OsString) -> String {
     Path::new(program)
@@ -64,23 +98,30 @@ pub fn jail_spec(
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
-        env: ca_env(ca.cert_path()),
+        env: jail_env(cfg.jail_type, cfg.proxy_port, ca.cert_path()),
         proxy_port: cfg.proxy_port,
-        use_real_dns: cfg.use_real_dns,
-        no_user_namespace: cfg.no_user_namespace,
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
-        landjail_deny_bind: cfg.landjail_deny_bind,
         unix_sockets: cfg.unix_sockets.clone(),
     })
 }
 
+/// The jail backend of this run with its own options.
+fn jail_kind(cfg: &Config) -> JailKind {
+    match cfg.jail_type {
+        JailType::Nsjail => JailKind::Nsjail(NsjailOptions {
+            use_real_dns: cfg.use_real_dns,
+            no_user_namespace: cfg.no_user_namespace,
+        }),
+        JailType::Landjail => JailKind::Landjail(LandjailOptions {
+            deny_bind: cfg.landjail_deny_bind,
+        }),
+    }
+}
+
 fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
-    let jail = match cfg.jail_type {
-        JailType::Nsjail => boundary_jail::nsjail::start(spec),
-        JailType::Landjail => boundary_jail::landjail::start(spec),
-    };
-    jail.with_context(|| format!("cannot start the {} jail", cfg.jail_type))
+    boundary_jail::start(spec, &jail_kind(cfg))
+        .with_context(|| format!("cannot start the {} jail", cfg.jail_type))
 }
 
 /// Connects to the agent before the jail exists, so a jailed process cannot have replaced the
@@ -278,4 +319,51 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
         }
         Ok(code)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsString> {
+        env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn landjail_gets_the_proxy_variables_and_nsjail_none() {
+        let cert = Path::new("/tmp/boundary-ca-x/ca-cert.pem");
+        let land = jail_env(JailType::Landjail, 8087, cert);
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "npm_config_proxy",
+            "npm_config_https_proxy",
+        ] {
+            assert_eq!(
+                value(&land, k).map(|v| v.to_str().unwrap()),
+                Some("http://localhost:8087"),
+                "{k}"
+            );
+        }
+        for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
+            assert_eq!(value(&land, k), Some(&OsString::new()), "{k}");
+        }
+        let ns = jail_env(JailType::Nsjail, 8087, cert);
+        assert!(
+            !ns.iter().any(|(k, _)| k.to_string_lossy().contains("proxy")
+                || k.to_string_lossy().contains("PROXY")),
+            "{ns:?}"
+        );
+        for env in [&land, &ns] {
+            assert_eq!(value(env, "SSL_CERT_FILE"), Some(&cert.as_os_str().into()));
+            assert_eq!(
+                value(env, "SSL_CERT_DIR"),
+                Some(&OsString::from("/tmp/boundary-ca-x"))
+            );
+        }
+    }
 }

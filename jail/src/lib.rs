@@ -32,7 +32,7 @@ mod seccomp;
 mod supervisor;
 mod sys;
 
-pub use supervisor::unix::{UnixSocketRules, BUILTIN_DENY as BUILTIN_UNIX_DENY};
+pub use supervisor::unix::UnixSocketRules;
 
 pub use process::RunningJail;
 pub use reexec::init_hook;
@@ -85,29 +85,60 @@ impl JailError {
     }
 }
 
-/// What to run and under which network rules; shared by both backends so the CLI builds it once.
+/// What to run and what it may reach, whichever jail runs it; the CLI builds it once.
 #[derive(Debug, Clone, Default)]
 pub struct JailSpec {
     /// The target program (looked up on PATH like a shell would) and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
-    /// Variables added to (or overriding) the inherited environment: CA trust, proxy variables.
+    /// Variables added to (or overriding) the inherited environment, in order (a later entry
+    /// wins). The jail adds none of its own: what clients need (CA trust, proxy variables) is
+    /// the caller's to give.
     pub env: Vec<(OsString, OsString)>,
     /// The proxy's port (nsjail: inside the jail's own namespace; landjail: on host loopback).
     pub proxy_port: u16,
-    /// Forward DNS to the host's resolvers instead of the answering stub (allows exfiltration).
-    pub use_real_dns: bool,
-    /// nsjail without a user namespace (hosts that forbid them; needs real root).
-    pub no_user_namespace: bool,
     /// Paths the jailed process must not reach (the CA key, the agent's audit socket).
     pub hide_paths: Vec<PathBuf>,
     /// Paths the jailed process may read but never change (boundary's config directory, its
     /// log and audit files). nsjail binds them read-only; landjail cannot (same uid), so the
     /// caller checks them for changes instead.
     pub readonly_paths: Vec<PathBuf>,
-    /// landjail: forbid TCP bind as well (default allows local servers).
-    pub landjail_deny_bind: bool,
     /// What Unix sockets outside the jail may be connected to, on top of the built-in rules
     /// (see the Unix socket policy in the crate documentation).
     pub unix_sockets: UnixSocketRules,
+}
+
+/// nsjail's own options (see [`nsjail`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsjailOptions {
+    /// Forward DNS to the host's resolvers instead of the answering stub (allows exfiltration).
+    pub use_real_dns: bool,
+    /// No user namespace (hosts that forbid them; needs real root).
+    pub no_user_namespace: bool,
+}
+
+/// landjail's own options (see [`landjail`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LandjailOptions {
+    /// Forbid TCP bind as well (the default allows local servers on loopback).
+    pub deny_bind: bool,
+}
+
+/// Which jail runs the command, with that jail's own options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JailKind {
+    /// Namespaces: the proxy is the only network path; needs user namespaces (or root).
+    Nsjail(NsjailOptions),
+    /// Landlock and seccomp, for hosts without namespaces.
+    Landjail(LandjailOptions),
+}
+
+/// Starts `spec` in a jail of `kind`. Call it before the tokio runtime starts (the backends
+/// fork), from a thread that lives as long as the jail; await [`RunningJail::wait`] inside a
+/// runtime and serve the proxy on [`RunningJail::listeners`].
+pub fn start(spec: &JailSpec, kind: &JailKind) -> Result<RunningJail, JailError> {
+    match kind {
+        JailKind::Nsjail(opts) => nsjail::start(spec, opts),
+        JailKind::Landjail(opts) => landjail::start(spec, opts),
+    }
 }

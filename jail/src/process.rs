@@ -40,7 +40,7 @@ extern "C" fn note_early(sig: libc::c_int) {
 /// target without its signal. So from start on, signals still at their default disposition are
 /// caught into flags that `wait()` replays once it listens. Backends call it before they start
 /// the target; calling it again is harmless.
-pub fn catch_early() {
+pub(crate) fn catch_early() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
     for sig in FORWARDED {
         let action = SigAction::new(
@@ -62,7 +62,7 @@ pub fn catch_early() {
 }
 
 /// How long the jail may take to exit after SIGINT/SIGTERM was forwarded before it is SIGKILLed.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// A started jail: the proxy listeners it hands to the caller and the process to supervise.
 pub struct RunningJail {
@@ -91,7 +91,7 @@ impl std::fmt::Debug for RunningJail {
 }
 
 /// `pidfd_open(2)`: a handle on a process that cannot be confused with a later one of the same pid.
-pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -103,14 +103,14 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 }
 
 /// `pidfd_send_signal(2)`.
-pub fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
     let sig = rustix::process::Signal::from_named_raw(sig as i32)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
 }
 
 /// Shell convention for an exit status: the code, or 128+N for death by signal N.
-pub fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
@@ -120,7 +120,7 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 /// The standard stream (0, 1 or 2) that is our controlling terminal while we are its
 /// foreground process group; the jailed command then takes the foreground from us.
-pub fn foreground_terminal() -> Option<RawFd> {
+pub(crate) fn foreground_terminal() -> Option<RawFd> {
     let own = nix::unistd::getpgrp();
     (0..3).find(|&fd| {
         // SAFETY: isatty/tcgetpgrp only inspect the fd number; an invalid fd gives an error.
@@ -130,7 +130,7 @@ pub fn foreground_terminal() -> Option<RawFd> {
 
 /// Makes the calling process's group the foreground group of terminal `fd`, ignoring the
 /// SIGTTOU a background group gets for trying. Async-signal-safe (usable before exec).
-pub fn take_foreground(fd: RawFd) -> io::Result<()> {
+pub(crate) fn take_foreground(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on an fd and the signal table; the previous SIGTTOU disposition is
     // restored before returning.
     unsafe {
@@ -147,7 +147,7 @@ pub fn take_foreground(fd: RawFd) -> io::Result<()> {
 
 /// Drops every capability in every set (bounding, ambient, effective, permitted, inheritable)
 /// and sets no_new_privs, so neither this process nor anything it execs can regain privilege.
-pub fn drop_all_privileges() -> io::Result<()> {
+pub(crate) fn drop_all_privileges() -> io::Result<()> {
     crate::sys::drop_all_capabilities(crate::sys::cap_last_cap())?;
     crate::sys::set_no_new_privs()
 }
@@ -155,7 +155,7 @@ pub fn drop_all_privileges() -> io::Result<()> {
 impl RunningJail {
     /// Supervises `child`; signals are forwarded to the child itself until
     /// [`forward_signals_to`](Self::forward_signals_to) names another process.
-    pub fn new(child: Child, listeners: Vec<TcpListener>) -> io::Result<Self> {
+    pub(crate) fn new(child: Child, listeners: Vec<TcpListener>) -> io::Result<Self> {
         let pid = child.id();
         let child_pidfd = pidfd_open(pid)?;
         let forward_pidfd = pidfd_open(pid)?;
@@ -174,20 +174,20 @@ impl RunningJail {
     }
 
     /// Forward signals to `pidfd` (pid `pid`) instead of the child, e.g. the jail's own init.
-    pub fn forward_signals_to(mut self, pidfd: OwnedFd, pid: u32) -> Self {
+    pub(crate) fn forward_signals_to(mut self, pidfd: OwnedFd, pid: u32) -> Self {
         self.forward_pidfd = Some(pidfd);
         self.forward_pid = pid;
         self
     }
 
     /// After the jail exits, take terminal `fd`'s foreground back for our own process group.
-    pub fn reclaim_terminal(mut self, fd: Option<RawFd>) -> Self {
+    pub(crate) fn reclaim_terminal(mut self, fd: Option<RawFd>) -> Self {
         self.tty = fd;
         self
     }
 
     /// Keeps `guard` alive as long as the jail (e.g. a background DNS server's shutdown handle).
-    pub fn keep_alive(mut self, guard: impl Send + 'static) -> Self {
+    pub(crate) fn keep_alive(mut self, guard: impl Send + 'static) -> Self {
         self.guards.push(Box::new(guard));
         self
     }

@@ -18,7 +18,8 @@ fn old_kernels_are_refused_with_a_clear_error() {
     for (abi, says) in [("3", "ABI 3"), ("0", "no Landlock at all")] {
         // This binary has only this test, so no other thread reads the variable meanwhile.
         std::env::set_var(landjail::FORCE_ABI_ENV, abi);
-        let err = landjail::start(&spec).expect_err("an ABI below 4 must be refused");
+        let err = landjail::start(&spec, &Default::default())
+            .expect_err("an ABI below 4 must be refused");
         assert!(matches!(err, JailError::Unsupported(_)), "{err:?}");
         let msg = err.to_string();
         for part in ["Landlock ABI 4", "Linux 6.7", "nsjail", says] {

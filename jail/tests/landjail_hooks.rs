@@ -26,7 +26,7 @@ fn jailed_connect(port: u16, other_port: u16) -> i32 {
         proxy_port: port,
         ..Default::default()
     };
-    let mut running = landjail::start(&spec).expect("start");
+    let mut running = landjail::start(&spec, &Default::default()).expect("start");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

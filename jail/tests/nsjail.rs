@@ -101,7 +101,8 @@ fn jailed(script: &str, tweak: impl FnOnce(&mut JailSpec)) -> Outcome {
     };
     tweak(&mut spec);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut jail = nsjail::start(&spec).unwrap_or_else(|e| panic!("nsjail::start: {e}"));
+    let mut jail =
+        nsjail::start(&spec, &Default::default()).unwrap_or_else(|e| panic!("nsjail::start: {e}"));
     let code = rt.block_on(async {
         serve(&mut jail.listeners);
         jail.wait().await
@@ -261,7 +262,7 @@ fn signal_to_the_jail_reaches_the_target() {
         ..Default::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut jail = nsjail::start(&spec).unwrap();
+    let mut jail = nsjail::start(&spec, &Default::default()).unwrap();
     let code = rt.block_on(async {
         // Handshake: wait until the trap is installed (the script says so).
         while std::fs::read_to_string(ready.path())

@@ -34,7 +34,7 @@
 //!   netfilter. (An ordinary user cannot empty its bounding set without `CAP_SETPCAP`; with
 //!   `no_new_privs` nothing can be gained from it, since setuid and file capabilities are off.)
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
-//!   [`JailSpec::landjail_deny_bind`] forbids it through Landlock; listening is for loopback
+//!   [`LandjailOptions::deny_bind`] forbids it through Landlock; listening is for loopback
 //!   addresses only. Jailed processes reach their own loopback servers (the supervisor records
 //!   every socket they `listen()` on), not the host's other loopback services.
 //! - **No nested sandboxes that could outvote the supervisor**: new user or network namespaces
@@ -92,9 +92,9 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use crate::{supervisor, JailError, JailSpec, RunningJail};
+use crate::{supervisor, JailError, JailSpec, LandjailOptions, RunningJail};
 
-pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI, SCOPE_ABI};
+pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI};
 #[cfg(feature = "insecure-test-hooks")]
 pub use landlock_rules::{FORCE_ABI_ENV, NO_SECCOMP_ENV};
 
@@ -173,28 +173,6 @@ fn abi_text(abi: i32) -> String {
     } else {
         format!("ABI {abi}")
     }
-}
-
-/// The environment variables landjail gives the target so that clients use the proxy.
-pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
-    let url = OsString::from(format!("http://localhost:{port}"));
-    let mut v: Vec<(OsString, OsString)> = [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "npm_config_proxy",
-        "npm_config_https_proxy",
-    ]
-    .iter()
-    .map(|k| (OsString::from(k), url.clone()))
-    .collect();
-    for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
-        v.push((k.into(), OsString::new()));
-    }
-    v
 }
 
 /// Binds the proxy listeners: 127.0.0.1 and ::1 on the same port.
@@ -290,11 +268,11 @@ fn insecure_no_seccomp() -> bool {
 /// The calling process becomes a child subreaper: jailed processes whose parent exits are
 /// reparented to it, and dropping the returned jail kills those still running (children under
 /// more seccomp filters than the caller that are not another landjail's target).
-pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
-    Ok(start_inner(spec)?)
+pub fn start(spec: &JailSpec, opts: &LandjailOptions) -> Result<RunningJail, JailError> {
+    Ok(start_inner(spec, opts)?)
 }
 
-fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
+fn start_inner(spec: &JailSpec, opts: &LandjailOptions) -> Result<RunningJail, LandjailError> {
     if spec.program.is_empty() {
         return Err(LandjailError::NoCommand);
     }
@@ -307,7 +285,7 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
             allowed.insert(a);
         }
     }
-    let ruleset = landlock_rules::ruleset(abi, port, spec.landjail_deny_bind)?;
+    let ruleset = landlock_rules::ruleset(abi, port, opts.deny_bind)?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|source| LandjailError::Setup {
         what: "creating the socketpair for the seccomp listener",
         source,
@@ -357,9 +335,6 @@ fn start_inner(spec: &JailSpec) -> Result<RunningJail, LandjailError> {
     let tty = crate::process::foreground_terminal();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
-    for (k, v) in proxy_env(port) {
-        cmd.env(k, v);
-    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

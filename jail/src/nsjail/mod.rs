@@ -1,6 +1,7 @@
 //! nsjail: a jail whose only network path is the proxy, built from namespaces alone.
 //!
-//! The target runs in new user (unless `no_user_namespace`), network, PID and mount namespaces.
+//! The target runs in new user (unless [`NsjailOptions::no_user_namespace`]), network, PID
+//! and mount namespaces.
 //! The network namespace is never connected to the host: it has loopback, and IPv4/IPv6 default
 //! routes into a veth pair whose both ends stay inside, so every connect() finds a route and
 //! reaches netfilter, where an `inet` table redirects all TCP (except to the jail's own loopback)
@@ -67,10 +68,8 @@ use std::process::{Command, Stdio};
 use crate::dns::{self, DnsMode, DnsSockets};
 use crate::process::{foreground_terminal, RunningJail};
 use crate::reexec::HELPER_ARG;
-use crate::{supervisor, JailError, JailSpec};
+use crate::{supervisor, JailError, JailSpec, NsjailOptions};
 use wire::{Reply, Request, SocketKind};
-
-pub use net::ruleset;
 
 /// Test builds only: set to `1` to start the jail WITHOUT its netfilter rules, so a test can
 /// prove that `boundary selftest` notices broken enforcement.
@@ -130,7 +129,7 @@ fn host_resolvers() -> Result<Vec<std::net::SocketAddr>, JailError> {
 /// Starts the jail: namespaces, network, listeners, DNS stub, then the target. Call it before
 /// the tokio runtime starts or from any thread that outlives the jail; the returned
 /// [`RunningJail`] is awaited inside a runtime.
-pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
+pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailError> {
     // From here on a SIGINT/SIGTERM must reach the target, not kill boundary by default.
     crate::process::catch_early();
     let skip_nf = skip_netfilter();
@@ -140,13 +139,13 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
     } else {
         find_tool("nft", "nftables")?
     };
-    if spec.no_user_namespace && !nix::unistd::geteuid().is_root() {
+    if opts.no_user_namespace && !nix::unistd::geteuid().is_root() {
         return Err(JailError::Namespaces {
             detail: "--no-user-namespace was given but boundary is not running as root".into(),
             hint: "without a user namespace the jail needs real root; drop --no-user-namespace, or use --jail-type landjail".into(),
         });
     }
-    let dns_mode = if spec.use_real_dns {
+    let dns_mode = if opts.use_real_dns {
         DnsMode::Forward(host_resolvers()?)
     } else {
         DnsMode::Answer
@@ -157,7 +156,7 @@ pub fn start(spec: &JailSpec) -> Result<RunningJail, JailError> {
         args: spec.args.clone(),
         env: spec.env.clone(),
         proxy_port: spec.proxy_port,
-        user_namespace: !spec.no_user_namespace,
+        user_namespace: !opts.no_user_namespace,
         hide_paths: spec.hide_paths.clone(),
         readonly_paths: spec.readonly_paths.clone(),
         tty_fd: tty,
