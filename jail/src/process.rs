@@ -15,8 +15,9 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Signals `wait()` forwards; caught from the moment the jail starts (see [`catch_early`]).
-const FORWARDED: [Signal; 7] = [
+/// Signals `wait()` forwards (and nsjail's init forwards on to the target); caught from the
+/// moment the jail starts (see [`catch_early`]).
+pub(crate) const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,

@@ -18,18 +18,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::wire::{Failure, Request, SetupStatus};
-use crate::process::{drop_all_privileges, take_foreground};
+use crate::process::{drop_all_privileges, take_foreground, FORWARDED};
 
-/// Signals forwarded to the target.
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGWINCH,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// Runs init; never returns.
 pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
