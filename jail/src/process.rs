@@ -15,6 +15,8 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::sys::{pidfd_open, pidfd_signal};
+
 /// Signals `wait()` forwards (and nsjail's init forwards on to the target); caught from the
 /// moment the jail starts (see [`catch_early`]).
 pub(crate) const FORWARDED: [Signal; 7] = [
@@ -89,25 +91,6 @@ impl std::fmt::Debug for RunningJail {
             .field("exit", &self.exit)
             .finish()
     }
-}
-
-/// `pidfd_open(2)`: a handle on a process that cannot be confused with a later one of the same pid.
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    Ok(rustix::process::pidfd_open(
-        pid,
-        rustix::process::PidfdFlags::empty(),
-    )?)
-}
-
-/// `pidfd_send_signal(2)`.
-pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
-    let sig = rustix::process::Signal::from_named_raw(sig as i32)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
 }
 
 /// Shell convention for an exit status: the code, or 128+N for death by signal N.

@@ -1,6 +1,9 @@
-//! The jails' system-call layer: safe wrappers around the raw calls that have none in `nix`,
-//! `rustix` or `caps`. Every `unsafe` block of the crate's syscall plumbing belongs here, each
-//! with its `SAFETY` note, so the rest of the crate calls functions with ordinary types.
+//! The jails' system-call layer: safe wrappers around the raw calls the jails make (pidfds,
+//! capabilities, descriptor passing, seccomp and its notification ioctls, socket calls on a
+//! jailed process's socket, Landlock, keyrings). Every `unsafe` block of the crate's syscall
+//! plumbing belongs here, each with its `SAFETY` note, so the rest of the crate calls functions
+//! with ordinary types; where `nix` or `rustix` has a safe call, the wrapper uses it, so there
+//! is still one place a kind of call is made.
 //!
 //! Functions marked async-signal-safe allocate nothing and take no locks: they may run between
 //! `fork` and `exec` in a multi-threaded parent.
@@ -490,4 +493,121 @@ pub(crate) fn cloexec_from(first: c_int) {
         // SAFETY: fcntl on a possibly closed fd fails with EBADF, which is fine.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+}
+
+/// `pidfd_open(2)`: a handle on process `pid` that cannot be confused with a later process of
+/// the same pid.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread.
+const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
+
+/// A pidfd for thread `tid` (`PIDFD_THREAD`), so [`pidfd_getfd`] uses the descriptor table of
+/// that thread. `EINVAL`: the kernel predates `PIDFD_THREAD` and `tid` is not a thread-group
+/// leader.
+pub(crate) fn pidfd_open_thread(tid: u32) -> io::Result<OwnedFd> {
+    let pid = i32::try_from(tid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    let flags = rustix::process::PidfdFlags::from_bits_retain(PIDFD_THREAD);
+    Ok(rustix::process::pidfd_open(pid, flags)?)
+}
+
+/// `pidfd_getfd(2)`: a copy of descriptor `fd` of the process behind `pidfd` (the same open
+/// file), close-on-exec. Needs ptrace access to that process.
+pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_getfd(
+        pidfd,
+        fd,
+        rustix::process::PidfdGetfdFlags::empty(),
+    )?)
+}
+
+/// `pidfd_send_signal(2)`: signals exactly the process behind `pidfd`, never a reused pid.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: nix::sys::signal::Signal) -> io::Result<()> {
+    let sig = rustix::process::Signal::from_named_raw(sig as i32)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
+}
+
+/// The address family a socket really has (`getsockopt(SO_DOMAIN)`), whatever the caller
+/// claims in a `sockaddr`.
+pub(crate) fn socket_domain(sock: BorrowedFd<'_>) -> io::Result<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int (and its length) into valid locals.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+/// `connect(2)` with a socket address given as raw bytes (as read from a jailed caller, any
+/// family); at most a `sockaddr_storage` of them is used.
+pub(crate) fn connect_raw(sock: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = addr
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // Copied into an aligned sockaddr_storage so the kernel sees a properly aligned struct.
+    // SAFETY: copies n <= sizeof(ss) bytes into ss; the regions cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
+    };
+    // SAFETY: connect reads n bytes of a valid sockaddr_storage.
+    check(unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            n as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `listen(2)` with the backlog exactly as given (the kernel clamps it, as for the caller).
+pub(crate) fn listen(sock: BorrowedFd<'_>, backlog: c_int) -> io::Result<()> {
+    // SAFETY: listen takes a descriptor and an int; it reads no memory of ours.
+    check(unsafe { libc::listen(sock.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// Waits, without a timeout, until `fd` is readable or hung up; returns poll's `revents`.
+pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> io::Result<libc::c_short> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, no timeout.
+    check(unsafe { libc::poll(&mut p, 1, -1) })?;
+    Ok(p.revents)
+}
+
+/// Whether `fd`'s open file is in non-blocking mode (`O_NONBLOCK`); `None` if unreadable.
+pub(crate) fn is_nonblocking(fd: BorrowedFd<'_>) -> Option<bool> {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    (flags >= 0).then_some(flags & libc::O_NONBLOCK != 0)
 }

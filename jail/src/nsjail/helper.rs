@@ -20,7 +20,7 @@ use nix::unistd::{fork, getgid, getuid, pipe2, ForkResult, Pid};
 use super::net;
 use super::pid1;
 use super::wire::{self, Failure, Reply, Request, SetupStatus};
-use crate::process::pidfd_open;
+use crate::sys::pidfd_open;
 
 const USERNS_HINT: &str = "Fix: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and \
 user.max_user_namespaces > 0; on Ubuntu 23.10+ also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \

@@ -20,7 +20,6 @@ use nix::unistd::Pid;
 use super::wire::{Failure, Request, SetupStatus};
 use crate::process::{drop_all_privileges, take_foreground, FORWARDED};
 
-
 /// Runs init; never returns.
 pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
     let mut status = fs::File::from(status);

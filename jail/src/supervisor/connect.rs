@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use tracing::info;
 
@@ -15,54 +15,14 @@ pub(super) enum Action {
     ConnectUnixFd(OwnedFd),
 }
 
+/// The socket's real address family (see [`crate::sys::socket_domain`]).
 pub(super) fn socket_domain(sock: &OwnedFd) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes one int into a valid local.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
+    crate::sys::socket_domain(sock.as_fd())
 }
 
+/// Connects the target's socket (our copy) to `addr`; the errno on failure.
 pub(super) fn raw_connect(sock: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
-    // Copy into an aligned sockaddr_storage so the kernel sees a properly aligned struct.
-    // SAFETY: sockaddr_storage is plain data.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let n = addr
-        .len()
-        .min(std::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: copies n <= sizeof(ss) bytes into ss.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr(),
-            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-            n,
-        )
-    };
-    // SAFETY: connect reads n bytes of a valid sockaddr_storage.
-    let r = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            (&ss as *const libc::sockaddr_storage).cast(),
-            n as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(errno(&io::Error::last_os_error()))
-    } else {
-        Ok(())
-    }
+    crate::sys::connect_raw(sock.as_fd(), addr).map_err(|e| errno(&e))
 }
 
 pub(super) fn sockaddr_un(path: &[u8]) -> Vec<u8> {

@@ -52,14 +52,9 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::SockaddrStorage;
 
-use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
 use tracing::{debug, warn};
 
 use connect::{decide, raw_connect, sockaddr_un, socket_domain, Action};
-
-/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread, so `pidfd_getfd` uses the descriptor
-/// table of the thread that made the call.
-const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
 
 /// What the supervisor needs to decide.
 pub(crate) struct Policy {
@@ -106,24 +101,16 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
     // This thread and the connect threads it starts (they inherit it) work without effective
     // capabilities.
     drop_effective_capabilities();
-    let mut fds = [libc::pollfd {
-        fd: notify.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
     let notify = Arc::new(notify);
     loop {
-        // SAFETY: poll on one valid pollfd, no timeout.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let rev = match crate::sys::poll_in(notify.as_fd()) {
+            Ok(rev) => rev,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!(error = %e, "landjail supervisor: poll failed; jailed connects will fail");
+                return;
             }
-            warn!(error = %e, "landjail supervisor: poll failed; jailed connects will fail");
-            return;
-        }
-        let rev = fds[0].revents;
+        };
         if rev & libc::POLLIN == 0 {
             if rev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
                 debug!("landjail supervisor: no jailed process left");
@@ -227,9 +214,7 @@ struct CheckedConnect {
 impl CheckedConnect {
     /// A blocking socket's connect can wait (a full backlog, a slow peer).
     fn may_block(&self) -> bool {
-        // SAFETY: F_GETFL on a valid descriptor.
-        let flags = unsafe { libc::fcntl(self.sock.as_raw_fd(), libc::F_GETFL) };
-        flags < 0 || flags & libc::O_NONBLOCK == 0
+        crate::sys::is_nonblocking(self.sock.as_fd()) != Some(true)
     }
 
     fn perform(self) -> Result<i64, i32> {
@@ -284,18 +269,17 @@ fn errno(e: &io::Error) -> i32 {
 /// A pidfd for the calling thread. Before Linux 6.9 (no `PIDFD_THREAD`) only thread-group
 /// leaders have pidfds, so the thread's process is used; its descriptor table is the thread's
 /// unless the thread was made without `CLONE_FILES`, which threading libraries never do.
-fn thread_pidfd(tid: Pid) -> Result<OwnedFd, rustix::io::Errno> {
-    match pidfd_open(tid, PidfdFlags::from_bits_retain(PIDFD_THREAD)) {
-        Err(rustix::io::Errno::INVAL) => {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", tid.as_raw_nonzero()))
-                .map_err(|_| rustix::io::Errno::SRCH)?;
+fn thread_pidfd(tid: u32) -> io::Result<OwnedFd> {
+    match crate::sys::pidfd_open_thread(tid) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
+                .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
             let tgid = status
                 .lines()
                 .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse::<i32>().ok())
-                .and_then(Pid::from_raw)
-                .ok_or(rustix::io::Errno::SRCH)?;
-            pidfd_open(tgid, PidfdFlags::empty())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+            crate::sys::pidfd_open(tgid)
         }
         other => other,
     }
@@ -321,14 +305,13 @@ fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> O
     let tid = req.pid;
     let target_fd = req.data.args[0] as i32;
     let backlog = req.data.args[1] as i32;
-    let pid = Pid::from_raw(tid as i32)?;
-    let pidfd = thread_pidfd(pid).ok()?;
+    let pidfd = thread_pidfd(tid).ok()?;
     if !id_valid(req.id, notify) {
         return None;
     }
-    let sock = match pidfd_getfd(&pidfd, target_fd, PidfdGetfdFlags::empty()) {
+    let sock = match crate::sys::pidfd_getfd(&pidfd, target_fd) {
         Ok(fd) => fd,
-        Err(e) => return Some(Reply::Result(Err(e.raw_os_error()))),
+        Err(e) => return Some(Reply::Result(Err(errno(&e)))),
     };
     let domain = match socket_domain(&sock) {
         Ok(d) => d,
@@ -350,9 +333,9 @@ fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> O
             return Some(Reply::Result(Err(e)));
         }
     }
-    // SAFETY: listen on a descriptor we own; the socket is the target's (same open file).
-    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } < 0 {
-        return Some(Reply::Result(Err(errno(&io::Error::last_os_error()))));
+    // Our copy of the target's socket: the same open file, so the target's socket listens.
+    if let Err(e) = crate::sys::listen(sock.as_fd(), backlog) {
+        return Some(Reply::Result(Err(errno(&e))));
     }
     if let Ok(meta) = rustix::fs::fstat(&sock) {
         let mut set = policy
@@ -378,12 +361,9 @@ fn check_connect(
     if !(0..=128).contains(&addr_len) {
         return Some(Err(libc::EINVAL));
     }
-    let Some(pid) = Pid::from_raw(tid as i32) else {
-        return Some(Err(libc::ESRCH));
-    };
-    let pidfd = match thread_pidfd(pid) {
+    let pidfd = match thread_pidfd(tid) {
         Ok(fd) => fd,
-        Err(e) => return Some(Err(e.raw_os_error())),
+        Err(e) => return Some(Err(errno(&e))),
     };
     let mut addr = vec![0u8; addr_len as usize];
     if addr_len > 0 {
@@ -411,9 +391,9 @@ fn check_connect(
     if !id_valid(req.id, notify) {
         return None;
     }
-    let sock = match pidfd_getfd(&pidfd, target_fd, PidfdGetfdFlags::empty()) {
+    let sock = match crate::sys::pidfd_getfd(&pidfd, target_fd) {
         Ok(fd) => fd,
-        Err(e) => return Some(Err(e.raw_os_error())),
+        Err(e) => return Some(Err(errno(&e))),
     };
     let domain = match socket_domain(&sock) {
         Ok(d) => d,
