@@ -25,12 +25,9 @@ use boundary::config::{
 fn main() -> ExitCode {
     // Before anything else: this may be the jail's own helper process.
     boundary_jail::init_hook();
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    // Installed in place of `coder` for `coder boundary -- cmd` (what Coder's modules run),
-    // drop the `boundary` word so the rest parses exactly like `boundary -- cmd`.
-    if invoked_as_coder(&args) {
-        args.remove(1);
-    }
+    // Every name Coder starts the firewall under (`coder-no-caps agent-firewall -- cmd`, ...)
+    // means exactly `boundary -- cmd`.
+    let args: Vec<OsString> = boundary::alias::boundary_argv(std::env::args_os().collect());
     // A subcommand is recognised only as the very first argument, so that
     // `boundary -- check` runs a program named check.
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
@@ -58,15 +55,6 @@ fn describe(e: &anyhow::Error) -> String {
         text.push_str(&part);
     }
     text
-}
-
-fn invoked_as_coder(args: &[OsString]) -> bool {
-    let name = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
-    name.starts_with("coder") && args.get(1).and_then(|a| a.to_str()) == Some("boundary")
 }
 
 /// argv without the subcommand word, so clap sees `boundary check <flags>` as its own program.

@@ -194,7 +194,7 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
         .map(|(k, v)| (k.clone(), *v))
         .collect::<HashMap<_, _>>();
     pc.upstream_ca_file = cfg.upstream_ca_file.clone();
-    pc.upstream_proxy = cfg.upstream_proxy.clone();
+    pc.upstream_proxy = cfg.upstream_proxy.as_ref().map(|u| u.url.clone());
     pc.upstream_allow_local = cfg.upstream_allow_local;
     pc.idle_timeout = cfg.idle_timeout;
     if cfg.session_correlation {

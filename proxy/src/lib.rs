@@ -52,9 +52,10 @@ pub use server::{Proxy, ProxyBody, BLOCKED_TITLE, MAX_CONCURRENT_STREAMS};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Checks an upstream proxy URL exactly as [`Proxy::new`] will parse it, so the binary can
-/// refuse a bad one before it starts a jail.
-pub fn check_upstream_proxy(url: &str) -> Result<(), String> {
-    upstream::UpstreamProxy::parse(url).map(|_| ())
+/// refuse a bad one before it starts a jail. Returns the host and port it will connect to
+/// (so the binary can refuse its own listener as the upstream proxy).
+pub fn check_upstream_proxy(url: &str) -> Result<(String, u16), String> {
+    upstream::UpstreamProxy::parse(url).map(|p| (p.host, p.port))
 }
 
 /// Loads an upstream CA file exactly as [`Proxy::new`] will, so the binary can refuse a missing

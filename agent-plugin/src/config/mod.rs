@@ -158,7 +158,8 @@ pub struct Config {
     pub log_proxy_socket_path: PathBuf,
     pub session_correlation: bool,
     pub inject_targets: Vec<String>,
-    pub upstream_proxy: Option<String>,
+    /// `--upstream-proxy`, checked; its `Debug` hides the password.
+    pub upstream_proxy: Option<values::UpstreamProxy>,
     pub resolve: BTreeMap<String, IpAddr>,
     pub upstream_ca_file: Option<PathBuf>,
     /// Connect upstream to loopback, link-local and metadata addresses too.
@@ -256,6 +257,7 @@ pub fn resolve(flags: &Flags, env: &Lookup) -> Result<Config, ConfigError> {
             c.sources.push((s.key, shown, source));
         }
     }
+    check_upstream_proxy_is_not_boundary(&c)?;
     // Every rule parsed once already in its row's `apply`; this builds the policy in order.
     let rules = c
         .allow
@@ -268,6 +270,32 @@ pub fn resolve(flags: &Flags, env: &Lookup) -> Result<Config, ConfigError> {
         })?;
     c.policy = Arc::new(Policy::from_rules(rules));
     Ok(c)
+}
+
+/// An upstream proxy on boundary's own listener would send every request back to boundary.
+fn check_upstream_proxy_is_not_boundary(c: &Config) -> Result<(), ConfigError> {
+    let Some(up) = c.upstream_proxy.as_ref() else {
+        return Ok(());
+    };
+    if !up.is_own_listener(c.proxy_port) {
+        return Ok(());
+    }
+    let origin = c
+        .sources
+        .iter()
+        .find(|r| r.0 == "upstream_proxy")
+        .map_or(Source::Default, |r| r.2.clone());
+    Err(ConfigError::Value {
+        key: "upstream_proxy",
+        origin,
+        message: format!(
+            "{:?} is boundary's own proxy listener (port {} on this machine), so every request \
+             would loop back into boundary; give the corporate proxy's address, or move \
+             boundary with --proxy-port",
+            values::hide_password(&up.url),
+            c.proxy_port
+        ),
+    })
 }
 
 /// The config file: explicit (flag or env, must exist) or the default one (only if present).

@@ -45,8 +45,9 @@ pub enum Fallback {
     Derived(Derive, &'static str),
 }
 
-/// Computes a default: the value and where it came from, nothing, or a configuration error.
-pub type Derive = fn(&Lookup, &Config) -> Result<Option<(String, Source)>, ConfigError>;
+/// Computes a default: the values and where they came from (none for no default), or a
+/// configuration error.
+pub type Derive = fn(&Lookup, &Config) -> Result<Vec<(String, Source)>, ConfigError>;
 
 /// Reads an environment variable (the process environment, or a test's map).
 pub type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
@@ -291,7 +292,7 @@ pub static SETTINGS: &[Setting] = &[
         value_name: "PATH",
         help: "The workspace agent's audit socket",
         default: Fallback::Derived(
-            |env, _| Ok(Some((default_socket(env), Source::Default))),
+            |env, _| Ok(vec![(default_socket(env), Source::Default)]),
             "$TMPDIR/boundary-audit.sock, /tmp/boundary-audit.sock without TMPDIR",
         ),
         apply: |c, v| {
@@ -323,13 +324,21 @@ pub static SETTINGS: &[Setting] = &[
             env_split: None,
         },
         value_name: "RULE",
-        help: "Rule-syntax target for correlation headers; repeatable",
+        help: "Rule-syntax target for correlation headers, with a domain=; repeatable, and \
+               file, environment and flags add up",
         default: Fallback::Derived(
-            derive_inject_target,
-            "domain=<host of $CODER_AGENT_URL> path=/api/v2/aibridge/*,/api/v2/ai-gateway/*",
+            derive_inject_targets,
+            "domain=<host of $CODER_AGENT_URL> path=/api/v2/ai-gateway/*, and the same with \
+             path=/api/v2/aibridge/*",
         ),
         apply: |c, v| {
-            Rule::parse(v).map_err(|e| Problem::Rule("session id inject target", e))?;
+            let rule = Rule::parse(v).map_err(|e| Problem::Rule("session id inject target", e))?;
+            if rule.domain.is_none() {
+                return Err(Problem::Value(format!(
+                    "inject target {v:?} has no domain=; headers go only to hosts a target \
+                     names, e.g. \"domain=dev.coder.com path=/api/v2/ai-gateway/*\""
+                )));
+            }
             c.inject_targets.push(v.to_string());
             Ok(v.to_string())
         },
@@ -549,7 +558,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "Where audit records the Coder agent has not taken wait on disk, also for the \
                next run",
         default: Fallback::Derived(
-            |env, _| Ok(Some((default_spool_dir(env), Source::Default))),
+            |env, _| Ok(vec![(default_spool_dir(env), Source::Default)]),
             "$XDG_STATE_HOME/coder_boundary/spool, as root /var/lib/coder_boundary/spool, else \
              ~/.local/state/coder_boundary/spool",
         ),
@@ -682,17 +691,23 @@ pub fn setting(key: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.key == key)
 }
 
-/// With correlation on and no target given, Coder's agent API on the host of `CODER_AGENT_URL`.
-fn derive_inject_target(env: &Lookup, c: &Config) -> Result<Option<(String, Source)>, ConfigError> {
+/// With correlation on and no target given, the two rules Go derives: Coder's AI Gateway
+/// routes and their older `aibridge` alias on the host of `CODER_AGENT_URL`.
+fn derive_inject_targets(env: &Lookup, c: &Config) -> Result<Vec<(String, Source)>, ConfigError> {
     if !c.session_correlation {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let host = env("CODER_AGENT_URL")
         .filter(|u| !u.is_empty())
         .and_then(|u| url_host(&u))
         .ok_or(ConfigError::NoInjectTarget)?;
-    Ok(Some((
-        format!("domain={host} path=/api/v2/aibridge/*,/api/v2/ai-gateway/*"),
-        Source::Env("CODER_AGENT_URL"),
-    )))
+    Ok(["/api/v2/ai-gateway/*", "/api/v2/aibridge/*"]
+        .iter()
+        .map(|path| {
+            (
+                format!("domain={host} path={path}"),
+                Source::Env("CODER_AGENT_URL"),
+            )
+        })
+        .collect())
 }

@@ -218,6 +218,9 @@ fn a_bad_upstream_proxy_is_refused_when_resolving_not_after_the_jail_started() {
         "http://proxy.corp:0",
         "http://proxy.corp:",
         "HTTP://proxy.corp:3128",
+        "http://proxy.corp:3128?user=x",
+        "http://proxy.corp:3128/?user=x",
+        "http://proxy.corp:3128#x",
     ] {
         let err = w
             .resolve(&["--upstream-proxy", bad])
@@ -251,10 +254,12 @@ fn the_upstream_proxy_password_is_never_shown() {
     );
     let c = w.resolve(&[]).unwrap();
     assert_eq!(
-        c.upstream_proxy.as_deref(),
+        c.upstream_proxy.as_ref().map(|u| u.url.as_str()),
         Some("http://joe:s3cret@proxy.corp:3128"),
         "the proxy gets the real URL"
     );
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
     let shown: Vec<_> = rows(&c, "upstream_proxy");
     assert_eq!(shown[0].0, "http://joe:***@proxy.corp:3128");
     let err = w
@@ -262,4 +267,45 @@ fn the_upstream_proxy_password_is_never_shown() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains("s3cret") && err.contains("joe:***@"), "{err}");
+}
+
+#[test]
+fn the_upstream_proxy_is_not_boundarys_own_listener() {
+    let w = World::new();
+    for own in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://LOCALHOST.:8080",
+        "http://0.0.0.0:8080",
+        "http://[::1]:8080",
+        "http://[::]:8080",
+        "http://[::ffff:127.0.0.1]:8080",
+        "https://joe:s3cret@127.0.0.2:8080",
+    ] {
+        let err = w
+            .resolve(&["--upstream-proxy", own])
+            .expect_err(own)
+            .to_string();
+        assert!(
+            err.contains("upstream_proxy from flag --upstream-proxy")
+                && err.contains("own proxy listener")
+                && err.contains("--proxy-port"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    // The same address on another port, or the port on another host, is a real proxy.
+    for fine in ["http://127.0.0.1:3128", "http://proxy.corp:8080"] {
+        w.resolve(&["--upstream-proxy", fine]).expect(fine);
+    }
+    let err = w
+        .resolve(&[
+            "--upstream-proxy",
+            "http://127.0.0.1:3128",
+            "--proxy-port",
+            "3128",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("port 3128"), "{err}");
 }

@@ -560,7 +560,15 @@ fn session_correlation_targets() {
     let c = w.resolve(&["--enable-session-correlation"]).unwrap();
     assert_eq!(
         c.inject_targets,
-        vec!["domain=dev.coder.com path=/api/v2/aibridge/*,/api/v2/ai-gateway/*"]
+        vec![
+            "domain=dev.coder.com path=/api/v2/ai-gateway/*",
+            "domain=dev.coder.com path=/api/v2/aibridge/*"
+        ],
+        "the two rules Go derives"
+    );
+    assert_eq!(
+        source(&c, "session_id_inject_targets"),
+        Source::Env("CODER_AGENT_URL")
     );
     let c = w
         .resolve(&[
@@ -584,6 +592,24 @@ fn session_correlation_targets() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("inject target"), "{err}");
+    for (no_domain, args) in [
+        ("flag", vec!["--session-id-inject-target", "path=/api/*"]),
+        ("flag", vec!["--session-id-inject-target", "method=POST"]),
+    ] {
+        let mut all = vec!["--enable-session-correlation"];
+        all.extend(args);
+        let err = w.resolve(&all).unwrap_err().to_string();
+        assert!(
+            err.contains("no domain=") && err.contains("session_id_inject_targets"),
+            "{no_domain}: {err}"
+        );
+    }
+    w.set("BOUNDARY_SESSION_ID_INJECT_TARGET", "path=/x");
+    let err = w.resolve(&[]).unwrap_err().to_string();
+    assert!(
+        err.contains("BOUNDARY_SESSION_ID_INJECT_TARGET") && err.contains("no domain="),
+        "also with correlation off, and named by its source: {err}"
+    );
 }
 
 #[test]

@@ -150,12 +150,54 @@ pub fn parse_uuid(s: &str) -> Result<String, String> {
 
 /// An upstream proxy URL, checked by the proxy's own parser so nothing it would refuse later
 /// gets past the configuration. Messages show it with its password hidden.
-pub fn parse_upstream_proxy(s: &str) -> Result<String, String> {
-    boundary_proxy::check_upstream_proxy(s).map_err(|e| {
+pub fn parse_upstream_proxy(s: &str) -> Result<UpstreamProxy, String> {
+    let (host, port) = boundary_proxy::check_upstream_proxy(s).map_err(|e| {
         let e = e.replace(&format!("{s:?}"), &format!("{:?}", hide_password(s)));
         format!("{e}; write e.g. http://proxy.corp:3128")
     })?;
-    Ok(s.to_string())
+    Ok(UpstreamProxy {
+        url: s.to_string(),
+        host,
+        port,
+    })
+}
+
+/// A checked `--upstream-proxy`: the URL as given (passed to the proxy) and where it points.
+#[derive(Clone)]
+pub struct UpstreamProxy {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Never shows the password, also not in `{:?}` of the whole configuration.
+impl fmt::Debug for UpstreamProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", hide_password(&self.url))
+    }
+}
+
+impl UpstreamProxy {
+    /// Whether it names boundary's own proxy listener: the proxy port on a loopback or
+    /// unspecified address (or `localhost`), which would send every request back to itself.
+    pub fn is_own_listener(&self, proxy_port: u16) -> bool {
+        let host = self.host.trim_end_matches('.').to_ascii_lowercase();
+        let local = match host.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || ip.is_unspecified() || is_mapped_local(ip),
+            Err(_) => host == "localhost" || host.ends_with(".localhost"),
+        };
+        local && self.port == proxy_port
+    }
+}
+
+/// `::ffff:127.0.0.1` and `::ffff:0.0.0.0` reach the same listener as their IPv4 forms.
+fn is_mapped_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified()),
+        IpAddr::V4(_) => false,
+    }
 }
 
 /// The URL with the password of its user info replaced by `***` (`http://user:***@host`), for

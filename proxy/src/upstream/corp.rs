@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamProxy {
     pub(super) tls: bool,
-    pub(super) host: String,
-    pub(super) port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     pub(super) authorization: Option<String>,
 }
 
