@@ -1,6 +1,10 @@
-//! The Grafana dashboard: valid JSON, the panels the audit issue asks for, and every LogQL
-//! query names only fields of coderd's `boundary_request` line (docs/interop.md §7), plus labels
-//! its own `regexp` stage extracts. The host regexp is run on real sink lines.
+//! The Grafana dashboard: valid JSON, the panels the audit issue asks for plus everything the
+//! official Agent Boundaries dashboard has (coder/observability v0.7.0, uid `agent-boundaries`:
+//! filters for domain, owner, template id and template version id, a namespace selector, request
+//! totals, top-20 allowed and denied domains, the most recent allowed and denied requests with
+//! time, method, domain, path, owner, workspace name, template id and template version id), and
+//! every LogQL query names only fields of coderd's `boundary_request` line (docs/interop.md §7),
+//! plus labels its own `regexp` stage extracts. The domain/path regexp is run on real sink lines.
 
 use std::collections::BTreeSet;
 
@@ -75,6 +79,13 @@ fn dashboard_has_the_required_panels_and_filters() {
         "Top denied hosts",
         "Top allowed hosts",
         "Recent denies",
+        "Denied requests by owner and workspace",
+        // The official dashboard's panels.
+        "Request totals",
+        "Top 20 allowed domains",
+        "Top 20 denied domains",
+        "Most recent allowed requests",
+        "Most recent denied requests",
     ] {
         assert!(
             titles.contains(&want),
@@ -87,21 +98,73 @@ fn dashboard_has_the_required_panels_and_filters() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    for v in ["owner", "workspace", "template", "datasource"] {
+    for v in [
+        "owner",
+        "workspace",
+        "template",
+        "template_version",
+        "domain",
+        "namespace",
+        "datasource",
+    ] {
         assert!(vars.contains(v), "missing variable {v}");
     }
     for p in d["panels"].as_array().unwrap() {
         assert_eq!(p["datasource"]["type"], "loki", "panel {}", p["title"]);
     }
-    // Every query applies all three filters, so the variables filter every panel.
+    // Every query applies every filter, so the variables filter every panel.
     let mut all = Vec::new();
     exprs(&d, &mut all);
-    assert!(all.len() >= 4);
+    assert!(all.len() >= 10);
     for e in &all {
-        for v in ["$owner", "$workspace", "$template"] {
-            assert!(e.contains(v), "query does not filter on {v}: {e}");
+        for v in [
+            "owner=~\"$owner\"",
+            "workspace_name=~\"$workspace\"",
+            "template_id=~\"$template\"",
+            "template_version_id=~\"$template_version\"",
+            "host=~\"$domain\"",
+            "namespace=~\"$namespace\"",
+        ] {
+            assert!(e.contains(v), "query does not filter with {v}: {e}");
         }
     }
+    for (title, decision) in [
+        ("Top 20 allowed domains", "allow"),
+        ("Top 20 denied domains", "deny"),
+    ] {
+        let e = panel_expr(&d, title);
+        assert!(e.starts_with("topk(20, sum by (host)"), "{e}");
+        assert!(e.contains(&format!("decision=\"{decision}\"")), "{e}");
+    }
+    for (title, decision) in [
+        ("Most recent allowed requests", "allow"),
+        ("Most recent denied requests", "deny"),
+    ] {
+        let e = panel_expr(&d, title);
+        assert!(e.contains(&format!("decision=\"{decision}\"")), "{e}");
+        for field in [
+            ".event_time",
+            ".http_method",
+            ".host",
+            ".path",
+            ".owner",
+            ".workspace_name",
+            ".template_id",
+            ".template_version_id",
+        ] {
+            assert!(e.contains(field), "{title} lacks {field}: {e}");
+        }
+    }
+}
+
+fn panel_expr(d: &serde_json::Value, title: &str) -> String {
+    let p = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title}"));
+    p["targets"][0]["expr"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -110,9 +173,9 @@ fn every_query_names_only_section_7_fields() {
     let mut all = Vec::new();
     exprs(&dashboard(), &mut all);
     for e in &all {
+        let selector = "{namespace=~\"$namespace\", logger=\"coderd.agentrpc\"} |= \"boundary_request\" | logfmt";
         assert!(
-            e.starts_with("{logger=\"coderd.agentrpc\"} |= \"boundary_request\" | logfmt")
-                || e.contains("(count_over_time({logger=\"coderd.agentrpc\"} |= \"boundary_request\" | logfmt"),
+            e.starts_with(selector) || e.contains(&format!("(count_over_time({selector}")),
             "query must select coderd.agentrpc boundary_request lines and parse logfmt: {e}"
         );
         let own = extracted(e);
@@ -145,10 +208,19 @@ fn host_regexp_extracts_the_host_from_real_sink_lines() {
         }
     }
     let re = Regex::new(&pattern).unwrap();
-    for (url, host) in [
-        ("https://dev.coder.com", "dev.coder.com"),
-        ("https://api.github.com:8443/repos?x=1", "api.github.com"),
-        ("http://example.com/a b", "example.com"),
+    for (url, host, path) in [
+        ("https://dev.coder.com", "dev.coder.com", None),
+        (
+            "https://api.github.com:8443/repos?x=1",
+            "api.github.com",
+            Some("/repos"),
+        ),
+        ("http://example.com/a b", "example.com", Some("/a")),
+        (
+            "https://x.test/v1/messages#f",
+            "x.test",
+            Some("/v1/messages"),
+        ),
     ] {
         let req = ReportBoundaryLogsRequest {
             logs: vec![BoundaryLog {
@@ -170,5 +242,6 @@ fn host_regexp_extracts_the_host_from_real_sink_lines() {
             .captures(&line)
             .unwrap_or_else(|| panic!("no match in {line}"));
         assert_eq!(&caps["host"], host, "{line}");
+        assert_eq!(caps.name("path").map(|m| m.as_str()), path, "{line}");
     }
 }
