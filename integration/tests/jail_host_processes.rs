@@ -213,11 +213,7 @@ fn jailed_commands_cannot_change_or_read_host_processes() {
             let victim = Victim::start(who);
             let before = victim.state();
             let pid = victim.pid().to_string();
-            let config = config_home(who);
-            let mut cmd = boundary_cmd(who, config.path(), &[]);
-            cmd.args(&flags)
-                .args(["--", "python3", "-c", &script, &pid, who_arg(who)]);
-            let o = cmd.stdin(Stdio::null()).output().unwrap();
+            let o = jailed(who, &flags, &["python3", "-c", &script, &pid, who_arg(who)]);
             let t = text(&o);
             assert_eq!(o.status.code(), Some(0), "{jail} {who:?}: {t}");
             let stdout = String::from_utf8_lossy(&o.stdout);

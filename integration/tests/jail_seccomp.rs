@@ -165,10 +165,7 @@ fn host_wide_kernel_interfaces_are_refused_in_both_jails() {
             assert_eq!(got, "ok", "control {who:?} {name}: {}", text(&o));
         }
         for (jail, flags) in both_jails() {
-            let config = config_home(who);
-            let mut cmd = boundary_cmd(who, config.path(), &[]);
-            cmd.args(&flags).args(["--", "python3", "-c", &script]);
-            let o = cmd.stdin(Stdio::null()).output().unwrap();
+            let o = jailed(who, &flags, &["python3", "-c", &script]);
             let t = text(&o);
             assert_eq!(o.status.code(), Some(0), "{jail} {who:?}: {t}");
             let stdout = String::from_utf8_lossy(&o.stdout);
@@ -203,10 +200,7 @@ fn new_ptys_work_inside_and_nsjail_cannot_reach_the_hosts_other_terminals() {
     );
     for who in [As::Root, As::User] {
         for (jail, flags) in both_jails() {
-            let config = config_home(who);
-            let mut cmd = boundary_cmd(who, config.path(), &[]);
-            cmd.args(&flags).args(["--", "python3", "-c", &script]);
-            let o = cmd.stdin(Stdio::null()).output().unwrap();
+            let o = jailed(who, &flags, &["python3", "-c", &script]);
             let t = text(&o);
             assert_eq!(o.status.code(), Some(0), "{jail} {who:?}: {t}");
             let stdout = String::from_utf8_lossy(&o.stdout);

@@ -13,26 +13,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Flags for landjail on a free port (tests run concurrently; landjail's proxy port is on the
-/// host's loopback).
-fn land() -> Vec<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    vec![
-        "--jail-type".into(),
-        "landjail".into(),
-        "--proxy-port".into(),
-        port.to_string(),
-    ]
-}
-
 /// Flags that are fresh for each run (landjail's port).
 fn per_run(flags: &[&str]) -> Vec<String> {
     if flags == ["landjail"] {
-        land()
+        landjail_flags()
     } else {
         flags.iter().map(|s| s.to_string()).collect()
     }
@@ -157,22 +141,11 @@ fn ca_key_stays_out(who: As, flags: &[&str]) {
     // Positive control: the matcher finds a key that belongs to a certificate.
     let ctl = work.path().join("control");
     std::fs::create_dir(&ctl).unwrap();
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=control", "-keyout"])
-        .arg(ctl.join("k.pem"))
-        .arg("-out")
-        .arg(work.path().join("control-cert.pem"))
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    self_signed(
+        "control",
+        &ctl.join("k.pem"),
+        &work.path().join("control-cert.pem"),
+    );
     assert_eq!(
         matching_keys(&ctl, &work.path().join("control-cert.pem")).len(),
         1,

@@ -2,7 +2,7 @@
 //! the selftest itself runs in, and (nsjail) host devices. The probe behind them
 //! (`boundary_jail::probe`, file `kernel.rs`) only opens files for writing and never writes.
 
-use super::{refused, Probe};
+use super::table::{row, Arg::*, Expect::*, ProbeSpec, When::*};
 
 /// Kernel settings whose change acts on the whole host.
 const SETTINGS: &[&str] = &[
@@ -28,7 +28,7 @@ const DEVICES: &[&str] = &[
 ];
 
 /// The freeze control of the cgroup this process is in (v2, else the v1 freezer).
-fn own_cgroup_files() -> Vec<String> {
+pub(super) fn own_cgroup_files() -> Vec<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -46,33 +46,10 @@ fn own_cgroup_files() -> Vec<String> {
     out
 }
 
-/// The rows for this jail type.
-pub(super) fn probes(landjail: bool) -> Vec<Probe> {
-    let mut settings = vec!["kwrite"];
-    settings.extend(SETTINGS);
-    let cgroups = own_cgroup_files();
-    let mut cg: Vec<&str> = vec!["kwrite"];
-    cg.extend(cgroups.iter().map(String::as_str));
-    let mut rows = vec![Probe::new(
-        "host kernel settings (sysctl, sysfs) cannot be opened for writing",
-        &settings,
-        refused,
-    )];
-    if cg.len() > 1 {
-        rows.push(Probe::new(
-            "the host's cgroups cannot be opened for writing",
-            &cg,
-            refused,
-        ));
-    }
-    if !landjail {
-        let mut dev = vec!["kwrite"];
-        dev.extend(DEVICES);
-        rows.push(Probe::new(
-            "host devices (kmsg, disks, consoles) are not reachable",
-            &dev,
-            refused,
-        ));
-    }
-    rows
-}
+/// The rows.
+#[rustfmt::skip]
+pub(super) const PROBES: &[ProbeSpec] = &[
+    row("host kernel settings (sysctl, sysfs) cannot be opened for writing", Always, "kwrite", &[Paths(SETTINGS)], Refused),
+    row("the host's cgroups cannot be opened for writing", Always, "kwrite", &[OwnCgroups], Refused),
+    row("host devices (kmsg, disks, consoles) are not reachable", Nsjail, "kwrite", &[Paths(DEVICES)], Refused),
+];

@@ -3,22 +3,13 @@
 //! The probes behind them (`boundary_jail::probe`, file `seccomp.rs`) change nothing on the
 //! host even where they succeed.
 
-use super::{refused, Probe};
+use super::table::{row, Arg::*, Expect::*, ProbeSpec, When::*};
 
-/// The rows; `me` is the selftest's own pid, a process outside the jail.
-pub(super) fn probes(me: &str) -> Vec<Probe> {
-    vec![
-        Probe::new("terminal injection (TIOCSTI) is refused", &["tty"], refused),
-        Probe::new(
-            "vsock sockets (the hypervisor's, around the namespace) are refused",
-            &["vsock"],
-            refused,
-        ),
-        Probe::new(
-            "keyrings, userfaultfd and io_uring are refused",
-            &["kernel"],
-            refused,
-        ),
-        Probe::new("host processes cannot be reniced", &["renice", me], refused),
-    ]
-}
+/// The rows.
+#[rustfmt::skip]
+pub(super) const PROBES: &[ProbeSpec] = &[
+    row("terminal injection (TIOCSTI) is refused", Always, "tty", &[], Refused),
+    row("vsock sockets (the hypervisor's, around the namespace) are refused", Always, "vsock", &[], Refused),
+    row("keyrings, userfaultfd and io_uring are refused", Always, "kernel", &[], Refused),
+    row("host processes cannot be reniced", Always, "renice", &[Me], Refused),
+];

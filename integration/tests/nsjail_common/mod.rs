@@ -108,6 +108,19 @@ pub fn jailed_sh(who: As, config: &Path, prefix: &[&str], flags: &[&str], script
         .unwrap()
 }
 
+/// `program` in a jail as `who` with `flags` and a fresh config home; waits and returns the
+/// output (stdin empty).
+pub fn jailed(who: As, flags: &[String], program: &[&str]) -> Output {
+    let config = config_home(who);
+    boundary_cmd(who, config.path(), &[])
+        .args(flags)
+        .arg("--")
+        .args(program)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Text of both streams, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
@@ -153,6 +166,27 @@ fn run_ok(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", text(&out));
 }
 
+/// A self-signed P-256 certificate for `cn` (`openssl req -x509`), key and certificate in PEM.
+pub fn self_signed(cn: &str, key: &Path, cert: &Path) {
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .arg("-subj")
+            .arg(format!("/CN={cn}"))
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+    );
+}
+
 impl Fixture {
     pub fn start() -> Fixture {
         let dir = shared_tempdir();
@@ -164,26 +198,7 @@ impl Fixture {
         // CA and leaf with openssl (no key material from anywhere else).
         let ca_key = d.join("ca.key");
         let ca_cert = d.join("ca.pem");
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=boundary fixture CA",
-                    "-keyout",
-                ])
-                .arg(&ca_key)
-                .arg("-out")
-                .arg(&ca_cert),
-        );
+        self_signed("boundary fixture CA", &ca_key, &ca_cert);
         let key = d.join("leaf.key");
         let csr = d.join("leaf.csr");
         let cert = d.join("leaf.pem");
@@ -316,23 +331,29 @@ impl Drop for Fixture {
 /// Both jail types with the flags each needs to run a command that uses no network: nsjail,
 /// and landjail with its proxy on a loopback port free right now.
 pub fn both_jails() -> [(&'static str, Vec<String>); 2] {
-    let flags = |f: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+    let flags = |f: &[String]| -> Vec<String> {
+        let mut v = f.to_vec();
         v.extend(["--log-level".into(), "error".into()]);
         v
     };
-    // landjail's proxy listens on host loopback: a port free right now.
+    [
+        ("nsjail", flags(&["--jail-type".into(), "nsjail".into()])),
+        ("landjail", flags(&landjail_flags())),
+    ]
+}
+
+/// `--jail-type landjail --proxy-port P` with P free on host loopback right now (landjail's
+/// proxy listens there, and tests run concurrently).
+pub fn landjail_flags() -> Vec<String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
-        .port()
-        .to_string();
-    [
-        ("nsjail", flags(&["--jail-type", "nsjail"])),
-        (
-            "landjail",
-            flags(&["--jail-type", "landjail", "--proxy-port", &port]),
-        ),
+        .port();
+    vec![
+        "--jail-type".into(),
+        "landjail".into(),
+        "--proxy-port".into(),
+        port.to_string(),
     ]
 }
 

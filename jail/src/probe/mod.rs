@@ -1,7 +1,7 @@
 //! Escape probes run inside a jail by `boundary selftest` (`argv[1]` = `__boundary-probe`).
 //!
-//! Each probe tries one way out at the system-call level and prints one line,
-//! `#<index> <kind> <word> <detail>`, where `<word>` is what happened, not a verdict:
+//! Each probe tries one way out at the system-call level and prints one line, a
+//! [`ProbeResult`] (`#<index> <kind> <word> <detail>`), where `<word>` is what happened, not a verdict:
 //! `connected`, `sent`, `reply`, `created`, `changed`, `read`, `signalled`, `entered`,
 //! `injected` mean the operation worked; `refused` means the kernel said no (the errno is in
 //! the detail). The selftest decides what each outcome means for the backend in use. Probes never send to
@@ -10,7 +10,10 @@
 //! The `tcp` probe optionally writes a request and prints the response bytes (escaped), so the
 //! caller can speak any protocol through it without this crate knowing that protocol.
 
+mod result;
 mod unix;
+
+pub use result::{probe_args, NotAResult, ProbeResult};
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -466,183 +469,16 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
             continue;
         };
         let line = match one(kind, rest) {
-            Ok(text) => {
-                let first = text.split_whitespace().next().unwrap_or("");
-                let detail = text[first.len()..].trim();
-                format!("#{i} {kind} {} {detail}", first.trim_end_matches(':'))
-            }
+            Ok(text) => ProbeResult::from_text(i, kind, &text),
             Err(e) => {
                 code = 2;
-                format!("#{i} {kind} error {e}")
+                ProbeResult::from_text(i, kind, &format!("error {e}"))
             }
         };
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
     code
-}
-
-/// A far host for `boundary selftest`: a pair of fresh network namespaces ("near", where the
-/// selftest runs boundary, and "far", which the jail must never reach) joined by a veth pair,
-/// with an nftables counter on the far side that counts every IP packet arriving there.
-/// Needs root; everything is removed on drop.
-pub struct SelftestNet {
-    near: String,
-    far: String,
-    /// The far host's addresses (as seen from the near namespace).
-    pub far_v4: std::net::Ipv4Addr,
-    pub far_v6: std::net::Ipv6Addr,
-}
-
-fn ip_batch(ns: Option<&str>, batch: &str) -> io::Result<()> {
-    let mut cmd = std::process::Command::new("ip");
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    feed(cmd.args(["-batch", "-"]), batch)
-}
-
-fn feed(cmd: &mut std::process::Command, input: &str) -> io::Result<()> {
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| io::Error::other("no stdin"))?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-impl SelftestNet {
-    /// Creates the namespaces, link, addresses, routes and the far host's counter.
-    pub fn new() -> io::Result<SelftestNet> {
-        let base = format!("bnd-selftest-{}", std::process::id());
-        let net = SelftestNet {
-            near: format!("{base}-near"),
-            far: format!("{base}-far"),
-            far_v4: std::net::Ipv4Addr::new(10, 213, 250, 2),
-            far_v6: "fd00:213:250::2".parse().expect("literal"),
-        };
-        for ns in [&net.near, &net.far] {
-            let st = std::process::Command::new("ip")
-                .args(["netns", "add", ns])
-                .stderr(std::process::Stdio::piped())
-                .output()?;
-            if !st.status.success() {
-                return Err(io::Error::other(format!(
-                    "ip netns add {ns}: {}",
-                    String::from_utf8_lossy(&st.stderr).trim()
-                )));
-            }
-        }
-        ip_batch(
-            None,
-            &format!(
-                "link add st-near netns {} type veth peer name st-far netns {}\n",
-                net.near, net.far
-            ),
-        )?;
-        ip_batch(
-            Some(&net.near),
-            "link set lo up\nlink set st-near up\naddr add 10.213.250.1/30 dev st-near\n\
-             addr add fd00:213:250::1/64 dev st-near nodad\nroute add default via 10.213.250.2\n\
-             route add ::/0 via fd00:213:250::2\n",
-        )?;
-        ip_batch(
-            Some(&net.far),
-            "link set lo up\nlink set st-far up\naddr add 10.213.250.2/30 dev st-far\n\
-             addr add fd00:213:250::2/64 dev st-far nodad\nroute add default via 10.213.250.1\n\
-             route add ::/0 via fd00:213:250::1\n",
-        )?;
-        feed(
-            std::process::Command::new("ip").args(["netns", "exec", &net.far, "nft", "-f", "-"]),
-            "table inet selftest_far {\n counter arrived {}\n chain pre {\n  type filter hook prerouting priority -400; policy accept;\n  iifname \"lo\" accept\n  icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept\n  counter name arrived\n }\n}\n",
-        )?;
-        Ok(net)
-    }
-
-    /// Packets that reached the far host so far.
-    pub fn arrived(&self) -> io::Result<u64> {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.far,
-                "nft",
-                "list",
-                "counter",
-                "inet",
-                "selftest_far",
-                "arrived",
-            ])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("cannot read the far host's counter: {text}")))
-    }
-
-    /// `program` as a command that runs in the near namespace.
-    pub fn command(
-        &self,
-        program: impl AsRef<std::ffi::OsStr>,
-    ) -> io::Result<std::process::Command> {
-        use std::os::unix::process::CommandExt;
-        let ns = File::open(format!("/run/netns/{}", self.near))?;
-        let mut cmd = std::process::Command::new(program);
-        // SAFETY: runs in the forked child before exec; setns is a single system call.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)
-            });
-        }
-        Ok(cmd)
-    }
-
-    /// Runs `f` on a thread inside the near namespace (sockets made there stay there).
-    pub fn in_near<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> io::Result<T> {
-        let ns = File::open(format!("/run/netns/{}", self.near))?;
-        std::thread::spawn(move || -> io::Result<T> {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| io::Error::other("near-namespace thread panicked"))?
-    }
-
-    /// Path of the near namespace (a setns target for the probes).
-    pub fn near_path(&self) -> String {
-        format!("/run/netns/{}", self.near)
-    }
-}
-
-impl Drop for SelftestNet {
-    fn drop(&mut self) {
-        for ns in [&self.near, &self.far] {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
 }
 
 #[cfg(test)]
