@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-pub use boundary_farhost::*;
+pub use boundary_farhost::{
+    in_netns, require_root, Counters, Error, FarHost, Verdict, FAR_TCP_PORTS, FAR_UDP_PORTS,
+};
 
 /// The `boundary` executable of this workspace: `<target>/<profile>/boundary`, found next to the
 /// running test executable (`target/<profile>/deps/<test>-<hash>`). Build it first with

@@ -337,7 +337,7 @@ fn an_audit_log_on_stdout_still_works() {
         eprintln!("SKIPPING: needs root");
         return;
     }
-    for flags in [vec![], land()] {
+    for flags in [vec![], landjail_flags()] {
         let config = config_home(As::Root);
         let out = boundary_cmd(As::Root, config.path(), &[])
             .args(&flags)
@@ -400,7 +400,7 @@ fn landjail_reports_changes_to_its_own_files() {
     // Control: a run that leaves the files alone reports nothing.
     let g = files(As::User);
     let quiet = boundary_cmd(As::User, g.config.path(), &[])
-        .args(land())
+        .args(landjail_flags())
         .args(["--log-level", "error", "--audit-log"])
         .arg(&g.audit)
         .args(["--", "true"])
