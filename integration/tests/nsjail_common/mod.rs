@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 #[allow(unused_imports)]
-pub use boundary_integration::farhost::{boundary_binary, require_root, FarHost};
+pub use boundary_integration::farhost::{boundary_binary, require_root, Counters, FarHost};
 
 /// Name of the unprivileged user the rootless tests run boundary as.
 pub const TEST_USER: &str = "boundary-test";
