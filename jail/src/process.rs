@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::sys::{pidfd_open, pidfd_signal};
+use crate::sys::{pidfd_open, pidfd_signal, take_foreground};
 
 /// Signals `wait()` forwards (and nsjail's init forwards on to the target); caught from the
 /// moment the jail starts (see [`catch_early`]).
@@ -105,28 +105,15 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
 /// The standard stream (0, 1 or 2) that is our controlling terminal while we are its
 /// foreground process group; the jailed command then takes the foreground from us.
 pub(crate) fn foreground_terminal() -> Option<RawFd> {
+    use std::os::fd::{AsFd, AsRawFd};
     let own = nix::unistd::getpgrp();
-    (0..3).find(|&fd| {
-        // SAFETY: isatty/tcgetpgrp only inspect the fd number; an invalid fd gives an error.
-        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == own.as_raw() }
-    })
-}
-
-/// Makes the calling process's group the foreground group of terminal `fd`, ignoring the
-/// SIGTTOU a background group gets for trying. Async-signal-safe (usable before exec).
-pub(crate) fn take_foreground(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain syscalls on an fd and the signal table; the previous SIGTTOU disposition is
-    // restored before returning.
-    unsafe {
-        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-        let r = libc::tcsetpgrp(fd, libc::getpgrp());
-        let err = io::Error::last_os_error();
-        libc::signal(libc::SIGTTOU, old);
-        if r != 0 {
-            return Err(err);
-        }
-    }
-    Ok(())
+    let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
+    let streams = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+    let ours = streams.into_iter().find(|fd| {
+        nix::unistd::isatty(fd.as_raw_fd()).unwrap_or(false)
+            && nix::unistd::tcgetpgrp(fd) == Ok(own)
+    });
+    ours.map(|fd| fd.as_raw_fd())
 }
 
 /// Drops every capability in every set (bounding, ambient, effective, permitted, inheritable)

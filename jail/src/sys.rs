@@ -611,3 +611,60 @@ pub(crate) fn is_nonblocking(fd: BorrowedFd<'_>) -> Option<bool> {
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     (flags >= 0).then_some(flags & libc::O_NONBLOCK != 0)
 }
+
+/// Makes the calling process's group the foreground group of terminal `fd`, ignoring the
+/// SIGTTOU a background group gets for trying. Async-signal-safe (usable before exec).
+pub(crate) fn take_foreground(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls on an fd and the signal table; the previous SIGTTOU disposition is
+    // restored before returning.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        let r = libc::tcsetpgrp(fd, libc::getpgrp());
+        let err = io::Error::last_os_error();
+        libc::signal(libc::SIGTTOU, old);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Makes `cmd`'s child keep descriptor `fd` open across `exec` (it is close-on-exec in the
+/// parent, so no other child inherits it): how boundary hands the control socket to the
+/// re-executed namespace helper.
+pub(crate) fn inherit_across_exec(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe; it changes the flags of the child's own copy of `fd`.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            Ok(())
+        })
+    };
+}
+
+/// Makes `cmd`'s child raise `caps` as ambient capabilities before `exec` (see
+/// [`raise_ambient`]), so a tool run by the namespace helper keeps them.
+pub(crate) fn exec_with_ambient(cmd: &mut Command, caps: &'static [u32]) {
+    // SAFETY: the closure runs in the forked child before exec and only makes capget, capset
+    // and prctl calls on locals (raise_ambient is async-signal-safe).
+    unsafe { cmd.pre_exec(move || raise_ambient(caps)) };
+}
+
+/// Makes `cmd`'s child start with no blocked signals (init blocks the ones it forwards) and,
+/// with `tty`, in a process group of its own that is the terminal's foreground group.
+pub(crate) fn exec_unblocked_in_foreground(cmd: &mut Command, tty: Option<RawFd>) {
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // calls (sigprocmask, setpgid, tcsetpgrp, signal) on locals.
+    unsafe {
+        cmd.pre_exec(move || {
+            let empty = nix::sys::signal::SigSet::empty();
+            empty.thread_set_mask().map_err(io::Error::from)?;
+            if let Some(fd) = tty {
+                check(libc::setpgid(0, 0))?;
+                take_foreground(fd)?;
+            }
+            Ok(())
+        })
+    };
+}

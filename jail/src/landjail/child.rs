@@ -49,7 +49,7 @@ impl ChildSetup {
         // also through boundary's forwarding), and job control works in interactive shells.
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
         if let Some(fd) = self.tty {
-            crate::process::take_foreground(fd)?;
+            sys::take_foreground(fd)?;
         }
         crate::sys::join_new_session_keyring()?;
         sys::drop_all_capabilities(self.last_cap)?;

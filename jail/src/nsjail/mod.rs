@@ -174,18 +174,8 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         .arg(their_fd.to_string())
         .stdin(Stdio::inherit())
         .process_group(0);
-    // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe. It keeps the
-    // helper's end of the socketpair open across exec (the pair is created close-on-exec).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::fcntl::fcntl(
-                their_fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )
-            .map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    // The helper's end of the socketpair (created close-on-exec) stays open in the helper.
+    crate::sys::inherit_across_exec(&mut cmd, their_fd);
     let mut child = cmd
         .spawn()
         .map_err(|e| JailError::io("starting the jail helper (/proc/self/exe)", e))?;

@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -35,11 +34,7 @@ fn run_tool(tool: &Path, args: &[&str], input: &str) -> Result<(), String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and only makes capget/capset/
-    // prctl system calls (the helper is single-threaded, so no lock can be held elsewhere).
-    unsafe {
-        cmd.pre_exec(|| crate::sys::raise_ambient(&[CAP_NET_ADMIN, CAP_NET_RAW]));
-    }
+    crate::sys::exec_with_ambient(&mut cmd, &[CAP_NET_ADMIN, CAP_NET_RAW]);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;

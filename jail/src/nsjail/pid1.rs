@@ -8,7 +8,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::errno::Errno;
@@ -18,7 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::wire::{Failure, Request, SetupStatus};
-use crate::process::{drop_all_privileges, take_foreground, FORWARDED};
+use crate::process::{drop_all_privileges, FORWARDED};
 
 /// Runs init; never returns.
 pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
@@ -90,20 +89,7 @@ fn run(req: &Request, blocked: &SigSet) -> i32 {
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
-    let tty = req.tty_fd;
-    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
-    // system calls (sigprocmask, setpgid, tcsetpgrp, signal).
-    unsafe {
-        cmd.pre_exec(move || {
-            SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
-            if let Some(fd) = tty {
-                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
-                    .map_err(io::Error::from)?;
-                take_foreground(fd)?;
-            }
-            Ok(())
-        });
-    }
+    crate::sys::exec_unblocked_in_foreground(&mut cmd, req.tty_fd);
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
