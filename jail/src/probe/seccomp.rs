@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
-use super::PROBE_ARG;
+use super::{ProbeResult, PROBE_ARG};
 use crate::sys;
 
 /// The probe kinds of this file.
@@ -42,10 +42,14 @@ fn tty() -> Result<String, String> {
         let _ = o.read_to_string(&mut out);
     }
     let _ = child.wait();
-    let line = out.lines().next().unwrap_or("");
-    match line.strip_prefix("#0 tty-own ") {
-        Some(rest) if !rest.starts_with("error") => Ok(rest.to_string()),
-        _ => Err(format!("the session probe said {line:?}")),
+    match ProbeResult::find(&out, 0) {
+        Some(r) if r.kind == "tty-own" && r.word != "error" => {
+            Ok(format!("{} {}", r.word, r.detail))
+        }
+        _ => Err(format!(
+            "the session probe said {:?}",
+            out.lines().next().unwrap_or("")
+        )),
     }
 }
 
