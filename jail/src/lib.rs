@@ -7,8 +7,18 @@
 //! Both jails install a seccomp filter built by one builder (`seccomp`): rules shared by both
 //! (terminal injection, socket families that are not per network namespace, host-wide kernel
 //! interfaces, new namespaces, io_uring, foreign architectures) with each jail's own on top
-//! (`landjail::filter`, `nsjail::filter`). Raw system calls without a safe wrapper elsewhere
-//! live in `sys`. The threat model, class by class, is in `docs/jail-types.md`.
+//! (`landjail::filter`, `nsjail::filter`). Raw system calls (pidfds, capabilities, descriptor
+//! passing, seccomp and its notification ioctls, socket calls, pre-exec steps) are safe
+//! wrappers in one module, `sys`. The threat model, class by class, is in
+//! `docs/jail-types.md`.
+//!
+//! The public surface is what `boundary` uses: [`start`] a [`JailSpec`] in a jail of a
+//! [`JailKind`] (each backend's options its own type), serve the proxy on the returned
+//! [`RunningJail`]'s listeners, [`RunningJail::wait`] or [`RunningJail::kill`], and
+//! [`init_hook`] first thing in `main`. What the jailed command needs to know (proxy
+//! variables, CA trust) comes in as plain environment variables. Between `boundary`, nsjail's
+//! helper and the jail's init, failures travel as a typed message (`nsjail::wire::Failure`),
+//! decoded into [`JailError`].
 //!
 //! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for
 //! both jails (landjail: also `listen()`): it takes the socket and a copy of the address from
@@ -26,7 +36,7 @@ use std::path::PathBuf;
 mod dns;
 pub mod nsjail;
 pub mod probe;
-pub mod process;
+mod process;
 mod reexec;
 mod seccomp;
 mod supervisor;

@@ -411,16 +411,13 @@ pub(crate) fn notif_recv(notify: RawFd) -> io::Result<libc::seccomp_notif> {
     // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV writes one seccomp_notif into `req`, a valid local.
-    let r = unsafe {
+    check(unsafe {
         libc::ioctl(
             notify,
             libc::SECCOMP_IOCTL_NOTIF_RECV as _,
             &mut req as *mut libc::seccomp_notif,
         )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     Ok(req)
 }
 
@@ -434,16 +431,13 @@ pub(crate) fn notif_send(notify: RawFd, id: u64, val: i64, errno: i32) -> io::Re
         flags: 0,
     };
     // SAFETY: SEND reads one seccomp_notif_resp from a valid local.
-    let r = unsafe {
+    check(unsafe {
         libc::ioctl(
             notify,
             libc::SECCOMP_IOCTL_NOTIF_SEND as _,
             &mut resp as *mut libc::seccomp_notif_resp,
         )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     Ok(())
 }
 
