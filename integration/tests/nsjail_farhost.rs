@@ -61,3 +61,24 @@ fn far_host_counts_tcp_udp_and_ipv6_from_the_near_namespace() {
     far.reset_counters().unwrap();
     assert_eq!(far.counters().unwrap().total(), 0);
 }
+
+/// The one verdict notices an "escape" (here a connection from the near namespace after the
+/// baseline, standing in for a jail that leaked) and a control that arrives.
+#[test]
+fn the_verdict_sees_traffic_after_the_baseline() {
+    let far = FarHost::new().expect("far host");
+    let baseline = far.counters().unwrap();
+    let quiet = far.verdict(baseline).unwrap();
+    assert!(quiet.holds(), "nothing was sent, control sent: {quiet}");
+
+    let baseline = far.counters().unwrap();
+    let v4 = far.far_v4;
+    far.in_near(move || TcpStream::connect((v4, 22)).expect("the stand-in escape"))
+        .unwrap();
+    let leaked = far.verdict(baseline).unwrap();
+    assert!(
+        !leaked.nothing_escaped() && leaked.from_jail.tcp > 0,
+        "{leaked}"
+    );
+    assert!(leaked.control_arrived(), "{leaked}");
+}

@@ -252,3 +252,75 @@ fn dns_query() -> String {
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q.iter().map(|b| format!("\\x{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(landjail: bool, far_host: bool) -> Values {
+        Values {
+            landjail,
+            far_host,
+            far4: "192.0.2.10".parse().unwrap(),
+            far6: "2001:db8::10".parse().unwrap(),
+            http_port: 8081,
+            proxy_port: 8082,
+            dir: PathBuf::from("/tmp/st"),
+            audit: PathBuf::from("/tmp/st/audit.sock"),
+            me: 42,
+            near_netns: "/run/netns/near".into(),
+            cgroups: Vec::new(),
+        }
+    }
+
+    fn rows(v: &Values) -> Vec<(&'static str, Vec<String>)> {
+        super::super::TABLES
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter_map(|s| v.expand(s).map(|a| (s.name, a)))
+            .collect()
+    }
+
+    #[test]
+    fn each_jail_gets_one_row_per_check_with_this_runs_values() {
+        for landjail in [false, true] {
+            let v = values(landjail, true);
+            let rows = rows(&v);
+            let mut names: Vec<_> = rows.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), rows.len(), "a check appears twice");
+            let direct = rows
+                .iter()
+                .find(|(n, _)| n.starts_with("direct TCP to an IP:port"))
+                .unwrap();
+            assert_eq!(direct.1[..3], ["tcp", "192.0.2.10", "9"]);
+            let allowed = &rows[0].1;
+            let want_port = if landjail { "8082" } else { "8081" };
+            assert_eq!(allowed[2], want_port, "{allowed:?}");
+            assert_eq!(allowed[3].contains("http://"), landjail, "{allowed:?}");
+            // No cgroup files on this "host": that row is left out, not sent empty.
+            assert!(rows.iter().all(|(_, a)| a.len() > 1 || a[0] != "kwrite"));
+            assert!(!rows.iter().any(|(n, _)| n.contains("cgroups")));
+        }
+        let without = rows(&values(false, false));
+        assert!(!without.iter().any(|(n, _)| n.contains("far host")));
+    }
+
+    #[test]
+    fn expectations_read_the_probe_result() {
+        let r = |word: &str, detail: &str| ProbeResult {
+            index: 0,
+            kind: "tcp".into(),
+            word: word.into(),
+            detail: detail.into(),
+        };
+        let page = format!("1.2.3.4:9 response=HTTP/1.1 403 Forbidden {BLOCKED}");
+        assert!(Expect::Intercepted.holds(&r("connected", &page)));
+        assert!(!Expect::Intercepted.holds(&r("refused", &page)));
+        assert!(!Expect::Denied.holds(&r("connected", &format!("{page} {MARKER}"))));
+        assert!(Expect::Refused.holds(&r("refused", "EPERM")));
+        assert!(!Expect::Refused.holds(&r("connected", "")));
+        assert!(Expect::Info.holds(&r("anything", "")));
+    }
+}
