@@ -43,24 +43,30 @@ pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// Variables naming the proxy's URL, in the spellings curl, Python, Go, Node and npm read.
+const PROXY_URL_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+];
+
+/// Variables listing hosts that skip the proxy: emptied.
+const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "npm_config_noproxy"];
+
 /// Variables that send clients to the proxy explicitly (landjail only: nsjail redirects every
 /// connection, so its target needs none). `NO_PROXY` is emptied so no host goes around it.
 pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
     let url = OsString::from(format!("http://localhost:{port}"));
-    let mut env: Vec<(OsString, OsString)> = [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "npm_config_proxy",
-        "npm_config_https_proxy",
-    ]
-    .iter()
-    .map(|k| (OsString::from(k), url.clone()))
-    .collect();
-    for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
+    let mut env: Vec<(OsString, OsString)> = PROXY_URL_VARS
+        .iter()
+        .map(|k| (OsString::from(k), url.clone()))
+        .collect();
+    for k in NO_PROXY_VARS {
         env.push((k.into(), OsString::new()));
     }
     env
@@ -339,17 +345,17 @@ mod tests {
             "http_proxy",
             "https_proxy",
             "ALL_PROXY",
-            "all_proxy",
-            "npm_config_proxy",
-            "npm_config_https_proxy",
         ] {
+            assert!(PROXY_URL_VARS.contains(&k), "{k} is not set");
+        }
+        for k in PROXY_URL_VARS {
             assert_eq!(
                 value(&land, k).map(|v| v.to_str().unwrap()),
                 Some("http://localhost:8087"),
                 "{k}"
             );
         }
-        for k in ["NO_PROXY", "no_proxy", "npm_config_noproxy"] {
+        for k in NO_PROXY_VARS {
             assert_eq!(value(&land, k), Some(&OsString::new()), "{k}");
         }
         let ns = jail_env(JailType::Nsjail, 8087, cert);

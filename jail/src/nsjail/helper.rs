@@ -44,7 +44,8 @@ pub fn main(fd: i32) -> i32 {
     }) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("boundary jail helper: reading the jail request: {e}");
+            let failure = format!("the jail helper could not read its request: {e}");
+            let _ = wire::send_reply(&sock, &Reply::Failed(failure.into()));
             return 125;
         }
     };
