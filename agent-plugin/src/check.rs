@@ -21,7 +21,9 @@ pub fn main(cli: CheckCli) -> u8 {
             return 2;
         }
     };
-    let method = cli.method.to_ascii_uppercase();
+    // Methods are case-sensitive (RFC 9110, and Go's rules compare them exactly): `get` is
+    // decided as the method `get`, which `method=GET` does not allow.
+    let method = cli.method.clone();
     if method.is_empty()
         || !method
             .bytes()

@@ -172,6 +172,27 @@ fn check_allows_denies_and_rejects_bad_input() {
     );
     assert!(out.contains("--allow 'domain=github.com'"), "{out}");
 
+    // Methods are case-sensitive as in Go: `get` is not `GET`, and the suggested rule names
+    // the method as sent. A path ending in `/` can only be allowed by a trailing `*`.
+    let o = boundary(
+        h,
+        &[
+            "check",
+            "--method",
+            "get",
+            "--allow",
+            "method=GET domain=github.com",
+            "https://github.com/api/",
+        ],
+        &[],
+    );
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("--allow 'method=get domain=github.com path=/api/*'"),
+        "{out}"
+    );
+
     // Rules from the environment and the default file count too.
     let dir = h.join(".config/coder_boundary");
     std::fs::create_dir_all(&dir).unwrap();

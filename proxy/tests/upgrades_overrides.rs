@@ -117,3 +117,24 @@ fn override_headers_must_be_allowed_too() {
         assert_eq!(records.iter().filter(|r| r.allowed).count(), allowed.len());
     });
 }
+
+/// Rules compare methods exactly, but frameworks upper-case an override header's value before
+/// running it, so `delete` in the header must be allowed as `DELETE` as well.
+#[test]
+fn an_override_method_is_decided_as_frameworks_run_it() {
+    run(async {
+        let origin = Lenient::start().await;
+        let request =
+            "GET /a HTTP/1.1\r\nHost: origin.test\r\nX-HTTP-Method-Override: delete\r\n\r\n";
+        let h = Harness::new(&["method=GET,delete domain=origin.test"]).await;
+        let t = h.transparent(origin.addr).await;
+        let answer = exchange(t, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        assert!(answer.contains("DELETE /a"), "{answer}");
+        // Positive control: once the rule allows DELETE too, the same request goes through.
+        let h = Harness::new(&["method=GET,delete,DELETE domain=origin.test"]).await;
+        let t = h.transparent(origin.addr).await;
+        let answer = exchange(t, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    });
+}

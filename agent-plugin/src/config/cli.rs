@@ -143,7 +143,8 @@ pub struct RunCli {
     about = "Decide one request against the effective policy. Exit 0 allowed, 1 denied, 2 bad input."
 )]
 pub struct CheckCli {
-    /// HTTP method of the request to decide
+    /// HTTP method of the request to decide, exactly as a client sends it (methods are
+    /// case-sensitive: `get` is not `GET`)
     #[arg(long, short = 'X', default_value = "GET")]
     pub method: String,
     #[command(flatten)]

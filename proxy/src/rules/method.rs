@@ -9,19 +9,16 @@ fn is_tchar(c: char) -> bool {
 }
 
 impl Parser<'_> {
+    /// Methods as written, compared exactly (RFC 9110: methods are case-sensitive, so
+    /// `method=get` does not match `GET`, as in Go). A `*` anywhere makes the set every method.
     pub(super) fn methods(&self, value: &str, vat: usize) -> Result<MethodSet, RuleError> {
-        let items = self.items(value, vat, "method")?;
-        if items.iter().any(|(_, m)| *m == "*") {
-            if items.len() > 1 {
-                return Err(self.err(
-                    vat,
-                    "method=* already matches every method; do not list others with it",
-                ));
-            }
-            return Ok(MethodSet::Any);
-        }
         let mut list = Vec::new();
-        for (at, m) in items {
+        let mut any = false;
+        for (at, m) in self.items(value, vat, "method")? {
+            if m == "*" {
+                any = true;
+                continue;
+            }
             if let Some((i, c)) = m.char_indices().find(|(_, c)| !is_tchar(*c)) {
                 return Err(self.err(
                     at + i,
@@ -34,11 +31,32 @@ impl Parser<'_> {
                     "\"*\" must stand alone (method=*) to match every method",
                 ));
             }
-            let up = m.to_ascii_uppercase();
-            if !list.contains(&up) {
-                list.push(up);
+            if !list.iter().any(|x| x == m) {
+                list.push(m.to_string());
             }
         }
-        Ok(MethodSet::Only(list))
+        Ok(if any {
+            MethodSet::Any
+        } else {
+            MethodSet::Only(list)
+        })
+    }
+}
+
+impl MethodSet {
+    /// Adds a repeated `method=` key's methods to this set (`method=GET method=POST` is
+    /// `method=GET,POST`, as in Go).
+    pub(super) fn join(self, more: MethodSet) -> MethodSet {
+        match (self, more) {
+            (MethodSet::Only(mut a), MethodSet::Only(b)) => {
+                for m in b {
+                    if !a.contains(&m) {
+                        a.push(m);
+                    }
+                }
+                MethodSet::Only(a)
+            }
+            _ => MethodSet::Any,
+        }
     }
 }

@@ -13,6 +13,11 @@ pub(super) struct Parser<'a> {
     pub(super) rule: &'a str,
 }
 
+/// Why an empty path pattern is refused although Go's boundary accepts it.
+const GO_EMPTY_PATH: &str = " (Go's boundary reads an empty path pattern as every path, so a \
+     stray comma or an empty variable would silently allow every path; write path=* if that is \
+     what you mean)";
+
 /// Column (1-based, in characters) of byte offset `at` in `s`.
 fn column(s: &str, at: usize) -> usize {
     s[..at.min(s.len())].chars().count() + 1
@@ -54,6 +59,12 @@ impl Parser<'_> {
                 0,
                 "the rule is empty; an empty rule would allow everything, so it is refused. \
                  Write at least one of method=, domain=, path= (for example \"domain=github.com\")",
+            ));
+        }
+        if text.starts_with(char::is_whitespace) {
+            return Err(self.err(
+                0,
+                "the rule starts with whitespace; remove it (Go's boundary refuses such a rule too)",
             ));
         }
         if let Some(pos) = text.find(['"', '\'']) {
@@ -108,29 +119,36 @@ impl Parser<'_> {
             ));
         }
         if value.is_empty() {
+            let go = if key == "path" { GO_EMPTY_PATH } else { "" };
             return Err(self.err(
                 vat,
                 format!(
-                    "{key}= has no value; write a value or leave the key out to match everything"
+                    "{key}= has no value; write a value or leave the key out to match everything{go}"
                 ),
             ));
         }
-        let twice = || {
-            self.err(
-                at,
-                format!(
-                    "key {key:?} appears twice; list several values with commas in one \
-                     pair, or write a second rule"
-                ),
-            )
-        };
         match key {
-            "method" if rule.methods.is_some() => return Err(twice()),
-            "method" => rule.methods = Some(self.methods(value, vat)?),
-            "domain" if rule.domain.is_some() => return Err(twice()),
+            "method" => {
+                let more = self.methods(value, vat)?;
+                rule.methods = Some(match rule.methods.take() {
+                    Some(m) => m.join(more),
+                    None => more,
+                });
+            }
+            "domain" if rule.domain.is_some() => {
+                return Err(self.err(
+                    at,
+                    "key \"domain\" appears twice; a request has one host, and Go's boundary \
+                     would silently join the two values into one host name (domain=a.com \
+                     domain=b.com as a.com.b.com), so the rule is refused: write one rule per \
+                     domain",
+                ))
+            }
             "domain" => rule.domain = Some(self.domain(value, vat)?),
-            "path" if rule.paths.is_some() => return Err(twice()),
-            "path" => rule.paths = Some(self.paths(value, vat)?),
+            "path" => {
+                let more = self.paths(value, vat)?;
+                rule.paths.get_or_insert_with(Vec::new).extend(more);
+            }
             other => return Err(self.unknown_key(at, other)),
         }
         Ok(())
@@ -164,9 +182,10 @@ impl Parser<'_> {
         let mut off = 0;
         for item in value.split(',') {
             if item.is_empty() {
+                let go = if what == "path" { GO_EMPTY_PATH } else { "" };
                 return Err(self.err(
                     vat + off,
-                    format!("empty {what} in the list; separate {what}s with single commas and no trailing comma"),
+                    format!("empty {what} in the list; separate {what}s with single commas and no trailing comma{go}"),
                 ));
             }
             out.push((vat + off, item));

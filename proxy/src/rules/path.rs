@@ -8,8 +8,11 @@
 //! ([`path_readings`]) and allows only when each reading is allowed, so no encoding can make
 //! an origin serve a path the rules forbid.
 //!
-//! Every reading cuts the query and fragment, removes dot segments (`/api/v1/../../admin` is
-//! `/admin`) and drops empty segments (`//` is `/`).
+//! Segments are what Go's boundary compares: the path split on `/` after its leading slash, so
+//! `/` is one empty segment and `/api/` ends with one. Every reading cuts the query and
+//! fragment and removes dot segments as RFC 3986 does (`/api/v1/../../admin` is `/admin`,
+//! `/api/v1/..` is `/api/`); readings with and without merging repeated slashes (`/a//b`)
+//! are both decided, since some origins merge them and some do not.
 
 use super::path_pattern::decode_segment;
 
@@ -34,37 +37,41 @@ struct Reading {
     params: bool,
     /// A decoded `?`, `#` or NUL (and `;` when `params`) ends the path.
     cut: bool,
+    /// Repeated separators are one (nginx's `merge_slashes`, Python's `normpath`).
+    merge: bool,
 }
+
+/// The reading Go's boundary applies, without dot segments.
+const PLAIN: Reading = Reading {
+    decode: Decode::Segments,
+    backslash: false,
+    params: false,
+    cut: false,
+    merge: false,
+};
 
 /// The segments of the plainest reading: split on `/`, each segment decoded (an encoded slash
 /// stays `%2F`), dot segments removed. Used to print a path in a suggested rule.
 pub fn normalize_path(raw: &str) -> Vec<String> {
-    read(
-        raw,
-        Reading {
-            decode: Decode::Segments,
-            backslash: false,
-            params: false,
-            cut: false,
-        },
-    )
+    read(raw, PLAIN)
 }
 
 /// Every distinct reading of `raw` that common origins apply, each as its segments. A path
-/// without `%`, `\` or `;` has exactly one reading.
+/// without `%`, `\\`, `;` or `//` has exactly one reading.
 pub fn path_readings(raw: &str) -> Vec<Vec<String>> {
     let path = strip_query(raw);
-    if !path.contains(['%', '\\', ';']) {
+    if !path.contains(['%', '\\', ';']) && !path.contains("//") {
         return vec![normalize_path(path)];
     }
     let mut out: Vec<Vec<String>> = Vec::new();
     for decode in [Decode::Segments, Decode::Once, Decode::Repeated] {
-        for bits in 0u8..8 {
+        for bits in 0u8..16 {
             let reading = Reading {
                 decode,
                 backslash: bits & 1 != 0,
                 params: bits & 2 != 0,
                 cut: bits & 4 != 0,
+                merge: bits & 8 != 0,
             };
             let segs = read(path, reading);
             if !out.contains(&segs) {
@@ -107,24 +114,49 @@ fn read(raw: &str, r: Reading) -> Vec<String> {
         (true, false) => &text[..text.find(['?', '#', '\0']).unwrap_or(text.len())],
         (false, _) => text,
     };
-    let mut out: Vec<String> = Vec::new();
     let separators: &[char] = if r.backslash { &['/', '\\'] } else { &['/'] };
-    for seg in text.split(separators) {
-        let mut seg = match r.decode {
-            Decode::Segments => decode_segment(seg),
-            _ => seg.to_string(),
-        };
-        if r.params {
-            if let Some(i) = seg.find(';') {
-                seg.truncate(i);
+    let mut parts: Vec<String> = text
+        .split(separators)
+        .map(|seg| {
+            let mut seg = match r.decode {
+                Decode::Segments => decode_segment(seg),
+                _ => seg.to_string(),
+            };
+            if r.params {
+                if let Some(i) = seg.find(';') {
+                    seg.truncate(i);
+                }
             }
-        }
+            seg
+        })
+        .collect();
+    // The part before the leading separator is not a segment (Go drops it too).
+    if parts.first().is_some_and(|p| p.is_empty()) {
+        parts.remove(0);
+    }
+    remove_dot_segments(parts, r.merge)
+}
+
+/// RFC 3986 dot-segment removal over segments: a last `.` or `..` leaves an empty last
+/// segment (`/a/b/..` is `/a/`). With `merge`, empty segments other than the last are dropped.
+fn remove_dot_segments(parts: Vec<String>, merge: bool) -> Vec<String> {
+    let n = parts.len();
+    let mut out: Vec<String> = Vec::with_capacity(n);
+    for (i, seg) in parts.into_iter().enumerate() {
+        let last = i + 1 == n;
         match seg.as_str() {
-            "" | "." => {}
+            "." => {}
             ".." => {
                 out.pop();
             }
-            _ => out.push(seg),
+            "" if merge && !last => continue,
+            _ => {
+                out.push(seg);
+                continue;
+            }
+        }
+        if last {
+            out.push(String::new());
         }
     }
     out
@@ -144,16 +176,23 @@ mod tests {
     #[test]
     fn removes_dot_segments_and_query() {
         assert_eq!(normalize_path("/api/v1/../../admin?x=1"), vec!["admin"]);
-        assert_eq!(normalize_path("/a/./b/"), vec!["a", "b"]);
+        assert_eq!(normalize_path("/a/./b/"), vec!["a", "b", ""]);
+        assert_eq!(normalize_path("/a/b/.."), vec!["a", ""]);
         assert_eq!(normalize_path("/../../etc"), vec!["etc"]);
         assert_eq!(normalize_path("/a/%2e%2E/b"), vec!["b"]);
-        assert!(normalize_path("/").is_empty());
+        assert_eq!(normalize_path("/"), vec![""]);
+        assert_eq!(normalize_path("/.."), vec![""]);
         assert!(normalize_path("").is_empty());
     }
 
     #[test]
     fn plain_paths_have_one_reading() {
-        assert_eq!(path_readings("/a//b/./c?x=%2F"), vec![vec!["a", "b", "c"]]);
+        assert_eq!(path_readings("/a/b/./c?x=%2F"), vec![vec!["a", "b", "c"]]);
+        // Repeated slashes: kept (as Go does) and merged (as nginx does).
+        assert_eq!(
+            path_readings("/a//b/"),
+            vec![vec!["a", "", "b", ""], vec!["a", "b", ""]]
+        );
     }
 
     /// Whether some reading of `raw` is exactly `want`.

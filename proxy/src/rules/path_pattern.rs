@@ -27,18 +27,33 @@ impl Parser<'_> {
                     "a path pattern cannot contain a query or fragment; they are ignored when matching, so leave them out",
                 ));
             }
-            let mut segs = Vec::new();
-            let mut off = 1;
-            for seg in item[1..].split('/') {
-                let sat = at + off;
-                off += seg.len() + 1;
-                if !seg.is_empty() {
-                    segs.push(self.path_segment(seg, sat)?);
-                }
+            if let Some(i) = item.find("//") {
+                return Err(self.err(
+                    at + i,
+                    "\"//\" cannot appear in a path pattern (Go's boundary refuses it too); write single slashes",
+                ));
             }
-            out.push(PathPattern::Segments(segs));
+            out.push(self.path_pattern(item, at)?);
         }
         Ok(out)
+    }
+
+    /// One pattern starting with `/` and without `//`, at byte `at`. As in Go, one trailing
+    /// slash is dropped (`/api/` is `/api`) and `/` alone has no segments, so it matches every
+    /// path.
+    fn path_pattern(&self, item: &str, at: usize) -> Result<PathPattern, RuleError> {
+        let body = &item[1..];
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut segs = Vec::new();
+        if body.is_empty() {
+            return Ok(PathPattern::Segments(segs));
+        }
+        let mut off = 1;
+        for seg in body.split('/') {
+            segs.push(self.path_segment(seg, at + off)?);
+            off += seg.len() + 1;
+        }
+        Ok(PathPattern::Segments(segs))
     }
 
     /// One non-empty segment of a path pattern, starting at byte `at`.

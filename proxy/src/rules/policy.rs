@@ -148,15 +148,11 @@ impl Policy {
     /// checked to parse and to allow the request, so a user can paste it into `--allow` as is.
     pub fn suggest(&self, method: &str, host: &str, path: &str) -> Vec<String> {
         let host = canonical_host(host);
-        let segs = normalize_path(path);
-        let path_text = if segs.is_empty() {
-            "/".to_string()
-        } else {
-            PathPattern::Segments(segs.into_iter().map(Segment::Literal).collect()).to_string()
-        };
-        let method = method.to_ascii_uppercase();
         let candidates = [
-            format!("method={method} domain={host} path={path_text}"),
+            format!(
+                "method={method} domain={host} path={}",
+                suggested_path(path)
+            ),
             format!("domain={host}"),
         ];
         // Keep only suggestions that parse and really allow this request: a host or path with
@@ -167,7 +163,7 @@ impl Policy {
             .filter(|r| {
                 Rule::parse(r).is_ok_and(|rule| {
                     Policy::from_rules(vec![rule])
-                        .decide(&method, &host, path)
+                        .decide(method, &host, path)
                         .allowed
                 })
             })
@@ -186,6 +182,21 @@ impl Policy {
         out.dedup();
         out
     }
+}
+
+/// The narrowest path pattern that allows `path`: its segments as literals, except that no
+/// pattern can name an empty segment (`/api/`, `/a//b`, `/`), so from the first empty one on
+/// it ends in `*`.
+fn suggested_path(path: &str) -> String {
+    let mut segs: Vec<Segment> = Vec::new();
+    for seg in normalize_path(path) {
+        if seg.is_empty() {
+            segs.push(Segment::Star);
+            break;
+        }
+        segs.push(Segment::Literal(seg));
+    }
+    PathPattern::Segments(segs).to_string()
 }
 
 /// Lowercase, one trailing dot removed, IPv6 brackets removed.
@@ -212,9 +223,14 @@ fn walk(node: &Node, labels: &[&str], out: &mut Vec<u32>) {
     }
 }
 
+/// Go's segment match: a literal matches that segment exactly, a middle `*` any one segment
+/// (an empty one too, as in `/a//b`), a last `*` one or more segments (so `/*` matches `/`,
+/// whose one segment is empty); otherwise the lengths must agree.
 fn path_matches(pattern: &PathPattern, segs: &[String]) -> bool {
     let pat = match pattern {
         PathPattern::Any => return true,
+        // `path=/`: as in Go, a pattern without segments matches every path.
+        PathPattern::Segments(p) if p.is_empty() => return true,
         PathPattern::Segments(p) => p,
     };
     for (i, p) in pat.iter().enumerate() {

@@ -32,7 +32,7 @@ impl PartialEq for Rule {
 }
 impl Eq for Rule {}
 
-/// `method=` value: a set of upper-cased tokens, or every method.
+/// `method=` value: a set of tokens as written, or every method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MethodSet {
     Any,
@@ -40,11 +40,11 @@ pub enum MethodSet {
 }
 
 impl MethodSet {
-    /// Methods compare case-insensitively: `get` in a rule means `GET`.
+    /// Methods compare exactly, as in Go and RFC 9110: `get` in a rule does not match `GET`.
     pub fn matches(&self, method: &str) -> bool {
         match self {
             MethodSet::Any => true,
-            MethodSet::Only(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),
+            MethodSet::Only(list) => list.iter().any(|m| m == method),
         }
     }
 }

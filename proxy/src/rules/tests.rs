@@ -16,14 +16,14 @@ fn first_matching_rule_is_reported_byte_for_byte() {
     let d = decide(&rules, "GET", "api.github.com", "/");
     assert_eq!(d.matched_rule.as_deref(), Some("domain=*.github.com"));
     let d = decide(
-        &["method=get   domain=Example.COM"],
+        &["method=GET   domain=Example.COM"],
         "GET",
         "example.com",
         "/",
     );
     assert_eq!(
         d.matched_rule.as_deref(),
-        Some("method=get   domain=Example.COM")
+        Some("method=GET   domain=Example.COM")
     );
     let d = decide(
         &["domain=a.com path=/x", "domain=a.com"],
@@ -93,15 +93,50 @@ fn paths_are_normalised() {
     assert!(decide(&["path=/users"], "GET", "a.com", "/%75sers").allowed);
     assert!(decide(&["path=/"], "GET", "a.com", "/").allowed);
     assert!(decide(&["path=/"], "GET", "a.com", "").allowed);
-    assert!(!decide(&["path=/"], "GET", "a.com", "/x").allowed);
-    assert!(decide(&["path=/a/b"], "GET", "a.com", "/a//b/").allowed);
+    // Go's corners: `path=/` matches every path; a trailing `*` matches an empty last
+    // segment; a literal does not; a pattern's trailing slash is dropped.
+    assert!(decide(&["path=/"], "GET", "a.com", "/x/y").allowed);
+    assert!(decide(&["path=/*"], "GET", "a.com", "/").allowed);
+    assert!(decide(&["path=/api/*"], "GET", "a.com", "/api/").allowed);
+    assert!(!decide(&["path=/api"], "GET", "a.com", "/api/").allowed);
+    assert!(!decide(&["path=/api/"], "GET", "a.com", "/api/").allowed);
+    assert!(decide(&["path=/api/"], "GET", "a.com", "/api").allowed);
+    // Repeated slashes: Go keeps the empty segment, an origin may merge it; both readings
+    // must be allowed.
+    assert!(!decide(&["path=/a/b"], "GET", "a.com", "/a//b").allowed);
+    assert!(!decide(&["path=/a/*/b"], "GET", "a.com", "/a//b").allowed);
+    assert!(decide(&["path=/a/*"], "GET", "a.com", "/a//b").allowed);
+    assert!(!decide(&["path=/public/*"], "GET", "a.com", "/public//../x").allowed);
 }
 
 #[test]
-fn methods_are_case_insensitive() {
-    assert!(decide(&["method=get"], "GET", "a.com", "/").allowed);
-    assert!(decide(&["method=GET"], "get", "a.com", "/").allowed);
+fn methods_are_case_sensitive_as_in_go() {
+    assert!(!decide(&["method=get"], "GET", "a.com", "/").allowed);
+    assert!(!decide(&["method=GET"], "get", "a.com", "/").allowed);
+    assert!(decide(&["method=get"], "get", "a.com", "/").allowed);
     assert!(!decide(&["method=GET,HEAD"], "POST", "a.com", "/").allowed);
+    assert!(decide(&["method=GET,*"], "PATCH", "a.com", "/").allowed);
+}
+
+#[test]
+fn repeated_keys_join_as_in_go_except_domain() {
+    let both = Rule::parse("method=GET method=POST path=/a path=/b/*").unwrap();
+    assert_eq!(both, Rule::parse("method=GET,POST path=/a,/b/*").unwrap());
+    assert!(decide(&["method=GET method=POST"], "POST", "a.com", "/").allowed);
+    assert!(decide(&["path=/a path=/b"], "GET", "a.com", "/b").allowed);
+    assert!(decide(&["method=GET method=*"], "PUT", "a.com", "/").allowed);
+    let err = Rule::parse("domain=a.com domain=b.com").unwrap_err();
+    assert!(err.to_string().contains("a.com.b.com"), "{err}");
+    for bad in [
+        "path=//a",
+        "path=/a//b",
+        "path=/a//",
+        "path=//",
+        "path=",
+        "path=/a,",
+    ] {
+        assert!(Rule::parse(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -130,6 +165,9 @@ fn suggestions_parse_and_would_allow() {
         ("POST", "127.0.0.1", "/"),
         ("GET", "Example.COM.", "/a,b/*"),
         ("DELETE", "a.com", "/a/../b%2Fc"),
+        ("get", "a.com", "/api/"),
+        ("GET", "a.com", "/"),
+        ("GET", "a.com", "/a//b"),
     ] {
         let s = p.suggest(m, h, path);
         assert!(!s.is_empty(), "{h}{path}");
@@ -141,6 +179,13 @@ fn suggestions_parse_and_would_allow() {
             );
         }
     }
+    // The narrow suggestion names the method as sent and ends an empty segment in `*`.
+    let s = p.suggest("get", "a.com", "/api/");
+    assert_eq!(s[0], "method=get domain=a.com path=/api/*");
+    assert_eq!(
+        p.suggest("GET", "a.com", "/")[0],
+        "method=GET domain=a.com path=/*"
+    );
     // A host that is not a valid domain pattern gets no suggestion rather than a broken one.
     assert!(p.suggest("GET", "bad_host.com", "/").is_empty());
     // Found by fuzzing: a control byte in the host made a suggestion that parsed (the byte is a

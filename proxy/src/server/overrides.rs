@@ -25,7 +25,17 @@ pub(super) fn refusal(
     host: &str,
     path: &str,
 ) -> Option<(String, Vec<String>)> {
-    let methods = values(headers, &METHOD_HEADERS, |v| Some(v.to_string()));
+    let mut methods = values(headers, &METHOD_HEADERS, |v| Some(v.to_string()));
+    // Rules compare methods exactly, but frameworks upper-case the header's value before
+    // running it (Express, Rack, Symfony), so `delete` must be allowed as `DELETE` too.
+    let upper: Named = methods
+        .iter()
+        .filter_map(|(h, m)| {
+            let m = m.as_ref()?;
+            (m.to_ascii_uppercase() != *m).then(|| (h.clone(), Some(m.to_ascii_uppercase())))
+        })
+        .collect();
+    methods.extend(upper);
     let paths = values(headers, &PATH_HEADERS, path_of);
     if methods.is_empty() && paths.is_empty() {
         return None;
