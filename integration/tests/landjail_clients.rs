@@ -206,8 +206,7 @@ fn going_around_the_landjail_proxy_reaches_nothing() {
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for want in [
+    let wants = [
         "proxy-port-v4=7",
         "proxy-port-v6=7",
         "port80=7",
@@ -215,9 +214,8 @@ fn going_around_the_landjail_proxy_reaches_nothing() {
         "udp=1",
         "dns=2",
         "dns4=2",
-    ] {
-        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
-    }
+    ];
+    assert_all_in(&out, &wants, &t);
     // Nothing reached the far host since it was made; the positive control from outside the
     // jail then does.
     far.assert_nothing_escaped(Counters::default(), &t);
@@ -296,8 +294,7 @@ fn landjail_works_for_an_unprivileged_user() {
         .expect("setpriv (util-linux) and boundary");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for want in [
+    let wants = [
         "65534",
         "CapEff:\t0000000000000000",
         "CapPrm:\t0000000000000000",
@@ -305,9 +302,8 @@ fn landjail_works_for_an_unprivileged_user() {
         "Request Blocked by Boundary",
         "direct=7",
         "udp=1",
-    ] {
-        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
-    }
+    ];
+    assert_all_in(&out, &wants, &t);
     far.assert_nothing_escaped(Counters::default(), &t);
 }
 
@@ -457,5 +453,13 @@ fn landjail_target_dies_with_boundary() {
             "the jailed command outlived boundary: {state}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every one of `wants` is in the run's stdout (`t`: both streams, for the message).
+fn assert_all_in(out: &Output, wants: &[&str], t: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in wants {
+        assert!(stdout.contains(want), "missing {want:?}:\n{t}");
     }
 }

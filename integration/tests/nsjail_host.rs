@@ -7,7 +7,7 @@
 
 mod nsjail_common;
 use nsjail_common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn snapshot() -> String {
@@ -38,19 +38,13 @@ fn snapshot() -> String {
 /// Starts a jail whose target says `ready` and waits on stdin; returns the child and the
 /// target's marker (a unique argument to find its processes).
 fn start_waiting_jail(who: As, config: &std::path::Path, marker: &str) -> std::process::Child {
-    let mut child = boundary_cmd(who, config, &[])
-        .args(["--log-level", "error", "--", "sh", "-c"])
-        .arg(format!("echo ready; read line; echo {marker} >/dev/null"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    child
+    spawn_ready(
+        boundary_cmd(who, config, &[])
+            .args(["--log-level", "error", "--", "sh", "-c"])
+            .arg(format!("echo ready; read line; echo {marker} >/dev/null"))
+            .stdin(Stdio::piped()),
+        "ready",
+    )
 }
 
 fn processes_with(marker: &str) -> Vec<u32> {

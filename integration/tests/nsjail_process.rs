@@ -33,17 +33,12 @@ fn exit_codes_are_the_targets() {
 /// Starts `boundary -- sh -c script` where the script prints `ready` once its traps are set.
 fn start_ready(script: &str) -> (std::process::Child, tempfile::TempDir) {
     let config = config_home(As::Root);
-    let mut child = boundary_cmd(As::Root, config.path(), &[])
-        .args(["--log-level", "error", "--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let child = spawn_ready(
+        boundary_cmd(As::Root, config.path(), &[])
+            .args(["--log-level", "error", "--", "sh", "-c", script])
+            .stdin(Stdio::null()),
+        "ready",
+    );
     (child, config)
 }
 

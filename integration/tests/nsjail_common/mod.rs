@@ -121,6 +121,18 @@ pub fn jailed(who: As, flags: &[String], program: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Spawns `cmd` with stdout piped and waits for its first line, which must be `ready` (a
+/// jailed script says so once it runs); the rest of stdout stays on the child.
+pub fn spawn_ready(cmd: &mut Command, ready: &str) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), ready, "{cmd:?} did not start");
+    child
+}
+
 /// Text of both streams, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
