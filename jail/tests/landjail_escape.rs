@@ -24,12 +24,8 @@ use boundary_farhost::FarHost;
 use boundary_jail::{landjail, JailSpec, LandjailOptions};
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "landjail escape tests need root (network namespaces for the far host); CI runs as root"
-    );
+    boundary_farhost::require_root()
+        .expect("landjail escape tests need root (network namespaces for the far host)");
     let abi = landjail::kernel_abi();
     assert!(
         abi >= landjail::MIN_ABI,
