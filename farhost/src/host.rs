@@ -7,7 +7,7 @@ use std::net::{
 };
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -261,7 +261,18 @@ impl FarHost {
         );
     }
 
-    /// `ip netns exec <near> program`: add arguments, env, stdio as usual.
+    /// Runs `cmd` to completion in the near namespace, spawned from a thread that joined it.
+    /// Unlike [`FarHost::near_command`] (`ip netns exec`, which mounts a fresh `/sys` and so
+    /// hides `/sys/fs/cgroup`), the program sees the host's mounts exactly as they are.
+    pub fn output_in_near(&self, mut cmd: Command) -> Result<Output> {
+        let name = format!("{cmd:?}");
+        self.in_near(move || cmd.output())?
+            .map_err(io_err(format!("running {name} in the near namespace")))
+    }
+
+    /// `ip netns exec <near> program`: add arguments, env, stdio as usual. `ip` gives the
+    /// program a mount namespace of its own with a fresh `/sys` (no `/sys/fs/cgroup`) and
+    /// `/etc/netns/<near>/*` over `/etc`; [`FarHost::output_in_near`] changes only the network.
     pub fn near_command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.near]).arg(program);

@@ -29,7 +29,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result};
 use boundary::config::{self, JailType};
@@ -199,12 +199,9 @@ struct Runs<'a> {
 }
 
 impl Runs<'_> {
-    /// `boundary <user flags> <selftest flags> -- program` (in the near namespace if any).
+    /// `boundary <user flags> <selftest flags> -- program`; run it with [`Runs::output`].
     fn boundary(&self, program: &Path) -> Command {
-        let mut cmd = match self.far {
-            Some(f) => f.near_command(&self.exe),
-            None => Command::new(&self.exe),
-        };
+        let mut cmd = Command::new(&self.exe);
         cmd.args(self.args)
             .arg("--config")
             .arg(&self.config)
@@ -227,14 +224,25 @@ impl Runs<'_> {
         cmd
     }
 
+    /// Runs `cmd` to completion, in the far host's near namespace if there is one (only the
+    /// network changes: the jail sees this host's mounts, `/sys/fs/cgroup` included).
+    fn output(&self, cmd: Command) -> Result<Output> {
+        Ok(match self.far {
+            Some(f) => f.output_in_near(cmd)?,
+            None => {
+                let mut cmd = cmd;
+                cmd.output()?
+            }
+        })
+    }
+
     /// Runs every probe in one jail and judges each result with its row's expectation.
     fn probe_rows(&self, probes: &[(&ProbeSpec, Vec<String>)]) -> Result<Vec<Row>> {
         let lists: Vec<Vec<String>> = probes.iter().map(|(_, a)| a.clone()).collect();
+        let mut cmd = self.boundary(&self.exe);
+        cmd.arg(PROBE_ARG).args(probe_args(&lists));
         let out = self
-            .boundary(&self.exe)
-            .arg(PROBE_ARG)
-            .args(probe_args(&lists))
-            .output()
+            .output(cmd)
             .context("running boundary with the probes")?;
         let results = ProbeResult::all(&String::from_utf8_lossy(&out.stdout));
         let rows = probes.iter().enumerate().map(|(i, (spec, _))| {
@@ -274,19 +282,17 @@ impl Runs<'_> {
                 detail: "curl is not installed".into(),
             }]);
         };
-        let out = self
-            .boundary(&curl)
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "-w",
-                "\\n[status %{http_code}]\\n",
-            ])
-            .arg(format!("https://{HOST}:{https_port}/allowed"))
-            .arg(format!("https://{HOST}:{https_port}/denied"))
-            .output()
-            .context("running curl in the jail")?;
+        let mut cmd = self.boundary(&curl);
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\\n[status %{http_code}]\\n",
+        ])
+        .arg(format!("https://{HOST}:{https_port}/allowed"))
+        .arg(format!("https://{HOST}:{https_port}/denied"));
+        let out = self.output(cmd).context("running curl in the jail")?;
         let text = String::from_utf8_lossy(&out.stdout);
         let (first, second) = text.split_once("[status ").unwrap_or((&text, ""));
         Ok(vec![
