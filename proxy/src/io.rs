@@ -129,14 +129,15 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done.
-pub(crate) struct Tracked<B> {
+/// A response body that holds `G` until it is done: the request's place among those in flight
+/// on its client connection ([`ActivityGuard`]), or its upstream cap permit.
+pub(crate) struct Tracked<B, G = ActivityGuard> {
     inner: B,
-    _guard: ActivityGuard,
+    _guard: G,
 }
 
-impl<B> Tracked<B> {
-    pub(crate) fn new(inner: B, guard: ActivityGuard) -> Self {
+impl<B, G> Tracked<B, G> {
+    pub(crate) fn new(inner: B, guard: G) -> Self {
         Self {
             inner,
             _guard: guard,
@@ -144,7 +145,7 @@ impl<B> Tracked<B> {
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
+impl<B: Body + Unpin, G: Unpin> Body for Tracked<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 

@@ -23,7 +23,9 @@
 //!   would run it as a request no one decided. Method and path override headers must be
 //!   allowed by the rules too (403 otherwise). See docs/policies.md.
 //! - One HTTP/2 client connection may open [`MAX_CONCURRENT_STREAMS`] streams at once; more
-//!   wait in the client.
+//!   wait in the client. Requests in flight are capped per origin and in total, hard: beyond a
+//!   cap a request waits its turn, and after the idle timeout gets a 503 (see
+//!   `upstream::Cap`).
 //! - Only HTTP is spoken inside a tunnel or on a redirected connection: anything else (SSH over
 //!   CONNECT, say) gets a 400 or is closed, because there is no request to decide.
 //! - WebSocket over HTTP/2 (RFC 8441) is not offered; clients fall back to HTTP/1.1 for it.
@@ -86,9 +88,11 @@ pub struct ProxyConfig {
     /// Connect upstream to loopback, link-local, metadata and other host-internal addresses
     /// even when neither `--resolve` nor a rule names them (`--upstream-allow-local`).
     pub upstream_allow_local: bool,
-    /// Upstream connections per origin (`host:port`); more wait for one to close.
+    /// Requests in flight, and so pooled upstream connections, per origin (`host:port`);
+    /// more wait for their turn (at most `idle_timeout`, then 503), never go past.
     pub upstream_per_origin: usize,
-    /// Upstream connections in total; more wait for one to close.
+    /// Upstream work in total: three quarters for requests in flight, a quarter for WebSocket
+    /// pipes; more wait as above.
     pub upstream_total: usize,
     /// Client connections kept open; at the cap the oldest idle one is closed for a new one.
     pub client_connections: usize,

@@ -7,14 +7,18 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
 use super::body::RequestBody;
 use super::decide::Decided;
 use super::respond::empty;
 use super::sniff::Leg;
+use super::target::Target;
 use super::{BoxError, Proxy, ProxyBody};
 use crate::host::Host;
+use crate::io::Tracked;
+use crate::upstream::{Cap, Connector, Permit};
 
 const SESSION_HEADER: &str = "x-coder-agent-firewall-session-id";
 const SEQUENCE_HEADER: &str = "x-coder-agent-firewall-sequence-number";
@@ -25,6 +29,14 @@ pub(super) enum Failure {
     BadTarget(String),
     /// The origin answered 101 to a request that asked for no upgrade, or for another one.
     UnaskedSwitch(String),
+    /// A cap on upstream work stayed full for the whole wait (the client idle timeout).
+    AtCap {
+        /// What the full cap counts ("requests to origin.test:8080", "WebSocket connections").
+        what: String,
+        /// The cap's size.
+        size: usize,
+        waited: std::time::Duration,
+    },
     /// Connecting to or talking with the origin failed.
     Upstream {
         /// `host[:port]` of the origin, for the message.
@@ -78,11 +90,7 @@ impl Proxy {
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
 
-        let client = if upgrade.is_some() {
-            &self.client_h1
-        } else {
-            &self.client
-        };
+        let (client, permit) = self.turn(&target, upgrade.is_some()).await?;
         let mut resp = client
             .request(out)
             .await
@@ -93,16 +101,54 @@ impl Proxy {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             switch_agreed(upgrade.as_ref(), &resp)?;
             if let Some(client_side) = client_upgrade {
-                return Ok(pipe_upgrade(client_side, &mut resp));
+                return Ok(pipe_upgrade(client_side, &mut resp, permit));
             }
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::HTTP_11;
+        // The request stays in flight, holding its place under the caps, until the body ends.
+        let body = body.map_err(|e| Box::new(e) as BoxError);
         Ok(Response::from_parts(
             parts,
-            body.map_err(|e| Box::new(e) as BoxError).boxed(),
+            Tracked::new(body, permit).boxed(),
         ))
+    }
+
+    /// Waits for this request's turn under the caps: per origin and in total for requests,
+    /// or among WebSocket pipes for an upgrade (which then goes through the HTTP/1.1 pool).
+    /// Waits at most the client idle timeout, then gives up without going past the cap.
+    async fn turn(
+        &self,
+        target: &Target,
+        upgrade: bool,
+    ) -> Result<(&Client<Connector, RequestBody>, Permit), Failure> {
+        let (client, limits) = if upgrade {
+            (&self.client_h1, &self.pipes)
+        } else {
+            (&self.client, &self.requests)
+        };
+        let key = target.host.with_port(target.port);
+        let waited = self.config.idle_timeout;
+        match limits.acquire(&key, waited).await {
+            Ok(permit) => Ok((client, permit)),
+            Err(cap) => {
+                tracing::warn!(origin = %key, ?cap, ?waited, upgrade, "upstream cap stayed full; answering 503");
+                let kind = if upgrade {
+                    "WebSocket connections"
+                } else {
+                    "requests"
+                };
+                let (what, size) = match cap {
+                    Cap::PerOrigin => (
+                        format!("{kind} to {}", target.authority()),
+                        limits.per_key(),
+                    ),
+                    Cap::Total => (format!("{kind} in all"), limits.total()),
+                };
+                Err(Failure::AtCap { what, size, waited })
+            }
+        }
     }
 
     /// Answers an accepted CONNECT and serves what comes through the tunnel as a connection
@@ -134,9 +180,12 @@ impl Proxy {
 fn pipe_upgrade(
     client_side: hyper::upgrade::OnUpgrade,
     resp: &mut Response<Incoming>,
+    permit: Permit,
 ) -> Response<ProxyBody> {
     let origin_side = hyper::upgrade::on(&mut *resp);
     let pipe = async move {
+        // The pipe holds its place among the pipes until it ends.
+        let _permit = permit;
         match tokio::try_join!(client_side, origin_side) {
             Ok((c, o)) => {
                 let mut c = TokioIo::new(c);

@@ -65,6 +65,11 @@ pub struct Proxy {
     client: Client<Connector, RequestBody>,
     /// HTTP/1.1-only client for upgrade requests (WebSocket needs an HTTP/1.1 origin leg).
     client_h1: Client<Connector, RequestBody>,
+    /// Requests in flight per origin and in total (WebSocket upgrades excepted).
+    requests: upstream::Limits,
+    /// WebSocket upgrades in flight and open pipes: one per client connection, so they cannot
+    /// multiply descriptors; counted apart, so long-lived pipes never starve requests.
+    pipes: upstream::Limits,
     listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
     /// Open client connections, for the cap (see `slots`).
     slots: Arc<crate::slots::Slots>,
@@ -101,16 +106,19 @@ impl Proxy {
             listen_addrs: listen_addrs.clone(),
             allow_local: config.upstream_allow_local,
             pins: Default::default(),
+            cap_wait: config.idle_timeout,
         });
-        // The total cap is shared out: three quarters to the general pool, a quarter to the
-        // pool for upgrades (each pool's caps are its own: see `Connector`).
-        let upgrades_total = (config.upstream_total / 4).max(1);
-        let general_total = config.upstream_total.saturating_sub(upgrades_total).max(1);
-        let build = |alpn: &[&[u8]], total: usize| {
+        // The total is shared out: three quarters to requests, a quarter to WebSocket pipes.
+        let pipes_total = (config.upstream_total / 4).max(1);
+        let requests_total = config.upstream_total.saturating_sub(pipes_total).max(1);
+        let requests = upstream::Limits::new(config.upstream_per_origin, Some(requests_total));
+        let pipes = upstream::Limits::new(pipes_total, Some(pipes_total));
+        // Each pool's connection cap per key is the request cap of what goes through it.
+        let build = |alpn: &[&[u8]], per_key: usize| {
             let connector = Connector {
                 settings: settings.clone(),
                 tls: Arc::new(upstream::client_config(roots.clone(), alpn)),
-                limits: Arc::new(upstream::Limits::new(config.upstream_per_origin, total)),
+                limits: Arc::new(upstream::Limits::new(per_key, None)),
             };
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -122,8 +130,8 @@ impl Proxy {
                 .set_host(true)
                 .build(connector)
         };
-        let client = build(&[b"h2", b"http/1.1"], general_total);
-        let client_h1 = build(&[b"http/1.1"], upgrades_total);
+        let client = build(&[b"h2", b"http/1.1"], requests.per_key());
+        let client_h1 = build(&[b"http/1.1"], pipes.per_key());
         let slots = crate::slots::Slots::new(config.client_connections);
         Ok(Arc::new(Self {
             config,
@@ -133,6 +141,8 @@ impl Proxy {
             settings,
             client,
             client_h1,
+            requests,
+            pipes,
             listen_addrs,
             slots,
         }))

@@ -30,6 +30,14 @@ pub(super) fn failure(f: &Failure, grpc: bool) -> Response<ProxyBody> {
     let resp = match f {
         Failure::BadTarget(message) => text(StatusCode::BAD_REQUEST, message.clone()),
         Failure::UnaskedSwitch(message) => text(StatusCode::BAD_GATEWAY, message.clone()),
+        Failure::AtCap { what, size, waited } => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Boundary already has {size} {what} in flight, the most it allows at once, and \
+                 this one waited {waited:?} for its turn without getting one; nothing was sent \
+                 upstream. Try again when fewer are running"
+            ),
+        ),
         Failure::Upstream { authority, error } => upstream_failure(authority, error),
     };
     finish(resp, grpc)

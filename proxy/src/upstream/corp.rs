@@ -2,8 +2,11 @@
 //! CONNECT.
 
 use std::io;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ConnectError, ConnectErrorKind};
 
 /// A parsed `--upstream-proxy` URL.
 #[derive(Debug, Clone)]
@@ -99,9 +102,54 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// Asks the corporate proxy `up`, on `conn` (already connected to it), for a tunnel to
+/// `host:port`, within `timeout`; `Ok` once it answered 2xx.
+pub(super) async fn connect_through<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut S,
+    up: &UpstreamProxy,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(auth) = &up.authorization {
+        head.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    head.push_str("\r\n");
+    let exchange = async {
+        conn.write_all(head.as_bytes()).await?;
+        conn.flush().await?;
+        read_connect_reply(&mut *conn).await
+    };
+    let (kind, message) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(status)) if (200..300).contains(&status) => return Ok(()),
+        Ok(Ok(status)) => (
+            ConnectErrorKind::UpstreamProxy,
+            format!("answered {status} to CONNECT {authority}"),
+        ),
+        Ok(Err(e)) => (
+            ConnectErrorKind::UpstreamProxy,
+            format!("failed the CONNECT: {e}"),
+        ),
+        Err(_) => (
+            ConnectErrorKind::HandshakeTimeout,
+            "did not answer the CONNECT in time".to_string(),
+        ),
+    };
+    Err(ConnectError {
+        kind,
+        message: format!("upstream proxy {}:{} {message}", up.host, up.port),
+    })
+}
+
 /// Reads the reply head of a CONNECT byte by byte (so no tunnel byte is consumed) and returns
 /// the status code.
-pub(super) async fn read_connect_reply<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u16> {
+async fn read_connect_reply<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u16> {
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 16 * 1024 {

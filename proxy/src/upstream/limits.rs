@@ -1,10 +1,22 @@
-//! Caps on upstream connections, per origin and in total, so a jailed process opening many
-//! parallel requests (HTTP/2 streams to an HTTP/1.1 origin, or many client connections) cannot
-//! make the proxy open descriptors without bound. Beyond a cap a new connection waits for a
-//! permit instead of failing; the permit lives as long as the connection.
+//! Hard caps on upstream work, so a jailed process opening many parallel requests (HTTP/2
+//! streams to an HTTP/1.1 origin, or many client connections) cannot make the proxy open
+//! descriptors without bound. Beyond a cap a request waits for its turn (first come, first
+//! served) instead of failing, for at most a patience the caller gives; it never goes past.
+//!
+//! Two layers use [`Limits`]:
+//! - requests in flight, per origin (`host:port`) and in total: a permit is taken before the
+//!   request goes upstream and held until its response body (or upgraded pipe) ends;
+//! - the connector, per pool key (`scheme://host:port`) with the same per-origin number: a
+//!   connection holds its permit until it closes. This bounds what hyper's pool may open
+//!   beyond the requests in flight (a connect it finishes in the background after an idle
+//!   connection came back first). It cannot deadlock: a request that needs a connection
+//!   holds a request permit, so fewer than the cap of other requests to that key are busy, and
+//!   every other connection permit belongs to an idle connection (which the pool hands over),
+//!   or to a connect that will end as one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -20,7 +32,7 @@ pub fn raise_descriptor_limit() -> Result<(u64, u64), nix::Error> {
     Ok((soft, hard.max(soft)))
 }
 
-/// Default upstream connections per origin (`host:port`).
+/// Default cap on requests in flight (and so upstream connections) per origin (`host:port`).
 pub const PER_ORIGIN: usize = 64;
 
 /// The default total: a quarter of the descriptor limit (client connections, the audit path
@@ -32,115 +44,134 @@ pub fn default_total() -> usize {
     usize::try_from(soft / 4).unwrap_or(8192).clamp(64, 8192)
 }
 
-/// How long a connect waits for a permit before it goes ahead without one. Caps must never
-/// hang a request: permits are held by pooled connections that hyper's pool itself may be
-/// waiting on (a soak with 1,000 clients stalled for good on a strict per-origin cap), so a
-/// cap slows a flood down and bounds it in the common case, and never blocks for longer.
-pub const CAP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Which cap stayed full for the whole patience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// The cap of one origin (or pool key).
+    PerOrigin,
+    /// The cap over all origins.
+    Total,
+}
 
-/// Held by one upstream connection: a permit of its origin and one of the total, each absent
-/// when the connection went ahead after waiting `CAP_WAIT` for it.
+/// Held while one request is in flight or one connection is open; frees its place when
+/// dropped.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    _origin: Option<OwnedSemaphorePermit>,
+    _key: OwnedSemaphorePermit,
     _total: Option<OwnedSemaphorePermit>,
 }
 
-/// The semaphores.
+/// The semaphores: one per key, created on first use, and an optional total.
 #[derive(Debug)]
 pub(crate) struct Limits {
-    per_origin: usize,
-    total: Arc<Semaphore>,
-    origins: Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
+    per_key: usize,
+    total_size: usize,
+    total: Option<Arc<Semaphore>>,
+    keys: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Limits {
-    pub(crate) fn new(per_origin: usize, total: usize) -> Self {
+    /// `per_key` permits for each key, and `total` over all keys when given (each at least 1).
+    pub(crate) fn new(per_key: usize, total: Option<usize>) -> Self {
         Self {
-            per_origin: per_origin.max(1),
-            total: Arc::new(Semaphore::new(total.max(1))),
-            origins: Mutex::new(HashMap::new()),
+            per_key: per_key.max(1),
+            total_size: total.map_or(usize::MAX, |t| t.max(1)),
+            total: total.map(|t| Arc::new(Semaphore::new(t.max(1)))),
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Waits (at most `CAP_WAIT` for each) until a connection to `host:port` may be opened.
-    /// The origin permit is taken first, so requests to a busy origin queue there without
-    /// holding a total permit.
-    pub(crate) async fn acquire(&self, host: &str, port: u16) -> Permit {
-        let origin = {
-            let mut map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-            // Forget origins with no open connection once the map grows.
+    /// The per-key cap.
+    pub(crate) fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    /// The total cap (`usize::MAX` when there is none).
+    pub(crate) fn total(&self) -> usize {
+        self.total_size
+    }
+
+    /// Waits, at most `patience` in all, for a place under `key`'s cap and then under the
+    /// total. The key's permit is taken first, so work for a busy key queues there without
+    /// holding a total permit that other keys could use. `Err` names the cap that stayed full.
+    pub(crate) async fn acquire(&self, key: &str, patience: Duration) -> Result<Permit, Cap> {
+        let sem = {
+            let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget keys nobody holds a permit of once the map grows.
             if map.len() > 4096 {
-                let full = self.per_origin;
+                let full = self.per_key;
                 map.retain(|_, s| s.available_permits() < full);
             }
-            map.entry((crate::host::normal_form(host), port))
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_origin)))
+            map.entry(key.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key)))
                 .clone()
         };
-        let origin = wait(origin, host, port, "to this origin").await;
-        let total = wait(self.total.clone(), host, port, "in total").await;
-        Permit {
-            _origin: origin,
+        let deadline = tokio::time::Instant::now() + patience;
+        let key_permit = wait(sem, deadline, key, Cap::PerOrigin).await?;
+        let total = match &self.total {
+            Some(t) => Some(wait(t.clone(), deadline, key, Cap::Total).await?),
+            None => None,
+        };
+        Ok(Permit {
+            _key: key_permit,
             _total: total,
-        }
+        })
     }
 }
 
 async fn wait(
     sem: Arc<Semaphore>,
-    host: &str,
-    port: u16,
-    which: &str,
-) -> Option<OwnedSemaphorePermit> {
+    deadline: tokio::time::Instant,
+    key: &str,
+    cap: Cap,
+) -> Result<OwnedSemaphorePermit, Cap> {
     if let Ok(permit) = sem.clone().try_acquire_owned() {
-        return Some(permit);
+        return Ok(permit);
     }
-    tracing::debug!(
-        host,
-        port,
-        "upstream connections {which} at the cap; waiting"
-    );
-    match tokio::time::timeout(CAP_WAIT, sem.acquire_owned()).await {
-        Ok(permit) => Some(permit.expect("never closed")),
-        Err(_) => {
-            tracing::warn!(
-                host,
-                port,
-                "upstream connections {which} stayed at the cap for {CAP_WAIT:?}; connecting beyond it"
-            );
-            None
-        }
+    tracing::debug!(key, ?cap, "upstream cap reached; waiting for a turn");
+    match tokio::time::timeout_at(deadline, sem.acquire_owned()).await {
+        Ok(permit) => Ok(permit.expect("the semaphores are never closed")),
+        Err(_) => Err(cap),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Limits;
+    use super::{Cap, Limits};
     use futures_util::FutureExt;
+    use std::time::Duration;
+
+    const LONG: Duration = Duration::from_secs(3600);
 
     #[tokio::test]
-    async fn beyond_a_cap_a_connection_waits_until_one_closes() {
-        let limits = Limits::new(2, 3);
-        let a = limits.acquire("a.test", 80).await;
-        let _b = limits.acquire("A.test", 80).await;
-        // A third connection to the same origin waits (the name is case-insensitive).
-        assert!(limits.acquire("a.test", 80).now_or_never().is_none());
-        // Another origin gets the last total permit; then every origin waits.
-        let c = limits.acquire("b.test", 80).await;
-        assert!(limits.acquire("c.test", 80).now_or_never().is_none());
-        // A closed connection lets the next one in.
+    async fn beyond_a_cap_work_waits_until_a_place_frees() {
+        let limits = Limits::new(2, Some(3));
+        let a = limits.acquire("a.test:80", LONG).await.unwrap();
+        let _b = limits.acquire("a.test:80", LONG).await.unwrap();
+        // A third under the same key waits.
+        assert!(limits.acquire("a.test:80", LONG).now_or_never().is_none());
+        // Another key gets the last total permit; then every key waits.
+        let c = limits.acquire("b.test:80", LONG).await.unwrap();
+        assert!(limits.acquire("c.test:80", LONG).now_or_never().is_none());
+        // A freed place lets the next one in.
         drop(c);
-        assert!(limits.acquire("c.test", 80).now_or_never().is_some());
+        assert!(limits.acquire("c.test:80", LONG).now_or_never().is_some());
         drop(a);
-        assert!(limits.acquire("a.test", 80).now_or_never().is_some());
+        assert!(limits.acquire("a.test:80", LONG).now_or_never().is_some());
     }
 
     #[tokio::test]
-    async fn a_cap_never_holds_a_connection_longer_than_cap_wait() {
-        let limits = Limits::new(1, 1);
-        let _a = limits.acquire("a.test", 80).await;
-        let b = limits.acquire("a.test", 80).await;
-        assert!(b._origin.is_none() && b._total.is_none());
+    async fn a_full_cap_is_never_exceeded_it_names_itself_after_the_patience() {
+        let limits = Limits::new(1, Some(2));
+        let _a = limits.acquire("a.test:80", LONG).await.unwrap();
+        let late = limits.acquire("a.test:80", Duration::from_millis(20)).await;
+        assert_eq!(late.unwrap_err(), Cap::PerOrigin);
+        let _b = limits.acquire("b.test:80", LONG).await.unwrap();
+        let late = limits.acquire("c.test:80", Duration::from_millis(20)).await;
+        assert_eq!(late.unwrap_err(), Cap::Total);
+        // Without a total, only the key counts.
+        let keys_only = Limits::new(1, None);
+        let _x = keys_only.acquire("a", LONG).await.unwrap();
+        assert!(keys_only.acquire("b", LONG).now_or_never().is_some());
     }
 }
