@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::lenient::{exchange, Lenient};
+use common::lenient::{exchange, forbidden, Lenient};
 use common::*;
 
 #[test]
@@ -43,10 +43,7 @@ fn only_websocket_upgrades_become_pipes() {
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         assert!(answer.contains("switched protocols"), "{answer}");
         let executed = origin.settled().await;
-        let leaked: Vec<_> = executed
-            .iter()
-            .filter(|e| e.contains("/forbidden/"))
-            .collect();
+        let leaked = forbidden(&executed);
         assert!(
             leaked.is_empty(),
             "undecided requests ran: {leaked:?} of {executed:?}"

@@ -4,11 +4,14 @@
 //! `Content-Length` values, a `Transfer-Encoding` whose last coding is not `chunked`
 //! (`xchunked`, `chunked, identity`), whitespace before a header colon, obs-fold, and invalid
 //! chunk sizes; with both `Content-Length` and `Transfer-Encoding` it uses the chunked framing,
-//! drops the length and closes the client connection after the answer. Every request is
-//! written upstream with the proxy's own framing, so what is left is what hyper accepts but an
-//! origin may read differently: a body on a method whose body has no defined meaning. Many
-//! origins ignore such a body and read it as the next request on the connection, a request
-//! the proxy never decided; so such a body is refused.
+//! drops the length and closes the client connection after the answer. That last case cannot
+//! be refused here: hyper removes the `Content-Length` (or never stores it) before the request
+//! reaches the proxy, and keeps no other trace of it (hyper 1.x `proto/h1/role.rs`).
+//!
+//! Every request is written upstream with the proxy's own framing, so what is left is what
+//! hyper accepts but an origin may read differently: a body on a method whose body has no
+//! defined meaning. Many origins ignore such a body and read it as the next request on the
+//! connection, a request the proxy never decided; so such a body is refused.
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Version};

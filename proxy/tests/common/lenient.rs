@@ -188,6 +188,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The executed requests that no rule allows (the tests hide them under `/forbidden/`).
+pub fn forbidden(executed: &[String]) -> Vec<&String> {
+    executed
+        .iter()
+        .filter(|e| e.contains("/forbidden/"))
+        .collect()
+}
+
 /// Sends `bytes` on a fresh connection to `addr` (the proxy) and returns what comes back until
 /// the proxy closes the connection or stays quiet for a moment.
 pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
