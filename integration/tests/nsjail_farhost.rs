@@ -82,3 +82,26 @@ fn the_verdict_sees_traffic_after_the_baseline() {
     );
     assert!(leaked.control_arrived(), "{leaked}");
 }
+
+/// `output_in_near` changes only the network: the program is in the near namespace (it sees
+/// the near address) and sees this host's mounts (`/sys/fs/cgroup` as the host has it, which
+/// `ip netns exec` would hide behind a fresh `/sys`).
+#[test]
+fn output_in_near_changes_only_the_network() {
+    let far = FarHost::new().expect("far host");
+    let mut addr = std::process::Command::new("ip");
+    addr.args(["-o", "addr"]);
+    let out = far.output_in_near(addr).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&far.near_v4.to_string()), "{text}");
+    let host_cgroups = std::fs::read_dir("/sys/fs/cgroup").unwrap().count();
+    assert!(
+        host_cgroups > 0,
+        "this host has nothing in /sys/fs/cgroup to compare"
+    );
+    let mut ls = std::process::Command::new("ls");
+    ls.arg("/sys/fs/cgroup");
+    let out = far.output_in_near(ls).unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(seen, host_cgroups, "{out:?}");
+}
