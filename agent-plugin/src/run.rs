@@ -15,7 +15,7 @@ use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
 use boundary_jail::{JailKind, JailSpec, LandjailOptions, NsjailOptions, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
-use boundary::config::{Config, JailType};
+use boundary::config::{Config, JailType, Source};
 
 /// Variables that make common clients trust our CA (docs/interop.md §4).
 pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
@@ -147,12 +147,18 @@ fn connect_agent_early(cfg: &Config) -> Option<std::os::unix::net::UnixStream> {
     }
 }
 
-/// The spool, in a Coder workspace (the agent socket is there): records the agent has not
-/// taken are kept on disk. Outside Coder nothing would ever collect them. The directory is
+/// The spool, whenever there is an agent to deliver to: the socket path was given (flag,
+/// environment as Coder sets it, or config file), so an agent not up yet or gone for a while
+/// gets every record when it comes; or the default path has a socket now. Outside Coder (the
+/// default path, nothing listening) nothing would ever collect the records. The directory is
 /// made before the jail starts so nsjail can hide it.
 fn prepare_spool(cfg: &Config, early: bool) -> Option<SpoolConfig> {
     use std::os::unix::fs::DirBuilderExt;
-    if cfg.disable_audit_logs || !(early || cfg.log_proxy_socket_path.exists()) {
+    let configured = cfg
+        .sources
+        .iter()
+        .any(|(key, _, source)| *key == "log_proxy_socket_path" && *source != Source::Default);
+    if cfg.disable_audit_logs || !(configured || early || cfg.log_proxy_socket_path.exists()) {
         return None;
     }
     let dir = cfg.audit_spool_dir.clone();

@@ -20,6 +20,8 @@
 //! Every text a jailed process controls passes one escaping rule ([`escape`]) before it is
 //! written to a log line, the JSON file or a span attribute.
 
+#![forbid(unsafe_code)]
+
 pub mod escape;
 pub mod fields;
 pub mod forwarder;

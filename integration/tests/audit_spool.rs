@@ -4,7 +4,9 @@
 //!   review's "allowed record after 10,500 denied" case), the agent comes back: every record
 //!   reaches coderd exactly once, in sequence order;
 //! - boundary is killed with SIGKILL while records wait in the spool: the next run delivers
-//!   them, under the first run's session.
+//!   them, under the first run's session;
+//! - no agent at all when boundary starts (the socket path is configured, nothing listens):
+//!   the records go to the spool and reach the agent, in order, when it comes up.
 //!
 //! Needs root (nsjail), `cargo build -p boundary`, python3.
 
@@ -265,6 +267,55 @@ fn records_spooled_when_boundary_is_killed_are_delivered_by_the_next_run() {
         spool_data_files(rig.config.path()).is_empty(),
         "the delivered spool is removed: {:?}",
         spool_data_files(rig.config.path())
+    );
+}
+
+#[test]
+fn records_made_before_the_agent_first_appears_are_spooled_and_delivered_in_order() {
+    const N: usize = 300;
+    let rig = Rig::new();
+    assert!(!rig.socket.exists());
+    let go2 = rig.go("go2");
+    let tail = format!(
+        "i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done",
+        go = go2.display()
+    );
+    let mut child = rig.boundary(&rig.script(N, &tail));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    std::fs::write(rig.go("go"), "").unwrap();
+    let line = wait_line(&mut out, "responses ");
+    assert_eq!(line, format!("responses {N}"));
+    // No agent yet: every record waits in the spool on disk, not in memory.
+    let start = Instant::now();
+    loop {
+        let n: usize = spool_data_files(rig.config.path())
+            .iter()
+            .map(|p| spooled_records(p))
+            .sum();
+        if n == N {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {n} of {N} records reached the spool with no agent up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The agent comes up for the first time; then the target exits.
+    let _agent = rig.agent();
+    std::fs::write(&go2, "").unwrap();
+    let all = finish(child);
+    let lines = rig.sink.wait_for_lines(N, Duration::from_secs(60));
+    let recs = records(&lines);
+    assert_eq!(recs.len(), N, "{all}");
+    assert!(
+        recs.iter().map(|r| r.1).eq(0..N),
+        "once each, in order\n{all}"
+    );
+    assert!(!all.contains("DROPPED"), "{all}");
+    assert!(
+        spool_data_files(rig.config.path()).is_empty(),
+        "the delivered spool is removed"
     );
 }
 

@@ -491,7 +491,7 @@ pub(crate) fn cloexec_from(first: c_int) {
 
 /// `pidfd_open(2)`: a handle on process `pid` that cannot be confused with a later process of
 /// the same pid.
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -661,4 +661,41 @@ pub(crate) fn exec_unblocked_in_foreground(cmd: &mut Command, tty: Option<RawFd>
             Ok(())
         })
     };
+}
+
+/// Bytes written to the Unix stream socket `fd` that its peer has not read yet (`TIOCOUTQ`).
+/// The audit forwarder uses it to learn what the Coder agent has read (the agent never replies).
+pub fn unix_unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: c_int = 0;
+    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points at a live local; the
+    // descriptor is borrowed, so it stays open for the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut c_int) })?;
+    Ok(n.max(0) as usize)
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd for the process behind the peer of the Unix socket `fd`
+/// (for a connection to a listener, the process that called `listen`). Unlike the pid of
+/// `SO_PEERCRED` it cannot come to name another process. `ENOPROTOOPT` on older kernels;
+/// `EINVAL` or `ESRCH` when that process has exited.
+pub fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // Not in this libc release yet; the asm-generic value (x86, arm, riscv).
+    const SO_PEERPIDFD: c_int = 77;
+    let mut pidfd: c_int = -1;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes (one c_int) through the pointer, which
+    // points at a live local, and the new length through `len`; the descriptor is borrowed.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            &mut pidfd as *mut c_int as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    if pidfd < 0 || len as usize != std::mem::size_of::<c_int>() {
+        return Err(io::Error::other("SO_PEERPIDFD returned no descriptor"));
+    }
+    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd) })
 }

@@ -524,8 +524,9 @@ pub static SETTINGS: &[Setting] = &[
         env: &["BOUNDARY_AUDIT_QUEUE_SIZE"],
         yaml: Some("audit_queue_size"),
         value_name: "N",
-        help: "Audit records held while the agent is slow or away; beyond it records are \
-               dropped and counted",
+        help: "Audit records held in memory while the agent is slow or away; with the spool \
+               they then go to disk, without it (no agent socket) beyond it they are dropped \
+               and counted",
         default: Fallback::Text("10000"),
         apply: |c, v| {
             c.audit_queue_size = parse_positive(v, "records")?;

@@ -6,27 +6,28 @@
 //!      ╰────────────── closed (fell back to v1: reconnect now; else after backoff) ◀─────────╯
 //! ```
 //!
-//! Records are batched, batches wait in the [`Store`], and only `Open` writes them.
+//! Records are batched, batches wait in the [`Store`], and only `Open` writes them. The task
+//! never waits on the agent: frames are written without blocking (`send.rs`), the rest of a
+//! frame when the socket is writable again, so an agent that stops reading never stops the
+//! task from taking records off the queue and spooling them.
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use boundary_proto::frame::Tag;
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher};
 use super::store::Store;
-use super::wire::{
-    peer_state, read_some, sleep_until_opt, unread_bytes, write_status, Backoff, Peer,
-};
-use super::{base_request, DropLog, ForwarderConfig, ForwarderStats, PROBE_WINDOW};
+use super::wire::{sleep_until_opt, Backoff, Peer};
+use super::{base_request, DropLog, ForwarderConfig, ForwarderStats};
 use crate::peer::PeerGate;
 use crate::{AuditProtocol, AuditRecord, RunContext};
+use boundary_proto::frame::Tag;
 
 /// Reconnects: 100 ms doubling to 5 s.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -34,7 +35,7 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 const DELIVERY_POLL: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(200));
 
 /// The link to the agent.
-enum Link {
+pub(super) enum Link {
     /// No connection; the next attempt at `at` (when there is something to send).
     Waiting { at: Instant },
     /// `auto` sent its status frame; an agent closing before `until` predates tag 2.
@@ -43,43 +44,71 @@ enum Link {
     Open { stream: UnixStream },
 }
 
+impl Link {
+    pub fn stream(&self) -> Option<&UnixStream> {
+        match self {
+            Link::Probing { stream, .. } | Link::Open { stream } => Some(stream),
+            Link::Waiting { .. } => None,
+        }
+    }
+}
+
+/// A frame being written: the socket took `at` bytes of it so far.
+pub(super) struct Outgoing {
+    pub bytes: Bytes,
+    pub at: usize,
+    pub kind: Frame,
+}
+
+/// What an [`Outgoing`] frame carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Frame {
+    /// The last batch taken from the store (in flight).
+    Batch,
+    /// A status frame reporting drops up to these counts.
+    Status((u64, u64)),
+}
+
 /// One wake-up of the task.
 enum Event {
     Shutdown(Instant),
     Record(Option<AuditRecord>),
     BatchDue,
     ConnectDue,
-    Read(io::Result<usize>),
+    Readable,
+    Writable,
     ProbeDone,
     PollDue,
     Deadline,
 }
 
 /// Where records and the shutdown request come from.
-struct Inbox {
+pub(super) struct Inbox {
     rx: mpsc::Receiver<AuditRecord>,
     shutdown_rx: oneshot::Receiver<Instant>,
     /// The proxy side may still send records.
     open: bool,
-    scratch: [u8; 256],
 }
 
 pub(crate) struct Task {
-    cfg: ForwarderConfig,
-    stats: Arc<ForwarderStats>,
-    drops: Arc<DropLog>,
-    batcher: Batcher,
-    closed: std::collections::VecDeque<Batch>,
-    store: Store,
-    link: Link,
-    reconnect: Backoff,
-    poll: Backoff,
-    fell_back: bool,
-    connect_failures: u64,
-    reported: (u64, u64),
-    gate: PeerGate,
-    deadline: Option<Instant>,
-    spool_failing: bool,
+    pub(super) cfg: ForwarderConfig,
+    pub(super) stats: Arc<ForwarderStats>,
+    pub(super) drops: Arc<DropLog>,
+    pub(super) batcher: Batcher,
+    pub(super) closed: std::collections::VecDeque<Batch>,
+    pub(super) store: Store,
+    pub(super) link: Link,
+    pub(super) out: Option<Outgoing>,
+    pub(super) reconnect: Backoff,
+    pub(super) poll: Backoff,
+    pub(super) fell_back: bool,
+    pub(super) connect_failures: u64,
+    pub(super) reported: (u64, u64),
+    pub(super) gate: PeerGate,
+    pub(super) deadline: Option<Instant>,
+    pub(super) spool_failing: bool,
+    /// With the spool: the open batch goes to disk once this many records wait in memory.
+    pub(super) spill_at: usize,
 }
 
 impl Task {
@@ -91,6 +120,7 @@ impl Task {
     ) -> Self {
         let store = Store::open(cfg.spool.take(), run);
         let flush = cfg.flush_interval;
+        let spill_at = (cfg.queue_size / 2).max(1);
         Self {
             cfg,
             stats,
@@ -99,6 +129,7 @@ impl Task {
             closed: Default::default(),
             store,
             link: Link::Waiting { at: Instant::now() },
+            out: None,
             reconnect: RECONNECT,
             poll: DELIVERY_POLL,
             fell_back: false,
@@ -107,10 +138,16 @@ impl Task {
             gate: PeerGate::default(),
             deadline: None,
             spool_failing: false,
+            spill_at,
         }
     }
 
-    fn tag(&self) -> Tag {
+    /// True when waiting batches are kept on disk.
+    pub fn spools(&self) -> bool {
+        self.store.is_disk()
+    }
+
+    pub(super) fn tag(&self) -> Tag {
         match self.cfg.protocol {
             AuditProtocol::V1 => Tag::V1,
             AuditProtocol::V2 => Tag::V2,
@@ -119,7 +156,7 @@ impl Task {
         }
     }
 
-    fn must_probe(&self) -> bool {
+    pub(super) fn must_probe(&self) -> bool {
         self.cfg.protocol == AuditProtocol::Auto && !self.fell_back
     }
 
@@ -133,7 +170,7 @@ impl Task {
                 .set_nonblocking(true)
                 .and_then(|()| UnixStream::from_std(s))
             {
-                Ok(stream) => self.connected(stream).await,
+                Ok(stream) => self.connected(stream),
                 Err(e) => tracing::warn!(error = %e, "cannot use the early agent connection"),
             }
         }
@@ -141,11 +178,10 @@ impl Task {
             rx,
             shutdown_rx,
             open: true,
-            scratch: [0u8; 256],
         };
         loop {
             self.check_delivery();
-            self.write_pending().await;
+            self.write_pending();
             if self.deadline.is_some() && self.done() {
                 break;
             }
@@ -160,19 +196,18 @@ impl Task {
     /// Waits for whatever the current state listens to.
     async fn next_event(&mut self, inbox: &mut Inbox) -> Event {
         let batch_due = self.batcher.deadline;
-        let (connect_at, probe_until, has_conn) = match &self.link {
-            Link::Waiting { at } => (self.store.has_unsent().then_some(*at), None, false),
-            Link::Probing { until, .. } => (None, Some(*until), true),
-            Link::Open { .. } => (None, None, true),
+        let (connect_at, probe_until) = match &self.link {
+            Link::Waiting { at } => (self.store.has_unsent().then_some(*at), None),
+            Link::Probing { until, .. } => (None, Some(*until)),
+            Link::Open { .. } => (None, None),
         };
         let poll = (matches!(self.link, Link::Open { .. }) && self.store.inflight_records() > 0)
             .then(|| self.poll.next_delay());
         let stop_at = self.deadline;
         let shutting_down = stop_at.is_some();
-        let stream = match &mut self.link {
-            Link::Probing { stream, .. } | Link::Open { stream } => Some(stream),
-            Link::Waiting { .. } => None,
-        };
+        let stream = self.link.stream();
+        let has_conn = stream.is_some();
+        let blocked = has_conn && self.out.is_some();
         let rx_open = inbox.open;
         tokio::select! {
             d = &mut inbox.shutdown_rx, if !shutting_down => {
@@ -181,7 +216,8 @@ impl Task {
             r = inbox.rx.recv(), if rx_open => Event::Record(r),
             _ = sleep_until_opt(batch_due), if batch_due.is_some() => Event::BatchDue,
             _ = sleep_until_opt(connect_at), if connect_at.is_some() => Event::ConnectDue,
-            res = read_some(stream, &mut inbox.scratch), if has_conn => Event::Read(res),
+            _ = ready(stream, true), if has_conn => Event::Readable,
+            _ = ready(stream, false), if blocked => Event::Writable,
             _ = sleep_until_opt(probe_until), if probe_until.is_some() => Event::ProbeDone,
             _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => Event::PollDue,
             _ = sleep_until_opt(stop_at), if shutting_down => Event::Deadline,
@@ -212,24 +248,27 @@ impl Task {
                         Err(_) => break,
                     }
                 }
-                self.stash();
+                if self.store.is_disk() && self.stats.queued.load(Ordering::SeqCst) >= self.spill_at
+                {
+                    // Memory is for the flush interval only: what piles up goes to disk now.
+                    self.close_batch();
+                } else {
+                    self.stash();
+                }
             }
             Event::Record(None) => inbox.open = false,
             Event::BatchDue => self.close_batch(),
             Event::ConnectDue => self.connect().await,
-            Event::Read(res) => {
-                let state = match res {
-                    Ok(0) => Some(Peer::ClosedAllRead),
-                    Ok(_) => None,
-                    Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                    Err(_) => Some(Peer::ClosedUnread),
-                };
-                if let Some(state) = state {
-                    self.closed(state);
+            Event::Readable => {
+                if let Some(stream) = self.link.stream() {
+                    let state = super::wire::peer_state(stream);
+                    if state != Peer::Open {
+                        self.closed(state);
+                    }
                 }
             }
+            Event::Writable | Event::PollDue => {}
             Event::ProbeDone => self.probe_passed(),
-            Event::PollDue => {}
             Event::Deadline => return false,
         }
         true
@@ -247,233 +286,20 @@ impl Task {
         if matches!(self.link, Link::Waiting { .. }) && !self.cfg.socket_path.exists() {
             tracing::warn!(
                 path = %self.cfg.socket_path.display(),
+                spooled = self.store.is_disk(),
                 "no Coder agent audit socket at shutdown; records not forwarded"
             );
             return true;
         }
         false
     }
+}
 
-    fn close_batch(&mut self) {
-        if !self.batcher.is_empty() {
-            let b = self.batcher.take();
-            self.closed.push_back(b);
-        }
-        self.stash();
-    }
-
-    /// Moves closed batches into the store; what it refuses is dropped and logged.
-    fn stash(&mut self) {
-        while let Some(b) = self.closed.pop_front() {
-            match self.store.push(b, &self.stats) {
-                Ok(()) => {
-                    self.spool_failing = false;
-                    self.drops.flush();
-                }
-                Err((b, why)) => {
-                    if !self.spool_failing {
-                        tracing::error!(error = %why, "cannot spool audit records");
-                        self.spool_failing = true;
-                    }
-                    self.stats
-                        .dropped_batch_full
-                        .fetch_add(b.records as u64, Ordering::SeqCst);
-                    self.drops.note(
-                        b.first_seq,
-                        b.last_seq,
-                        b.records as u64,
-                        "the audit spool is full or unwritable",
-                    );
-                }
-            }
-        }
-    }
-
-    async fn connect(&mut self) {
-        match UnixStream::connect(&self.cfg.socket_path).await {
-            Ok(stream) => self.connected(stream).await,
-            Err(e) => {
-                self.connect_failures += 1;
-                if self.connect_failures == 1 || self.connect_failures.is_multiple_of(50) {
-                    tracing::warn!(
-                        path = %self.cfg.socket_path.display(),
-                        error = %e,
-                        attempts = self.connect_failures,
-                        spooled_on_disk = self.store.is_disk(),
-                        "cannot connect to the Coder agent audit socket; retrying with backoff"
-                    );
-                }
-                self.wait();
-            }
-        }
-    }
-
-    fn wait(&mut self) {
-        self.link = Link::Waiting {
-            at: Instant::now() + self.reconnect.next_delay(),
-        };
-    }
-
-    /// Waiting → Probing or Open, once the listener is accepted.
-    async fn connected(&mut self, mut stream: UnixStream) {
-        let cred = stream.peer_cred().map(|c| (c.pid(), c.uid()));
-        if self.cfg.verify_peer && !self.gate.admit(&self.cfg.socket_path, cred) {
-            self.wait();
-            return;
-        }
-        self.stats.connections.fetch_add(1, Ordering::SeqCst);
-        if self.connect_failures > 0 {
-            tracing::info!(path = %self.cfg.socket_path.display(), "connected to the Coder agent audit socket");
-        }
-        self.connect_failures = 0;
-        if self.must_probe() {
-            // The probe carries no records: an older agent closes on it and nothing is lost.
-            match write_status(&mut stream, &self.stats, &mut self.reported, true).await {
-                Ok(()) => {
-                    self.link = Link::Probing {
-                        stream,
-                        until: Instant::now() + PROBE_WINDOW,
-                    }
-                }
-                Err(_) => self.wait(),
-            }
-        } else {
-            self.link = Link::Open { stream };
-        }
-    }
-
-    /// Probing → Open: the agent kept the connection through the window.
-    fn probe_passed(&mut self) {
-        let link = std::mem::replace(&mut self.link, Link::Waiting { at: Instant::now() });
-        self.link = match link {
-            Link::Probing { stream, .. } => Link::Open { stream },
-            other => other,
-        };
-    }
-
-    /// Probing/Open → Waiting. Frames the agent did not read are sent again; when it read
-    /// everything nothing is resent, so nothing is duplicated.
-    fn closed(&mut self, state: Peer) {
-        let was = std::mem::replace(&mut self.link, Link::Waiting { at: Instant::now() });
-        let inflight = self.store.inflight_records();
-        if state == Peer::ClosedAllRead {
-            self.store.ack();
-        } else {
-            self.stats.sent.fetch_sub(inflight as u64, Ordering::SeqCst);
-            self.store.rewind();
-        }
-        if matches!(was, Link::Probing { .. }) && self.must_probe() {
-            self.fell_back = true;
-            self.stats.fell_back_to_v1.store(true, Ordering::SeqCst);
-            tracing::warn!(
-                "the Coder agent closed the audit socket right after a v2 frame: it predates \
-                 v2; using v1 frames for the rest of this run and resending"
-            );
-        } else {
-            tracing::warn!(
-                resend_records = if state == Peer::ClosedAllRead {
-                    0
-                } else {
-                    inflight
-                },
-                "the Coder agent closed the audit socket; reconnecting"
-            );
-            self.wait();
-        }
-    }
-
-    /// Open: frames the agent has read are delivered. A peer that closed also shows 0 unread
-    /// bytes (the kernel purged its queue), so ask whether it is still there.
-    fn check_delivery(&mut self) {
-        let Link::Open { stream } = &self.link else {
-            return;
-        };
-        if self.store.inflight_records() == 0 || !matches!(unread_bytes(stream), Ok(0)) {
-            return;
-        }
-        match peer_state(stream) {
-            Peer::Open => {
-                self.store.ack();
-                self.reconnect.reset();
-                self.poll.reset();
-            }
-            gone => self.closed(gone),
-        }
-    }
-
-    /// Open: writes every waiting batch, then the drop status.
-    async fn write_pending(&mut self) {
-        let tag = self.tag();
-        let Link::Open { stream } = &mut self.link else {
-            return;
-        };
-        let mut broken = false;
-        while let Some(b) = self.store.next_unsent(&self.stats) {
-            if let Err(e) = stream.write_all(&b.frame(tag)).await {
-                tracing::debug!(error = %e, "audit socket write failed");
-                self.stats
-                    .sent
-                    .fetch_add(b.records as u64, Ordering::SeqCst);
-                broken = true;
-                break;
-            }
-            self.stats
-                .sent
-                .fetch_add(b.records as u64, Ordering::SeqCst);
-            self.poll.reset();
-        }
-        if !broken && tag == Tag::V2 {
-            broken = write_status(stream, &self.stats, &mut self.reported, false)
-                .await
-                .is_err();
-        }
-        if broken {
-            // The write error (EPIPE) says nothing about what the agent read; the pending
-            // socket error does.
-            let state = match peer_state(stream) {
-                Peer::ClosedAllRead => Peer::ClosedAllRead,
-                _ => Peer::ClosedUnread,
-            };
-            self.closed(state);
-        }
-    }
-
-    /// After the loop: say where undelivered records are.
-    async fn finish(mut self) {
-        self.store.sync();
-        let left = self.store.undelivered();
-        if self.store.is_disk() {
-            self.stats.spooled_at_exit.store(left, Ordering::SeqCst);
-            if left > 0 {
-                tracing::warn!(
-                    records = left,
-                    "audit records not yet delivered stay in the spool; the next boundary run \
-                     sends them to the Coder agent"
-                );
-            }
-        } else if left > 0 && self.stats.connections.load(Ordering::SeqCst) == 0 {
-            // Outside Coder there is no agent at all: one line, not an alarm.
-            tracing::info!(
-                records = left,
-                path = %self.cfg.socket_path.display(),
-                "no Coder agent audit socket during this run; records were not forwarded"
-            );
-        } else if let Store::Memory { unsent, inflight } = &self.store {
-            for b in unsent.iter().chain(inflight) {
-                self.drops.note(
-                    b.first_seq,
-                    b.last_seq,
-                    b.records as u64,
-                    "not delivered to the Coder agent before exit",
-                );
-            }
-        }
-        self.drops.flush();
-        if let Store::Disk(spool) = self.store {
-            spool.close();
-        }
-        if let Link::Open { mut stream } | Link::Probing { mut stream, .. } = self.link {
-            let _ = stream.shutdown().await;
-        }
+/// Resolves when `stream` is readable (`read`) or writable; never without a stream.
+async fn ready(stream: Option<&UnixStream>, read: bool) -> io::Result<()> {
+    match (stream, read) {
+        (Some(s), true) => s.readable().await,
+        (Some(s), false) => s.writable().await,
+        (None, _) => std::future::pending().await,
     }
 }

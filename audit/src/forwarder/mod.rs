@@ -14,6 +14,11 @@
 //! - **Waiting batches** (`store.rs`): in memory, or with a spool directory in the durable
 //!   [`spool`], bounded in bytes; what cannot be stored is dropped, counted, reported to the
 //!   agent in a tag-2 `BoundaryStatus`, and logged at error level with the sequence numbers.
+//!   With the spool, memory holds records only until their batch closes (the flush interval,
+//!   or sooner once half of `queue_size` records wait): an agent that is away, slow, or never
+//!   reads makes records go to disk, not get dropped. Records are dropped before the spool only
+//!   if the task falls [`SPOOL_BACKLOG`] times `queue_size` records behind (a stalled disk).
+//! - **Writing** (`send.rs`) never waits on the agent: frames go out as the socket takes them.
 //! - **Delivery.** The agent never replies, so we ask the kernel: `TIOCOUTQ` is the data the
 //!   peer has not read yet; batches stay in flight until it reaches 0. When the agent goes
 //!   away, a read fails with ECONNRESET (frames unread: resent) or returns end of stream (all
@@ -24,6 +29,7 @@
 
 pub mod batch;
 mod link;
+mod send;
 pub mod spool;
 mod store;
 mod wire;
@@ -46,6 +52,12 @@ pub const MAX_RECORDS_PER_FRAME: usize = 1000;
 /// How long after the first tag-2 frame on a connection an agent closing it means "older
 /// agent, speak v1". Older agents close as soon as they read the header.
 pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
+/// With the spool, records the task has not taken yet may reach this many times the queue
+/// size (at least [`MIN_SPOOL_BACKLOG`]) before new ones are dropped: the task spools far
+/// faster than the proxy decides, so only a stalled disk gets there.
+pub const SPOOL_BACKLOG: usize = 4;
+/// The least backlog allowed with the spool, however small the queue size.
+pub const MIN_SPOOL_BACKLOG: usize = 4096;
 /// Appended to a shortened URL or rule.
 pub const TRUNCATION_MARKER: &str = "...[truncated]";
 
@@ -54,7 +66,8 @@ pub const TRUNCATION_MARKER: &str = "...[truncated]";
 pub struct ForwarderStats {
     /// Records taken into the queue.
     pub accepted: AtomicU64,
-    /// Records refused because the in-memory queue was full.
+    /// Records refused because the in-memory queue was full (with the spool: the task fell
+    /// far behind).
     pub dropped_channel_full: AtomicU64,
     /// Records dropped for any other reason (spool full or unwritable, after shutdown).
     pub dropped_batch_full: AtomicU64,
@@ -143,18 +156,31 @@ pub struct Forwarder {
     drops: Arc<DropLog>,
     shutdown: Option<oneshot::Sender<tokio::time::Instant>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    queue_size: usize,
+    /// Records accepted and not yet stored past which new ones are dropped.
+    limit: usize,
+    /// Why, in the drop log.
+    full_reason: &'static str,
 }
 
 impl Forwarder {
     /// Spawns the forwarding task on the current tokio runtime.
     pub fn start(cfg: ForwarderConfig, run: &RunContext) -> Self {
         let queue_size = cfg.queue_size.max(1);
-        let (tx, rx) = mpsc::channel(queue_size);
-        let (stx, srx) = oneshot::channel();
         let stats = Arc::new(ForwarderStats::default());
         let drops = Arc::new(DropLog::default());
         let task = link::Task::new(cfg, run, stats.clone(), drops.clone());
+        let (limit, full_reason) = if task.spools() {
+            (
+                queue_size
+                    .saturating_mul(SPOOL_BACKLOG)
+                    .max(MIN_SPOOL_BACKLOG),
+                "the audit forwarder fell behind spooling (is the spool's disk stalled?)",
+            )
+        } else {
+            (queue_size, "the in-memory audit queue is full")
+        };
+        let (tx, rx) = mpsc::channel(limit);
+        let (stx, srx) = oneshot::channel();
         let task = tokio::spawn(task.run(rx, srx));
         Self {
             tx,
@@ -162,7 +188,8 @@ impl Forwarder {
             drops,
             shutdown: Some(stx),
             task: Some(task),
-            queue_size,
+            limit,
+            full_reason,
         }
     }
 
@@ -170,11 +197,10 @@ impl Forwarder {
     pub fn push(&self, record: AuditRecord) {
         let s = &self.stats;
         let seq = record.sequence_number;
-        if s.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_size {
+        if s.queued.fetch_add(1, Ordering::SeqCst) >= self.limit {
             s.queued.fetch_sub(1, Ordering::SeqCst);
             s.dropped_channel_full.fetch_add(1, Ordering::SeqCst);
-            self.drops
-                .note(seq, seq, 1, "the in-memory audit queue is full");
+            self.drops.note(seq, seq, 1, self.full_reason);
             return;
         }
         match self.tx.try_send(record) {
@@ -186,8 +212,7 @@ impl Forwarder {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 s.queued.fetch_sub(1, Ordering::SeqCst);
                 s.dropped_channel_full.fetch_add(1, Ordering::SeqCst);
-                self.drops
-                    .note(seq, seq, 1, "the in-memory audit queue is full");
+                self.drops.note(seq, seq, 1, self.full_reason);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 s.queued.fetch_sub(1, Ordering::SeqCst);

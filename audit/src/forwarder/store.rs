@@ -104,11 +104,20 @@ impl Store {
         }
     }
 
-    /// The agent read everything in flight.
-    pub fn ack(&mut self) {
+    /// The agent read everything in flight; with `keep_last`, all but the last batch, whose
+    /// frame was only partly written: it is sent again. Returns the records sent again.
+    pub fn ack(&mut self, keep_last: bool) -> usize {
         match self {
-            Store::Memory { inflight, .. } => inflight.clear(),
-            Store::Disk(s) => s.ack_inflight(),
+            Store::Memory { unsent, inflight } => {
+                let last = if keep_last { inflight.pop_back() } else { None };
+                inflight.clear();
+                last.map_or(0, |b| {
+                    let n = b.records;
+                    unsent.push_front(b);
+                    n
+                })
+            }
+            Store::Disk(s) => s.ack_inflight(keep_last),
         }
     }
 

@@ -2,13 +2,13 @@
 //! and the one backoff type every retry and poll uses.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use boundary_proto::frame::{self, Tag};
 use boundary_proto::pb::{boundary_message, BoundaryMessage, BoundaryStatus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
@@ -53,20 +53,19 @@ pub(crate) enum Peer {
     ClosedUnread,
 }
 
-/// Sends a tag-2 `BoundaryStatus` with the drops since the last one, if there are any (or
-/// always, with `force`).
-pub(crate) async fn write_status(
-    stream: &mut UnixStream,
+/// A tag-2 `BoundaryStatus` frame with the drops since `reported`, and the counts it reports
+/// up to; `None` when there is nothing new to report (unless `force`).
+pub(crate) fn status_frame(
     stats: &ForwarderStats,
-    reported: &mut (u64, u64),
+    reported: (u64, u64),
     force: bool,
-) -> io::Result<()> {
+) -> Option<(Bytes, (u64, u64))> {
     let now = (
         stats.dropped_channel_full.load(Ordering::SeqCst),
         stats.dropped_batch_full.load(Ordering::SeqCst),
     );
-    if now == *reported && !force {
-        return Ok(());
+    if now == reported && !force {
+        return None;
     }
     let msg = BoundaryMessage {
         msg: Some(boundary_message::Msg::Status(BoundaryStatus {
@@ -75,24 +74,12 @@ pub(crate) async fn write_status(
         })),
     };
     let bytes = frame::encode_message(Tag::V2, &msg).expect("a status message is tiny");
-    stream.write_all(&bytes).await?;
-    *reported = now;
-    Ok(())
+    Some((bytes, now))
 }
 
 pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-pub(crate) async fn read_some(
-    stream: Option<&mut UnixStream>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    match stream {
-        Some(s) => s.read(buf).await,
         None => std::future::pending().await,
     }
 }
@@ -112,15 +99,7 @@ pub(crate) fn peer_state(stream: &UnixStream) -> Peer {
 
 /// Bytes written to a Unix stream socket that the peer has not read yet.
 pub(crate) fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points to a live local;
-    // the descriptor belongs to `stream`, which outlives the call.
-    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n.max(0) as usize)
-    }
+    boundary_jail::unix_unread_bytes(stream.as_fd())
 }
 
 #[cfg(test)]

@@ -16,17 +16,19 @@
 //! and at shutdown, so a power loss can lose the last second. Records still in memory (the
 //! open batch, at most the flush interval) are lost if boundary is killed.
 
+mod disk;
+#[cfg(test)]
+mod tests;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::batch::Batch;
+use disk::{adopt, encode_entry, entry_at, lock_file, private_dir, write_ack, HEADER};
 
-const HEADER: usize = 20;
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Where and how much.
@@ -68,67 +70,6 @@ pub(crate) struct Spool {
     inflight: Vec<(usize, u64, usize)>,
     last_sync: Instant,
     dirty: bool,
-}
-
-fn crc32(parts: &[&[u8]]) -> u32 {
-    let mut c = !0u32;
-    for p in parts {
-        for &b in *p {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = (c >> 1) ^ (0xEDB8_8320 & (!(c & 1)).wrapping_add(1));
-            }
-        }
-    }
-    !c
-}
-
-fn read_ack(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("ack"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn write_ack(dir: &Path, offset: u64) -> io::Result<()> {
-    let tmp = dir.join("ack.tmp");
-    std::fs::write(&tmp, offset.to_string())?;
-    std::fs::rename(tmp, dir.join("ack"))
-}
-
-/// Reads the entry header at `at`: (payload length, records, first seq, last seq), or `None`
-/// when the bytes there are not a whole, intact entry.
-fn entry_at(f: &File, at: u64, len: u64) -> Option<(Bytes, usize, i32, i32, u64)> {
-    if at + HEADER as u64 > len {
-        return None;
-    }
-    let mut h = [0u8; HEADER];
-    f.read_exact_at(&mut h, at).ok()?;
-    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    let n = u64::from(word(0));
-    if at + HEADER as u64 + n > len {
-        return None;
-    }
-    let mut payload = vec![0u8; n as usize];
-    f.read_exact_at(&mut payload, at + HEADER as u64).ok()?;
-    if crc32(&[&h[8..], &payload]) != word(4) {
-        return None;
-    }
-    let end = at + HEADER as u64 + n;
-    Some((
-        Bytes::from(payload),
-        word(8) as usize,
-        word(12) as i32,
-        word(16) as i32,
-        end,
-    ))
-}
-
-fn private_dir(path: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 impl Spool {
@@ -215,15 +156,7 @@ impl Spool {
         if occupied + need > self.max_bytes {
             return Err((b, format!("the spool is full ({} bytes)", self.max_bytes)));
         }
-        let mut meta = [0u8; 12];
-        meta[0..4].copy_from_slice(&(b.records as u32).to_le_bytes());
-        meta[4..8].copy_from_slice(&b.first_seq.to_le_bytes());
-        meta[8..12].copy_from_slice(&b.last_seq.to_le_bytes());
-        let mut entry = Vec::with_capacity(need as usize);
-        entry.extend_from_slice(&(b.req.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&crc32(&[&meta, &b.req]).to_le_bytes());
-        entry.extend_from_slice(&meta);
-        entry.extend_from_slice(&b.req);
+        let entry = encode_entry(&b);
         let own = self.sources.last_mut().expect("own source is last");
         if let Err(e) = own.data.write_all(&entry) {
             // A short write leaves a torn tail: cut it so the next entry is readable.
@@ -287,11 +220,20 @@ impl Spool {
         self.sources.iter().any(|s| s.read < s.len)
     }
 
-    /// The agent read everything in flight: commit, and drop what is fully delivered.
-    pub fn ack_inflight(&mut self) {
+    /// The agent read everything in flight (with `keep_last`, all but the last entry, which
+    /// is sent again): commit, and drop what is fully delivered. Returns the records resent.
+    pub fn ack_inflight(&mut self, keep_last: bool) -> usize {
+        let kept = if keep_last { self.inflight.pop() } else { None };
         for (i, end, _) in self.inflight.drain(..) {
             let s = &mut self.sources[i];
             s.acked = s.acked.max(end);
+        }
+        let resent = kept.map_or(0, |k| k.2);
+        if kept.is_some() {
+            // Read again from the first entry not confirmed: the kept one.
+            for s in &mut self.sources {
+                s.read = s.acked;
+            }
         }
         for s in &mut self.sources {
             if s.own && s.acked == s.len && s.len > 0 {
@@ -314,6 +256,7 @@ impl Spool {
             let _ = std::fs::remove_dir_all(&s.dir);
             false
         });
+        resent
     }
 
     /// The connection broke with frames unread: send them again.
@@ -344,154 +287,5 @@ impl Spool {
             }
         }
         n
-    }
-}
-
-fn lock_file(dir: &Path) -> io::Result<Option<File>> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join("lock"))?;
-    match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
-}
-
-/// Takes over a dead run's directory: `None` when its run is alive (locked) or nothing is left.
-fn adopt(dir: &Path) -> io::Result<Option<(Source, u64)>> {
-    let Some(lock) = lock_file(dir)? else {
-        return Ok(None);
-    };
-    let data = match OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(dir.join("data"))
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let _ = std::fs::remove_dir_all(dir);
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let len = data.metadata()?.len();
-    let acked = read_ack(dir).min(len);
-    // Walk the entries; cut a torn or corrupt tail.
-    let mut at = acked;
-    let mut torn = 0;
-    while at < len {
-        match entry_at(&data, at, len) {
-            Some((.., end)) => at = end,
-            None => {
-                torn = 1;
-                data.set_len(at)?;
-                break;
-            }
-        }
-    }
-    if torn > 0 {
-        tracing::error!(
-            dir = %dir.display(),
-            offset = at,
-            cut_bytes = len - at,
-            "an earlier run's audit spool ended in a torn entry (boundary was killed while \
-             writing it); the incomplete entry was cut off and is lost"
-        );
-    }
-    let len = at;
-    if acked >= len {
-        std::fs::remove_dir_all(dir)?;
-        return Ok(None);
-    }
-    Ok(Some((
-        Source {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            data,
-            len,
-            read: acked,
-            acked,
-            own: false,
-        },
-        torn,
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(first: i32, n: usize) -> Batch {
-        Batch {
-            req: Bytes::from(vec![first as u8; 100 + n]),
-            records: n,
-            first_seq: first,
-            last_seq: first + n as i32 - 1,
-            dequeued: false,
-        }
-    }
-
-    #[test]
-    fn crc32_is_the_ieee_one() {
-        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
-    }
-
-    #[test]
-    fn a_dead_runs_records_are_adopted_in_order_and_a_torn_tail_is_cut() {
-        let root = tempfile::tempdir().unwrap();
-        let cfg = SpoolConfig {
-            dir: root.path().to_path_buf(),
-            max_bytes: 1 << 20,
-        };
-        let (mut first, _) = Spool::open(&cfg, "a").unwrap();
-        for i in 0..3 {
-            first.push(batch(i * 10, 10)).unwrap();
-        }
-        // The agent read the first batch only.
-        assert_eq!(first.next_unsent().unwrap().first_seq, 0);
-        first.ack_inflight();
-        let dir = first.sources.last().unwrap().dir.clone();
-        drop(first);
-        // A crash in the middle of a fourth append.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.join("data"))
-            .unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
-
-        let (mut second, opened) = Spool::open(&cfg, "b").unwrap();
-        assert_eq!((opened.adopted_runs, opened.torn), (1, 1));
-        second.push(batch(100, 5)).unwrap();
-        let mut seen = Vec::new();
-        while let Some(b) = second.next_unsent() {
-            seen.push(b.first_seq);
-        }
-        assert_eq!(seen, [10, 20, 100]);
-        assert_eq!(second.inflight_records(), 25);
-        second.rewind();
-        assert_eq!(second.next_unsent().unwrap().first_seq, 10);
-        while second.next_unsent().is_some() {}
-        second.ack_inflight();
-        assert!(!dir.exists(), "a delivered run's directory is removed");
-        assert_eq!(second.used(), 0);
-    }
-
-    #[test]
-    fn a_live_runs_spool_is_not_adopted_and_the_bound_holds() {
-        let root = tempfile::tempdir().unwrap();
-        let cfg = SpoolConfig {
-            dir: root.path().to_path_buf(),
-            max_bytes: 400,
-        };
-        let (mut live, _) = Spool::open(&cfg, "a").unwrap();
-        live.push(batch(0, 1)).unwrap();
-        let (_other, opened) = Spool::open(&cfg, "b").unwrap();
-        assert_eq!(opened.adopted_runs, 0);
-        live.push(batch(1, 1)).unwrap();
-        assert!(live.push(batch(2, 200)).is_err(), "past the bound");
     }
 }
