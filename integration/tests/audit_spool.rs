@@ -169,9 +169,13 @@ fn agent_away_for_20000_records_then_back_gets_each_once_in_order_with_the_last_
     let got: usize = line["responses ".len()..].trim().parse().unwrap();
     assert_eq!(got, N, "the client got every response: {line}");
     // The agent is back; then the target exits and boundary flushes.
-    let _agent = rig.agent();
+    let agent = rig.agent();
     std::fs::write(&go2, "").unwrap();
-    let all = finish(child);
+    let all = format!(
+        "{}\n--- agent\n{}",
+        finish(child),
+        agent.stderr_lines().join("\n")
+    );
     let lines = rig.sink.wait_for_lines(N, Duration::from_secs(180));
     let recs = records(&lines);
     let seqs: Vec<usize> = recs.iter().map(|r| r.1).collect();

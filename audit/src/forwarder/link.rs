@@ -33,6 +33,13 @@ use boundary_proto::frame::Tag;
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// Checks that in-flight frames were read: 2 ms doubling to 200 ms while the agent is slow.
 const DELIVERY_POLL: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(200));
+/// A backlog goes out in bursts of this many frames: the agent queues what it reads in a
+/// bounded buffer and drops frames past it, so a spool emptied at socket speed would be lost
+/// there. After a burst the agent must have read it all, then [`PACE`] passes.
+pub(super) const BURST: usize = 8;
+/// The pause after a burst (at most about 160 frames a second while a backlog drains; live
+/// traffic of fewer than [`BURST`] frames at a time goes at once).
+pub(super) const PACE: Duration = Duration::from_millis(50);
 
 /// The link to the agent.
 pub(super) enum Link {
@@ -109,6 +116,10 @@ pub(crate) struct Task {
     pub(super) spool_failing: bool,
     /// With the spool: the open batch goes to disk once this many records wait in memory.
     pub(super) spill_at: usize,
+    /// Batch frames written since the agent last read everything.
+    pub(super) burst: usize,
+    /// No new batch before this (the pause after a burst).
+    pub(super) paused_until: Option<Instant>,
 }
 
 impl Task {
@@ -139,6 +150,8 @@ impl Task {
             deadline: None,
             spool_failing: false,
             spill_at,
+            burst: 0,
+            paused_until: None,
         }
     }
 
@@ -203,6 +216,7 @@ impl Task {
         };
         let poll = (matches!(self.link, Link::Open { .. }) && self.store.inflight_records() > 0)
             .then(|| self.poll.next_delay());
+        let resume = self.paused_until.filter(|_| self.link.stream().is_some());
         let stop_at = self.deadline;
         let shutting_down = stop_at.is_some();
         let stream = self.link.stream();
@@ -220,6 +234,7 @@ impl Task {
             _ = ready(stream, false), if blocked => Event::Writable,
             _ = sleep_until_opt(probe_until), if probe_until.is_some() => Event::ProbeDone,
             _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => Event::PollDue,
+            _ = sleep_until_opt(resume), if resume.is_some() => Event::PollDue,
             _ = sleep_until_opt(stop_at), if shutting_down => Event::Deadline,
         }
     }

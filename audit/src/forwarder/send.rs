@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use super::link::{Frame, Link, Outgoing, Task};
+use super::link::{Frame, Link, Outgoing, Task, BURST, PACE};
 use super::store::Store;
 use super::wire::{peer_state, status_frame, unread_bytes, Peer};
 use super::PROBE_WINDOW;
@@ -89,6 +89,8 @@ impl Task {
         }
         self.connect_failures = 0;
         self.out = None;
+        self.burst = 0;
+        self.paused_until = None;
         if self.must_probe() {
             // The probe carries no records: an older agent closes on it and nothing is lost.
             if let Some((bytes, now)) = status_frame(&self.stats, self.reported, true) {
@@ -167,6 +169,10 @@ impl Task {
                 self.store.ack(false);
                 self.reconnect.reset();
                 self.poll.reset();
+                if self.burst >= BURST {
+                    self.paused_until = Some(Instant::now() + PACE);
+                }
+                self.burst = 0;
             }
             gone => self.closed(gone),
         }
@@ -210,9 +216,20 @@ impl Task {
         }
     }
 
-    /// The next frame for an open link: a waiting batch (now in flight), else the drop status.
+    /// The next frame for an open link: a waiting batch (now in flight), else the drop status;
+    /// none while a burst waits to be read or paced.
     fn next_frame(&mut self, tag: Tag) -> Option<Outgoing> {
+        if self.burst >= BURST {
+            return None;
+        }
+        if let Some(t) = self.paused_until {
+            if Instant::now() < t {
+                return None;
+            }
+            self.paused_until = None;
+        }
         if let Some(b) = self.store.next_unsent(&self.stats) {
+            self.burst += 1;
             self.stats
                 .sent
                 .fetch_add(b.records as u64, Ordering::SeqCst);
