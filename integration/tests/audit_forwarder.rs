@@ -413,3 +413,65 @@ async fn hundred_thousand_records_all_arrive() {
         N as f64 / end_to_end.as_secs_f64()
     );
 }
+
+/// The agent's end read slowly: `chunk` bytes every `every`, frames decoded; returns the
+/// sequence numbers of the records received, in order, when boundary closes the connection.
+fn slow_agent(socket: &Path, chunk: usize, every: Duration) -> std::thread::JoinHandle<Vec<i32>> {
+    use boundary_proto::frame::{self, Payload};
+    use boundary_proto::pb::boundary_message::Msg;
+    use std::io::Read;
+    let l = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(every);
+        }
+        let mut seqs = Vec::new();
+        for f in frame::decode_all(&bytes).unwrap() {
+            let logs = match f.decode_payload().unwrap() {
+                Payload::V1(req) => req.logs,
+                Payload::V2(m) => match m.msg {
+                    Some(Msg::Logs(req)) => req.logs,
+                    _ => continue,
+                },
+            };
+            seqs.extend(logs.iter().map(|l| l.sequence_number));
+        }
+        seqs
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_agent_with_a_tiny_queue_gets_every_record_through_the_spool_none_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let agent = slow_agent(&socket, 4096, Duration::from_millis(2));
+    let mut opts = options(Some(socket));
+    opts.queue_size = 16;
+    opts.shutdown_timeout = Duration::from_secs(120);
+    opts.spool = Some(boundary_audit::forwarder::SpoolConfig {
+        dir: dir.path().join("spool"),
+        max_bytes: 64 << 20,
+    });
+    let pipe = AuditPipeline::start(opts).unwrap();
+    let sink = pipe.sink();
+    // Far more, far faster than the agent reads and the queue holds: they wait on disk.
+    const N: i32 = 20_000;
+    for seq in 0..N {
+        sink.record(record(seq));
+    }
+    let report = pipe.shutdown().await;
+    assert_eq!((report.dropped, report.spooled), (0, 0), "{report:?}");
+    assert_eq!(report.sent, N as u64, "{report:?}");
+    let seqs = tokio::task::spawn_blocking(move || agent.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seqs.len(), N as usize, "every record, once");
+    assert!(seqs.iter().copied().eq(0..N), "in sequence order");
+}

@@ -15,7 +15,9 @@
 //! The public surface is what `boundary` uses: [`start`] a [`JailSpec`] in a jail of a
 //! [`JailKind`] (each backend's options its own type), serve the proxy on the returned
 //! [`RunningJail`]'s listeners, [`RunningJail::wait`] or [`RunningJail::kill`], and
-//! [`init_hook`] first thing in `main`. What the jailed command needs to know (proxy
+//! [`init_hook`] first thing in `main`. The audit crate, which may not hold `unsafe`, asks the
+//! syscall layer for three socket facts: [`unix_unread_bytes`], [`peer_pidfd`], [`pidfd_open`].
+//! What the jailed command needs to know (proxy
 //! variables, CA trust) comes in as plain environment variables. Between `boundary`, nsjail's
 //! helper and the jail's init, failures travel as a typed message (`nsjail::wire::Failure`),
 //! decoded into [`JailError`].

@@ -55,9 +55,9 @@ pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
 /// With the spool, records the task has not taken yet may reach this many times the queue
 /// size (at least [`MIN_SPOOL_BACKLOG`]) before new ones are dropped: the task spools far
 /// faster than the proxy decides, so only a stalled disk gets there.
-pub const SPOOL_BACKLOG: usize = 4;
+pub const SPOOL_BACKLOG: usize = 8;
 /// The least backlog allowed with the spool, however small the queue size.
-pub const MIN_SPOOL_BACKLOG: usize = 4096;
+pub const MIN_SPOOL_BACKLOG: usize = 65_536;
 /// Appended to a shortened URL or rule.
 pub const TRUNCATION_MARKER: &str = "...[truncated]";
 
