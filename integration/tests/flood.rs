@@ -1,6 +1,7 @@
 //! Through the real binary in nsjail under a 1,024 descriptor limit (hard and soft, set with
 //! prlimit on boundary): two jailed processes hold 2,000 idle keep-alive connections to the
-//! proxy, and a second client in the same jail is still served.
+//! proxy, and a second client in the same jail is still served. And a flood of HTTP/2 streams
+//! and HTTP/1.1 connections to one origin opens no more connections there than the cap.
 //!
 //! Needs `cargo build -p boundary` first, and curl, python3, openssl, prlimit.
 
@@ -11,34 +12,11 @@ const SCRIPT: &str = r#"
 set -u
 D=$(mktemp -d)
 cat > $D/flood.py <<'PY'
-import selectors, socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-addr = socket.getaddrinfo("fixture.test", port, socket.AF_INET)[0][4]
-req = ("GET /allowed.txt HTTP/1.1\r\nHost: fixture.test:%d\r\n\r\n" % port).encode()
-sel, held, ok = selectors.DefaultSelector(), [], 0
-for _ in range(n):
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex(addr)
-    sel.register(s, selectors.EVENT_WRITE)
-    held.append(s)
-deadline = time.time() + 10
-while ok < n and time.time() < deadline:
-    for key, _ in sel.select(0.2):
-        s = key.fileobj
-        sel.unregister(s)
-        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-            try:
-                s.send(req)
-                ok += 1
-            except OSError:
-                pass
-print("ready", ok, flush=True)
-time.sleep(600)
-PY
-python3 $D/flood.py $PORT 1000 > $D/a &
+@FLOOD@PY
+F="python3 $D/flood.py fixture.test $PORT 1000 /allowed.txt fixture.test:$PORT"
+$F > $D/a &
 A=$!
-python3 $D/flood.py $PORT 1000 > $D/b &
+$F > $D/b &
 B=$!
 for i in $(seq 150); do
   grep -q ready $D/a 2>/dev/null && grep -q ready $D/b 2>/dev/null && break
@@ -56,7 +34,13 @@ fn an_idle_flood_in_the_jail_does_not_starve_a_second_client() {
     let mut flags = fx.flags(&["domain=fixture.test"]);
     flags.extend(["--jail-type".into(), "nsjail".into()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let script = format!("PORT={}\n{SCRIPT}", fx.http_port);
+    // The same flood client as proxy/tests/fd_flood.rs, written into the jail's temp dir.
+    let flood = include_str!("../../proxy/tests/clients/flood.py");
+    let script = format!(
+        "PORT={}\n{}",
+        fx.http_port,
+        SCRIPT.replace("@FLOOD@", flood)
+    );
     let o = jailed_sh(
         As::Root,
         config.path(),
@@ -82,5 +66,128 @@ fn an_idle_flood_in_the_jail_does_not_starve_a_second_client() {
     assert!(
         held > 1024,
         "the flood holds more than 1,024 connections: {t}"
+    );
+}
+
+/// boundary's default cap on requests in flight per origin (`PER_ORIGIN` in
+/// proxy/src/upstream/limits.rs), which also caps the connections its pool keeps there.
+const PER_ORIGIN: usize = 64;
+
+/// A slow HTTPS origin on host loopback (the fixture's certificate, HTTP/1.1 keep-alive): every
+/// request takes 0.2 s; it writes `open most total` (connections open now, the most at once,
+/// all) to a file each time a connection opens or closes.
+const SLOW_ORIGIN: &str = r#"
+import http.server, os, ssl, sys, threading, time
+cert, key, stats = sys.argv[1:4]
+lock, state = threading.Lock(), {"open": 0, "most": 0, "total": 0}
+def count(d):
+    with lock:
+        state["open"] += d
+        state["total"] += max(d, 0)
+        state["most"] = max(state["most"], state["open"])
+        with open(stats + ".new", "w") as f:
+            f.write("%(open)d %(most)d %(total)d" % state)
+        os.replace(stats + ".new", stats)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def setup(self):
+        super().setup()
+        count(1)
+    def finish(self):
+        super().finish()
+        count(-1)
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        time.sleep(0.2)
+        body = b"slow-origin-ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.daemon_threads = True
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True, do_handshake_on_connect=False)
+print("READY", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// In the jail: 300 HTTP/2 streams on one HTTPS connection (curl multiplexes them) and 200
+/// HTTP/1.1 connections to the slow origin, then a second client while they run.
+const CAP_FLOOD: &str = r#"
+set -u
+D=$(mktemp -d)
+U=https://fixture.test:$PORT
+seq 300 | sed "s|.*|url = \"$U/h2-&\"\noutput = /dev/null|" > $D/h2.cfg
+seq 200 | sed "s|.*|url = \"$U/h1-&\"\noutput = /dev/null|" > $D/h1.cfg
+curl -sS --http2 --parallel --parallel-max 300 -K $D/h2.cfg -w '%{http_version} %{http_code}\n' > $D/h2 2>&1 &
+A=$!
+curl -sS --http1.1 --parallel --parallel-max 200 -K $D/h1.cfg -w '%{http_version} %{http_code}\n' > $D/h1 2>&1 &
+B=$!
+sleep 0.5
+echo "second=$(curl -sS --max-time 60 $U/second-client) flood-done-then=$(cat $D/h2 $D/h1 | grep -c ' 200$')"
+wait $A $B
+echo "h2-ok=$(grep -c '^2 200$' $D/h2) h1-ok=$(grep -c '^1.1 200$' $D/h1)"
+sort $D/h2 $D/h1 | uniq -c | sort -rn | head -5
+"#;
+
+#[test]
+fn a_stream_and_connection_flood_from_the_jail_stays_under_the_origin_cap() {
+    use std::io::BufRead;
+    let fx = Fixture::start();
+    let d = fx.dir.path();
+    let (script, stats) = (d.join("slow.py"), d.join("slow.stats"));
+    std::fs::write(&script, SLOW_ORIGIN).unwrap();
+    let mut origin = std::process::Command::new("python3")
+        .arg(&script)
+        .args([d.join("leaf.pem"), d.join("leaf.key"), stats.clone()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 slow origin");
+    let mut line = String::new();
+    std::io::BufReader::new(origin.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("slow origin said {line:?}"));
+    let config = config_home(As::Root);
+    let mut flags = fx.flags(&["domain=fixture.test"]);
+    flags.extend(["--jail-type".into(), "nsjail".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let script = format!("PORT={port}\n{CAP_FLOOD}");
+    let o = jailed_sh(As::Root, config.path(), &[], &flags, &script);
+    let t = text(&o);
+    let _ = origin.kill();
+    let _ = origin.wait();
+    let stats = std::fs::read_to_string(&stats).unwrap_or_default();
+    let numbers: Vec<usize> = stats
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    eprintln!("slow origin connections (open, most at once, all): {stats}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("second=slow-origin-ok"), "second client: {t}");
+    assert!(
+        out.contains("h2-ok=300 h1-ok=200"),
+        "every request of the flood is served in its turn: {t}"
+    );
+    let (most, total) = (numbers.get(1).copied(), numbers.get(2).copied());
+    let most = most.unwrap_or_else(|| panic!("no origin stats {stats:?}: {t}"));
+    assert!(
+        most <= PER_ORIGIN,
+        "the origin had {most} connections open at once; boundary's cap is {PER_ORIGIN}: {t}"
+    );
+    assert!(
+        most >= PER_ORIGIN / 2,
+        "the flood never pressed the cap ({most} connections at once): {t}"
+    );
+    assert!(
+        total.is_some_and(|n| n <= PER_ORIGIN),
+        "the origin saw {stats:?} (open, most, total) connections: boundary opened more \
+         than the cap over the run: {t}"
     );
 }

@@ -10,37 +10,6 @@ use common::*;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Opens N connections to the proxy, sends one keep-alive request on each, reports how many
-/// connected, then holds them open until killed. Runs in its own process (its own limit).
-const FLOOD: &str = r#"
-import resource, selectors, socket, sys, time
-proxy_port, origin_port, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-req = ("GET http://origin.test:%d/echo HTTP/1.1\r\nHost: origin.test:%d\r\n\r\n" % (origin_port, origin_port)).encode()
-sel = selectors.DefaultSelector()
-held = []
-for _ in range(n):
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex(("127.0.0.1", proxy_port))
-    sel.register(s, selectors.EVENT_WRITE)
-    held.append(s)
-ok, deadline = 0, time.time() + 5
-while ok < n and time.time() < deadline:
-    for key, _ in sel.select(0.2):
-        s = key.fileobj
-        sel.unregister(s)
-        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-            try:
-                s.send(req)
-                ok += 1
-            except OSError:
-                pass
-print("ready", ok, flush=True)
-time.sleep(600)
-"#;
-
 #[test]
 fn an_idle_connection_flood_does_not_starve_another_client() {
     run(async {
@@ -66,11 +35,17 @@ fn an_idle_connection_flood_does_not_starve_another_client() {
             .expect("sh");
         let mut second_in = second.stdin.take().unwrap();
 
+        // Opens 2,000 connections to the proxy with one keep-alive request on each, then holds
+        // them; in its own process (its own limit).
+        let port = origin.port();
         let mut flood = tokio::process::Command::new("python3")
-            .args(["-c", FLOOD])
-            .arg(h.addr.port().to_string())
-            .arg(origin.port().to_string())
-            .arg("2000")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/flood.py"
+            ))
+            .args(["127.0.0.1", &h.addr.port().to_string(), "2000"])
+            .arg(format!("http://origin.test:{port}/echo"))
+            .arg(format!("origin.test:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
