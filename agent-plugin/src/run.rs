@@ -55,11 +55,18 @@ const PROXY_URL_VARS: [&str; 8] = [
     "npm_config_https_proxy",
 ];
 
-/// Variables listing hosts that skip the proxy: emptied.
+/// Variables listing hosts that skip the proxy.
 const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "npm_config_noproxy"];
 
+/// The hosts that skip the proxy: loopback only, so a dev server or MCP server the jailed
+/// command starts answers it directly. This is safe because landjail's connect supervisor lets
+/// the jail reach only loopback listeners it owns (and the proxy); any other loopback listener
+/// is refused. A `NO_PROXY` of the user's own is replaced, not merged: hosts outside loopback
+/// cannot be reached around the proxy, so listing them would only break those requests.
+pub const NO_PROXY_HOSTS: &str = "localhost,127.0.0.1,::1";
+
 /// Variables that send clients to the proxy explicitly (landjail only: nsjail redirects every
-/// connection, so its target needs none). `NO_PROXY` is emptied so no host goes around it.
+/// connection, so its target needs none), loopback excepted.
 pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
     let url = OsString::from(format!("http://localhost:{port}"));
     let mut env: Vec<(OsString, OsString)> = PROXY_URL_VARS
@@ -67,7 +74,7 @@ pub fn proxy_env(port: u16) -> Vec<(OsString, OsString)> {
         .map(|k| (OsString::from(k), url.clone()))
         .collect();
     for k in NO_PROXY_VARS {
-        env.push((k.into(), OsString::new()));
+        env.push((k.into(), NO_PROXY_HOSTS.into()));
     }
     env
 }

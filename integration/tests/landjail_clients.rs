@@ -255,6 +255,74 @@ fn landjail_exit_code_and_local_servers() {
     );
 }
 
+/// Issue 17 item 3: proxy-aware clients reach a server the jailed command started on loopback
+/// directly (`NO_PROXY` lists loopback), without `--noproxy`: the server's answer, not the
+/// proxy's 403 page. A loopback server that is not the jail's stays unreachable with the same
+/// environment (the connect supervisor refuses it), and the proxy is not asked either.
+#[test]
+fn landjail_loopback_skips_the_proxy() {
+    let far = FarHost::new().expect("far host");
+    let home = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("m.txt"), "jail-server-answer\n").unwrap();
+    // A web server outside the jail on near loopback, answering with a marker of its own.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("m.txt"), "outside-server-answer\n").unwrap();
+    let outside_port: u16 = 18131;
+    let mut host_server = far
+        .near_command("python3")
+        .args([
+            "-m",
+            "http.server",
+            &outside_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(outside.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server in the near namespace");
+    far.in_near(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, outside_port)).is_err() {
+            assert!(Instant::now() < deadline, "near web server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .unwrap();
+    let dir = site.path().display();
+    let script = format!(
+        "echo \"no_proxy=$no_proxy NO_PROXY=$NO_PROXY\"\n\
+         python3 -m http.server 18129 --bind 127.0.0.1 --directory {dir} >/dev/null 2>&1 &\n\
+         python3 -m http.server 18130 --bind ::1 --directory {dir} >/dev/null 2>&1 &\n\
+         for i in $(seq 200); do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:18129/ \
+           && curl -s --noproxy '*' -o /dev/null 'http://[::1]:18130/' && break; sleep 0.1; done\n\
+         echo \"localhost=$(curl -sS http://localhost:18129/m.txt)\"\n\
+         echo \"v4=$(curl -sS http://127.0.0.1:18129/m.txt)\"\n\
+         echo \"v6=$(curl -sS 'http://[::1]:18130/m.txt')\"\n\
+         python3 -c \"import urllib.request as u; print('python=' + u.urlopen('http://localhost:18129/m.txt').read().decode().strip())\"\n\
+         curl -sS http://127.0.0.1:{outside_port}/m.txt; echo \"outside=$?\"\n\
+         kill %1 %2\n"
+    );
+    let out = boundary(&far, home.path(), &["domain=example.com".into()], &script);
+    let _ = host_server.kill();
+    let _ = host_server.wait();
+    let t = text(&out);
+    let wants = [
+        "no_proxy=localhost,127.0.0.1,::1 NO_PROXY=localhost,127.0.0.1,::1",
+        "localhost=jail-server-answer",
+        "v4=jail-server-answer",
+        "v6=jail-server-answer",
+        "python=jail-server-answer",
+        "outside=7",
+    ];
+    assert_all_in(&out, &wants, &t);
+    assert!(!t.contains("outside-server-answer"), "{t}");
+    assert!(!t.contains("Request Blocked by Boundary"), "{t}");
+}
+
 /// landjail is for hosts without namespaces, where boundary runs as an ordinary user.
 #[test]
 fn landjail_works_for_an_unprivileged_user() {
