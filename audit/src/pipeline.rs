@@ -94,7 +94,8 @@ pub struct AuditOptions {
     pub protocol: AuditProtocol,
     /// A batch is sent at most this long after its first record (default 1 s).
     pub flush_interval: Duration,
-    /// Records held for the agent before new ones are dropped (default 10000).
+    /// Records held in memory for the agent (default 10000): without a spool, new ones are
+    /// dropped past it; with one, batches go to disk from half of it on.
     pub queue_size: usize,
     /// Upper bound on the final flush (default 5 s).
     pub shutdown_timeout: Duration,

@@ -156,3 +156,35 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn batch(first: i32, n: usize) -> Batch {
+        Batch {
+            req: Bytes::from_static(b"x"),
+            records: n,
+            first_seq: first,
+            last_seq: first + n as i32 - 1,
+            dequeued: false,
+        }
+    }
+
+    #[test]
+    fn memory_keeps_a_partly_written_last_batch_first_in_line() {
+        let stats = ForwarderStats::default();
+        stats.queued.store(30, Ordering::SeqCst);
+        let mut s = Store::memory();
+        for i in 0..3 {
+            s.push(batch(i * 10, 10), &stats).unwrap();
+        }
+        while s.next_unsent(&stats).is_some() {}
+        assert_eq!(s.ack(true), 10);
+        assert_eq!(s.inflight_records(), 0);
+        assert_eq!(s.next_unsent(&stats).map(|b| b.first_seq), Some(20));
+        assert!(s.next_unsent(&stats).is_none());
+        assert_eq!(stats.queued.load(Ordering::SeqCst), 0, "counted off once");
+    }
+}

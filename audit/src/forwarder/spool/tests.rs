@@ -75,3 +75,24 @@ fn a_live_runs_spool_is_not_adopted_and_the_bound_holds() {
     live.push(batch(1, 1)).unwrap();
     assert!(live.push(batch(2, 200)).is_err(), "past the bound");
 }
+
+#[test]
+fn a_partly_written_last_batch_is_kept_and_sent_again_the_rest_confirmed() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: root.path().to_path_buf(),
+        max_bytes: 1 << 20,
+    };
+    let (mut s, _) = Spool::open(&cfg, "a").unwrap();
+    for i in 0..3 {
+        s.push(batch(i * 10, 10)).unwrap();
+    }
+    while s.next_unsent().is_some() {}
+    // The agent read everything but the third frame was cut short: only it goes again.
+    assert_eq!(s.ack_inflight(true), 10);
+    assert_eq!(s.inflight_records(), 0);
+    assert_eq!(s.next_unsent().map(|b| b.first_seq), Some(20));
+    assert!(s.next_unsent().is_none());
+    assert_eq!(s.ack_inflight(false), 0);
+    assert_eq!(s.used(), 0);
+}
