@@ -17,7 +17,23 @@ use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, Pr
 
 use boundary::config::{Config, JailType, Source};
 
-/// Variables that make common clients trust our CA (docs/interop.md §4).
+/// Variables naming a CA file, in the spellings clients and the agents read (docs/interop.md
+/// §4). Codex reads `CODEX_CA_CERTIFICATE` before `SSL_CERT_FILE`, so a user's own value would
+/// otherwise win inside the jail; Claude Code reads `NODE_EXTRA_CA_CERTS` only.
+const CA_FILE_VARS: [&str; 10] = [
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "DENO_CERT",
+    "PIP_CERT",
+    "AWS_CA_BUNDLE",
+    "CARGO_HTTP_CAINFO",
+    "CODEX_CA_CERTIFICATE",
+];
+
+/// Variables that make common clients and the agents trust our CA.
 pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
     let file = cert.as_os_str().to_os_string();
     let dir = cert
@@ -25,20 +41,10 @@ pub fn ca_env(cert: &Path) -> Vec<(OsString, OsString)> {
         .unwrap_or(Path::new("/"))
         .as_os_str()
         .to_os_string();
-    let mut env: Vec<(OsString, OsString)> = [
-        "SSL_CERT_FILE",
-        "CURL_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-        "REQUESTS_CA_BUNDLE",
-        "NODE_EXTRA_CA_CERTS",
-        "DENO_CERT",
-        "PIP_CERT",
-        "AWS_CA_BUNDLE",
-        "CARGO_HTTP_CAINFO",
-    ]
-    .iter()
-    .map(|k| (OsString::from(k), file.clone()))
-    .collect();
+    let mut env: Vec<(OsString, OsString)> = CA_FILE_VARS
+        .iter()
+        .map(|k| (OsString::from(k), file.clone()))
+        .collect();
     env.push(("SSL_CERT_DIR".into(), dir));
     env
 }
