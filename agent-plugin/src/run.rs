@@ -122,6 +122,8 @@ pub fn jail_spec(
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
         unix_sockets: cfg.unix_sockets.clone(),
+        writable_paths: cfg.writable_paths.clone(),
+        root_filesystem_writable: cfg.root_filesystem_writable,
     })
 }
 
@@ -139,6 +141,14 @@ fn jail_kind(cfg: &Config) -> JailKind {
 }
 
 fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
+    if cfg.root_filesystem_writable && boundary::config::values::running_as_root() {
+        eprintln!(
+            "boundary: WARNING: root_filesystem: writable: the jailed command runs as root with \
+             every host file writable, so it can change what runs outside the jail \
+             (/etc/cron.d, systemd units, ~/.bashrc)"
+        );
+        tracing::warn!("root_filesystem: writable: every host file is writable to the jail");
+    }
     boundary_jail::start(spec, &jail_kind(cfg))
         .with_context(|| format!("cannot start the {} jail", cfg.jail_type))
 }

@@ -43,6 +43,7 @@ mod reexec;
 mod seccomp;
 mod supervisor;
 mod sys;
+mod writable;
 
 pub use supervisor::unix::UnixSocketRules;
 
@@ -120,6 +121,12 @@ pub struct JailSpec {
     /// What Unix sockets outside the jail may be connected to, on top of the built-in rules
     /// (see the Unix socket policy in the crate documentation).
     pub unix_sockets: UnixSocketRules,
+    /// Paths the target may change besides the built-in list, when boundary runs as root and
+    /// the host's files are otherwise read-only to the target (see `writable`).
+    pub writable_paths: Vec<PathBuf>,
+    /// Started by root, leave every host file writable to the target (uid 0): today's
+    /// behaviour before the limit, which lets the target run code as root outside the jail.
+    pub root_filesystem_writable: bool,
 }
 
 /// nsjail's own options (see [`nsjail`]).

@@ -176,6 +176,10 @@ pub struct Config {
     pub landjail_deny_bind: bool,
     /// Which Unix sockets outside the jail jailed programs may connect to.
     pub unix_sockets: boundary_jail::UnixSocketRules,
+    /// Started by root: paths the target may change besides the built-in writable list.
+    pub writable_paths: Vec<PathBuf>,
+    /// Started by root: leave every host file writable to the target (warns at start).
+    pub root_filesystem_writable: bool,
     pub idle_timeout: Duration,
     /// Where boundary keeps its CA: `$XDG_CONFIG_HOME/coder_boundary` or `~/.config/coder_boundary`.
     pub config_dir: PathBuf,
@@ -216,6 +220,8 @@ impl Config {
             audit_spool_size_mb: 0,
             landjail_deny_bind: false,
             unix_sockets: boundary_jail::UnixSocketRules::default(),
+            writable_paths: Vec::new(),
+            root_filesystem_writable: false,
             idle_timeout: Duration::ZERO,
             config_dir,
             sources: Vec::new(),

@@ -665,6 +665,55 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
+        key: "writable_paths",
+        flag: "writable-path",
+        env: &["BOUNDARY_WRITABLE_PATHS"],
+        yaml: Some("writable_paths"),
+        shape: Shape::List {
+            merge: true,
+            env_split: Some(','),
+        },
+        value_name: "PATH",
+        help: "Started by root: a path the jailed command may change besides the working \
+               directory, $HOME and /tmp (every other host file is read-only to it). Repeatable",
+        apply: |c, v| {
+            c.writable_paths.push(parse_abs_path(v, "writable paths")?);
+            Ok(v.trim().to_string())
+        },
+        examples: ["/srv/a", "/srv/b", "/srv/c"],
+        ..ROW
+    },
+    Setting {
+        key: "root_filesystem",
+        flag: "root-filesystem",
+        env: &["BOUNDARY_ROOT_FILESYSTEM"],
+        yaml: Some("root_filesystem"),
+        value_name: "read-only|writable",
+        help: "Started by root: read-only (the jailed command changes only the writable paths) \
+               or writable (every host file, so it can run code as root outside the jail; \
+               warns at start)",
+        default: Fallback::Text("read-only"),
+        apply: |c, v| {
+            c.root_filesystem_writable = match v.trim().to_ascii_lowercase().as_str() {
+                "read-only" | "readonly" => false,
+                "writable" => true,
+                _ => {
+                    return Err(Problem::Value(format!(
+                        "{v:?} is neither read-only nor writable"
+                    )))
+                }
+            };
+            Ok(if c.root_filesystem_writable {
+                "writable"
+            } else {
+                "read-only"
+            }
+            .to_string())
+        },
+        examples: ["writable", "read-only", "writable"],
+        ..ROW
+    },
+    Setting {
         key: "idle_timeout",
         flag: "idle-timeout",
         env: &["BOUNDARY_IDLE_TIMEOUT"],

@@ -32,6 +32,17 @@ pub fn parse_socket_rule(s: &str) -> Result<std::path::PathBuf, String> {
     Ok(std::path::PathBuf::from(s))
 }
 
+/// An absolute path; `what` names the setting in the message.
+pub fn parse_abs_path(s: &str, what: &str) -> Result<PathBuf, String> {
+    let s = s.trim();
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is not an absolute path; {what} are absolute paths"
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
 /// A TCP port from 1 to 65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {

@@ -15,7 +15,18 @@ const SETTINGS: &[&str] = &[
     "/sys/kernel/uevent_helper",
 ];
 
-/// Devices that give raw access to the host (nsjail's `/dev` has none of them).
+/// Host files whose change runs code as root outside the jail; started by root, the jail must
+/// not open them for writing (the probe never writes).
+const SYSTEM_FILES: &[&str] = &[
+    "/etc/passwd",
+    "/etc/crontab",
+    "/etc/hostname",
+    "/usr/bin/env",
+    "/var/lib/dpkg/status",
+];
+
+/// Devices that give raw access to the host (nsjail's `/dev` has none of them; landjail
+/// started by root opens only the standard nodes).
 const DEVICES: &[&str] = &[
     "/dev/kmsg",
     "/dev/mem",
@@ -51,5 +62,6 @@ pub(super) fn own_cgroup_files() -> Vec<String> {
 pub(super) const PROBES: &[ProbeSpec] = &[
     row("host kernel settings (sysctl, sysfs) cannot be opened for writing", Always, "kwrite", &[Paths(SETTINGS)], Refused),
     row("the host's cgroups cannot be opened for writing", Always, "kwrite", &[OwnCgroups], Refused),
-    row("host devices (kmsg, disks, consoles) are not reachable", Nsjail, "kwrite", &[Paths(DEVICES)], Refused),
+    row("host system files cannot be opened for writing (started by root)", Root, "kwrite", &[Paths(SYSTEM_FILES)], Refused),
+    row("host devices (kmsg, disks, consoles) are not reachable", NsjailOrRoot, "kwrite", &[Paths(DEVICES)], Refused),
 ];

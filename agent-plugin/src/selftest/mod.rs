@@ -81,6 +81,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
     let values = Values {
         landjail,
         far_host: far.is_some(),
+        root: is_root(),
         far4,
         far6,
         http_port: upstream.http_port,
@@ -111,6 +112,7 @@ pub fn run(args: &[OsString]) -> Result<i32> {
         audit: values.audit.clone(),
         port_args,
         xdg: dir.path().join("xdg"),
+        workdir: dir.path().to_path_buf(),
         far: far.as_ref(),
     };
     let before = far.as_ref().map(FarHost::counters).transpose()?;
@@ -195,6 +197,8 @@ struct Runs<'a> {
     audit: PathBuf,
     port_args: Vec<String>,
     xdg: PathBuf,
+    /// The jailed runs' working directory (the selftest's own).
+    workdir: PathBuf,
     far: Option<&'a FarHost>,
 }
 
@@ -202,7 +206,9 @@ impl Runs<'_> {
     /// `boundary <user flags> <selftest flags> -- program`; run it with [`Runs::output`].
     fn boundary(&self, program: &Path) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.args(self.args)
+        // Started by root, the jail refuses a system directory as working directory (it would
+        // be writable); the selftest's own directory is never one.
+        cmd.current_dir(&self.workdir).args(self.args)
             .arg("--config")
             .arg(&self.config)
             .args(["--log-level", "error"])

@@ -18,6 +18,10 @@ pub(super) enum When {
     Landjail,
     /// Only when the selftest made a far host (as root).
     FarHost,
+    /// Only when boundary runs as root (the jailed command would be uid 0 for host files).
+    Root,
+    /// nsjail, or landjail run by root.
+    NsjailOrRoot,
 }
 
 /// One probe argument: a literal, or a value of this run that the runner fills in.
@@ -162,6 +166,8 @@ pub(super) const PROCESSES: &[ProbeSpec] = &[
 pub(super) struct Values {
     pub landjail: bool,
     pub far_host: bool,
+    /// The selftest runs as root.
+    pub root: bool,
     pub far4: IpAddr,
     pub far6: IpAddr,
     /// The embedded upstream's plain HTTP port, and the proxy's port.
@@ -183,6 +189,8 @@ impl Values {
             Nsjail => !self.landjail,
             Landjail => self.landjail,
             FarHost => self.far_host,
+            Root => self.root,
+            NsjailOrRoot => !self.landjail || self.root,
         };
         if !applies {
             return None;
@@ -261,6 +269,7 @@ mod tests {
         Values {
             landjail,
             far_host,
+            root: false,
             far4: "192.0.2.10".parse().unwrap(),
             far6: "2001:db8::10".parse().unwrap(),
             http_port: 8081,

@@ -5,9 +5,11 @@
 
 use std::os::fd::OwnedFd;
 
+use std::path::{Path, PathBuf};
+
 use landlock::{
-    AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, Scope,
+    make_bitflags, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
 };
 use tracing::{debug, info, warn};
 
@@ -79,16 +81,21 @@ pub fn check_abi() -> Result<i32, LandjailError> {
 /// the host's network configuration), `/proc/sysrq-trigger`; and `/sys`.
 const NO_WRITE: &[&str] = &["proc", "sys"];
 
+/// Device nodes a root target may open (read and write) in `/dev`, besides `pts/` and `shm/`
+/// beneath: the harmless ones and the terminal, as nsjail's minimal `/dev`.
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "ptmx"];
+
 /// Builds the ruleset: TCP connect only to `proxy_port`, TCP bind forbidden only when asked,
-/// signals and abstract Unix sockets scoped to the jail when the kernel can, and writing files
-/// allowed beneath every top-level directory except `/proc` and `/sys` (and not in `/`
-/// itself).
+/// signals and abstract Unix sockets scoped to the jail when the kernel can, and the file
+/// rules: with `writable` (boundary started by root, see `crate::writable`) changing files only
+/// beneath those paths and opening only the standard device nodes in `/dev`; otherwise writing
+/// files beneath every top-level directory except `/proc` and `/sys` (and not in `/` itself).
 pub(crate) fn ruleset(
     abi: i32,
     proxy_port: u16,
     deny_bind: bool,
+    writable: Option<&[PathBuf]>,
 ) -> Result<OwnedFd, LandjailError> {
-    let err = |e: landlock::RulesetError| LandjailError::Landlock(e.to_string());
     let mut rs = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessNet::ConnectTcp)
@@ -101,15 +108,44 @@ pub(crate) fn ruleset(
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
             .map_err(err)?;
     }
-    rs = rs.handle_access(AccessFs::WriteFile).map_err(err)?;
-    let mut created = rs
+    let handled = match writable {
+        Some(_) => ROOT_WRITE | AccessFs::ReadFile,
+        None => AccessFs::WriteFile.into(),
+    };
+    rs = rs.handle_access(handled).map_err(err)?;
+    let created = rs
         .create()
         .map_err(err)?
         .add_rule(NetPort::new(proxy_port, AccessNet::ConnectTcp))
         .map_err(err)?;
+    let created = match writable {
+        Some(paths) => root_file_rules(created, paths)?,
+        None => user_file_rules(created)?,
+    };
+    let fd: Option<OwnedFd> = created.into();
+    fd.ok_or_else(|| LandjailError::Landlock("the kernel did not create a Landlock ruleset".into()))
+}
+
+/// Every way to change a file Landlock ABI 4 can refuse (write, truncate, create, remove,
+/// rename and link across directories).
+const ROOT_WRITE: BitFlags<AccessFs> = make_bitflags!(AccessFs::{
+    WriteFile | Truncate | RemoveDir | RemoveFile | MakeChar | MakeDir | MakeReg | MakeSock
+        | MakeFifo | MakeBlock | MakeSym | Refer
+});
+
+fn err(e: landlock::RulesetError) -> LandjailError {
+    LandjailError::Landlock(e.to_string())
+}
+
+fn top_level() -> Result<Vec<std::fs::DirEntry>, LandjailError> {
     let entries = std::fs::read_dir("/")
-        .map_err(|e| LandjailError::Landlock(format!("cannot list / for the write rules: {e}")))?;
-    for entry in entries.flatten() {
+        .map_err(|e| LandjailError::Landlock(format!("cannot list / for the file rules: {e}")))?;
+    Ok(entries.flatten().collect())
+}
+
+/// Unprivileged target: writing files beneath every top-level entry but `/proc` and `/sys`.
+fn user_file_rules(mut rs: RulesetCreated) -> Result<RulesetCreated, LandjailError> {
+    for entry in top_level()? {
         let name = entry.file_name();
         if NO_WRITE.iter().any(|n| name == *n) {
             continue;
@@ -118,11 +154,54 @@ pub(crate) fn ruleset(
         let Ok(fd) = PathFd::new(entry.path()) else {
             continue;
         };
-        created = created
+        rs = rs
             .add_rule(PathBeneath::new(fd, AccessFs::WriteFile))
             .map_err(err)?;
     }
     debug!("landjail: no file under /proc or /sys is writable");
-    let fd: Option<OwnedFd> = created.into();
-    fd.ok_or_else(|| LandjailError::Landlock("the kernel did not create a Landlock ruleset".into()))
+    Ok(rs)
+}
+
+/// Root target: reading everywhere but `/dev` (there only the standard nodes), changing files
+/// only beneath `writable`.
+fn root_file_rules(
+    mut rs: RulesetCreated,
+    writable: &[PathBuf],
+) -> Result<RulesetCreated, LandjailError> {
+    for entry in top_level()? {
+        if entry.file_name() == "dev" {
+            continue;
+        }
+        let Ok(fd) = PathFd::new(entry.path()) else {
+            continue;
+        };
+        rs = rs
+            .add_rule(PathBeneath::new(fd, AccessFs::ReadFile))
+            .map_err(err)?;
+    }
+    let dev = Path::new("/dev");
+    let rw = AccessFs::ReadFile | AccessFs::WriteFile;
+    let nodes = DEV_NODES.iter().map(|n| (dev.join(n), rw));
+    let dirs = [("pts", rw), ("shm", ROOT_WRITE | AccessFs::ReadFile)];
+    let dirs = dirs.into_iter().map(|(n, a)| (dev.join(n), a));
+    let paths = writable
+        .iter()
+        .map(|p| (p.clone(), ROOT_WRITE | AccessFs::ReadFile));
+    for (path, access) in nodes.chain(dirs).chain(paths) {
+        let Ok(fd) = PathFd::new(&path) else {
+            continue;
+        };
+        // A rule on a file may only carry the rights that apply to files.
+        let access = if path.is_dir() {
+            access
+        } else {
+            access & AccessFs::from_file(landlock::ABI::V4)
+        };
+        rs = rs.add_rule(PathBeneath::new(fd, access)).map_err(err)?;
+    }
+    info!(
+        writable = ?writable,
+        "landjail: started by root, the jailed command may change files only beneath these paths"
+    );
+    Ok(rs)
 }

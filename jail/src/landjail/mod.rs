@@ -53,8 +53,10 @@
 //!   to them.
 //! - **Protect the user's files.** The target can write whatever its user can, including
 //!   boundary's own `config.yaml` (an agent could widen the next run's allow list) and files
-//!   that run later outside the jail (`~/.bashrc`; as root, `/etc/cron.d`). Make such files
-//!   read-only to the agent's user, do not run landjail as root, or use nsjail.
+//!   that run later outside the jail (`~/.bashrc`). Make such files read-only to the agent's
+//!   user, or use nsjail. Started by root, Landlock keeps writes to the writable list
+//!   (`crate::writable`: working directory, `$HOME`, `/tmp`, ...) and `/dev` to the standard
+//!   nodes, but cannot refuse `chmod`, `chown` to a group or ACL changes of root-owned files.
 //! - **Filesystem Unix sockets** are decided by the Unix socket policy of the connect
 //!   supervisor (`jail/src/supervisor/unix.rs`, `docs/unix-sockets.md`): the jail's own
 //!   listeners, the SSH agent and configured sockets are reachable; container runtimes, system
@@ -87,6 +89,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -269,10 +272,15 @@ fn insecure_no_seccomp() -> bool {
 /// reparented to it, and dropping the returned jail kills those still running (children under
 /// more seccomp filters than the caller that are not another landjail's target).
 pub fn start(spec: &JailSpec, opts: &LandjailOptions) -> Result<RunningJail, JailError> {
-    Ok(start_inner(spec, opts)?)
+    let writable = crate::writable::plan(spec)?;
+    Ok(start_inner(spec, opts, writable.as_deref())?)
 }
 
-fn start_inner(spec: &JailSpec, opts: &LandjailOptions) -> Result<RunningJail, LandjailError> {
+fn start_inner(
+    spec: &JailSpec,
+    opts: &LandjailOptions,
+    writable: Option<&[PathBuf]>,
+) -> Result<RunningJail, LandjailError> {
     if spec.program.is_empty() {
         return Err(LandjailError::NoCommand);
     }
@@ -285,7 +293,7 @@ fn start_inner(spec: &JailSpec, opts: &LandjailOptions) -> Result<RunningJail, L
             allowed.insert(a);
         }
     }
-    let ruleset = landlock_rules::ruleset(abi, port, opts.deny_bind)?;
+    let ruleset = landlock_rules::ruleset(abi, port, opts.deny_bind, writable)?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|source| LandjailError::Setup {
         what: "creating the socketpair for the seccomp listener",
         source,

@@ -44,9 +44,11 @@
 //! IPC and cgroup namespaces and a fresh session keyring, and binds boundary's own files
 //! read-only (see `mounts`).
 //!
-//! Known limits, by design: the host's root filesystem is the jail's, with the caller's uid:
-//! started by root, the target can change any host file and so run code outside the jail (run
-//! boundary as an unprivileged user); TCP and UDP
+//! Host files: the host's root filesystem is the jail's, with the caller's uid. Started by
+//! root, the target would be uid 0 for every host file, so init makes the whole tree read-only
+//! but for the writable list (`crate::writable`, built in `rootfs`) unless the caller opted out.
+//!
+//! Known limits, by design: TCP and UDP
 //! to a link-local IPv6 address fail instead of being intercepted (replies to a scoped
 //! link-local source would leave by the dead-end device and are dropped), which still lets
 //! nothing out.
@@ -56,6 +58,7 @@ pub(crate) mod helper;
 mod mounts;
 mod net;
 mod pid1;
+mod rootfs;
 pub(crate) mod wire;
 
 use std::net::{TcpListener, UdpSocket};
@@ -159,6 +162,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         user_namespace: !opts.no_user_namespace,
         hide_paths: spec.hide_paths.clone(),
         readonly_paths: spec.readonly_paths.clone(),
+        writable_paths: crate::writable::plan(spec)?,
         tty_fd: tty,
         ip_tool,
         nft_tool,

@@ -54,6 +54,10 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
         None::<&str>,
     )
     .map_err(|e| format!("making the jail's mounts private: {e}"))?;
+    // Before the fresh /proc, sysfs and /dev, which stay the jail's own and writable as before.
+    if let Some(writable) = &req.writable_paths {
+        super::rootfs::readonly_except(writable)?;
+    }
     mount(
         Some("proc"),
         "/proc",
@@ -68,6 +72,9 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
             .into(),
     })?;
     super::mounts::build(&req.hide_paths, &req.readonly_paths)?;
+    if req.writable_paths.is_some() {
+        super::rootfs::reenter_workdir()?;
+    }
     crate::sys::join_new_session_keyring()
         .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;

@@ -28,6 +28,8 @@ pub struct Request {
     pub hide_paths: Vec<PathBuf>,
     /// Paths bound read-only in the jail (boundary's config directory and log files).
     pub readonly_paths: Vec<PathBuf>,
+    /// Started by root: the only paths the target may write (`None`: the host's permissions).
+    pub writable_paths: Option<Vec<PathBuf>>,
     /// Standard stream that is the controlling terminal the target should take over.
     pub tty_fd: Option<i32>,
     pub ip_tool: PathBuf,
@@ -246,6 +248,14 @@ impl Request {
         for p in &self.readonly_paths {
             e.bytes(p.as_os_str().as_bytes());
         }
+        e.u32(
+            self.writable_paths
+                .as_ref()
+                .map_or(0, |w| w.len() as u32 + 1),
+        );
+        for p in self.writable_paths.iter().flatten() {
+            e.bytes(p.as_os_str().as_bytes());
+        }
         e.u32(self.tty_fd.map(|f| f as u32 + 1).unwrap_or(0));
         e.bytes(self.ip_tool.as_os_str().as_bytes());
         e.bytes(self.nft_tool.as_os_str().as_bytes());
@@ -272,6 +282,15 @@ impl Request {
         let readonly_paths = (0..n)
             .map(|_| d.os().map(PathBuf::from))
             .collect::<io::Result<_>>()?;
+        let n = d.u32()?;
+        let writable_paths = match n {
+            0 => None,
+            n => Some(
+                (1..n)
+                    .map(|_| d.os().map(PathBuf::from))
+                    .collect::<io::Result<_>>()?,
+            ),
+        };
         let tty = d.u32()?;
         let tty_fd = (tty != 0).then(|| tty as i32 - 1);
         let ip_tool = PathBuf::from(d.os()?);
@@ -285,6 +304,7 @@ impl Request {
             user_namespace,
             hide_paths,
             readonly_paths,
+            writable_paths,
             tty_fd,
             ip_tool,
             nft_tool,
@@ -413,6 +433,7 @@ mod tests {
             user_namespace: true,
             hide_paths: vec!["/tmp/ca-key.pem".into()],
             readonly_paths: vec!["/tmp/conf".into(), "/tmp/audit.log".into()],
+            writable_paths: Some(vec!["/work".into(), "/tmp".into()]),
             tty_fd: Some(0),
             ip_tool: "/usr/sbin/ip".into(),
             nft_tool: "/usr/sbin/nft".into(),

@@ -1,0 +1,294 @@
+//! Host files against a jailed command that is uid 0 (issue 11 item 1): boundary started by
+//! root, in both jails, the target tries to plant a cron job, create files in `/etc` and
+//! `/var/lib`, append to, truncate, rename and remove a file the test put in `/etc`, and write
+//! to the kernel log through `/dev/kmsg`. Judged by host state read after the run: nothing
+//! appears, the victim file is unchanged, the kernel log has no line of the jail's. Positive
+//! controls: the same script writes its working directory, `$HOME`, `/tmp` and a
+//! `--writable-path` directory; with `--root-filesystem writable` the file in `/etc` does
+//! appear (and a warning says why that is dangerous); root outside the jail writes the kernel
+//! log. A system directory as working directory is refused before anything runs. Started by an
+//! unprivileged user, the jail keeps writing where that user may.
+//!
+//! Needs root and `cargo build -p boundary` first. Packages: coreutils, util-linux (dmesg,
+//! runuser).
+
+mod nsjail_common;
+use nsjail_common::*;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A name no other run uses.
+fn tag(what: &str) -> String {
+    format!("boundary-jailsec-{what}-{}", std::process::id())
+}
+
+/// `script` in `jail` as `who`, from working directory `cwd`, with `HOME` = `home`.
+fn run_in(
+    jail: &[String],
+    who: As,
+    cwd: &Path,
+    home: &Path,
+    extra: &[&str],
+    script: &str,
+) -> Output {
+    let config = config_home(who);
+    boundary_cmd(who, config.path(), &[])
+        .current_dir(cwd)
+        .env("HOME", home)
+        .args(jail)
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn kernel_log() -> String {
+    let out = Command::new("dmesg").output().expect("dmesg (util-linux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The attacks; each line reports its own result so a failure shows which one got through.
+fn attacks(victim: &Path, cron: &Path, new_etc: &Path, new_var: &Path, kmsg: &str) -> String {
+    format!(
+        "try() {{ if sh -c \"$1\" 2>/dev/null; then echo \"GOT THROUGH: $1\"; else echo \"refused: $1\"; fi; }}\n\
+         try 'echo \"* * * * * root touch /tmp/pwned\" > {cron}'\n\
+         try 'echo x > {new_etc}'\n\
+         try 'mkdir {new_var}'\n\
+         try 'echo appended >> {victim}'\n\
+         try ': > {victim}'\n\
+         try 'truncate -s0 {victim}'\n\
+         try 'mv {victim} {victim}.moved'\n\
+         try 'rm -f {victim}'\n\
+         try 'ln -s /tmp {new_etc}.link'\n\
+         try 'echo {kmsg} > /dev/kmsg'\n",
+        cron = cron.display(),
+        new_etc = new_etc.display(),
+        new_var = new_var.display(),
+        victim = victim.display(),
+    )
+}
+
+/// Started by root, neither jail lets the target change a host file outside the writable
+/// list; the writable list itself works.
+#[test]
+fn root_target_cannot_change_host_files() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (the attack is uid 0 writing host files)");
+        return;
+    }
+    for (name, jail) in both_jails() {
+        let t = tag(name);
+        let victim = Path::new("/etc").join(format!("{t}-victim"));
+        std::fs::write(&victim, "original\n").unwrap();
+        let cron = Path::new("/etc/cron.d").join(&t);
+        let new_etc = Path::new("/etc").join(format!("{t}-new"));
+        let new_var = Path::new("/var/lib").join(format!("{t}-new"));
+        let (work, home, extra) = (shared_tempdir(), shared_tempdir(), shared_tempdir());
+        let tmp_file = Path::new("/tmp").join(format!("{t}-tmp"));
+        let kmsg = format!("{t}-kmsg-from-jail");
+        let script = format!(
+            "{}echo ok > cwd-file; echo ok > \"$HOME/home-file\"; echo ok > {tmp}; \
+             echo ok > {extra}/extra-file; echo done",
+            attacks(&victim, &cron, &new_etc, &new_var, &kmsg),
+            tmp = tmp_file.display(),
+            extra = extra.path().display(),
+        );
+        let extra_flag = ["--writable-path", extra.path().to_str().unwrap()];
+        let out = run_in(
+            &jail,
+            As::Root,
+            work.path(),
+            home.path(),
+            &extra_flag,
+            &script,
+        );
+        let log = kernel_log();
+        let victim_after = std::fs::read_to_string(&victim);
+        let planted: Vec<_> = [&cron, &new_etc, &new_var]
+            .into_iter()
+            .filter(|p| p.exists())
+            .cloned()
+            .collect();
+        let link = std::fs::symlink_metadata(format!("{}.link", new_etc.display())).is_ok();
+        // Clean up before asserting, so a failure leaves nothing behind on the host.
+        for p in &planted {
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+        }
+        let _ = std::fs::remove_file(format!("{}.link", new_etc.display()));
+        let _ = std::fs::remove_file(format!("{}.moved", victim.display()));
+        let _ = std::fs::remove_file(&victim);
+        let tmp_ok = std::fs::read_to_string(&tmp_file);
+        let _ = std::fs::remove_file(&tmp_file);
+        let o = text(&out);
+        assert!(
+            out.status.success(),
+            "{name}: the jailed script failed: {o}"
+        );
+        assert!(!o.contains("GOT THROUGH"), "{name}: an attack worked: {o}");
+        assert!(
+            planted.is_empty(),
+            "{name}: files appeared on the host: {planted:?}\n{o}"
+        );
+        assert!(!link, "{name}: a symlink appeared in /etc\n{o}");
+        assert_eq!(
+            victim_after.ok().as_deref(),
+            Some("original\n"),
+            "{name}: {o}"
+        );
+        assert!(
+            !log.contains(&kmsg),
+            "{name}: the jail wrote the kernel log\n{o}"
+        );
+        for (what, f) in [
+            ("working directory", work.path().join("cwd-file")),
+            ("$HOME", home.path().join("home-file")),
+            ("--writable-path", extra.path().join("extra-file")),
+        ] {
+            let got = std::fs::read_to_string(&f).ok();
+            assert_eq!(
+                got.as_deref(),
+                Some("ok\n"),
+                "{name}: {what} not writable: {o}"
+            );
+        }
+        assert_eq!(
+            tmp_ok.ok().as_deref(),
+            Some("ok\n"),
+            "{name}: /tmp not writable: {o}"
+        );
+    }
+}
+
+/// Positive controls: root outside the jail reaches the kernel log, and with the opt-out the
+/// jailed command does create the file in `/etc` (so the refusal above is the limit's doing),
+/// with a warning at start.
+#[test]
+fn opt_out_makes_host_files_writable_again_and_warns() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (the attack is uid 0 writing host files)");
+        return;
+    }
+    let marker = tag("kmsg-control");
+    std::fs::write("/dev/kmsg", format!("{marker}\n")).expect("root writes /dev/kmsg");
+    assert!(
+        kernel_log().contains(&marker),
+        "dmesg does not show /dev/kmsg writes"
+    );
+    for (name, jail) in both_jails() {
+        let new_etc = Path::new("/etc").join(format!("{}-optout", tag(name)));
+        let work = shared_tempdir();
+        let script = format!("echo x > {}", new_etc.display());
+        let flags = ["--root-filesystem", "writable"];
+        let out = run_in(&jail, As::Root, work.path(), work.path(), &flags, &script);
+        let planted = new_etc.exists();
+        let _ = std::fs::remove_file(&new_etc);
+        let o = text(&out);
+        assert!(
+            planted && out.status.success(),
+            "{name}: opt-out did not apply: {o}"
+        );
+        assert!(
+            o.contains("WARNING") && o.contains("root_filesystem"),
+            "{name}: {o}"
+        );
+    }
+}
+
+/// A system directory as working directory would be writable: boundary refuses to start and
+/// says how to fix it; the command never runs.
+#[test]
+fn system_directory_as_working_directory_is_refused() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (the limit applies to root only)");
+        return;
+    }
+    for (name, jail) in both_jails() {
+        let marker = Path::new("/tmp").join(format!("{}-ran", tag(name)));
+        let script = format!("touch {}", marker.display());
+        let home = shared_tempdir();
+        let out = run_in(
+            &jail,
+            As::Root,
+            Path::new("/etc"),
+            home.path(),
+            &[],
+            &script,
+        );
+        let ran = marker.exists();
+        let _ = std::fs::remove_file(&marker);
+        let o = text(&out);
+        assert!(
+            !out.status.success() && !ran,
+            "{name}: started from /etc: {o}"
+        );
+        assert!(o.contains("/etc is a system directory"), "{name}: {o}");
+        assert!(
+            o.contains("--root-filesystem writable"),
+            "{name}: no fix named: {o}"
+        );
+    }
+}
+
+/// Started by an unprivileged user the target is that user for host files: `/etc` stays
+/// refused by the host's permissions and the user's own directory stays writable.
+#[test]
+fn user_target_writes_where_the_user_may() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    let uid = test_user();
+    for (name, jail) in both_jails() {
+        let t = tag(&format!("user-{name}"));
+        let new_etc = Path::new("/etc").join(&t);
+        let work = shared_tempdir();
+        std::os::unix::fs::chown(work.path(), Some(uid), Some(uid)).unwrap();
+        let script = format!(
+            "echo x > {} 2>/dev/null && echo GOT-THROUGH; echo ok > cwd-file",
+            new_etc.display()
+        );
+        let home = Path::new("/home").join(TEST_USER);
+        let out = run_in(&jail, As::User, work.path(), &home, &[], &script);
+        let planted = new_etc.exists();
+        let _ = std::fs::remove_file(&new_etc);
+        let o = text(&out);
+        assert!(!planted && !o.contains("GOT-THROUGH"), "{name}: {o}");
+        let got = std::fs::read_to_string(work.path().join("cwd-file")).ok();
+        assert_eq!(got.as_deref(), Some("ok\n"), "{name}: {o}");
+    }
+}
+
+/// landjail started by root keeps the host's `/dev`: only the standard nodes open; block and
+/// loop devices and the kernel log do not (nsjail: its own minimal `/dev`). Reads only.
+#[test]
+fn root_target_opens_only_standard_devices() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (devices are open to uid 0)");
+        return;
+    }
+    let block = std::fs::read_dir("/sys/class/block")
+        .unwrap()
+        .flatten()
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .find(|p| Path::new(p).exists())
+        .expect("a block device in /dev");
+    for (name, jail) in both_jails() {
+        let work = shared_tempdir();
+        let script = format!(
+            "for d in /dev/kmsg {block} /dev/loop-control; do [ -e $d ] || continue; \
+               if python3 -c 'import os,sys; os.close(os.open(sys.argv[1], os.O_RDONLY))' $d \
+               2>/dev/null; then echo \"GOT THROUGH: $d\"; fi; done; \
+             head -c4 /dev/zero >/dev/null && head -c4 /dev/urandom >/dev/null && \
+             echo ok > /dev/null && python3 -c 'import pty; pty.openpty()' && echo standard-ok"
+        );
+        let out = run_in(&jail, As::Root, work.path(), work.path(), &[], &script);
+        let o = text(&out);
+        assert!(!o.contains("GOT THROUGH"), "{name}: {o}");
+        assert!(
+            o.contains("standard-ok"),
+            "{name}: standard devices broke: {o}"
+        );
+    }
+}
