@@ -208,7 +208,8 @@ impl Runs<'_> {
         let mut cmd = Command::new(&self.exe);
         // Started by root, the jail refuses a system directory as working directory (it would
         // be writable); the selftest's own directory is never one.
-        cmd.current_dir(&self.workdir).args(self.args)
+        cmd.current_dir(&self.workdir)
+            .args(self.args)
             .arg("--config")
             .arg(&self.config)
             .args(["--log-level", "error"])
