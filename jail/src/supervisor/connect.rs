@@ -3,11 +3,12 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use tracing::info;
 
-use super::{errno, tcp, unix, Net, Policy};
+use super::target::{read_mem, thread_pidfd};
+use super::{errno, id_valid, tcp, unix, Net, Policy};
 
 /// A connect decision before it is carried out.
 pub(super) enum Action {
@@ -104,4 +105,69 @@ pub(super) fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Res
         libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
         _ => Err(libc::EACCES),
     }
+}
+
+/// The target's socket and the destination that passed the checks.
+pub(super) struct CheckedConnect {
+    sock: OwnedFd,
+    action: Action,
+}
+
+impl CheckedConnect {
+    /// A blocking socket's connect can wait (a full backlog, a slow peer).
+    pub(super) fn may_block(&self) -> bool {
+        crate::sys::is_nonblocking(self.sock.as_fd()) != Some(true)
+    }
+
+    pub(super) fn perform(self) -> Result<i64, i32> {
+        let result = match &self.action {
+            Action::Connect(bytes) => raw_connect(&self.sock, bytes),
+            Action::ConnectUnixFd(target) => {
+                let path = format!("/proc/self/fd/{}", target.as_raw_fd());
+                raw_connect(&self.sock, &sockaddr_un(path.as_bytes()))
+            }
+        };
+        result.map(|()| 0)
+    }
+}
+
+/// Checks one `connect()`; `None` when the target is no longer waiting.
+pub(super) fn check_connect(
+    req: &libc::seccomp_notif,
+    policy: &Policy,
+    notify: RawFd,
+) -> Option<Result<CheckedConnect, i32>> {
+    let tid = req.pid;
+    let target_fd = req.data.args[0] as i32;
+    let addr_ptr = req.data.args[1];
+    // The kernel takes addrlen as an int and refuses more than a sockaddr_storage.
+    let addr_len = req.data.args[2] as i32;
+    if !(0..=128).contains(&addr_len) {
+        return Some(Err(libc::EINVAL));
+    }
+    let pidfd = match thread_pidfd(tid) {
+        Ok(fd) => fd,
+        Err(e) => return Some(Err(errno(&e))),
+    };
+    let addr = match read_mem(tid, addr_ptr, addr_len as usize) {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    // The thread is still in this syscall: the pidfd and the bytes read are its own.
+    if !id_valid(req.id, notify) {
+        return None;
+    }
+    let sock = match crate::sys::pidfd_getfd(&pidfd, target_fd) {
+        Ok(fd) => fd,
+        Err(e) => return Some(Err(errno(&e))),
+    };
+    let domain = match socket_domain(&sock) {
+        Ok(d) => d,
+        Err(e) => return Some(Err(errno(&e))),
+    };
+    let action = match decide(domain, &addr, tid, policy) {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(Ok(CheckedConnect { sock, action }))
 }

@@ -40,6 +40,7 @@
 
 mod connect;
 pub(crate) mod diag;
+mod target;
 pub(crate) mod tcp;
 pub mod unix;
 
@@ -54,7 +55,8 @@ use nix::sys::socket::SockaddrStorage;
 
 use tracing::{debug, warn};
 
-use connect::{decide, raw_connect, sockaddr_un, socket_domain, Action};
+use connect::{check_connect, socket_domain, CheckedConnect};
+use target::thread_pidfd;
 
 /// What the supervisor needs to decide.
 pub(crate) struct Policy {
@@ -205,30 +207,6 @@ enum Work {
     Connect(CheckedConnect),
 }
 
-/// The target's socket and the destination that passed the checks.
-struct CheckedConnect {
-    sock: OwnedFd,
-    action: Action,
-}
-
-impl CheckedConnect {
-    /// A blocking socket's connect can wait (a full backlog, a slow peer).
-    fn may_block(&self) -> bool {
-        crate::sys::is_nonblocking(self.sock.as_fd()) != Some(true)
-    }
-
-    fn perform(self) -> Result<i64, i32> {
-        let result = match &self.action {
-            Action::Connect(bytes) => raw_connect(&self.sock, bytes),
-            Action::ConnectUnixFd(target) => {
-                let path = format!("/proc/self/fd/{}", target.as_raw_fd());
-                raw_connect(&self.sock, &sockaddr_un(path.as_bytes()))
-            }
-        };
-        result.map(|()| 0)
-    }
-}
-
 /// The answer to one notification.
 enum Reply {
     /// The syscall's result: a value or an errno.
@@ -264,25 +242,6 @@ fn id_valid(id: u64, notify: RawFd) -> bool {
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EACCES)
-}
-
-/// A pidfd for the calling thread. Before Linux 6.9 (no `PIDFD_THREAD`) only thread-group
-/// leaders have pidfds, so the thread's process is used; its descriptor table is the thread's
-/// unless the thread was made without `CLONE_FILES`, which threading libraries never do.
-fn thread_pidfd(tid: u32) -> io::Result<OwnedFd> {
-    match crate::sys::pidfd_open_thread(tid) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let status = std::fs::read_to_string(format!("/proc/{tid}/status"))
-                .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-            let tgid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-            crate::sys::pidfd_open(tgid)
-        }
-        other => other,
-    }
 }
 
 /// Checks one notification.
@@ -345,63 +304,4 @@ fn handle_listen(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd) -> O
         set.insert(meta.st_ino);
     }
     Some(Reply::Result(Ok(0)))
-}
-
-/// Checks one `connect()`; `None` when the target is no longer waiting.
-fn check_connect(
-    req: &libc::seccomp_notif,
-    policy: &Policy,
-    notify: RawFd,
-) -> Option<Result<CheckedConnect, i32>> {
-    let tid = req.pid;
-    let target_fd = req.data.args[0] as i32;
-    let addr_ptr = req.data.args[1];
-    // The kernel takes addrlen as an int and refuses more than a sockaddr_storage.
-    let addr_len = req.data.args[2] as i32;
-    if !(0..=128).contains(&addr_len) {
-        return Some(Err(libc::EINVAL));
-    }
-    let pidfd = match thread_pidfd(tid) {
-        Ok(fd) => fd,
-        Err(e) => return Some(Err(errno(&e))),
-    };
-    let mut addr = vec![0u8; addr_len as usize];
-    if addr_len > 0 {
-        let mut local = [io::IoSliceMut::new(&mut addr)];
-        let remote = [nix::sys::uio::RemoteIoVec {
-            base: addr_ptr as usize,
-            len: addr_len as usize,
-        }];
-        let who = nix::unistd::Pid::from_raw(tid as i32);
-        match nix::sys::uio::process_vm_readv(who, &mut local, &remote) {
-            Ok(n) if n == addr_len as usize => {}
-            Ok(_) => return Some(Err(libc::EFAULT)),
-            Err(e) => {
-                debug!(error = %e, tid, "landjail supervisor: cannot read the connect address");
-                // EPERM: the thread is not inspectable (non-dumpable); refuse, do not guess.
-                let errno = match e {
-                    nix::errno::Errno::EPERM | nix::errno::Errno::EACCES => libc::EACCES,
-                    _ => libc::EFAULT,
-                };
-                return Some(Err(errno));
-            }
-        }
-    }
-    // The thread is still in this syscall: the pidfd and the bytes read are its own.
-    if !id_valid(req.id, notify) {
-        return None;
-    }
-    let sock = match crate::sys::pidfd_getfd(&pidfd, target_fd) {
-        Ok(fd) => fd,
-        Err(e) => return Some(Err(errno(&e))),
-    };
-    let domain = match socket_domain(&sock) {
-        Ok(d) => d,
-        Err(e) => return Some(Err(errno(&e))),
-    };
-    let action = match decide(domain, &addr, tid, policy) {
-        Ok(a) => a,
-        Err(e) => return Some(Err(e)),
-    };
-    Some(Ok(CheckedConnect { sock, action }))
 }
