@@ -16,10 +16,12 @@ DEBIAN_PACKAGES=(
   nftables iptables iproute2 curl git tmux procps passwd util-linux ca-certificates openssl
   nodejs python3 python3-requests gcc nginx keyutils
 )
-# Python modules (import name, pinned pip requirement): the Coder module check parses HCL.
+# Python modules (import name, pinned pip requirement): the Coder module check parses HCL; the
+# metrics test reads /metrics with the Prometheus text-format parser.
 PYTHON_MODULES=(
   "hcl2 python-hcl2==8.1.4"
   "requests requests==2.32.3"
+  "prometheus_client prometheus-client==0.26.0"
 )
 # npm packages: none, the Node clients use only Node's own modules.
 

@@ -328,7 +328,8 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
         };
         let mut tasks = Vec::new();
         if cfg.stats {
-            match crate::stats::serve(cfg.stats_port, proxy.clone()).await {
+            let forwarder = audit.forwarder_stats();
+            match crate::stats::serve(cfg.stats_port, proxy.clone(), forwarder).await {
                 Ok(t) => tasks.push(t),
                 Err(e) => tracing::warn!("{e:#}"),
             }

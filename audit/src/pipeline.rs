@@ -315,6 +315,17 @@ impl AuditPipeline {
         })
     }
 
+    /// The agent forwarder's live counters (queued, spooled, sent, dropped) for `/metrics`;
+    /// `None` when forwarding is off.
+    pub fn forwarder_stats(&self) -> Option<Arc<crate::forwarder::ForwarderStats>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .as_ref()?
+            .forwarder
+            .as_ref()
+            .map(|f| f.stats().clone())
+    }
+
     /// The sink for the proxy: cheap to clone, never blocks.
     pub fn sink(&self) -> Arc<dyn AuditSink> {
         self.sink.clone()

@@ -35,6 +35,7 @@
 pub mod ca;
 pub mod host;
 mod io;
+pub mod metrics;
 pub mod rules;
 mod server;
 mod slots;

@@ -102,6 +102,11 @@ impl Slots {
         }))
     }
 
+    /// How many client connections are open now.
+    pub(crate) fn open(&self) -> usize {
+        self.lock().1.len()
+    }
+
     /// Closes the oldest idle connection (accept ran out of descriptors); false when every
     /// connection is busy.
     pub(crate) fn shed(&self) -> bool {

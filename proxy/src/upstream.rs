@@ -176,28 +176,43 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let https = uri.scheme_str() == Some("https");
-            let host = uri
-                .host()
-                .ok_or_else(|| ConnectError::new(ConnectErrorKind::Connect, "URI without a host"))?
-                .to_string();
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            // The pool's own key, so permits and pooled connections correspond one to one.
-            let key = format!(
-                "{}://{}:{port}",
-                uri.scheme_str().unwrap_or("http"),
-                crate::host::normal_form(&host)
-            );
-            let conn = this
-                .settings
-                .stream_to(&this.limits, &key, &host, port)
-                .await?;
-            if https {
-                let tls = this.settings.tls(this.tls.clone(), &host, conn).await?;
-                Ok(TokioIo::new(Conn::Tls(Box::new(tls))))
-            } else {
-                Ok(TokioIo::new(conn))
+            let started = std::time::Instant::now();
+            let result = this.connect(uri).await;
+            let metrics = &this.settings.metrics;
+            match &result {
+                Ok(_) => metrics.upstream_connect.observe(started.elapsed()),
+                Err(e) => metrics.upstream_failed(e.kind),
             }
+            result
         })
+    }
+}
+
+impl Connector {
+    /// A connection to the origin of `uri`: TCP (or the corporate proxy's tunnel), then TLS
+    /// for https.
+    async fn connect(&self, uri: Uri) -> Result<TokioIo<Conn>, ConnectError> {
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .ok_or_else(|| ConnectError::new(ConnectErrorKind::Connect, "URI without a host"))?
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // The pool's own key, so permits and pooled connections correspond one to one.
+        let key = format!(
+            "{}://{}:{port}",
+            uri.scheme_str().unwrap_or("http"),
+            crate::host::normal_form(&host)
+        );
+        let conn = self
+            .settings
+            .stream_to(&self.limits, &key, &host, port)
+            .await?;
+        if https {
+            let tls = self.settings.tls(self.tls.clone(), &host, conn).await?;
+            Ok(TokioIo::new(Conn::Tls(Box::new(tls))))
+        } else {
+            Ok(TokioIo::new(conn))
+        }
     }
 }

@@ -208,8 +208,9 @@ pub static SETTINGS: &[Setting] = &[
         flag: "pprof",
         env: &["BOUNDARY_PPROF"],
         yaml: Some("pprof_enabled"),
-        help: "Serve plain-text statistics (requests decided, open descriptors, memory) at \
-               http://127.0.0.1:PORT/debug/stats; Coder's flag name, but no Go pprof profiles",
+        help: "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics and plain-text \
+               statistics (open descriptors, memory) at /debug/stats, on loopback only; \
+               Coder's flag name, but no Go pprof profiles",
         apply: |c, v| {
             c.stats = parse_bool(v)?;
             Ok(c.stats.to_string())

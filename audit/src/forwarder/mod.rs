@@ -81,6 +81,8 @@ pub struct ForwarderStats {
     pub queued: AtomicUsize,
     /// Records left undelivered in the spool at exit (a later run sends them).
     pub spooled_at_exit: AtomicU64,
+    /// Records written to the disk spool (they wait there until the agent takes them).
+    pub spooled: AtomicU64,
 }
 
 /// How to forward.

@@ -69,7 +69,12 @@ impl Store {
             }
             Store::Disk(s) => {
                 stats.queued.fetch_sub(b.records, Ordering::SeqCst);
-                s.push(b)
+                let records = b.records as u64;
+                let pushed = s.push(b);
+                if pushed.is_ok() {
+                    stats.spooled.fetch_add(records, Ordering::SeqCst);
+                }
+                pushed
             }
         }
     }

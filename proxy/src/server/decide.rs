@@ -122,6 +122,7 @@ impl Proxy {
     /// allowed request's upstream addresses are checked (and pinned for the connector) before
     /// the record is written, so a refused address is audited as the denial it is.
     pub(super) async fn decide<B: Body>(&self, req: &Request<B>, ctx: &ConnCtx) -> Verdict {
+        let started = std::time::Instant::now();
         let mut judged = match self.judge(req, ctx) {
             Judgement::Unroutable(r) => {
                 // No URL to audit; the local log still says what was refused and why.
@@ -143,6 +144,8 @@ impl Proxy {
         }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
         self.audit(sequence, &judged, req.headers());
+        self.metrics.decided(judged.outcome.is_ok());
+        self.metrics.decision.observe(started.elapsed());
         match judged.outcome {
             Ok(_) => Verdict::Forward(Decided {
                 target: judged.target,

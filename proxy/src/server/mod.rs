@@ -73,6 +73,8 @@ pub struct Proxy {
     listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
     /// Open client connections, for the cap (see `slots`).
     slots: Arc<crate::slots::Slots>,
+    /// Live figures for `/metrics`, shared with the connectors.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Proxy {
@@ -93,6 +95,7 @@ impl Proxy {
             .transpose()
             .map_err(ProxyError::UpstreamProxy)?;
         let listen_addrs = Arc::new(RwLock::new(Vec::new()));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let settings = Arc::new(ConnectorSettings {
             resolve: config
                 .resolve
@@ -107,6 +110,7 @@ impl Proxy {
             allow_local: config.upstream_allow_local,
             pins: Default::default(),
             cap_wait: config.idle_timeout,
+            metrics: metrics.clone(),
         });
         // The total is shared out: three quarters to requests, a quarter to WebSocket pipes.
         let pipes_total = (config.upstream_total / 4).max(1);
@@ -145,6 +149,7 @@ impl Proxy {
             pipes,
             listen_addrs,
             slots,
+            metrics,
         }))
     }
 
@@ -155,6 +160,12 @@ impl Proxy {
         if !addrs.contains(&addr) {
             addrs.push(addr);
         }
+    }
+
+    /// Live figures (decisions, upstream failures and latency, open connections) and the
+    /// number of open client connections, for `/metrics`.
+    pub fn metrics(&self) -> (&crate::metrics::Metrics, usize) {
+        (&self.metrics, self.slots.open())
     }
 
     /// The sequence number the next decided request gets (also how many were decided).

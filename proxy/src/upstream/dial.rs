@@ -32,6 +32,8 @@ pub(crate) struct ConnectorSettings {
     pub(crate) pins: addr::Pins,
     /// How long a connect waits at the connection cap (the client idle timeout).
     pub cap_wait: Duration,
+    /// Where connect latency, failures and open connections are counted.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ConnectorSettings {
@@ -238,7 +240,8 @@ impl ConnectorSettings {
         let permit = limits
             .acquire(key, self.cap_wait)
             .await
-            .map_err(|_| ConnectError::at_cap(key, limits.per_key(), self.cap_wait))?;
+            .map_err(|_| ConnectError::at_cap(key, limits.per_key(), self.cap_wait))?
+            .counted(&self.metrics);
         let Some(up) = &self.upstream_proxy else {
             let stream = self.tcp(host, port, true).await?;
             return Ok(Conn::Plain {

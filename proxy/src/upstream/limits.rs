@@ -59,6 +59,16 @@ pub enum Cap {
 pub(crate) struct Permit {
     _key: OwnedSemaphorePermit,
     _total: Option<OwnedSemaphorePermit>,
+    /// Counts the connection as open in `/metrics` while it is held.
+    _open: Option<crate::metrics::OpenUpstream>,
+}
+
+impl Permit {
+    /// The permit, counted as an open upstream connection until dropped.
+    pub(crate) fn counted(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self._open = Some(metrics.open_upstream());
+        self
+    }
 }
 
 /// The semaphores: one per key, created on first use, and an optional total.
@@ -115,6 +125,7 @@ impl Limits {
         Ok(Permit {
             _key: key_permit,
             _total: total,
+            _open: None,
         })
     }
 }
