@@ -16,6 +16,7 @@ use nsjail_common::*;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Runs `cmd` in a new session whose controlling terminal is a fresh pty (stdin), like a
@@ -267,6 +268,107 @@ fn detached_landjail_processes_do_not_outlive_boundary() {
         assert!(
             left.is_empty(),
             "{who:?}: jailed processes outlived boundary: {left:?}"
+        );
+    }
+}
+
+/// A detached tree that fights the cleanup: each member's child gets SIGUSR1 when its parent
+/// dies (`PR_SET_PDEATHSIG`) and forks a replacement at once, so ending the tree one
+/// generation at a time never finishes. Prints `X <pid>` (the tree's root) and `started`
+/// once the first member below the root is armed; every reaction is a line in the log file.
+fn hydra_script(marker: &str, log: &Path) -> String {
+    format!(
+        "import ctypes, os, signal, sys, time\n\
+         MARK = '{marker}'\n\
+         libc = ctypes.CDLL(None)\n\
+         def note(s):\n    \
+             with open('{log}', 'a') as f: f.write(s + '\\n')\n\
+         def on_parent_death(*_):\n    \
+             note('reacted %d' % os.getpid())\n    \
+             spawn(None)\n\
+         def spawn(ready):\n    \
+             if os.fork() == 0:\n        \
+                 libc.prctl(1, signal.SIGUSR1)\n        \
+                 if ready is not None:\n            \
+                     os.write(ready, b'x'); os.close(ready)\n        \
+                 while True: time.sleep(1)\n\
+         signal.signal(signal.SIGUSR1, on_parent_death)\n\
+         r, w = os.pipe()\n\
+         x = os.fork()\n\
+         if x == 0:\n    \
+             os.setsid(); os.close(r)\n    \
+             for fd in (0, 1, 2): os.close(fd)\n    \
+             spawn(w); os.close(w)\n    \
+             while True: time.sleep(1)\n\
+         os.close(w); os.read(r, 1)\n\
+         print('X', x); print('started', flush=True)\n",
+        log = log.display()
+    )
+}
+
+/// A jailed tree that reacts to each member's death by forking a replacement must still end
+/// with boundary: landjail stops the whole tree before it kills any of it, so no member ever
+/// gets to react (and none survives). Positive control: outside a jail, killing the tree's
+/// root makes its child react.
+#[test]
+fn landjail_ends_a_detached_tree_that_replaces_its_members() {
+    require_root().unwrap();
+    for who in [As::Root, As::User] {
+        let marker = format!("hydra-{}-{}", who as u32, std::process::id());
+        let dir = config_home(who);
+        let log = dir.path().join("reactions");
+        let script = hydra_script(&marker, &log);
+        let o = outside(who, &["python3", "-c", &script]).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(out.contains("started"), "control {who:?}: {}", text(&o));
+        let x: i32 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("X "))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the control printed its root's pid");
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
+        kill(x);
+        // The reaction is an event; wait for it (generously), then end the control's tree.
+        let mut reacted = false;
+        for _ in 0..600 {
+            reacted = std::fs::read_to_string(&log).is_ok_and(|s| s.contains("reacted"));
+            if reacted {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for _ in 0..3 {
+            for pid in processes_with(&marker) {
+                kill(pid as i32);
+            }
+        }
+        assert!(
+            reacted,
+            "control {who:?}: the tree did not replace its killed member"
+        );
+        std::fs::remove_file(&log).unwrap();
+
+        let config = config_home(who);
+        let mut cmd = boundary_cmd(who, config.path(), &[]);
+        cmd.args(&both_jails()[1].1)
+            .args(["--", "python3", "-c", &script]);
+        let o = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "{who:?}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("started"));
+        let left = processes_with(&marker);
+        for pid in &left {
+            kill(*pid as i32);
+        }
+        let reactions = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            left.is_empty() && reactions.is_empty(),
+            "{who:?}: the jailed tree fought boundary's cleanup: still running {left:?}, \
+             members that replaced themselves: {reactions:?}"
         );
     }
 }

@@ -27,7 +27,8 @@
 //! - **The terminal**: `TIOCSTI` and `TIOCLINUX` (typing into the terminal boundary runs on,
 //!   which the user's shell reads after boundary exits) are refused, like in nsjail; so are the
 //!   host-wide kernel interfaces both jails refuse (`crate::seccomp`). Jailed processes that
-//!   detach do not outlive the jail: boundary is their subreaper and ends them (`orphans.rs`).
+//!   detach do not outlive the jail: boundary is their subreaper and, at the end, stops their
+//!   whole tree before killing it, so members cannot replace themselves (`orphans.rs`).
 //! - **Host configuration**: the target has no capabilities (bounding, ambient, effective,
 //!   permitted, inheritable all empty; root's exec-time regain locked off with securebits) and
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or

@@ -2,13 +2,23 @@
 //! no PID namespace whose end takes them along. They would keep the terminal open (and read
 //! what the user types next into the shell) and keep running unsupervised. So boundary
 //! becomes the subreaper of the jail: a process whose parent dies is reparented to boundary
-//! instead of init, and when the jail is dropped every such child is killed and reaped.
+//! instead of init, and when the jail is dropped the jail's processes are ended.
 //! A child counts as the jail's when it runs under more seccomp filters than boundary (every
 //! jailed process inherits the jail's filter; processes the host program started itself do
 //! not) and is not the target of another landjail of this process, which keeps running.
+//!
+//! Ending them one generation at a time (kill our children, then the grandchildren that were
+//! reparented to us, ...) can be outrun: a member can ask for a signal when its parent dies
+//! (`PR_SET_PDEATHSIG`) and fork a replacement before the next round. So the whole tree is
+//! stopped first (`SIGSTOP` cannot be caught or ignored, and a stopped process cannot fork or
+//! react), walking `/proc` until one walk finds every member of the tree stopped; only then is
+//! every member killed. The generation-by-generation rounds follow as a fallback (and reap).
+//!
 //! Limits: if boundary itself is killed with SIGKILL, they are reparented to init and live on;
 //! a program running several landjails at once ends the detached processes of all of them
-//! when the first one is dropped.
+//! when the first one is dropped; a tree whose members keep resuming each other (`SIGCONT`)
+//! while stopping themselves races the walks, and the fallback rounds are then what is left
+//! (an error is logged when jailed processes remain after them).
 
 use std::io;
 use std::path::Path;
@@ -51,10 +61,20 @@ impl Drop for Orphans {
         if let Some(t) = self.target {
             targets().retain(|&p| p != t);
         }
+        let frozen = freeze();
+        if !frozen.is_empty() {
+            debug!(
+                count = frozen.len(),
+                "landjail: ending the stopped jailed processes"
+            );
+        }
+        for &p in &frozen {
+            let _ = kill(p, Signal::SIGKILL);
+        }
         // Each round kills the current children; their own children are then reparented to
         // us and killed in the next round. A child we have not reaped keeps its pid, so the
         // pids read from /proc cannot be reused before we signal them.
-        for _ in 0..10_000 {
+        for _ in 0..FALLBACK_ROUNDS {
             let kids = children();
             if kids.is_empty() {
                 return;
@@ -70,7 +90,120 @@ impl Drop for Orphans {
                 let _ = waitpid(k, None);
             }
         }
+        tracing::error!(
+            left = ?children(),
+            "landjail: jailed processes are still running after boundary tried to end them; \
+             they may outlive this run (kill them by hand; nsjail's PID namespace has no such limit)"
+        );
     }
+}
+
+/// Rounds of the generation-by-generation fallback before giving up (loudly).
+const FALLBACK_ROUNDS: usize = 10_000;
+/// Walks of the tree while stopping it.
+const FREEZE_WALKS: usize = 1_000;
+
+/// Stops every process of the jail's tree and returns them once one walk of `/proc` found
+/// the whole tree stopped (see the module documentation).
+fn freeze() -> Vec<Pid> {
+    let mut tree = Vec::new();
+    for _ in 0..FREEZE_WALKS {
+        tree = jail_tree();
+        let running: Vec<Pid> = tree.iter().filter(|m| !m.stopped).map(|m| m.pid).collect();
+        if running.is_empty() {
+            break;
+        }
+        for &p in &running {
+            let _ = kill(p, Signal::SIGSTOP);
+        }
+        for &p in &running {
+            wait_stopped(p);
+        }
+    }
+    tree.into_iter().map(|p| p.pid).collect()
+}
+
+/// Waits (briefly) until `pid` is stopped, a zombie or gone: the signal is delivered
+/// asynchronously, and a process in an uninterruptible sleep stops only when it wakes.
+fn wait_stopped(pid: Pid) {
+    for _ in 0..1_000 {
+        match state(Path::new(&format!("/proc/{pid}"))) {
+            Some(s) if !is_stopped(s) => std::thread::sleep(std::time::Duration::from_micros(200)),
+            _ => return,
+        }
+    }
+}
+
+/// One member of the jail's tree.
+struct Member {
+    pid: Pid,
+    stopped: bool,
+}
+
+/// Every process of the jail's tree: our jailed children (not another landjail's target) and
+/// all their descendants.
+fn jail_tree() -> Vec<Member> {
+    let me = std::process::id();
+    let Some(own_filters) = seccomp_filters(Path::new("/proc/self")) else {
+        return Vec::new();
+    };
+    let running = targets().clone();
+    // pid -> (parent, state), for the jailed processes only.
+    let mut procs = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let (Some((ppid, st)), Some(filters)) = (stat(&e.path()), seccomp_filters(&e.path()))
+        else {
+            continue;
+        };
+        if filters > own_filters {
+            procs.insert(pid, (ppid, st));
+        }
+    }
+    let mut tree: Vec<u32> = procs
+        .iter()
+        .filter(|(pid, (ppid, _))| *ppid == me && !running.contains(pid))
+        .map(|(pid, _)| *pid)
+        .collect();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            procs
+                .iter()
+                .filter(|(_, (ppid, _))| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    tree.into_iter()
+        .map(|pid| Member {
+            pid: Pid::from_raw(pid as i32),
+            stopped: is_stopped(procs[&pid].1),
+        })
+        .collect()
+}
+
+/// Stopped (`T`, or `t` under a tracer), or already dead (`Z`, `X`).
+fn is_stopped(state: char) -> bool {
+    matches!(state, 'T' | 't' | 'Z' | 'X')
+}
+
+/// Parent pid and state letter from `<proc_dir>/stat`.
+fn stat(proc_dir: &Path) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    // Fields after the command name (which may contain spaces and parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+fn state(proc_dir: &Path) -> Option<char> {
+    stat(proc_dir).map(|(_, s)| s)
 }
 
 /// The jail's processes among our children (see the module documentation).
@@ -86,10 +219,7 @@ fn children() -> Vec<Pid> {
     dir.flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // Fields after the command name (which may contain spaces and parentheses).
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            let (ppid, _) = stat(&e.path())?;
             let jailed = seccomp_filters(&e.path())? > own_filters;
             (ppid == me && jailed && !running.contains(&pid)).then(|| Pid::from_raw(pid as i32))
         })
