@@ -8,8 +8,9 @@
 //! (terminal injection, socket families that are not per network namespace, host-wide kernel
 //! interfaces, new namespaces, io_uring, foreign architectures) with each jail's own on top
 //! (`landjail::filter`, `nsjail::filter`). Raw system calls (pidfds, capabilities, descriptor
-//! passing, seccomp and its notification ioctls, socket calls, pre-exec steps) are safe
-//! wrappers in one module, `sys`. The threat model, class by class, is in
+//! passing, seccomp and its notification ioctls, socket calls, pre-exec steps, fork, signal
+//! dispositions) are wrappers in one module, `sys`: safe ones, or `unsafe fn`s whose doc names
+//! the precondition the caller's `SAFETY` note answers. The threat model, class by class, is in
 //! `docs/jail-types.md`.
 //!
 //! The public surface is what `boundary` uses: [`start`] a [`JailSpec`] in a jail of a
@@ -20,7 +21,8 @@
 //! What the jailed command needs to know (proxy
 //! variables, CA trust) comes in as plain environment variables. Between `boundary`, nsjail's
 //! helper and the jail's init, failures travel as a typed message (`nsjail::wire::Failure`),
-//! decoded into [`JailError`].
+//! decoded into [`JailError`]; landjail's forked child reports a failed confinement step as a
+//! [`landjail::ChildFailure`] (the step and its errno), which names the step and its fix.
 //!
 //! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for
 //! both jails (landjail: also `listen()`): it takes the socket and a copy of the address from

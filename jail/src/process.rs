@@ -12,7 +12,6 @@ use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::sys::{pidfd_open, pidfd_signal, take_foreground};
@@ -44,22 +43,10 @@ extern "C" fn note_early(sig: libc::c_int) {
 /// caught into flags that `wait()` replays once it listens. Backends call it before they start
 /// the target; calling it again is harmless.
 pub(crate) fn catch_early() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
     for sig in FORWARDED {
-        let action = SigAction::new(
-            SigHandler::Handler(note_early),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        match unsafe { sigaction(sig, &action) } {
-            Ok(old) if old.handler() == SigHandler::SigDfl => {}
-            // Someone else handles (or ignores) it already: put theirs back.
-            Ok(old) => {
-                // SAFETY: restoring the disposition that was there before.
-                let _ = unsafe { sigaction(sig, &old) };
-            }
-            Err(e) => tracing::debug!("catching {sig} early: {e}"),
+        // SAFETY: `note_early` only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { crate::sys::catch_if_default(sig, note_early) } {
+            tracing::debug!("catching {sig} early: {e}");
         }
     }
 }
@@ -235,11 +222,7 @@ impl RunningJail {
             .as_ref()
             .ok_or_else(|| io::Error::other("jail already waited for"))?
             .try_clone()?;
-        // SAFETY: the AsyncFd owns this OwnedFd, so the fd stays open and refers to the same
-        // pidfd for the AsyncFd's whole lifetime.
-        let exited =
-            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)?;
+        let exited = crate::sys::async_readable(pidfd)?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;

@@ -773,3 +773,73 @@ pub(crate) fn attach_tree(tree: BorrowedFd<'_>, target: &std::path::Path) -> io:
     })?;
     Ok(())
 }
+
+/// Runs `f` in `cmd`'s child between `fork` and `exec`; an error aborts the spawn. The one way
+/// the jails add a step of their own to a child's start.
+///
+/// # Safety
+/// The child is a copy of a possibly multi-threaded parent in which only the forking thread
+/// runs: `f` must be async-signal-safe (no allocation, no locks, no logging), and it must not
+/// close or reuse descriptors std's spawn uses.
+pub(crate) unsafe fn pre_exec<F>(cmd: &mut Command, f: F)
+where
+    F: FnMut() -> io::Result<()> + Send + Sync + 'static,
+{
+    // SAFETY: the caller upholds the contract above, which is `pre_exec`'s.
+    unsafe { cmd.pre_exec(f) };
+}
+
+/// Forks the calling process. The child returns `ForkResult::Child`; the parent gets its pid.
+///
+/// # Safety
+/// The caller must be single-threaded (then the child may run any code), or the child must
+/// only make async-signal-safe calls until it execs or exits.
+pub(crate) unsafe fn fork() -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller upholds the contract above, which is `fork`'s.
+    Ok(unsafe { nix::unistd::fork() }?)
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that started us (how the
+/// namespace helper receives boundary's control socket).
+///
+/// # Safety
+/// `fd` must be open, and nothing else in this process may own or close it.
+pub(crate) unsafe fn adopt_inherited_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees `fd` is open and owned by no one else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Calls `handler` for `sig` from now on if `sig` is still at its default disposition, and
+/// returns true; otherwise leaves the disposition someone else set (a handler, or ignore) in
+/// place and returns false.
+///
+/// # Safety
+/// `handler` runs in signal context: it must be async-signal-safe (atomics only, say).
+pub(crate) unsafe fn catch_if_default(
+    sig: nix::sys::signal::Signal,
+    handler: extern "C" fn(c_int),
+) -> io::Result<bool> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the caller guarantees `handler` is async-signal-safe.
+    let old = unsafe { sigaction(sig, &action) }?;
+    if old.handler() == SigHandler::SigDfl {
+        return Ok(true);
+    }
+    // SAFETY: restoring the disposition that was there before, which its owner installed.
+    unsafe { sigaction(sig, &old) }?;
+    Ok(false)
+}
+
+/// Registers `fd` with the current tokio runtime for readiness to read (a pidfd turns readable
+/// when its process exits). Panics outside a runtime, like tokio.
+pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns this OwnedFd, so the descriptor stays open and names the same
+    // file for the AsyncFd's whole lifetime.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}

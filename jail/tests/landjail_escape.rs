@@ -501,6 +501,84 @@ fn a_missing_program_is_a_clear_error() {
     assert!(err.to_string().contains("no command"), "{err}");
 }
 
+/// Set: this test binary was started by [`a_confinement_step_failing_in_the_child_is_named_with_its_fix`]
+/// to run [`nested_landjail_start`]; `outer` starts a landjail around a second copy, `inner`
+/// (inside that landjail) starts a landjail of its own.
+const NESTED_ENV: &str = "BOUNDARY_TEST_NESTED_LANDJAIL";
+/// The file the inner copy writes the error it gets to.
+const NESTED_REPORT_ENV: &str = "BOUNDARY_TEST_NESTED_LANDJAIL_REPORT";
+
+fn nested_run() -> (Command, Vec<&'static str>) {
+    let cmd = Command::new(std::env::current_exe().unwrap());
+    let args = vec![
+        "--exact",
+        "nested_landjail_start",
+        "--ignored",
+        "--test-threads=1",
+    ];
+    (cmd, args)
+}
+
+#[test]
+fn a_confinement_step_failing_in_the_child_is_named_with_its_fix() {
+    let abi = landjail::kernel_abi();
+    assert!(
+        abi >= landjail::MIN_ABI,
+        "this kernel offers Landlock ABI {abi}; landjail tests need ABI 4 (Linux 6.7+)"
+    );
+    // A landjail inside a landjail: the outer jail's seccomp filter refuses `keyctl`, so the
+    // inner jail's forked child fails at its keyring step, after the fork, before exec. Its
+    // message used to reach the user as a bare errno ("Invalid argument" for the child's own
+    // errors). The outer jail runs in a process of its own: this process's other tests end the
+    // jailed children they do not know when their jails end (`orphans.rs`).
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("error.txt");
+    let (mut cmd, args) = nested_run();
+    let status = cmd
+        .args(args)
+        .env(NESTED_ENV, "outer")
+        .env(NESTED_REPORT_ENV, &report)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the nested test run failed: {status}");
+    let text = std::fs::read_to_string(&report).expect("the nested run wrote its error");
+    assert!(
+        text.contains("cannot start \"true\" in the landjail"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "giving the target a new, empty session keyring (keyctl): Operation not permitted"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Fix: boundary itself runs in a sandbox that refuses this"),
+        "{text}"
+    );
+}
+
+/// The two halves of the test above (does nothing when run on its own).
+#[test]
+#[ignore = "started by a_confinement_step_failing_in_the_child_is_named_with_its_fix"]
+fn nested_landjail_start() {
+    match std::env::var(NESTED_ENV).as_deref() {
+        Ok("outer") => {
+            let (cmd, args) = nested_run();
+            let mut s = spec(cmd.get_program(), &args);
+            s.env.push((NESTED_ENV.into(), "inner".into()));
+            assert_eq!(run_jail(s, false), 0, "the jailed half failed");
+        }
+        Ok("inner") => {
+            let report = std::env::var_os(NESTED_REPORT_ENV).unwrap();
+            let err = landjail::start(&spec("true", &[]), &Default::default())
+                .expect_err("a landjail inside a landjail must not start");
+            std::fs::write(report, err.to_string()).unwrap();
+        }
+        _ => {}
+    }
+}
+
 fn quote(s: &str) -> String {
     let mut o = String::from("\"");
     for c in s.chars() {

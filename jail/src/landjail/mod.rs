@@ -87,17 +87,17 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
+use nix::fcntl::OFlag;
 use tracing::{debug, info, warn};
 
 use crate::{supervisor, JailError, JailSpec, LandjailOptions, RunningJail};
 
+pub use child::{ChildFailure, Step};
 pub use landlock_rules::{check_abi, kernel_abi, MIN_ABI};
 #[cfg(feature = "insecure-test-hooks")]
 pub use landlock_rules::{FORCE_ABI_ENV, NO_SECCOMP_ENV};
@@ -141,12 +141,20 @@ pub enum LandjailError {
         #[source]
         source: io::Error,
     },
-    /// The target could not be started (also: a confinement step in the child failed).
+    /// A confinement step in the forked child failed (the child's typed report).
+    #[error("cannot start {program:?} in the landjail: {failure}")]
+    Confine {
+        /// The program.
+        program: OsString,
+        /// The step, its errno and the fix.
+        failure: ChildFailure,
+    },
+    /// The target could not be started (fork or exec failed).
     #[error("cannot start {program:?} in the landjail: {source}")]
     Spawn {
         /// The program.
         program: OsString,
-        /// The error from fork/exec or from the child's confinement steps.
+        /// The error from fork or exec.
         #[source]
         source: io::Error,
     },
@@ -299,6 +307,13 @@ fn start_inner(
         what: "creating the socketpair for the seccomp listener",
         source,
     })?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
+            LandjailError::Setup {
+                what: "creating the pipe for the child's failure report",
+                source: e.into(),
+            }
+        })?;
     let policy = Arc::new(supervisor::Policy {
         net: supervisor::Net::Host { proxy: allowed },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
@@ -348,23 +363,30 @@ fn start_inner(
         cmd.env(k, v);
     }
     let setup = child::ChildSetup {
-        ruleset_fd: ruleset.as_raw_fd(),
-        sock_fd: child_sock.as_raw_fd(),
+        ruleset,
+        sock: child_sock,
+        report: report_w,
         program: filter::program(),
         last_cap: crate::sys::cap_last_cap(),
         tty,
         insecure_no_seccomp: insecure_no_seccomp(),
         parent_pid: std::process::id() as libc::pid_t,
     };
-    // SAFETY: the closure only makes raw syscalls on data prepared before the fork (see
+    // SAFETY: `setup.run` only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
-    unsafe { cmd.pre_exec(move || setup.run()) };
+    unsafe { crate::sys::pre_exec(&mut cmd, move || setup.run()) };
     let spawned = cmd.spawn();
-    drop(child_sock);
-    drop(ruleset);
-    let child = spawned.map_err(|source| LandjailError::Spawn {
-        program: spec.program.clone(),
-        source,
+    // Closes the parent's copies of the child's descriptors (held by `setup`).
+    drop(cmd);
+    let child = spawned.map_err(|source| match ChildFailure::read(&report_r) {
+        Some(failure) => LandjailError::Confine {
+            program: spec.program.clone(),
+            failure,
+        },
+        None => LandjailError::Spawn {
+            program: spec.program.clone(),
+            source,
+        },
     })?;
     info!(pid = child.id(), port, abi, "landjail: target started");
     let jail = RunningJail::new(child, listeners).map_err(|source| LandjailError::Setup {

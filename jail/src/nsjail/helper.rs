@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
@@ -15,7 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, getgid, getuid, pipe2, ForkResult, Pid};
+use nix::unistd::{getgid, getuid, pipe2, ForkResult, Pid};
 
 use super::net;
 use super::pid1;
@@ -29,9 +29,9 @@ root with --no-user-namespace, or use --jail-type landjail";
 
 /// Entry point from [`crate::init_hook`]; returns the exit code.
 pub fn main(fd: i32) -> i32 {
-    // SAFETY: boundary passed this inherited fd number for exactly this purpose; we are the
-    // only owner of it in this process.
-    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: boundary passed this inherited fd number for exactly this purpose (see
+    // `sys::inherit_across_exec`); nothing else in this fresh process knows it.
+    let mut sock = UnixStream::from(unsafe { crate::sys::adopt_inherited_fd(fd) });
     // `ps` then shows the helper and the jail's init by a name that says what they are.
     let _ = nix::sys::prctl::set_name(c"boundary-jail");
     if let Err(e) = fcntl(sock.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
@@ -117,13 +117,14 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
         UnixStream::pair().map_err(|e| format!("creating the listener socketpair: {e}"))?;
     // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
     // arbitrary code after fork.
-    match unsafe { fork() }.map_err(|e| format!("forking the jail's init: {e}"))? {
+    match unsafe { crate::sys::fork() }.map_err(|e| format!("forking the jail's init: {e}"))? {
         ForkResult::Child => {
             drop(status_r);
             drop(listener_r);
             drop(sockets);
-            // SAFETY: closing our copy of the control socket; the child never uses it.
-            unsafe { libc::close(sock.as_raw_fd()) };
+            // Init must not hold boundary's control socket (boundary notices the helper's end
+            // by its EOF). `pid1::main` never returns, so this copy is never dropped again.
+            let _ = nix::unistd::close(sock.as_raw_fd());
             pid1::main(req, status_w, listener_w)
         }
         ForkResult::Parent { child } => {
