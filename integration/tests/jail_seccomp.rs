@@ -372,3 +372,51 @@ fn landjail_ends_a_detached_tree_that_replaces_its_members() {
         );
     }
 }
+
+/// A descriptor boundary's caller has open (here: fd 7, appending to a file the test reads;
+/// in real life a socket to a host service, a file the jailed user could not open) must not
+/// reach the jailed command: it would be a channel around the policy that no `connect()` or
+/// `open()` passes through. Positive control: the same command outside a jail writes through
+/// it.
+#[test]
+fn descriptors_of_boundarys_caller_do_not_reach_the_jail() {
+    require_root().unwrap();
+    let script = "import os\n\
+                  try:\n    os.write(7, b'THROUGH-FD-7\\n'); print('fd7 open')\n\
+                  except OSError as e:\n    print('fd7', e.errno)\n";
+    for who in [As::Root, As::User] {
+        let dir = shared_tempdir();
+        let sink = dir.path().join("sink");
+        std::fs::write(&sink, "").unwrap();
+        // Opened by the shell (as root) before runuser: only the descriptor carries it in.
+        let open7 = format!("exec 7>>{}; exec \"$@\"", sink.display());
+        let mut control = Command::new("sh");
+        control.args(["-c", &open7, "sh"]);
+        if who == As::User {
+            control.args(["runuser", "-u", TEST_USER, "--"]);
+        }
+        let o = control.args(["python3", "-c", script]).output().unwrap();
+        assert!(
+            std::fs::read_to_string(&sink)
+                .unwrap()
+                .contains("THROUGH-FD-7"),
+            "control {who:?}: {}",
+            text(&o)
+        );
+        std::fs::write(&sink, "").unwrap();
+        for (jail, flags) in both_jails() {
+            let config = config_home(who);
+            let mut cmd = boundary_cmd(who, config.path(), &["sh", "-c", &open7, "sh"]);
+            cmd.args(&flags).args(["--", "python3", "-c", script]);
+            let o = cmd.stdin(Stdio::null()).output().unwrap();
+            assert!(o.status.success(), "{jail} {who:?}: {}", text(&o));
+            let got = std::fs::read_to_string(&sink).unwrap();
+            assert!(
+                got.is_empty() && String::from_utf8_lossy(&o.stdout).contains("fd7 9"),
+                "{jail} {who:?}: the jailed command wrote through its caller's descriptor \
+                 ({got:?}): {}",
+                text(&o)
+            );
+        }
+    }
+}

@@ -646,11 +646,13 @@ pub(crate) fn exec_with_ambient(cmd: &mut Command, caps: &'static [u32]) {
     unsafe { cmd.pre_exec(move || raise_ambient(caps)) };
 }
 
-/// Makes `cmd`'s child start with no blocked signals (init blocks the ones it forwards) and,
-/// with `tty`, in a process group of its own that is the terminal's foreground group.
+/// Makes `cmd`'s child start with no blocked signals (init blocks the ones it forwards), with
+/// no descriptor but 0, 1 and 2 (whatever boundary's caller had open, sockets to host services
+/// included, would be a channel around the policy; landjail's child does the same) and, with
+/// `tty`, in a process group of its own that is the terminal's foreground group.
 pub(crate) fn exec_unblocked_in_foreground(cmd: &mut Command, tty: Option<RawFd>) {
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
-    // calls (sigprocmask, setpgid, tcsetpgrp, signal) on locals.
+    // calls (sigprocmask, setpgid, tcsetpgrp, signal, close_range/fcntl) on locals.
     unsafe {
         cmd.pre_exec(move || {
             let empty = nix::sys::signal::SigSet::empty();
@@ -659,6 +661,7 @@ pub(crate) fn exec_unblocked_in_foreground(cmd: &mut Command, tty: Option<RawFd>
                 check(libc::setpgid(0, 0))?;
                 take_foreground(fd)?;
             }
+            cloexec_from(3);
             Ok(())
         })
     };

@@ -72,11 +72,18 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// Parses `host[:port]`; refuses userinfo (`user@host`), an empty port (`host:`) and an
-    /// empty or malformed host.
+    /// Parses `host[:port]`; refuses userinfo (`user@host`), an empty port (`host:`), a port
+    /// outside 1..=65535 written as digits (which would otherwise read as no port, the
+    /// scheme's default) and an empty or malformed host.
     pub fn parse(raw: &str) -> Option<Authority> {
         let a: http::uri::Authority = raw.parse().ok()?;
-        if a.as_str().contains('@') || a.as_str().ends_with(':') {
+        // After an IPv6 literal's `]`, or in the whole text for a name or IPv4 address.
+        let has_port = a
+            .as_str()
+            .rsplit(']')
+            .next()
+            .is_some_and(|t| t.contains(':'));
+        if a.as_str().contains('@') || (has_port && !matches!(a.port_u16(), Some(1..))) {
             return None;
         }
         Some(Authority {
@@ -115,5 +122,17 @@ mod tests {
         assert_eq!(Authority::parse("user@a.example"), None);
         assert_eq!(Authority::parse(""), None);
         assert_eq!(Authority::parse("a.example:"), None);
+        // Out of range ports are errors, not "no port" (which meant the scheme's default).
+        for bad in [
+            "a.example:84626",
+            "a.example:65536",
+            "[::1]:99999",
+            "a.example:0",
+        ] {
+            assert_eq!(Authority::parse(bad), None, "{bad}");
+        }
+        let a = Authority::parse("a.example:65535").unwrap();
+        assert_eq!(a.port, Some(65535));
+        assert_eq!(Authority::parse("[::1]").unwrap().port, None);
     }
 }
