@@ -342,16 +342,19 @@ fn landjail_ends_a_detached_tree_that_replaces_its_members() {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        for _ in 0..3 {
-            for pid in processes_with(&marker) {
-                kill(pid as i32);
-            }
-        }
+        // The whole tree is in X's process group: one signal ends every member at once.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(x),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         assert!(
             reacted,
             "control {who:?}: the tree did not replace its killed member"
         );
-        std::fs::remove_file(&log).unwrap();
+        // The jailed run has its own marker and log, whatever the control left behind.
+        let marker = format!("{marker}-jailed");
+        let log = dir.path().join("reactions-jailed");
+        let script = hydra_script(&marker, &log);
 
         let config = config_home(who);
         let mut cmd = boundary_cmd(who, config.path(), &[]);
@@ -375,15 +378,22 @@ fn landjail_ends_a_detached_tree_that_replaces_its_members() {
 
 /// A descriptor boundary's caller has open (here: fd 7, appending to a file the test reads;
 /// in real life a socket to a host service, a file the jailed user could not open) must not
-/// reach the jailed command: it would be a channel around the policy that no `connect()` or
-/// `open()` passes through. Positive control: the same command outside a jail writes through
-/// it.
+/// reach the jailed command, neither inherited nor taken from its parent with `pidfd_getfd`
+/// (nsjail's init, landjail's boundary): it would be a channel around the policy that no
+/// `connect()` or `open()` passes through. Positive control: the same command outside a jail
+/// writes through it.
 #[test]
 fn descriptors_of_boundarys_caller_do_not_reach_the_jail() {
     require_root().unwrap();
-    let script = "import os\n\
+    // Also through the parent (nsjail: the jail's init; landjail: boundary), with pidfd_getfd.
+    let script = "import ctypes, os\n\
                   try:\n    os.write(7, b'THROUGH-FD-7\\n'); print('fd7 open')\n\
-                  except OSError as e:\n    print('fd7', e.errno)\n";
+                  except OSError as e:\n    print('fd7', e.errno)\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  p = libc.syscall(434, os.getppid(), 0)\n\
+                  fd = libc.syscall(438, p, 7, 0) if p >= 0 else -1\n\
+                  if fd >= 0:\n    os.write(fd, b'THROUGH-PARENT\\n'); print('parent fd7 open')\n\
+                  else:\n    print('parent fd7', ctypes.get_errno())\n";
     for who in [As::Root, As::User] {
         let dir = shared_tempdir();
         let sink = dir.path().join("sink");

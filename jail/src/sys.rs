@@ -625,13 +625,16 @@ pub(crate) fn take_foreground(fd: RawFd) -> io::Result<()> {
 }
 
 /// Makes `cmd`'s child keep descriptor `fd` open across `exec` (it is close-on-exec in the
-/// parent, so no other child inherits it): how boundary hands the control socket to the
-/// re-executed namespace helper.
+/// parent, so no other child inherits it), and no other descriptor but 0, 1 and 2: how
+/// boundary hands the control socket to the re-executed namespace helper. Whatever else
+/// boundary's caller had open would otherwise live on in the helper and the jail's init, where
+/// the jailed command can take it (`pidfd_getfd` on its parent, init).
 pub(crate) fn inherit_across_exec(cmd: &mut Command, fd: RawFd) {
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
-    // async-signal-safe; it changes the flags of the child's own copy of `fd`.
+    // SAFETY: the closure runs in the forked child before exec and only calls close_range and
+    // fcntl, which are async-signal-safe; they change the flags of the child's own descriptors.
     unsafe {
         cmd.pre_exec(move || {
+            cloexec_from(3);
             check(libc::fcntl(fd, libc::F_SETFD, 0))?;
             Ok(())
         })
