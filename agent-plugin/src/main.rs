@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod denials;
 mod logging;
 mod run;
 mod selftest;
@@ -125,17 +126,30 @@ fn run(cli: RunCli) -> u8 {
             return 2;
         }
     };
-    if let Err(e) = logging::init(cfg.log_level, cfg.log_dir.as_deref()) {
-        eprintln!("boundary: {e:#}");
-        return 2;
-    }
-    let logs_to_file = cfg.log_dir.is_some();
+    let state_dir = config::values::state_dir(&config::process_env);
+    let target = logging::choose(cfg.log_dir.as_deref(), &state_dir);
+    let target = match logging::init(cfg.log_level, target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("boundary: {e:#}");
+            return 2;
+        }
+    };
+    let logs_to_file = target != logging::LogTarget::Stderr;
+    let denials = std::sync::Arc::new(denials::DenyTally::default());
     // The proxy holds two descriptors per proxied connection: use all the system allows.
     match boundary_proxy::upstream::raise_descriptor_limit() {
         Ok((before, now)) => tracing::debug!(before, now, "descriptor limit raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
     }
-    match run::run(cfg, cli.command) {
+    let result = run::run(cfg, cli.command, &denials);
+    // The log lines went to a file the user is not watching: say once what was denied.
+    if let logging::LogTarget::StateFile(path) = &target {
+        if let Some(line) = denials.summary(path) {
+            eprintln!("{line}");
+        }
+    }
+    match result {
         // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.
         Ok(code) => code.clamp(0, 255) as u8,
         Err(e) => {

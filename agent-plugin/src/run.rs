@@ -288,7 +288,12 @@ fn check_files(cfg: &Config) -> Result<()> {
 }
 
 /// Runs `command` jailed and returns the exit code boundary should exit with.
-pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
+/// Every audit record also passes `denials`, which counts the denied ones for the exit summary.
+pub fn run(
+    cfg: Config,
+    command: Vec<OsString>,
+    denials: &Arc<crate::denials::DenyTally>,
+) -> Result<i32> {
     check_files(&cfg)?;
     let (ca, _ca_dir) = prepare_ca(&cfg)?;
     if cfg.allow.is_empty() {
@@ -319,7 +324,7 @@ pub fn run(cfg: Config, command: Vec<OsString>) -> Result<i32> {
                 return Err(anyhow::Error::new(e).context("cannot start audit logging"));
             }
         };
-        let proxy = match Proxy::new(pconf, ca, audit.sink()) {
+        let proxy = match Proxy::new(pconf, ca, denials.wrap(audit.sink())) {
             Ok(p) => p,
             Err(e) => {
                 jail.kill();

@@ -209,16 +209,17 @@ impl AuditSink for PipelineSink {
     }
 }
 
-/// The agent forwarder, when forwarding is on (a missing socket is warned about, not an error).
+/// The agent forwarder, when forwarding is on (a missing socket is noted at info, not an error).
 fn start_forwarder(opts: &mut AuditOptions) -> Option<Forwarder> {
     let early = opts.early_connection.take();
     let spool = opts.spool.take();
     opts.socket_path.as_ref().map(|path| {
+        // Outside Coder this is every run, and nothing is wrong: said once, at info.
         if !path.exists() && early.is_none() {
-            tracing::warn!(
+            tracing::info!(
                 path = %path.display(),
-                "Coder agent audit socket does not exist (older Coder, or not in a \
-                 workspace); logging locally and forwarding once it appears"
+                "no Coder agent audit socket (not in a Coder workspace, or an older Coder); \
+                 logging locally and forwarding once it appears"
             );
         }
         Forwarder::start(

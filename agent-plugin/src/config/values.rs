@@ -264,9 +264,10 @@ pub fn running_as_root() -> bool {
 }
 
 /// Where audit records wait for the agent across runs when `--audit-spool-dir` is not given:
-/// `$XDG_STATE_HOME/coder_boundary/spool`, else `/var/lib/coder_boundary/spool` for root, else
-/// `~/.local/state/coder_boundary/spool`.
-pub fn default_spool_dir(env: &Lookup) -> String {
+/// boundary's state directory: `$XDG_STATE_HOME/coder_boundary`, else
+/// `/var/lib/coder_boundary` for root, else `~/.local/state/coder_boundary`. The audit spool and
+/// the log file of interactive runs live there.
+pub fn state_dir(env: &Lookup) -> PathBuf {
     let base = match env("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None if running_as_root() => PathBuf::from("/var/lib"),
@@ -277,7 +278,12 @@ pub fn default_spool_dir(env: &Lookup) -> String {
         )
         .join(".local/state"),
     };
-    base.join("coder_boundary/spool").display().to_string()
+    base.join("coder_boundary")
+}
+
+/// `spool` in the [`state_dir`].
+pub fn default_spool_dir(env: &Lookup) -> String {
+    state_dir(env).join("spool").display().to_string()
 }
 
 /// Host of `CODER_AGENT_URL`, for the derived correlation target.

@@ -299,11 +299,21 @@ impl Task {
             return true;
         }
         if matches!(self.link, Link::Waiting { .. }) && !self.cfg.socket_path.exists() {
-            tracing::warn!(
-                path = %self.cfg.socket_path.display(),
-                spooled = self.store.is_disk(),
-                "no Coder agent audit socket at shutdown; records not forwarded"
-            );
+            // Never connected: outside Coder, where this is every run; the pipeline said so
+            // once at info when it started.
+            if self.stats.connections.load(Ordering::SeqCst) == 0 {
+                tracing::debug!(
+                    path = %self.cfg.socket_path.display(),
+                    spooled = self.store.is_disk(),
+                    "no Coder agent audit socket at shutdown; records not forwarded"
+                );
+            } else {
+                tracing::warn!(
+                    path = %self.cfg.socket_path.display(),
+                    spooled = self.store.is_disk(),
+                    "the Coder agent audit socket is gone at shutdown; records not forwarded"
+                );
+            }
             return true;
         }
         false

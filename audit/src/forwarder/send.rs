@@ -267,8 +267,9 @@ impl Task {
                 );
             }
         } else if left > 0 && self.stats.connections.load(Ordering::SeqCst) == 0 {
-            // Outside Coder there is no agent at all: one line, not an alarm.
-            tracing::info!(
+            // Outside Coder there is no agent at all: the pipeline said so once at info when
+            // it started; this is detail.
+            tracing::debug!(
                 records = left,
                 path = %self.cfg.socket_path.display(),
                 "no Coder agent audit socket during this run; records were not forwarded"
