@@ -119,7 +119,7 @@ fn run(cli: RunCli) -> u8 {
         eprintln!("boundary: no command specified; usage: boundary [flags] -- command [args...]");
         return 2;
     }
-    let cfg = match config::resolve(&cli.flags, &config::process_env) {
+    let mut cfg = match config::resolve(&cli.flags, &config::process_env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("boundary: {e}");
@@ -136,6 +136,11 @@ fn run(cli: RunCli) -> u8 {
         }
     };
     let logs_to_file = target != logging::LogTarget::Stderr;
+    // The state directory's log is protected like a `--log-dir` log (read-only in nsjail,
+    // checked at exit in landjail): the jailed command must not edit what it is told about.
+    if let logging::LogTarget::StateFile(path) = &target {
+        cfg.log_dir = path.parent().map(std::path::Path::to_path_buf);
+    }
     let denials = std::sync::Arc::new(denials::DenyTally::default());
     // The proxy holds two descriptors per proxied connection: use all the system allows.
     match boundary_proxy::upstream::raise_descriptor_limit() {

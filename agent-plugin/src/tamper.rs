@@ -1,6 +1,7 @@
 //! boundary's own files, which the jailed command must not change: the config directory (with
-//! `config.yaml`, the next run's allowlist), an explicit `--config` file, the `--log-dir` log
-//! and the `--audit-log` file.
+//! `config.yaml`, the next run's allowlist), an explicit `--config` file, the log file
+//! (`--log-dir`, or the state directory's when stderr is a terminal: `main` puts that directory
+//! in `log_dir`) and the `--audit-log` file.
 //!
 //! nsjail binds them read-only inside the jail (and pins every parent directory with a mount,
 //! so none of them can be renamed away). landjail cannot hide or protect what its own uid owns,

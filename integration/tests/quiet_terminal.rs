@@ -37,7 +37,7 @@ fn tmux(args: &[&str]) -> String {
 
 /// The single-quoted shell line running `boundary` as `boundary_cmd` builds it, with the state
 /// directory `state` (apart from the config directory, as `~/.local/state` is from `~/.config`).
-fn shell_line(config: &Path, state: &Path, flags: &[String]) -> String {
+fn shell_line(config: &Path, state: &Path, flags: &[String], script: &str) -> String {
     let cmd = boundary_cmd(As::Root, config, &[]);
     let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
     words.extend(cmd.get_args().map(|a| {
@@ -48,7 +48,7 @@ fn shell_line(config: &Path, state: &Path, flags: &[String]) -> String {
         }
     }));
     words.extend(flags.iter().cloned());
-    words.extend(["--allow", "domain=example.com", "--", "sh", "-c", SCRIPT].map(String::from));
+    words.extend(["--allow", "domain=example.com", "--", "sh", "-c", script].map(String::from));
     words
         .iter()
         .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
@@ -66,7 +66,7 @@ fn interactive_run_keeps_log_lines_off_the_screen() {
         let session = format!("bnd-quiet-{}-{jail}", std::process::id());
         let shell = format!(
             "{}; echo $? > {}; sleep 600",
-            shell_line(config.path(), state.path(), &flags),
+            shell_line(config.path(), state.path(), &flags, SCRIPT),
             done.display()
         );
         tmux(&[
@@ -142,5 +142,62 @@ fn non_interactive_run_logs_to_stderr_and_outside_coder_only_at_info() {
                 "{t}"
             );
         }
+    }
+}
+
+/// The state directory's log is boundary's, not the jailed command's: in nsjail it is
+/// read-only inside the jail, in landjail (same uid, no mount namespace) a change made during
+/// the run is reported at exit. Positive control: the same write outside the jail works.
+#[test]
+fn the_state_log_is_protected_like_a_log_dir() {
+    require_root().expect("this test needs root");
+    let script = "L=\"$XDG_STATE_HOME/coder_boundary/boundary.log\"; echo \"log=$L\"; \
+                  mv \"$L\" \"$L.old\" && echo forged-line > \"$L\"; echo write=$?";
+    for (jail, flags) in jails() {
+        let config = config_home(As::Root);
+        let state = config_home(As::Root);
+        let done = config.path().join("exit-code");
+        let session = format!("bnd-qlog-{}-{jail}", std::process::id());
+        let shell = format!(
+            "{} 2>&1; echo $? > {}; sleep 600",
+            shell_line(config.path(), state.path(), &flags, script),
+            done.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "250",
+            "-y",
+            "40",
+            &shell,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.exists() {
+            assert!(Instant::now() < deadline, "{jail}: boundary did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pane = tmux(&["capture-pane", "-p", "-J", "-t", &session]);
+        let _ = tmux(&["kill-session", "-t", &session]);
+        let log_file = state.path().join("coder_boundary/boundary.log");
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        let t = format!("{jail}\npane:\n{pane}\nlog file:\n{log}");
+        assert!(pane.contains(&format!("log={}", log_file.display())), "{t}");
+        if jail == "nsjail" {
+            assert!(!log.contains("forged-line"), "{t}");
+            assert!(!pane.contains("write=0"), "{t}");
+        } else {
+            assert!(pane.contains("write=0"), "{t}");
+            assert!(pane.contains("boundary: WARNING:"), "{t}");
+            assert!(pane.contains("boundary.log"), "{t}");
+        }
+        // Positive control: outside the jail the same file takes the line.
+        let out = outside(As::Root, &["sh", "-c", "echo control >> \"$0\""])
+            .arg(&log_file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{t}");
     }
 }
