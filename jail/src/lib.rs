@@ -24,13 +24,13 @@
 //! decoded into [`JailError`]; landjail's forked child reports a failed confinement step as a
 //! [`landjail::ChildFailure`] (the step and its errno), which names the step and its fix.
 //!
-//! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for
-//! both jails (landjail: also `listen()`): it takes the socket and a copy of the address from
-//! the caller, decides, and makes the call itself, never letting the kernel continue a checked
-//! call. It applies the Unix socket policy (`supervisor::unix`, `docs/unix-sockets.md`: the
-//! agent's socket never, the jail's own listeners and allowed sockets yes, container runtimes
-//! and other host services no) and, in landjail, the TCP destinations and loopback-only
-//! listeners (`supervisor::tcp`).
+//! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for both
+//! jails (landjail: also `listen()`; both: sends that name a destination): it takes the socket and
+//! a copy of the address from the caller, decides, and makes the call itself, never letting the
+//! kernel continue a checked call. It applies the Unix socket policy (`supervisor::unix`,
+//! `docs/unix-sockets.md`: the agent's socket never, the jail's own listeners and allowed sockets
+//! yes, container runtimes and other host services no) and, in landjail, the TCP destinations and
+//! loopback-only listeners (`supervisor::tcp`).
 
 pub mod landjail;
 

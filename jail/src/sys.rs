@@ -849,3 +849,49 @@ pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
 }
+
+/// `sendmsg(sock, {name, [data], control}, flags)`: one message from buffers of ours (the
+/// connect supervisor's copy of a jailed process's message). Returns the bytes sent.
+pub(crate) fn send_msg(
+    sock: BorrowedFd<'_>,
+    name: &[u8],
+    data: &[u8],
+    control: &[u8],
+    flags: c_int,
+) -> io::Result<usize> {
+    // Aligned copies: the kernel reads a sockaddr and cmsghdrs from them.
+    let mut name_buf = [0u64; 16];
+    let mut ctl_buf = vec![0u64; control.len().div_ceil(8)];
+    if name.len() > std::mem::size_of_val(&name_buf) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: both destinations are at least as long as their sources (checked and sized
+    // above), and u64 buffers may hold any bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), name_buf.as_mut_ptr().cast(), name.len());
+        std::ptr::copy_nonoverlapping(control.as_ptr(), ctl_buf.as_mut_ptr().cast(), control.len());
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if !name.is_empty() {
+        msg.msg_name = name_buf.as_mut_ptr().cast();
+        msg.msg_namelen = name.len() as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = ctl_buf.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+    }
+    // SAFETY: every pointer in `msg` refers to a live buffer of the stated length; the kernel
+    // only reads them.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

@@ -170,8 +170,16 @@ fn serve_sockets(values: &Values, probes: &[(&ProbeSpec, Vec<String>)]) -> Resul
     let mut paths = vec![values.audit.clone()];
     for (spec, _) in probes {
         for arg in spec.args {
-            if let Arg::HostSocket(name) = arg {
-                paths.push(values.dir.join(name));
+            match arg {
+                Arg::HostSocket(name) => paths.push(values.dir.join(name)),
+                Arg::HostDatagram(name) => {
+                    let p = values.dir.join(name);
+                    let d = std::os::unix::net::UnixDatagram::bind(&p)
+                        .with_context(|| format!("binding {}", p.display()))?;
+                    // Kept open for the selftest's life; its file goes with the directory.
+                    std::mem::forget(d);
+                }
+                _ => {}
             }
         }
     }

@@ -46,6 +46,9 @@ pub(super) enum Arg {
     AuditSocket,
     /// A Unix socket the selftest serves under this name in its temporary directory.
     HostSocket(&'static str),
+    /// A datagram socket of this name in the selftest's directory, bound by the runner; nothing
+    /// reads it.
+    HostDatagram(&'static str),
     /// The selftest's own pid, a process outside the jail.
     Me,
     /// The selftest's own network namespace (`/proc/<me>/ns/net`).
@@ -221,7 +224,9 @@ impl Values {
             Direct6(port) => direct(self.far6, port),
             DnsQuery => dns_query(),
             AuditSocket => self.audit.to_string_lossy().into_owned(),
-            HostSocket(name) => self.dir.join(name).to_string_lossy().into_owned(),
+            HostSocket(name) | HostDatagram(name) => {
+                self.dir.join(name).to_string_lossy().into_owned()
+            }
             Me => self.me.to_string(),
             MyNetns => format!("/proc/{}/ns/net", self.me),
             NearNetns => self.near_netns.clone(),

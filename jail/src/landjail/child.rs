@@ -9,9 +9,11 @@
 //! 2. `no_new_privs`;
 //! 3. enter the Landlock domain prepared by the parent;
 //! 4. install the seccomp filter with a user-notification listener;
-//! 5. send the listener to the supervisor over a Unix socketpair (`SCM_RIGHTS`), close our copy
-//!    (a target holding it could answer its own notifications), and wait for the supervisor's
-//!    one-byte "ready" before returning, so the target never runs unsupervised;
+//! 5. offer the listener to the supervisor over a Unix socketpair (its number and our pid: the
+//!    supervisor copies it with `pidfd_getfd`, since the filter already sends every `sendmsg`
+//!    to the supervisor), wait for the supervisor's one-byte "taken" before returning, so the
+//!    target never runs unsupervised, then close our copy (a target holding it could answer
+//!    its own notifications);
 //! 6. mark every inherited descriptor above stderr close-on-exec.
 //!
 //! std's spawn carries only an errno back from a failed pre-exec closure, so a failing step
@@ -20,7 +22,7 @@
 //! and its fix.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use libc::c_int;
@@ -240,15 +242,23 @@ impl ChildSetup {
         }
         let notify = at(Step::Seccomp, sys::seccomp_install(&self.program, true))?
             .ok_or((Step::Seccomp, io::Error::from_raw_os_error(libc::EINVAL)))?;
-        let sent = sys::send_with_fds(self.sock.as_fd(), &[1], &[notify.as_raw_fd()]);
+        // The number and our pid (`supervisor::take_listener` copies it with pidfd_getfd).
+        let mut offer = [0u8; 8];
+        offer[..4].copy_from_slice(&notify.as_raw_fd().to_ne_bytes());
+        offer[4..].copy_from_slice(&nix::unistd::getpid().as_raw().to_ne_bytes());
+        let sent = nix::unistd::write(&self.sock, &offer);
+        let mut ack = [0u8; 1];
+        let taken = match sent {
+            Ok(8) => nix::unistd::read(self.sock.as_raw_fd(), &mut ack),
+            _ => Ok(0),
+        };
         // The listener must not survive into the target (it could answer its own notifications).
         drop(notify);
-        match at(Step::HandOver, sent)? {
-            1 => {}
+        match at(Step::HandOver, sent.map_err(io::Error::from))? {
+            8 => {}
             _ => return Err((Step::HandOver, io::ErrorKind::WriteZero.into())),
         }
-        let mut ack = [0u8; 1];
-        match nix::unistd::read(self.sock.as_raw_fd(), &mut ack) {
+        match taken {
             Ok(1) => {}
             Ok(_) => return Err((Step::SupervisorGone, io::ErrorKind::UnexpectedEof.into())),
             Err(e) => return Err((Step::SupervisorGone, e.into())),

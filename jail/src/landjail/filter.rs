@@ -51,6 +51,7 @@ fn rules() -> Filter {
     ] {
         f.when(n, vec![Cond::AnySet(flags, fastopen)], eopnotsupp);
     }
+    crate::supervisor::add_send_rules(&mut f);
     f.when(
         libc::SYS_setsockopt,
         vec![
@@ -142,16 +143,19 @@ mod tests {
     }
 
     #[test]
-    fn connect_goes_to_the_supervisor_and_fast_open_is_refused() {
+    fn connect_and_addressed_sends_go_to_the_supervisor_and_fast_open_is_refused() {
         assert_eq!(sys(libc::SYS_connect, [3, 0, 16, 0, 0, 0]), NOTIFY);
         assert_eq!(sys(libc::SYS_listen, [3, 128, 0, 0, 0, 0]), NOTIFY);
         let fo = libc::MSG_FASTOPEN as u64;
         let eop = errno(libc::EOPNOTSUPP);
         assert_eq!(sys(libc::SYS_sendto, [3, 0, 1, fo, 0, 16]), eop);
         assert_eq!(sys(libc::SYS_sendto, [3, 0, 1, 0, 0, 0]), ALLOW);
+        // A destination named: decided by the supervisor (a Unix datagram to a host socket).
+        assert_eq!(sys(libc::SYS_sendto, [3, 0, 1, 0, 0x1000, 16]), NOTIFY);
         assert_eq!(sys(libc::SYS_sendmsg, [3, 0, fo, 0, 0, 0]), eop);
-        assert_eq!(sys(libc::SYS_sendmsg, [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(sys(libc::SYS_sendmsg, [3, 0, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(sys(libc::SYS_sendmmsg, [3, 0, 1, fo, 0, 0]), eop);
+        assert_eq!(sys(libc::SYS_sendmmsg, [3, 0, 1, 0, 0, 0]), NOTIFY);
         let tcp = libc::IPPROTO_TCP as u64;
         assert_eq!(
             sys(libc::SYS_setsockopt, [3, tcp, 30, 0, 4, 0]),

@@ -64,7 +64,8 @@
 //!   managers and other host services are refused. Connects are made by the supervisor, so a
 //!   listening peer sees boundary's pid in `SO_PEERCRED`; the permission check on the socket
 //!   file is the target's (the connecting thread runs without effective capabilities).
-//!   Datagrams sent with `sendto`/`sendmsg` to a path are not decided (one way only).
+//!   Datagrams sent to a path (`sendto`, `sendmsg`, `sendmmsg`) are decided by the same policy
+//!   and sent by the supervisor (`supervisor::send`).
 //! - **Inbound**: `listen()` is refused unless the socket is bound to loopback, so no other
 //!   host reaches a jailed server.
 //! - A process that makes itself non-dumpable (`exec` of an unreadable binary) cannot be
@@ -85,7 +86,7 @@ mod orphans;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -322,17 +323,13 @@ fn start_inner(
     std::thread::Builder::new()
         .name("landjail-supervisor".into())
         .spawn(move || {
-            let notify = match supervisor::recv_listener(&parent_sock) {
+            let notify = match supervisor::take_listener(&parent_sock, None) {
                 Ok(fd) => fd,
                 Err(e) => {
-                    debug!(error = %e, "landjail supervisor: no listener received");
+                    debug!(error = %e, "landjail supervisor: no listener taken");
                     return;
                 }
             };
-            if let Err(e) = (&parent_sock).write_all(&[1]) {
-                debug!(error = %e, "landjail supervisor: child gone before start");
-                return;
-            }
             drop(parent_sock);
             supervisor::serve(notify, policy);
         })

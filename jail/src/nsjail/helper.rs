@@ -132,6 +132,8 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
             drop(listener_w);
             let pidfd = pidfd_open(child.as_raw() as u32)
                 .map_err(|e| format!("pidfd for the jail's init: {e}"))?;
+            // init offers the listener during its setup and waits until it is taken.
+            let listener = crate::supervisor::take_listener(&listener_r, Some(&pidfd));
             let mut status = Vec::new();
             let _ = fs::File::from(status_r).read_to_end(&mut status);
             let failure = match SetupStatus::decode(&status) {
@@ -146,8 +148,8 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
                 return Err(failure);
             }
             let mut sockets = sockets;
-            let listener = crate::supervisor::recv_listener(&listener_r)
-                .map_err(|e| format!("receiving the jail's seccomp listener: {e}"))?;
+            let listener =
+                listener.map_err(|e| format!("taking the jail's seccomp listener: {e}"))?;
             sockets.push((wire::SocketKind::SeccompListener, listener));
             let for_parent = pidfd
                 .try_clone()

@@ -85,7 +85,7 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     let listener = super::filter::install(&rules)
         .map_err(|e| format!("installing the seccomp filter: {e}"))?
         .ok_or("the seccomp filter has no notification listener")?;
-    crate::supervisor::send_listener(listener_to, &listener)
+    crate::supervisor::offer_listener(listener_to, &listener)
         .map_err(|e| format!("handing the seccomp listener to boundary: {e}"))?;
     Ok(())
 }

@@ -124,6 +124,7 @@ fn one(kind: &str, args: &[String]) -> Result<String, String> {
         "setns" => setns(args),
         k if seccomp::KINDS.contains(&k) => seccomp::one(k, args),
         "listen" => unix::listen(args),
+        "udgram" => unix::udgram(args),
         k if kernel::KINDS.contains(&k) => kernel::one(k, args),
         _ => Err(format!("unknown probe {kind}")),
     }

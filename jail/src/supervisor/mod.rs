@@ -1,5 +1,5 @@
-//! The seccomp user-notification supervisor: performs every `connect()` of the jailed processes
-//! on their behalf, to a destination it has checked.
+//! The seccomp user-notification supervisor: performs every `connect()` of the jailed processes,
+//! and every send that names a destination, on their behalf, to a destination it has checked.
 //!
 //! For each notification: open a pidfd for the calling thread, copy the socket address out of
 //! its memory (`process_vm_readv`), then confirm with `SECCOMP_IOCTL_NOTIF_ID_VALID` that the
@@ -37,9 +37,17 @@
 //!   network namespace's, so they are connected.
 //! - AF_NETLINK (only route and sock_diag sockets exist in landjail): passed on; netlink talks
 //!   to the local kernel.
+//! - Sends that name a destination (`sendto` with an address, every `sendmsg`, `sendmmsg`):
+//!   copied out of the caller and sent here, a filesystem Unix destination decided by the same
+//!   policy as `connect()` ([`send`]).
+//!
+//! The listener reaches boundary by `pidfd_getfd` ([`take_listener`]), not `SCM_RIGHTS`: once
+//! the filter is installed, the installing process's own `sendmsg` would wait for a supervisor
+//! that does not have the listener yet.
 
 mod connect;
 pub(crate) mod diag;
+mod send;
 mod target;
 pub(crate) mod tcp;
 pub mod unix;
@@ -55,7 +63,7 @@ use nix::sys::socket::SockaddrStorage;
 
 use tracing::{debug, warn};
 
-use connect::{check_connect, socket_domain, CheckedConnect};
+use connect::{check_connect, socket_domain};
 use target::thread_pidfd;
 
 /// What the supervisor needs to decide.
@@ -144,19 +152,17 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
         });
         match work {
             Work::Answer(reply) => respond(notify.as_raw_fd(), req.id, reply),
-            Work::Connect(c) if !c.may_block() => {
-                respond(notify.as_raw_fd(), req.id, Some(Reply::Result(c.perform())))
+            Work::Perform { may_block, job } if !may_block => {
+                respond(notify.as_raw_fd(), req.id, Some(Reply::Result(job())))
             }
-            Work::Connect(c) => {
+            Work::Perform { job, .. } => {
                 let notify2 = Arc::clone(&notify);
                 let id = req.id;
                 let spawned = std::thread::Builder::new()
-                    .name("landjail-connect".into())
-                    .spawn(move || {
-                        respond(notify2.as_raw_fd(), id, Some(Reply::Result(c.perform())))
-                    });
+                    .name("jail-blocking-call".into())
+                    .spawn(move || respond(notify2.as_raw_fd(), id, Some(Reply::Result(job()))));
                 if let Err(e) = spawned {
-                    warn!(error = %e, "landjail supervisor: cannot start a thread; refusing the connect");
+                    warn!(error = %e, "jail supervisor: cannot start a thread; refusing the call");
                     respond(
                         notify.as_raw_fd(),
                         id,
@@ -168,22 +174,46 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
     }
 }
 
-/// Receives the notification listener sent by the jail over a socketpair (SCM_RIGHTS).
-pub(crate) fn recv_listener(sock: &UnixStream) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let (_, fds) = crate::sys::recv_with_fds(sock.as_fd(), &mut byte)?;
-    fds.into_iter().next().ok_or_else(|| {
+/// Takes the notification listener from the jailed process that installed the filter: it
+/// writes the listener's descriptor number and its pid ([`offer_listener`]) and keeps the
+/// listener open until we answer; we copy it with `pidfd_getfd` and answer one byte. Not sent
+/// with `SCM_RIGHTS`: the filter sends every `sendmsg` to the supervisor, which does not have
+/// the listener yet. `pidfd`: the offering process, when the caller already holds one.
+pub(crate) fn take_listener(sock: &UnixStream, pidfd: Option<&OwnedFd>) -> io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let gone = || {
         io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the jail exited before handing over its seccomp listener",
         )
-    })
+    };
+    let mut msg = [0u8; 8];
+    (&*sock).read_exact(&mut msg).map_err(|_| gone())?;
+    let fd = i32::from_ne_bytes(msg[..4].try_into().expect("4 bytes"));
+    let pid = u32::from_ne_bytes(msg[4..].try_into().expect("4 bytes"));
+    let opened;
+    let pidfd = match pidfd {
+        Some(p) => p,
+        None => {
+            // The offering process is our child, blocked until we answer: its pid is not reused.
+            opened = crate::sys::pidfd_open(pid)?;
+            &opened
+        }
+    };
+    let listener = crate::sys::pidfd_getfd(pidfd, fd)?;
+    (&*sock).write_all(&[1])?;
+    Ok(listener)
 }
 
-/// Sends the notification listener to the supervisor's side of a socketpair (nsjail's init).
-pub(crate) fn send_listener(sock: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
-    crate::sys::send_with_fds(sock.as_fd(), b"L", &[listener.as_raw_fd()])?;
-    Ok(())
+/// Offers the notification listener to [`take_listener`] and waits until it is taken; the
+/// caller then closes its copy (nsjail's init).
+pub(crate) fn offer_listener(sock: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let mut msg = listener.as_raw_fd().to_ne_bytes().to_vec();
+    msg.extend_from_slice(&std::process::id().to_ne_bytes());
+    (&*sock).write_all(&msg)?;
+    let mut ack = [0u8; 1];
+    (&*sock).read_exact(&mut ack)
 }
 
 /// Starts the supervisor on a thread of its own; it ends when no jailed process is left.
@@ -195,16 +225,32 @@ pub(crate) fn spawn(notify: OwnedFd, policy: Arc<Policy>) -> io::Result<()> {
 }
 
 /// Adds the supervisor's rule to a jail's filter: every `connect()` is decided here.
+/// (Sends are not, in nsjail: see [`add_send_rules`].)
 pub(crate) fn add_rules(f: &mut crate::seccomp::Filter) {
     f.set(libc::SYS_connect, crate::seccomp::Action::Notify);
+}
+
+/// `sendto` with an address, `sendmsg` and `sendmmsg` go to the supervisor ([`send`]); rules
+/// already set for them (landjail's `MSG_FASTOPEN` refusal) are tried first. landjail only:
+/// in nsjail the supervisor owns the jail's user namespace, so a netlink message it sent for
+/// the jail would pass `CAP_NET_ADMIN` checks there (route and nftables changes).
+pub(crate) fn add_send_rules(f: &mut crate::seccomp::Filter) {
+    use crate::seccomp::{Action, Cond};
+    f.when(libc::SYS_sendto, vec![Cond::Null(4)], Action::Allow)
+        .otherwise(libc::SYS_sendto, Action::Notify)
+        .otherwise(libc::SYS_sendmsg, Action::Notify)
+        .otherwise(libc::SYS_sendmmsg, Action::Notify);
 }
 
 /// What a notification needs after its checks.
 enum Work {
     /// Answer now (`None`: the target is gone, answer nothing).
     Answer(Option<Reply>),
-    /// A checked connect to carry out.
-    Connect(CheckedConnect),
+    /// A checked call to carry out (on a thread of its own when it may block).
+    Perform {
+        may_block: bool,
+        job: Box<dyn FnOnce() -> Result<i64, i32> + Send>,
+    },
 }
 
 /// The answer to one notification.
@@ -251,7 +297,22 @@ fn check_notification(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd)
         match check_connect(req, policy, notify) {
             None => Work::Answer(None),
             Some(Err(e)) => Work::Answer(Some(Reply::Result(Err(e)))),
-            Some(Ok(c)) => Work::Connect(c),
+            Some(Ok(c)) => Work::Perform {
+                may_block: c.may_block(),
+                job: Box::new(move || c.perform()),
+            },
+        }
+    } else if [libc::SYS_sendto, libc::SYS_sendmsg, libc::SYS_sendmmsg].contains(&nr) {
+        match send::check_send(req, policy, notify) {
+            None => Work::Answer(None),
+            Some(Err(e)) => Work::Answer(Some(Reply::Result(Err(e)))),
+            Some(Ok(s)) => match s.try_now() {
+                Ok(result) => Work::Answer(Some(Reply::Result(result))),
+                Err(s) => Work::Perform {
+                    may_block: true,
+                    job: Box::new(move || s.perform()),
+                },
+            },
         }
     } else if nr == libc::SYS_listen {
         Work::Answer(handle_listen(req, policy, notify))

@@ -51,3 +51,17 @@ pub(super) fn read_mem(tid: u32, addr: u64, len: usize) -> Result<Vec<u8>, i32> 
         }
     }
 }
+/// Writes `bytes` at `addr` in thread `tid`'s memory (results a call returns through memory,
+/// such as `sendmmsg`'s `msg_len`). Call it while the thread is still in the call.
+pub(super) fn write_mem(tid: u32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    let local = [io::IoSlice::new(bytes)];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: bytes.len(),
+    }];
+    let who = nix::unistd::Pid::from_raw(tid as i32);
+    match nix::sys::uio::process_vm_writev(who, &local, &remote) {
+        Ok(n) if n == bytes.len() => Ok(()),
+        _ => Err(libc::EFAULT),
+    }
+}
