@@ -6,9 +6,18 @@
 //! Positive control: with `--unix-socket-allow` naming the socket, every datagram arrives (the
 //! passed descriptor too, and `sendmmsg` reports both lengths). Datagrams between the jail's own
 //! sockets (a socketpair with `SCM_RIGHTS`) keep working, a send that waits for a full queue
-//! does not hold up another thread's send, and `SCM_CREDENTIALS` is refused.
+//! does not hold up another thread's send, and `SCM_CREDENTIALS` is refused. nsjail also
+//! started by root with `--no-user-namespace`.
 //!
-//! Needs root and `cargo build -p boundary` first. Packages: python3, util-linux (runuser).
+//! nsjail's sends are made by its sender process with the jail's credentials: jailed `nft` and
+//! `ip` (netlink requests by `sendto`/`sendmsg` with an address) cannot change the jail's own
+//! ruleset, routes or links (read from the host with `nsenter` before and after; a change made
+//! from the host shows, as a positive control), route and address dumps still work, and a
+//! netlink `connect()` to multicast groups is refused. (With boundary making the sends itself,
+//! the jailed `nft flush ruleset` succeeded.)
+//!
+//! Needs root and `cargo build -p boundary` first. Packages: python3, util-linux (runuser,
+//! nsenter), nftables, iproute2.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -110,9 +119,11 @@ fn drain(l: &UnixDatagram) -> Vec<String> {
     got
 }
 
-fn run(who: As, allow: bool) {
-    // landjail only: nsjail does not decide datagrams yet (docs/unix-sockets.md).
-    for (name, jail) in both_jails().into_iter().filter(|(n, _)| *n == "landjail") {
+/// `nsjail_flags`: extra flags that make it an nsjail-only run (`--no-user-namespace`).
+fn run(who: As, allow: bool, nsjail_flags: &[&str]) {
+    let jails = both_jails().into_iter();
+    for (name, mut jail) in jails.filter(|(n, _)| nsjail_flags.is_empty() || *n == "nsjail") {
+        jail.extend(nsjail_flags.iter().map(|f| f.to_string()));
         let dir = shared_tempdir();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let sock = dir.path().join("host-dgram.sock");
@@ -189,7 +200,7 @@ fn datagrams_to_a_host_socket_are_refused_as_root() {
         eprintln!("SKIPPING: needs root");
         return;
     }
-    run(As::Root, false);
+    run(As::Root, false, &[]);
 }
 
 #[test]
@@ -198,7 +209,7 @@ fn datagrams_to_a_host_socket_are_refused_as_a_user() {
         eprintln!("SKIPPING: needs root (creates the test user)");
         return;
     }
-    run(As::User, false);
+    run(As::User, false, &[]);
 }
 
 #[test]
@@ -207,7 +218,7 @@ fn allowed_datagrams_arrive_as_root() {
         eprintln!("SKIPPING: needs root");
         return;
     }
-    run(As::Root, true);
+    run(As::Root, true, &[]);
 }
 
 #[test]
@@ -216,5 +227,173 @@ fn allowed_datagrams_arrive_as_a_user() {
         eprintln!("SKIPPING: needs root (creates the test user)");
         return;
     }
-    run(As::User, true);
+    run(As::User, true, &[]);
+}
+
+/// Tries to change the jail's own netfilter rules, routes and links with real tools (`nft` and
+/// `ip` send their netlink requests with `sendto`/`sendmsg` and an address, so they go through
+/// the supervisor and the sender), between two lines read from stdin.
+const NETLINK: &str = r#"
+echo ready
+read go
+nft flush ruleset; echo "nft-flush $?"
+nft add table inet intruder; echo "nft-add $?"
+ip route del default; echo "route-del $?"
+ip route add 10.97.0.0/24 dev lo; echo "route-add $?"
+ip link set lo down; echo "link-down $?"
+ip -4 route show >/dev/null; echo "route-dump $?"
+ip addr show lo | grep -q 127.0.0.1; echo "addr-dump $?"
+python3 -c 'import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).connect((0, 1))' 2>/dev/null
+echo "nl-multicast-connect $?"
+echo done
+read end
+"#;
+
+/// The process running `script` inside the jail (not boundary, whose arguments name it too:
+/// the one in another network namespace).
+fn jailed_pid(script: &std::path::Path) -> Option<u32> {
+    let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+    let want = script.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let hit = cmdline.windows(want.len()).any(|w| w == want);
+        let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+        (hit && net != ours).then_some(pid)
+    })
+}
+
+/// The jail's netfilter ruleset, routes and links, read from the host (root) in its namespace.
+fn jail_net_state(pid: u32) -> String {
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let mut state = String::new();
+    for tool in [
+        &["nft", "list", "ruleset"][..],
+        &["ip", "-4", "route", "show"],
+        &["ip", "-6", "route", "show"],
+        &["ip", "-o", "link", "show"],
+    ] {
+        let out = std::process::Command::new("nsenter")
+            .arg(&ns)
+            .args(tool)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nsenter {tool:?}: {}", text(&out));
+        state.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    state
+}
+
+/// nsjail performs every `sendmsg` through its sender process, with the jail's credentials: a
+/// netlink request sent that way must not pass the `CAP_NET_ADMIN` checks that boundary's
+/// own uid (the jail user namespace's owner) would pass. State read from the host before and
+/// after is the same; a change made from the host shows in the read (positive control); route
+/// and address dumps (what getaddrinfo and `ip addr` use) still work.
+fn netlink(who: As, nsjail_flags: &[&str]) {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = shared_tempdir();
+    let script = dir.path().join("netlink.sh");
+    std::fs::write(&script, NETLINK).unwrap();
+    let config = config_home(who);
+    let (_, jail) = both_jails()
+        .into_iter()
+        .find(|(n, _)| *n == "nsjail")
+        .unwrap();
+    let mut child = boundary_cmd(who, config.path(), &[])
+        .args(&jail)
+        .args(nsjail_flags)
+        .args(["--", "sh"])
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut until = |word: &str, seen: &mut Vec<String>| {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push(line.clone());
+            if line == word {
+                return;
+            }
+        }
+        panic!("{who:?}: the jailed script ended before {word:?}: {seen:?}");
+    };
+    until("ready", &mut seen);
+    let pid = jailed_pid(&script).expect("the jailed script's process");
+    let before = jail_net_state(pid);
+    assert!(
+        before.contains("table inet boundary"),
+        "{who:?}: not the jail's ruleset: {before}"
+    );
+    writeln!(stdin, "go").unwrap();
+    until("done", &mut seen);
+    let after = jail_net_state(pid);
+    assert_eq!(
+        before, after,
+        "{who:?}: the jail changed its own network: {seen:?}"
+    );
+    // Positive control: a change does show in what we read.
+    let add = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "route", "add", "10.98.0.0/24", "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(add.success());
+    assert!(jail_net_state(pid).contains("10.98.0.0/24"));
+    writeln!(stdin, "end").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{who:?}: {seen:?}");
+    let changes = [
+        "nft-flush",
+        "nft-add",
+        "route-del",
+        "route-add",
+        "link-down",
+        "nl-multicast-connect",
+    ];
+    for change in changes {
+        let line = seen.iter().find(|l| l.starts_with(change));
+        assert!(
+            line.is_some_and(|l| !l.ends_with(" 0")),
+            "{who:?}: {change} did not fail: {seen:?}"
+        );
+    }
+    for dump in ["route-dump 0", "addr-dump 0"] {
+        assert!(seen.iter().any(|l| l == dump), "{who:?}: {dump}: {seen:?}");
+    }
+}
+
+#[test]
+fn nsjail_netlink_sends_cannot_change_the_jails_network_as_root() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (reads the jail's network from the host)");
+        return;
+    }
+    netlink(As::Root, &[]);
+}
+
+#[test]
+fn nsjail_netlink_sends_cannot_change_the_jails_network_as_a_user() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    netlink(As::User, &[]);
+}
+
+/// nsjail started by root without a user namespace: the sender is uid 0 with no capabilities in
+/// the host's user namespace, like the target.
+#[test]
+fn nsjail_without_a_user_namespace_decides_datagrams_and_netlink() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (--no-user-namespace)");
+        return;
+    }
+    run(As::Root, false, &["--no-user-namespace"]);
+    run(As::Root, true, &["--no-user-namespace"]);
+    netlink(As::Root, &["--no-user-namespace"]);
 }

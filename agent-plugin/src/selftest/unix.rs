@@ -12,7 +12,7 @@ use super::table::{row, Arg::*, Expect::*, ProbeSpec, When::*};
 #[rustfmt::skip]
 pub(super) const PROBES: &[ProbeSpec] = &[
     row("a host service's Unix socket is unreachable", Always, "unix", &[HostSocket("host-service.sock")], Refused),
-    row("a datagram to a host service's Unix socket (sendto) is refused", Landjail, "udgram", &[HostDatagram("host-datagram.sock")], Refused),
+    row("a datagram to a host service's Unix socket (sendto) is refused", Always, "udgram", &[HostDatagram("host-datagram.sock")], Refused),
     row("a container runtime socket (docker.sock) is unreachable", Always, "unix", &[HostSocket("docker.sock")], Refused),
     row("listening on every address (0.0.0.0) is refused", Landjail, "listen", &[Lit("0.0.0.0:0")], Refused),
     row("listening on every address works inside the jail's own network namespace", Nsjail, "listen", &[Lit("0.0.0.0:0")], Info),

@@ -101,11 +101,13 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
             userns_failure("creating network, mount, UTS, IPC and cgroup namespaces", e)
         }
     })?;
+    let sender = super::sender::spawn(&[sock.as_raw_fd()])?;
     let ipv6 = net::setup_links(&req.ip_tool)?;
     let (mut sockets, proxy_port, dns_port) = net::create_sockets(req.proxy_port, ipv6)?;
     let diag = crate::supervisor::diag::open()
         .map_err(|e| format!("creating a sock_diag socket in the jail's network namespace: {e}"))?;
     sockets.push((wire::SocketKind::UnixDiag, diag));
+    sockets.push((wire::SocketKind::Sender, sender));
     if !req.skip_netfilter {
         net::install_rules(&req.nft_tool, proxy_port, dns_port)?;
     }

@@ -37,7 +37,10 @@
 //! boundary's connect supervisor (the jail's init installs the seccomp filter and hands its
 //! listener to boundary through the helper); it applies the Unix socket policy
 //! (`jail/src/supervisor/unix.rs`) and connects TCP, UDP and netlink sockets as asked, since
-//! they live in the jail's network namespace where netfilter decides.
+//! they live in the jail's network namespace where netfilter decides. Sends that name a
+//! destination (`sendto` with an address, `sendmsg`, `sendmmsg`) are decided the same way and
+//! carried out by a sender process the helper forks inside the jail's user namespace with the
+//! jail's credentials (`supervisor::sender`), never by boundary.
 //!
 //! Kernel files: init builds the jail's own view of `/proc`, `/sys` and `/dev` (read-only and
 //! masked kernel files, a fresh read-only sysfs, a minimal `/dev`), gives the target new UTS,
@@ -59,6 +62,7 @@ mod mounts;
 mod net;
 mod pid1;
 mod rootfs;
+mod sender;
 pub(crate) mod wire;
 
 use std::net::{TcpListener, UdpSocket};
@@ -220,11 +224,12 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
     let mut listeners = Vec::new();
     let mut dns_sockets = DnsSockets::default();
     let mut init_pidfd = None;
-    let (mut listener, mut diag) = (None, None);
+    let (mut listener, mut diag, mut sender) = (None, None, None);
     for (kind, fd) in sockets {
         match kind {
             SocketKind::SeccompListener => listener = Some(fd),
             SocketKind::UnixDiag => diag = Some(fd),
+            SocketKind::Sender => sender = Some(fd),
             SocketKind::ProxyTcp => listeners.push(TcpListener::from(fd)),
             SocketKind::DnsUdp => dns_sockets.udp.push(UdpSocket::from(fd)),
             SocketKind::DnsTcp => dns_sockets.tcp.push(TcpListener::from(fd)),
@@ -237,14 +242,20 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
             JailError::Setup("the jail helper sent no pidfd for init".into()),
         ));
     };
-    let (Some(listener), Some(diag)) = (listener, diag) else {
+    let (Some(listener), Some(diag), Some(sender)) = (listener, diag, sender) else {
         return Err(fail(
             &mut child,
-            JailError::Setup("the jail helper sent no seccomp listener or sock_diag socket".into()),
+            JailError::Setup(
+                "the jail helper sent no seccomp listener, sock_diag socket or sender channel"
+                    .into(),
+            ),
         ));
     };
     let policy = std::sync::Arc::new(supervisor::Policy {
-        net: supervisor::Net::Namespace { diag },
+        net: supervisor::Net::Namespace {
+            diag,
+            sender: std::sync::Arc::new(supervisor::sender::Sender::new(sender)),
+        },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: Default::default(),
     });

@@ -82,6 +82,7 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     // supervisor (jail/src/supervisor), which gets the listener through the helper.
     let mut rules = super::filter::rules();
     crate::supervisor::add_rules(&mut rules);
+    crate::supervisor::add_send_rules(&mut rules);
     let listener = super::filter::install(&rules)
         .map_err(|e| format!("installing the seccomp filter: {e}"))?
         .ok_or("the seccomp filter has no notification listener")?;

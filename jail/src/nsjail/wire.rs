@@ -53,6 +53,9 @@ pub enum SocketKind {
     /// A sock_diag netlink socket made inside the jail's network namespace, so the supervisor
     /// can tell the jail's own Unix sockets from the host's.
     UnixDiag = 6,
+    /// Boundary's end of the channel to the jail's sender process, which carries out the
+    /// supervisor's checked sends with the jail's credentials (`supervisor::sender`).
+    Sender = 7,
 }
 
 impl SocketKind {
@@ -64,6 +67,7 @@ impl SocketKind {
             4 => SocketKind::InitPidfd,
             5 => SocketKind::SeccompListener,
             6 => SocketKind::UnixDiag,
+            7 => SocketKind::Sender,
             _ => return Err(bad("unknown socket kind")),
         })
     }

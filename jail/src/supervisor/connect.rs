@@ -102,7 +102,22 @@ pub(super) fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Res
             unix::check_path(&policy.unix, &policy.listeners(), tid, &name[..end])
                 .map(Action::ConnectUnixFd)
         }
-        libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
+        libc::AF_NETLINK => {
+            // nsjail: a default destination of multicast groups is checked (`CAP_NET_ADMIN`)
+            // against the connecting process, here boundary, which owns the jail's user
+            // namespace; the jailed process itself would mostly be refused, so refuse it.
+            let groups = addr
+                .get(8..12)
+                .map(|g| u32::from_ne_bytes(g.try_into().expect("4")));
+            if matches!(policy.net, Net::Namespace { .. }) && groups.is_some_and(|g| g != 0) {
+                info!(
+                    tid,
+                    "nsjail: refused a netlink connect() to multicast groups"
+                );
+                return Err(libc::EPERM);
+            }
+            Ok(Action::Connect(addr.to_vec()))
+        }
         _ => Err(libc::EACCES),
     }
 }

@@ -22,7 +22,9 @@
 //!   reachable but the host's own loopback services are not. Anything else fails with
 //!   `EACCES`. `AF_UNSPEC` (disconnect) is passed on ([`tcp`]).
 //! - TCP, UDP and netlink in nsjail: connected as asked. The socket lives in the jail's network
-//!   namespace, where netfilter decides every packet.
+//!   namespace, where netfilter decides every packet. Except a netlink connect naming multicast
+//!   groups (`EPERM`): the kernel checks `CAP_NET_ADMIN` on the connecting process, and
+//!   boundary's uid owns the jail's user namespace.
 //! - `listen()` (landjail): refused with `EACCES` unless the socket is bound to a loopback
 //!   address (an unbound socket would be bound to every address), so no host elsewhere reaches
 //!   a jailed server; the listen is then made here on the checked socket (never continued: a
@@ -38,8 +40,9 @@
 //! - AF_NETLINK (only route and sock_diag sockets exist in landjail): passed on; netlink talks
 //!   to the local kernel.
 //! - Sends that name a destination (`sendto` with an address, every `sendmsg`, `sendmmsg`):
-//!   copied out of the caller and sent here, a filesystem Unix destination decided by the same
-//!   policy as `connect()` ([`send`]).
+//!   copied out of the caller, a filesystem Unix destination decided by the same policy as
+//!   `connect()` ([`send`]), and sent: by the supervisor in landjail, by nsjail's sender
+//!   process, which has the jail's own credentials, in nsjail ([`sender`]).
 //!
 //! The listener reaches boundary by `pidfd_getfd` ([`take_listener`]), not `SCM_RIGHTS`: once
 //! the filter is installed, the installing process's own `sendmsg` would wait for a supervisor
@@ -48,6 +51,7 @@
 mod connect;
 pub(crate) mod diag;
 mod send;
+pub(crate) mod sender;
 mod target;
 pub(crate) mod tcp;
 pub mod unix;
@@ -88,6 +92,9 @@ pub(crate) enum Net {
     Namespace {
         /// A sock_diag socket created inside that namespace (lists the jail's Unix sockets).
         diag: OwnedFd,
+        /// The process that carries out checked sends with the jail's credentials
+        /// ([`sender`]); landjail sends from the supervisor itself.
+        sender: Arc<sender::Sender>,
     },
 }
 
@@ -98,7 +105,7 @@ impl Policy {
                 jail_ns: None,
                 jail_inodes: Some(&self.jail_listeners),
             },
-            Net::Namespace { diag } => unix::Listeners {
+            Net::Namespace { diag, .. } => unix::Listeners {
                 jail_ns: Some(diag),
                 jail_inodes: None,
             },
@@ -225,15 +232,13 @@ pub(crate) fn spawn(notify: OwnedFd, policy: Arc<Policy>) -> io::Result<()> {
 }
 
 /// Adds the supervisor's rule to a jail's filter: every `connect()` is decided here.
-/// (Sends are not, in nsjail: see [`add_send_rules`].)
 pub(crate) fn add_rules(f: &mut crate::seccomp::Filter) {
     f.set(libc::SYS_connect, crate::seccomp::Action::Notify);
 }
 
 /// `sendto` with an address, `sendmsg` and `sendmmsg` go to the supervisor ([`send`]); rules
-/// already set for them (landjail's `MSG_FASTOPEN` refusal) are tried first. landjail only:
-/// in nsjail the supervisor owns the jail's user namespace, so a netlink message it sent for
-/// the jail would pass `CAP_NET_ADMIN` checks there (route and nftables changes).
+/// already set for them (landjail's `MSG_FASTOPEN` refusal) are tried first. Both jails; nsjail's
+/// sends are carried out by its sender process ([`sender`]).
 pub(crate) fn add_send_rules(f: &mut crate::seccomp::Filter) {
     use crate::seccomp::{Action, Cond};
     f.when(libc::SYS_sendto, vec![Cond::Null(4)], Action::Allow)

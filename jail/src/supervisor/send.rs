@@ -7,8 +7,11 @@
 //! (address, data, control messages), confirms the caller is still in the call, takes the
 //! socket with `pidfd_getfd`, decides a filesystem name with the Unix socket policy (the same
 //! as `connect()`, through the `O_PATH` descriptor of the checked socket file), and sends its
-//! own copy itself. It never lets the kernel continue the call: another thread could rewrite
-//! the message or swap the descriptor between the check and the kernel's own read.
+//! own copy. It never lets the kernel continue the call: another thread could rewrite the
+//! message or swap the descriptor between the check and the kernel's own read. The send itself
+//! is made here in landjail, and by the sender process in nsjail ([`super::sender`]: boundary
+//! owns the jail's user namespace, so its own sends would pass capability checks there); both
+//! take the [`Message`] this module builds.
 //!
 //! Control messages: `SCM_RIGHTS` descriptors are taken from the caller with `pidfd_getfd`
 //! and sent as ours (the same open files); `SCM_CREDENTIALS` is refused (`EPERM`, logged):
@@ -41,12 +44,17 @@ const MSGHDR: usize = 56;
 const MMSGHDR: usize = 64;
 
 /// One message, copied out of the caller and made ours.
-struct Message {
-    name: Vec<u8>,
-    data: Vec<u8>,
-    control: Vec<u8>,
-    /// Descriptors the message refers to: the checked socket file, `SCM_RIGHTS` files.
-    _held: Vec<OwnedFd>,
+pub(super) struct Message {
+    /// The destination as sent from this process (a checked socket file: `/proc/self/fd/<n>`
+    /// of [`dest`](Self::dest)).
+    pub(super) name: Vec<u8>,
+    /// The checked socket file the name leads to, when it is a filesystem Unix name.
+    pub(super) dest: Option<OwnedFd>,
+    pub(super) data: Vec<u8>,
+    /// Control messages, `SCM_RIGHTS` slots holding the numbers of [`rights`](Self::rights).
+    pub(super) control: Vec<u8>,
+    /// The `SCM_RIGHTS` files, in the order their numbers appear in `control`.
+    pub(super) rights: Vec<OwnedFd>,
 }
 
 /// A checked send to carry out.
@@ -56,6 +64,8 @@ pub(super) struct CheckedSend {
     flags: i32,
     /// `sendmmsg`: the caller and its `mmsghdr` array, to write each `msg_len` back.
     lens_at: Option<(u32, u64)>,
+    /// nsjail: the process that sends with the jail's credentials ([`super::sender`]).
+    via: Option<std::sync::Arc<super::sender::Sender>>,
 }
 
 fn word(b: &[u8], at: usize) -> u64 {
@@ -100,20 +110,21 @@ pub(super) fn check_send(
             }
             data.truncate(MAX_DATA);
         }
-        let mut held = Vec::new();
-        let name = match decide_name(domain, name, tid, policy, &mut held) {
+        let (name, dest) = match decide_name(domain, name, tid, policy) {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
-        let control = match own_control(&control, &pidfd, tid, &mut held) {
+        let mut rights = Vec::new();
+        let control = match own_control(&control, &pidfd, tid, &mut rights) {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
         msgs.push(Message {
             name,
+            dest,
             data,
             control,
-            _held: held,
+            rights,
         });
     }
     let lens_at = (nr == libc::SYS_sendmmsg).then_some((tid, a[1]));
@@ -122,6 +133,10 @@ pub(super) fn check_send(
         msgs,
         flags: raw.flags,
         lens_at,
+        via: match &policy.net {
+            Net::Namespace { sender, .. } => Some(std::sync::Arc::clone(sender)),
+            Net::Host { .. } => None,
+        },
     }))
 }
 
@@ -212,10 +227,9 @@ fn decide_name(
     name: Vec<u8>,
     tid: u32,
     policy: &Policy,
-    held: &mut Vec<OwnedFd>,
-) -> Result<Vec<u8>, i32> {
+) -> Result<(Vec<u8>, Option<OwnedFd>), i32> {
     if domain != libc::AF_UNIX || name.len() <= 2 {
-        return Ok(name);
+        return Ok((name, None));
     }
     let path = &name[2..];
     if path[0] == 0 {
@@ -223,22 +237,51 @@ fn decide_name(
         // the host's abstract sockets out of reach, so it must not send there for the caller.
         return match policy.net {
             Net::Host { .. } => Err(libc::EACCES),
-            Net::Namespace { .. } => Ok(name),
+            Net::Namespace { .. } => Ok((name, None)),
         };
     }
     let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
     let fd = unix::check_path(&policy.unix, &policy.listeners(), tid, &path[..end])?;
     let name = super::connect::sockaddr_un(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes());
-    held.push(fd);
-    Ok(name)
+    Ok((name, Some(fd)))
 }
 
-/// The control messages with the caller's `SCM_RIGHTS` descriptors replaced by ours.
+/// The control messages with the caller's `SCM_RIGHTS` descriptors replaced by ours (pushed
+/// onto `held` in the order they appear).
 fn own_control(
     control: &[u8],
     pidfd: &OwnedFd,
     tid: u32,
     held: &mut Vec<OwnedFd>,
+) -> Result<Vec<u8>, i32> {
+    map_control(
+        control,
+        |level, kind| {
+            if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
+                warn!(
+                tid,
+                "jail: refused a send with SCM_CREDENTIALS (the supervisor cannot vouch for the \
+                 caller's credentials)"
+            );
+                return Err(libc::EPERM);
+            }
+            Ok(())
+        },
+        |theirs| {
+            let ours = crate::sys::pidfd_getfd(pidfd, theirs).map_err(|e| errno(&e))?;
+            let n = ours.as_fd().as_raw_fd();
+            held.push(ours);
+            Ok(n)
+        },
+    )
+}
+
+/// Copies the control messages `control`, each header first shown to `check`, every
+/// `SCM_RIGHTS` descriptor number replaced by `map`'s; `EINVAL` for a torn message.
+pub(super) fn map_control(
+    control: &[u8],
+    mut check: impl FnMut(i32, i32) -> Result<(), i32>,
+    mut map: impl FnMut(i32) -> Result<i32, i32>,
 ) -> Result<Vec<u8>, i32> {
     const HDR: usize = 16;
     let mut out = Vec::with_capacity(control.len());
@@ -253,20 +296,11 @@ fn own_control(
         let body = &control[at + HDR..at + len];
         let start = out.len();
         out.extend_from_slice(&control[at..at + HDR]);
-        if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
-            warn!(
-                tid,
-                "jail: refused a send with SCM_CREDENTIALS (the supervisor cannot vouch for the \
-                 caller's credentials)"
-            );
-            return Err(libc::EPERM);
-        }
+        check(level, kind)?;
         if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
             for n in body.chunks_exact(4) {
-                let theirs = i32::from_ne_bytes(n.try_into().expect("4 bytes"));
-                let ours = crate::sys::pidfd_getfd(pidfd, theirs).map_err(|e| errno(&e))?;
-                out.extend_from_slice(&ours.as_fd().as_raw_fd().to_ne_bytes());
-                held.push(ours);
+                let fd = map(i32::from_ne_bytes(n.try_into().expect("4 bytes")))?;
+                out.extend_from_slice(&fd.to_ne_bytes());
             }
         } else {
             out.extend_from_slice(body);
@@ -307,7 +341,13 @@ impl CheckedSend {
         let mut sent = 0usize;
         let mut last = 0usize;
         for (i, m) in self.msgs.iter().enumerate() {
-            match crate::sys::send_msg(self.sock.as_fd(), &m.name, &m.data, &m.control, flags) {
+            let result = match &self.via {
+                Some(sender) => sender.send(self.sock.as_fd(), m, flags),
+                None => {
+                    crate::sys::send_msg(self.sock.as_fd(), &m.name, &m.data, &m.control, flags)
+                }
+            };
+            match result {
                 Ok(n) => {
                     last = n;
                     sent += 1;

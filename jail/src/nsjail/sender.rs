@@ -1,0 +1,53 @@
+//! Starting nsjail's sender process (what it does and why: [`crate::supervisor::sender`]).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::ForkResult;
+
+use super::wire::Failure;
+
+/// Forks the sender from the namespace helper, once the helper is in the jail's user and
+/// network namespaces and before it forks init (so the sender is outside the jail's PID
+/// namespace and `/proc` is still one where it has a pid). `close`: the helper's descriptors
+/// the sender must not keep (boundary's control socket). Returns boundary's end of the
+/// channel.
+pub(super) fn spawn(close: &[RawFd]) -> Result<OwnedFd, Failure> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("creating the sender's channel: {e}"))?;
+    // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
+    // arbitrary code after fork.
+    match unsafe { crate::sys::fork() }.map_err(|e| format!("forking the jail's sender: {e}"))? {
+        ForkResult::Child => {
+            drop(ours);
+            for &fd in close {
+                let _ = nix::unistd::close(fd);
+            }
+            match confine() {
+                Ok(()) => crate::supervisor::sender::serve(theirs),
+                Err(e) => eprintln!("boundary jail sender: {e}"),
+            }
+            std::process::exit(0)
+        }
+        ForkResult::Parent { .. } => Ok(ours),
+    }
+}
+
+/// Gives the sender the target's credentials and nothing more (see the module documentation
+/// of [`crate::supervisor::sender`]).
+fn confine() -> std::io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let _ = nix::sys::prctl::set_name(c"boundary-send");
+    let dir = std::fs::File::open("/proc/self/fd")?;
+    nix::unistd::fchdir(dir.as_raw_fd())?;
+    crate::process::drop_all_privileges()?;
+    nix::sys::prctl::set_dumpable(false)?;
+    super::filter::install(&super::filter::rules())?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! nsjail's sender: a process that carries out the supervisor's checked sends with the jail's
+//! own credentials.
+//!
+//! Why not send from boundary, as landjail does: boundary's uid owns the jail's user namespace,
+//! and the kernel gives the owner every capability in a namespace it owns, effective set or
+//! not. A netlink message boundary sent for the jail would pass `CAP_NET_ADMIN` checks made on
+//! the sender (`ns_capable`), and so would control messages that need `CAP_NET_RAW` or
+//! `CAP_NET_ADMIN` (`SO_MARK`, `SO_PRIORITY` above 6, some IPv6 options): the jail could
+//! rewrite its own netfilter rules or routes. The filter cannot tell a netlink socket from a
+//! Unix one by its descriptor number, so every `sendmsg` reaches the supervisor.
+//!
+//! So the namespace helper forks this process before it forks the jail's init: it is in the
+//! jail's user and network namespaces, drops every capability (also the bounding set when it
+//! is root without a user namespace) and sets `no_new_privs`, exactly as init does before it
+//! starts the target, and installs the jail's own filter minus the notification. Its
+//! credentials are the target's. It is not in the jail's PID namespace, so no jailed process
+//! can see it, signal it or trace it, and it is not dumpable besides. It keeps only its
+//! channel to boundary.
+//!
+//! The supervisor still decides everything (see [`super::send`]): the sender only sends what
+//! it is handed. Per send, boundary makes a stream socketpair and passes one end over the
+//! channel (a `SOCK_SEQPACKET` pair, so concurrent sends never interleave); over that end go a
+//! header, the descriptors (the caller's socket, the checked socket file, the `SCM_RIGHTS`
+//! files, by `SCM_RIGHTS` in batches), then name, control and data; the answer is the send's
+//! result as an `i64` (negative: an errno). A filesystem destination is reached through the
+//! sender's own descriptor of the checked socket file, by a name relative to its working
+//! directory, its `/proc/self/fd` (its `/proc` mount is the jail's, where it has no pid). A
+//! send that may wait runs on a thread of the sender's own, so it holds up no other send.
+//!
+//! What a receiver sees: `SO_PASSCRED` and `SO_PEERCRED` report the sender's pid (a process
+//! outside the jail's PID namespace: pid 0 for a receiver in the jail) and the jail's uid and
+//! gid, the same as a send of the target's own would.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use tracing::warn;
+
+use super::send::{map_control, Message, MAX_DATA};
+
+/// The request header: flags, destination-is-a-descriptor, name, control and data lengths,
+/// descriptor count.
+const HDR: usize = 28;
+/// Descriptors per `SCM_RIGHTS` batch (`sys::send_with_fds` carries at most 16).
+const BATCH: usize = 16;
+/// The kernel's limits: socket address size, control bytes, files per `SCM_RIGHTS` (253) and
+/// room for the socket and the destination.
+const MAX_NAME: usize = 128;
+const MAX_CONTROL: usize = 64 << 10;
+const MAX_FDS: usize = 256;
+
+/// Boundary's end of the channel to the sender process.
+pub(crate) struct Sender {
+    chan: OwnedFd,
+}
+
+impl Sender {
+    /// Wraps boundary's end of the channel (a `SOCK_SEQPACKET` socket).
+    pub(crate) fn new(chan: OwnedFd) -> Sender {
+        Sender { chan }
+    }
+
+    /// Sends `m` on `sock` (our copy of the caller's socket) with `flags`, through the sender
+    /// process; waits for its result. A sender that is gone fails the send with `EACCES`.
+    pub(super) fn send(&self, sock: BorrowedFd<'_>, m: &Message, flags: i32) -> io::Result<usize> {
+        match self.exchange(sock, m, flags) {
+            Ok(v) if v < 0 => Err(io::Error::from_raw_os_error((-v) as i32)),
+            Ok(v) => Ok(v as usize),
+            Err(e) => {
+                warn!(error = %e, "nsjail: the jail's sender process is not answering; refusing the send");
+                Err(io::Error::from_raw_os_error(libc::EACCES))
+            }
+        }
+    }
+
+    fn exchange(&self, sock: BorrowedFd<'_>, m: &Message, flags: i32) -> io::Result<i64> {
+        let (mut ours, theirs) = UnixStream::pair()?;
+        crate::sys::send_with_fds(self.chan.as_fd(), &[0], &[theirs.as_raw_fd()])?;
+        drop(theirs);
+        let mut fds = vec![sock.as_raw_fd()];
+        fds.extend(m.dest.iter().map(AsRawFd::as_raw_fd));
+        fds.extend(m.rights.iter().map(AsRawFd::as_raw_fd));
+        let name: &[u8] = if m.dest.is_some() { &[] } else { &m.name };
+        let mut hdr = Vec::with_capacity(HDR);
+        hdr.extend_from_slice(&flags.to_ne_bytes());
+        hdr.extend_from_slice(&u32::from(m.dest.is_some()).to_ne_bytes());
+        hdr.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        hdr.extend_from_slice(&(m.control.len() as u32).to_ne_bytes());
+        hdr.extend_from_slice(&(m.data.len() as u64).to_ne_bytes());
+        hdr.extend_from_slice(&(fds.len() as u32).to_ne_bytes());
+        let mut batches = fds.chunks(BATCH);
+        let first = batches.next().unwrap_or_default();
+        if crate::sys::send_with_fds(ours.as_fd(), &hdr, first)? != HDR {
+            return Err(io::Error::other("short header write"));
+        }
+        for batch in batches {
+            crate::sys::send_with_fds(ours.as_fd(), &[0], batch)?;
+        }
+        ours.write_all(name)?;
+        ours.write_all(&m.control)?;
+        ours.write_all(&m.data)?;
+        let mut result = [0u8; 8];
+        ours.read_exact(&mut result)?;
+        Ok(i64::from_ne_bytes(result))
+    }
+}
+
+/// One request, as the sender process received it.
+struct Request {
+    sock: OwnedFd,
+    name: Vec<u8>,
+    data: Vec<u8>,
+    control: Vec<u8>,
+    flags: i32,
+    /// The destination socket file and the `SCM_RIGHTS` files, kept open until sent.
+    _held: Vec<OwnedFd>,
+}
+
+/// The sender process's loop (see the module documentation); returns when boundary closes
+/// the channel. `chan`: the sender's end; the working directory must be its `/proc/self/fd`.
+pub(crate) fn serve(chan: OwnedFd) {
+    loop {
+        let mut b = [0u8; 1];
+        match crate::sys::recv_with_fds(chan.as_fd(), &mut b) {
+            Ok((0, _)) => return,
+            Ok((_, fds)) => fds.into_iter().for_each(|fd| handle(UnixStream::from(fd))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads one request and sends it: now when it cannot wait, else on a thread.
+fn handle(mut conn: UnixStream) {
+    let req = match read_request(&mut conn) {
+        Ok(r) => r,
+        // Boundary sees the connection close and refuses the send.
+        Err(_) => return,
+    };
+    if req.flags & libc::MSG_DONTWAIT != 0 {
+        answer(&mut conn, perform(&req));
+        return;
+    }
+    // If no thread can be started, the closure and the connection are dropped: boundary
+    // sees the connection close and refuses the send.
+    let _ = std::thread::Builder::new().spawn(move || {
+        let result = perform(&req);
+        answer(&mut conn, result);
+    });
+}
+
+fn perform(req: &Request) -> i64 {
+    let sent = crate::sys::send_msg(
+        req.sock.as_fd(),
+        &req.name,
+        &req.data,
+        &req.control,
+        req.flags,
+    );
+    match sent {
+        Ok(n) => n as i64,
+        Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+fn answer(conn: &mut UnixStream, result: i64) {
+    let _ = conn.write_all(&result.to_ne_bytes());
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("sender request: {what}"),
+    )
+}
+
+fn u32_at(b: &[u8], at: usize) -> usize {
+    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes")) as usize
+}
+
+fn read_request(conn: &mut UnixStream) -> io::Result<Request> {
+    let mut hdr = [0u8; HDR];
+    let (n, mut fds) = crate::sys::recv_with_fds(conn.as_fd(), &mut hdr)?;
+    if n == 0 {
+        return Err(invalid("no header"));
+    }
+    conn.read_exact(&mut hdr[n..])?;
+    let flags = i32::from_ne_bytes(hdr[..4].try_into().expect("4 bytes"));
+    let has_dest = u32_at(&hdr, 4) != 0;
+    let (name_len, ctl_len, nfds) = (u32_at(&hdr, 8), u32_at(&hdr, 12), u32_at(&hdr, 24));
+    let data_len = u64::from_ne_bytes(hdr[16..24].try_into().expect("8 bytes")) as usize;
+    if name_len > MAX_NAME || ctl_len > MAX_CONTROL || data_len > MAX_DATA || nfds > MAX_FDS {
+        return Err(invalid("too large"));
+    }
+    while fds.len() < nfds {
+        let mut b = [0u8; 1];
+        let (n, more) = crate::sys::recv_with_fds(conn.as_fd(), &mut b)?;
+        if n == 0 || more.is_empty() {
+            return Err(invalid("descriptors missing"));
+        }
+        fds.extend(more);
+    }
+    if fds.len() != nfds || nfds < 1 + usize::from(has_dest) {
+        return Err(invalid("descriptor count"));
+    }
+    let mut body = vec![0u8; name_len + ctl_len + data_len];
+    conn.read_exact(&mut body)?;
+    let data = body.split_off(name_len + ctl_len);
+    let control = body.split_off(name_len);
+    let mut fds = fds.into_iter();
+    let sock = fds.next().expect("counted");
+    let held: Vec<OwnedFd> = fds.collect();
+    let name = if has_dest {
+        // Relative to our working directory, /proc/self/fd: the checked socket file itself.
+        super::connect::sockaddr_un(held[0].as_raw_fd().to_string().as_bytes())
+    } else {
+        body
+    };
+    let mut rights = held[usize::from(has_dest)..].iter().map(AsRawFd::as_raw_fd);
+    let control = map_control(
+        &control,
+        |_, _| Ok(()),
+        |_| rights.next().ok_or(libc::EINVAL),
+    )
+    .map_err(|_| invalid("control messages"))?;
+    if rights.next().is_some() {
+        return Err(invalid("descriptors left over"));
+    }
+    Ok(Request {
+        sock,
+        name,
+        data,
+        control,
+        flags,
+        _held: held,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn a_send_with_many_descriptors_arrives_and_errors_come_back() {
+        let (ours, theirs) = socketpair_seqpacket();
+        std::thread::spawn(move || serve(theirs));
+        let sender = Sender::new(ours);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let sock = UnixDatagram::unbound().unwrap();
+        // 20 files: more than one SCM_RIGHTS batch between boundary and the sender.
+        let files: Vec<OwnedFd> = (0..20)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
+        let numbers: Vec<u8> = files
+            .iter()
+            .flat_map(|f| f.as_raw_fd().to_ne_bytes())
+            .collect();
+        let mut control = ((16 + numbers.len()) as u64).to_ne_bytes().to_vec();
+        control.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        control.extend_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
+        control.extend_from_slice(&numbers);
+        let m = Message {
+            name: super::super::connect::sockaddr_un(path.as_os_str().as_encoded_bytes()),
+            dest: None,
+            data: b"hello".to_vec(),
+            control,
+            rights: files,
+        };
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        assert_eq!(sender.send(sock.as_fd(), &m, flags).unwrap(), 5);
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut buf = [0u8; 16];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 20]);
+        let got = recvmsg::<()>(
+            receiver.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .unwrap();
+        let mut received = Vec::new();
+        for c in got.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                received.extend(list);
+            }
+        }
+        let n = got.bytes;
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(received.len(), 20);
+        for fd in received {
+            let _ = nix::unistd::close(fd);
+        }
+        // The socket's own error comes back as the send's errno.
+        let gone = Message {
+            name: super::super::connect::sockaddr_un(b"/nonexistent/boundary.sock"),
+            dest: None,
+            data: b"x".to_vec(),
+            control: Vec::new(),
+            rights: Vec::new(),
+        };
+        let e = sender.send(sock.as_fd(), &gone, flags).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    fn socketpair_seqpacket() -> (OwnedFd, OwnedFd) {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+}
