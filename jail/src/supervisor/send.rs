@@ -259,10 +259,10 @@ fn own_control(
         |level, kind| {
             if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
                 warn!(
-                tid,
-                "jail: refused a send with SCM_CREDENTIALS (the supervisor cannot vouch for the \
-                 caller's credentials)"
-            );
+                    tid,
+                    "jail: refused a send with SCM_CREDENTIALS (the supervisor cannot vouch \
+                     for the caller's credentials)"
+                );
                 return Err(libc::EPERM);
             }
             Ok(())
