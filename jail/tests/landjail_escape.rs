@@ -439,6 +439,33 @@ fn exit_codes_and_signals_are_reported_like_a_shell() {
     assert_eq!(run_jail(spec("true", &[]), false), 0);
 }
 
+/// Several landjails started and ended at once from one process (as the tests themselves do):
+/// the cleanup of one that ends (`Orphans`, which stops and kills the jailed processes left among
+/// boundary's children) must not take another's target that is just starting, before its pid
+/// was noted as a target. Every run must report its own exit code, never a kill (137).
+#[test]
+fn concurrent_landjails_leave_each_others_starting_targets_alone() {
+    let abi = landjail::kernel_abi();
+    assert!(abi >= landjail::MIN_ABI, "landjail needs Landlock ABI 4");
+    let runners: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(|| {
+                (0..25)
+                    .map(|_| run_jail(spec("/bin/sh", &["-c", "exit 3"]), false))
+                    .collect::<Vec<i32>>()
+            })
+        })
+        .collect();
+    let codes: Vec<i32> = runners
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    assert!(
+        codes.iter().all(|&c| c == 3),
+        "a starting target was killed by another jail's cleanup: {codes:?}"
+    );
+}
+
 #[test]
 fn spec_env_reaches_the_target_and_the_jail_adds_no_proxy_variables() {
     // The proxy variables are the binary's business (it knows HTTP); the jail passes the

@@ -372,6 +372,7 @@ fn start_inner(
     // SAFETY: `setup.run` only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
     unsafe { crate::sys::pre_exec(&mut cmd, move || setup.run()) };
+    let starting = orphans.starting();
     let spawned = cmd.spawn();
     // Closes the parent's copies of the child's descriptors (held by `setup`).
     drop(cmd);
@@ -386,10 +387,10 @@ fn start_inner(
         },
     })?;
     info!(pid = child.id(), port, abi, "landjail: target started");
+    let orphans = orphans.target(starting, child.id());
     let jail = RunningJail::new(child, listeners).map_err(|source| LandjailError::Setup {
         what: "opening a pidfd for the target",
         source,
     })?;
-    let orphans = orphans.target(jail.pid());
     Ok(jail.reclaim_terminal(tty).keep_alive(orphans))
 }

@@ -14,6 +14,10 @@
 //! react), walking `/proc` until one walk finds every member of the tree stopped; only then is
 //! every member killed. The generation-by-generation rounds follow as a fallback (and reap).
 //!
+//! A target being started is noted before any cleanup can see it: starting one holds the list
+//! of targets ([`Orphans::starting`]) from before the spawn until its pid is in it, and a
+//! cleanup holds it from its first look at `/proc` to its last kill.
+//!
 //! Limits: if boundary itself is killed with SIGKILL, they are reparented to init and live on;
 //! a program running several landjails at once ends the detached processes of all of them
 //! when the first one is dropped; a tree whose members keep resuming each other (`SIGCONT`)
@@ -44,13 +48,27 @@ impl Orphans {
         Ok(Orphans { target: None })
     }
 
-    /// Notes the jail's target, which other landjails' cleanups must leave alone.
-    pub(crate) fn target(mut self, pid: u32) -> Self {
-        targets().push(pid);
+    /// Holds off every landjail's cleanup until [`target`](Self::target) notes the target
+    /// about to be started: from the moment its filter is installed it looks like a jailed
+    /// process left behind, and a cleanup running meanwhile would stop and kill it (and reap it
+    /// before its jail opened a pidfd). Take it just before the spawn.
+    pub(crate) fn starting(&self) -> Starting {
+        Starting(targets())
+    }
+
+    /// Notes the jail's target, which other landjails' cleanups must leave alone, and lets
+    /// them run again.
+    pub(crate) fn target(mut self, starting: Starting, pid: u32) -> Self {
+        let mut running = starting.0;
+        running.push(pid);
         self.target = Some(pid);
         self
     }
 }
+
+/// A target being started (see [`Orphans::starting`]); dropping it without a target (the
+/// spawn failed) lets the cleanups run again.
+pub(crate) struct Starting(std::sync::MutexGuard<'static, Vec<u32>>);
 
 fn targets() -> std::sync::MutexGuard<'static, Vec<u32>> {
     TARGETS.lock().unwrap_or_else(|p| p.into_inner())
@@ -58,10 +76,12 @@ fn targets() -> std::sync::MutexGuard<'static, Vec<u32>> {
 
 impl Drop for Orphans {
     fn drop(&mut self) {
+        // Held until the end: no landjail target starts while we look for what to end.
+        let mut running = targets();
         if let Some(t) = self.target {
-            targets().retain(|&p| p != t);
+            running.retain(|&p| p != t);
         }
-        let frozen = freeze();
+        let frozen = freeze(&running);
         if !frozen.is_empty() {
             debug!(
                 count = frozen.len(),
@@ -75,7 +95,7 @@ impl Drop for Orphans {
         // us and killed in the next round. A child we have not reaped keeps its pid, so the
         // pids read from /proc cannot be reused before we signal them.
         for _ in 0..FALLBACK_ROUNDS {
-            let kids = children();
+            let kids = children(&running);
             if kids.is_empty() {
                 return;
             }
@@ -91,7 +111,7 @@ impl Drop for Orphans {
             }
         }
         tracing::error!(
-            left = ?children(),
+            left = ?children(&running),
             "landjail: jailed processes are still running after boundary tried to end them; \
              they may outlive this run (kill them by hand; nsjail's PID namespace has no such limit)"
         );
@@ -105,10 +125,10 @@ const FREEZE_WALKS: usize = 1_000;
 
 /// Stops every process of the jail's tree and returns them once one walk of `/proc` found
 /// the whole tree stopped (see the module documentation).
-fn freeze() -> Vec<Pid> {
+fn freeze(running: &[u32]) -> Vec<Pid> {
     let mut tree = Vec::new();
     for _ in 0..FREEZE_WALKS {
-        tree = jail_tree();
+        tree = jail_tree(running);
         let running: Vec<Pid> = tree.iter().filter(|m| !m.stopped).map(|m| m.pid).collect();
         if running.is_empty() {
             break;
@@ -140,14 +160,13 @@ struct Member {
     stopped: bool,
 }
 
-/// Every process of the jail's tree: our jailed children (not another landjail's target) and
-/// all their descendants.
-fn jail_tree() -> Vec<Member> {
+/// Every process of the jail's tree: our jailed children (not another landjail's target, one
+/// of `running`) and all their descendants.
+fn jail_tree(running: &[u32]) -> Vec<Member> {
     let me = std::process::id();
     let Some(own_filters) = seccomp_filters(Path::new("/proc/self")) else {
         return Vec::new();
     };
-    let running = targets().clone();
     // pid -> (parent, state), for the jailed processes only.
     let mut procs = std::collections::HashMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -206,8 +225,9 @@ fn state(proc_dir: &Path) -> Option<char> {
     stat(proc_dir).map(|(_, s)| s)
 }
 
-/// The jail's processes among our children (see the module documentation).
-fn children() -> Vec<Pid> {
+/// The jail's processes among our children, but the targets in `running` (see the module
+/// documentation).
+fn children(running: &[u32]) -> Vec<Pid> {
     let me = std::process::id();
     let Some(own_filters) = seccomp_filters(Path::new("/proc/self")) else {
         return Vec::new();
@@ -215,7 +235,6 @@ fn children() -> Vec<Pid> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let running = targets().clone();
     dir.flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
