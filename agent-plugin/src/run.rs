@@ -295,6 +295,10 @@ pub fn run(
     denials: &Arc<crate::denials::DenyTally>,
 ) -> Result<i32> {
     check_files(&cfg)?;
+    // Before the CA key exists in memory: no core dump can carry it out, and landjail's
+    // target (same uid) cannot read boundary's memory through /proc.
+    boundary_jail::make_undumpable()
+        .context("cannot mark boundary non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let (ca, _ca_dir) = prepare_ca(&cfg)?;
     if cfg.allow.is_empty() {
         tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");

@@ -7,45 +7,37 @@ use crate::fields::RequestFields;
 /// `tracing` target of audit events, for filters such as `boundary::audit=info`.
 pub const TARGET: &str = "boundary::audit";
 
+/// One `boundary_request` event at a level macro (`info` or `warn`), with the §7 fields in
+/// their order; the optional tokens go between `event_time` and `trace` (`matched_rule`).
+/// `tracing` needs the level at compile time, hence a macro rather than a parameter.
+macro_rules! request_event {
+    ($level:ident, $f:expr $(, $key:ident = $value:expr)?) => {
+        tracing::$level!(
+            target: TARGET,
+            owner = %$f.owner,
+            workspace_name = %$f.workspace_name,
+            agent_name = %$f.agent_name,
+            decision = $f.decision,
+            session_id = %$f.session_id,
+            sequence_number = $f.sequence_number,
+            workspace_id = %$f.workspace_id,
+            template_id = %$f.template_id,
+            template_version_id = %$f.template_version_id,
+            http_method = %$f.http_method,
+            http_url = %$f.http_url,
+            event_time = %$f.event_time,
+            $($key = %$value,)?
+            trace = %$f.trace,
+            span = %$f.span,
+            "boundary_request"
+        )
+    };
+}
+
 /// Emits the event for one record.
 pub fn emit(f: &RequestFields) {
     match &f.matched_rule {
-        Some(rule) => tracing::info!(
-            target: TARGET,
-            owner = %f.owner,
-            workspace_name = %f.workspace_name,
-            agent_name = %f.agent_name,
-            decision = f.decision,
-            session_id = %f.session_id,
-            sequence_number = f.sequence_number,
-            workspace_id = %f.workspace_id,
-            template_id = %f.template_id,
-            template_version_id = %f.template_version_id,
-            http_method = %f.http_method,
-            http_url = %f.http_url,
-            event_time = %f.event_time,
-            matched_rule = %rule,
-            trace = %f.trace,
-            span = %f.span,
-            "boundary_request"
-        ),
-        None => tracing::warn!(
-            target: TARGET,
-            owner = %f.owner,
-            workspace_name = %f.workspace_name,
-            agent_name = %f.agent_name,
-            decision = f.decision,
-            session_id = %f.session_id,
-            sequence_number = f.sequence_number,
-            workspace_id = %f.workspace_id,
-            template_id = %f.template_id,
-            template_version_id = %f.template_version_id,
-            http_method = %f.http_method,
-            http_url = %f.http_url,
-            event_time = %f.event_time,
-            trace = %f.trace,
-            span = %f.span,
-            "boundary_request"
-        ),
+        Some(rule) => request_event!(info, f, matched_rule = rule),
+        None => request_event!(warn, f),
     }
 }

@@ -13,6 +13,7 @@ use std::process::Stdio;
 
 /// Every variable that must name the CA file (Codex: `CODEX_CA_CERTIFICATE`, then
 /// `SSL_CERT_FILE`; Claude Code: `NODE_EXTRA_CA_CERTS`; the rest for the tools agents run).
+/// Written out here on purpose, not taken from boundary's own list: the test is the oracle.
 const CA_FILE_VARS: [&str; 10] = [
     "SSL_CERT_FILE",
     "CURL_CA_BUNDLE",

@@ -413,3 +413,34 @@ fn landjail_reports_changes_to_its_own_files() {
     );
     let _ = std::fs::remove_dir_all(moved);
 }
+
+/// boundary holds the run's CA key in memory: landjail's target runs as the same uid, so
+/// boundary makes itself non-dumpable (no core file with the key in it; the files of its
+/// `/proc/<pid>` belong to root, so the target cannot read its memory or environment). Control:
+/// the target's own `/proc/<pid>` files belong to the user.
+#[test]
+fn boundary_is_not_dumpable_for_landjails_target() {
+    let uid = test_user();
+    let out = jailed(
+        As::User,
+        &landjail_flags(),
+        &[
+            "sh",
+            "-c",
+            "echo parent=$(cat /proc/$PPID/comm) owner=$(stat -c %u /proc/$PPID/mem) self=$(stat -c %u /proc/$$/mem); \
+             cat /proc/$PPID/environ >/dev/null 2>&1 && echo environ=read || echo environ=refused",
+        ],
+    );
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("parent=boundary"),
+        "the target's parent is boundary: {text}"
+    );
+    assert!(text.contains(&format!("self={uid}")), "control: {text}");
+    assert!(
+        text.contains("owner=0 "),
+        "boundary's /proc files belong to root: {text}"
+    );
+    assert!(text.contains("environ=refused"), "{text}");
+}

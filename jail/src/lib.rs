@@ -52,7 +52,7 @@ pub use supervisor::unix::UnixSocketRules;
 pub use process::RunningJail;
 pub use reexec::init_hook;
 /// Socket facts other crates need and have no safe call for (the audit forwarder's).
-pub use sys::{peer_pidfd, pidfd_open, unix_unread_bytes};
+pub use sys::{make_undumpable, peer_pidfd, pidfd_open, unix_unread_bytes};
 
 /// Why a jail could not be started; every message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]

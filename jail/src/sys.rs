@@ -895,3 +895,20 @@ pub(crate) fn send_msg(
     }
     Ok(n as usize)
 }
+
+/// Makes this process non-dumpable: no core file (which would hold the run's CA key, written
+/// where a jailed process may read it), and `/proc/<pid>` owned by root, so a process of the
+/// same uid (landjail's target) cannot trace it or read its memory. Reset by `execve`, so the
+/// helper and the target boundary starts are unaffected.
+pub fn make_undumpable() -> io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(io::Error::from)
+}
+
+/// Undoes [`make_undumpable`] in landjail's forked child (a raw `prctl`, safe between `fork`
+/// and `exec`): the supervisor copies the child's seccomp listener with `pidfd_getfd`, which
+/// needs ptrace access, and a non-root boundary has none to a non-dumpable process.
+pub(crate) fn make_dumpable() -> io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+        .map_err(io::Error::from)
+}

@@ -242,6 +242,10 @@ impl ChildSetup {
         }
         let notify = at(Step::Seccomp, sys::seccomp_install(&self.program, true))?
             .ok_or((Step::Seccomp, io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // `pidfd_getfd` needs ptrace access to us, and the fork inherited boundary's
+        // non-dumpable flag (`exec` would reset it; until then only processes outside any
+        // Landlock domain, with our uid, could read this copy of boundary's memory).
+        at(Step::HandOver, sys::make_dumpable())?;
         // The number and our pid (`supervisor::take_listener` copies it with pidfd_getfd).
         let mut offer = [0u8; 8];
         offer[..4].copy_from_slice(&notify.as_raw_fd().to_ne_bytes());

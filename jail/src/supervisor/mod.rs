@@ -207,7 +207,11 @@ pub(crate) fn take_listener(sock: &UnixStream, pidfd: Option<&OwnedFd>) -> io::R
             &opened
         }
     };
-    let listener = crate::sys::pidfd_getfd(pidfd, fd)?;
+    let listener = crate::sys::pidfd_getfd(pidfd, fd).inspect_err(|_| {
+        // The offering process waits for our answer and may hold a copy of our end too:
+        // without this it would wait forever instead of failing its start.
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+    })?;
     (&*sock).write_all(&[1])?;
     Ok(listener)
 }
