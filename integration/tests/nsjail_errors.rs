@@ -1,6 +1,7 @@
 //! When the host forbids what nsjail needs, boundary says so and names the fixes (landjail
 //! among them) instead of running the command unjailed; `--no-user-namespace` works as root
-//! and is refused, with the reason, for anyone else.
+//! and is refused, with the reason and the ways out, for a user without sudo or file
+//! capabilities.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -60,5 +61,14 @@ fn no_user_namespace_works_as_root_and_is_refused_otherwise() {
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(125), "{t}");
-    assert!(!t.contains("RAN\n") && t.contains("needs real root"), "{t}");
+    // The test user has neither passwordless sudo nor a binary with file capabilities
+    // (nsjail_sudo.rs covers those): the error says so and names the three ways out.
+    assert!(
+        !t.contains("RAN\n") && t.contains("not running as root"),
+        "{t}"
+    );
+    assert!(
+        t.contains("sudo -n true") && t.contains("setcap") && t.contains("--jail-type landjail"),
+        "{t}"
+    );
 }

@@ -1,4 +1,5 @@
-//! The namespace helper: `boundary` re-executed with a hidden argv[1]. It enters new user,
+//! The namespace helper: `boundary` re-executed with a hidden argv[1] (or through sudo, see
+//! `privilege`). It enters new user (unless the jail is built without one),
 //! network, mount, UTS, IPC and cgroup namespaces, builds the network, creates the listening sockets, forks the
 //! jail's init into a new PID namespace, hands the sockets and init's pid back, then waits for
 //! init and exits with its status. If `boundary` dies (even by SIGKILL) its end of the control
@@ -22,23 +23,34 @@ use super::pid1;
 use super::wire::{self, Failure, Reply, Request, SetupStatus};
 use crate::sys::pidfd_open;
 
-const USERNS_HINT: &str = "Fix: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 and \
-user.max_user_namespaces > 0; on Ubuntu 23.10+ also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
-profile for boundary; in a container, a seccomp profile that permits unshare/clone with CLONE_NEWUSER), or run as \
-root with --no-user-namespace, or use --jail-type landjail";
-
 /// Entry point from [`crate::init_hook`]; returns the exit code.
 pub fn main(fd: i32) -> i32 {
     // SAFETY: boundary passed this inherited fd number for exactly this purpose (see
     // `sys::inherit_across_exec`); nothing else in this fresh process knows it.
-    let mut sock = UnixStream::from(unsafe { crate::sys::adopt_inherited_fd(fd) });
+    let sock = UnixStream::from(unsafe { crate::sys::adopt_inherited_fd(fd) });
+    serve(sock)
+}
+
+/// Entry point of the helper started through sudo (as root, see `privilege`): connects back
+/// to boundary's socket `name`, becomes the calling user, then serves as usual.
+pub fn main_from_sudo(name: &std::ffi::OsString) -> i32 {
+    match super::privilege::connect_from_sudo(name) {
+        Ok(sock) => serve(sock),
+        Err(e) => {
+            eprintln!("boundary jail helper (sudo): {e}");
+            125
+        }
+    }
+}
+
+fn serve(mut sock: UnixStream) -> i32 {
     // `ps` then shows the helper and the jail's init by a name that says what they are.
     let _ = nix::sys::prctl::set_name(c"boundary-jail");
     if let Err(e) = fcntl(sock.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
         eprintln!("boundary jail helper: control socket: {e}");
         return 125;
     }
-    let req = match wire::recv_frame(&mut sock).and_then(|f| match f {
+    let mut req = match wire::recv_frame(&mut sock).and_then(|f| match f {
         Some(f) => Request::decode(&f),
         None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no request")),
     }) {
@@ -49,6 +61,10 @@ pub fn main(fd: i32) -> i32 {
             return 125;
         }
     };
+    if let Err(failure) = super::privilege::confine_request(&mut req) {
+        let _ = wire::send_reply(&sock, &Reply::Failed(failure));
+        return 125;
+    }
     match build(&req, &sock) {
         Ok((pid, pidfd)) => supervise(&mut sock, pid, pidfd),
         Err(failure) => {
@@ -58,10 +74,31 @@ pub fn main(fd: i32) -> i32 {
     }
 }
 
+/// A step of creating or entering the user namespace failed: boundary may try again without
+/// one (see `privilege`).
 fn userns_failure(step: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::Namespaces {
+    Failure::UserNamespace {
         detail: format!("{step}: {e}"),
-        hint: USERNS_HINT.into(),
+    }
+}
+
+/// A namespace other than the user namespace could not be created.
+fn namespace_failure(req: &Request, step: &str, e: Errno) -> Failure {
+    if req.user_namespace {
+        return userns_failure(step, e);
+    }
+    let hint = if e == Errno::EPERM && !nix::unistd::geteuid().is_root() {
+        super::privilege::no_user_namespace_hint()
+    } else if e == Errno::EPERM {
+        "without a user namespace the jail needs CAP_SYS_ADMIN in the host's user namespace \
+         (real root, sudo or file capabilities); or use --jail-type landjail"
+            .into()
+    } else {
+        "use --jail-type landjail where these namespaces are not available".into()
+    };
+    Failure::Namespaces {
+        detail: format!("{step} without a user namespace: {e}"),
+        hint,
     }
 }
 
@@ -88,18 +125,11 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
     unshare(private).map_err(|e| {
-        if !req.user_namespace && e == Errno::EPERM {
-            Failure::Namespaces {
-                detail: format!(
-                    "creating network, mount, UTS, IPC and cgroup namespaces without a user namespace: {e}"
-                ),
-                hint: "--no-user-namespace needs real root (CAP_SYS_ADMIN); drop the flag to use a user \
-                       namespace, or use --jail-type landjail"
-                    .into(),
-            }
-        } else {
-            userns_failure("creating network, mount, UTS, IPC and cgroup namespaces", e)
-        }
+        namespace_failure(
+            req,
+            "creating network, mount, UTS, IPC and cgroup namespaces",
+            e,
+        )
     })?;
     let sender = super::sender::spawn(&[sock.as_raw_fd()])?;
     let ipv6 = net::setup_links(&req.ip_tool)?;
@@ -111,7 +141,8 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     if !req.skip_netfilter {
         net::install_rules(&req.nft_tool, proxy_port, dns_port)?;
     }
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| userns_failure("creating a PID namespace", e))?;
+    unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| namespace_failure(req, "creating a PID namespace", e))?;
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating the setup pipe: {e}"))?;
     // init sends the seccomp listener here; boundary's supervisor answers it.

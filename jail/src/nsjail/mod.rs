@@ -23,6 +23,11 @@
 //! code to get wrong than hand-built nf_tables netlink batches, and costs a few milliseconds;
 //! both are looked up at start and a missing one is a clear error naming the package.
 //!
+//! Without user namespaces (the host forbids them, or `--no-user-namespace`) an unprivileged
+//! caller's helper gets `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` from passwordless sudo or from file
+//! capabilities on boundary and builds the jail without one; the target still runs as the
+//! caller with no capabilities (see `privilege`).
+//!
 //! Identity: the user namespace maps only the caller's uid and gid (to themselves), so the
 //! target sees its real ids and files keep their owners; `setgroups` is denied, as the kernel
 //! requires for an unprivileged map.
@@ -61,6 +66,7 @@ pub(crate) mod helper;
 mod mounts;
 mod net;
 mod pid1;
+pub(crate) mod privilege;
 mod rootfs;
 mod sender;
 pub(crate) mod wire;
@@ -76,7 +82,7 @@ use crate::dns::{self, DnsMode, DnsSockets};
 use crate::process::{foreground_terminal, RunningJail};
 use crate::reexec::HELPER_ARG;
 use crate::{supervisor, JailError, JailSpec, NsjailOptions};
-use wire::{Reply, Request, SocketKind};
+use wire::{Failure, Reply, Request, SocketKind};
 
 /// Test builds only: set to `1` to start the jail WITHOUT its netfilter rules, so a test can
 /// prove that `boundary selftest` notices broken enforcement.
@@ -90,16 +96,25 @@ fn find_tool(tool: &str, package: &str) -> Result<PathBuf, JailError> {
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    TOOL_DIRS
-        .iter()
-        .map(PathBuf::from)
-        .chain(path_dirs)
-        .map(|d| d.join(tool))
-        .find(|p| is_executable(p))
+    find_system_tool(tool)
+        .or_else(|| {
+            path_dirs
+                .into_iter()
+                .map(|d| d.join(tool))
+                .find(|p| is_executable(p))
+        })
         .ok_or_else(|| JailError::MissingTool {
             tool: tool.into(),
             package: package.into(),
         })
+}
+
+/// Finds `tool` in the system directories only (what a privileged helper runs).
+pub(crate) fn find_system_tool(tool: &str) -> Option<PathBuf> {
+    TOOL_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -146,11 +161,15 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
     } else {
         find_tool("nft", "nftables")?
     };
-    if opts.no_user_namespace && !nix::unistd::geteuid().is_root() {
-        return Err(JailError::Namespaces {
-            detail: "--no-user-namespace was given but boundary is not running as root".into(),
-            hint: "without a user namespace the jail needs real root; drop --no-user-namespace, or use --jail-type landjail".into(),
-        });
+    let as_root = nix::unistd::geteuid().is_root();
+    // Without a user namespace an unprivileged caller needs a privileged helper.
+    let mut route = None;
+    if opts.no_user_namespace && !as_root {
+        route = Some(privilege::available().ok_or_else(|| {
+            privilege::unavailable(
+                "--no-user-namespace was given but boundary is not running as root".into(),
+            )
+        })?);
     }
     let dns_mode = if opts.use_real_dns {
         DnsMode::Forward(host_resolvers()?)
@@ -158,7 +177,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         DnsMode::Answer
     };
     let tty = foreground_terminal();
-    let req = Request {
+    let mut req = Request {
         program: spec.program.clone(),
         args: spec.args.clone(),
         env: spec.env.clone(),
@@ -172,46 +191,28 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         nft_tool,
         skip_netfilter: skip_nf,
     };
-
-    let (mut ours, theirs) =
-        UnixStream::pair().map_err(|e| JailError::io("creating the jail's control socket", e))?;
-    let their_fd = theirs.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("boundary-jail")
-        .arg(HELPER_ARG)
-        .arg(their_fd.to_string())
-        .stdin(Stdio::inherit())
-        .process_group(0);
-    // The helper's end of the socketpair (created close-on-exec) stays open in the helper.
-    crate::sys::inherit_across_exec(&mut cmd, their_fd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| JailError::io("starting the jail helper (/proc/self/exe)", e))?;
-    drop(theirs);
-    let fail = |child: &mut std::process::Child, err: JailError| {
-        let _ = child.kill();
-        let _ = child.wait();
-        err
-    };
-    if let Err(e) = wire::send_frame(&mut ours, &req.encode()) {
-        return Err(fail(
-            &mut child,
-            JailError::io("sending the jail request", e),
-        ));
-    }
-    let reply = match wire::recv_reply(&ours) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            let status = child.wait().ok();
-            return Err(JailError::Setup(format!(
-                "the jail helper exited before the jail was ready ({status:?})"
-            )));
+    let (mut child, ours, reply) = loop {
+        if privilege::no_terminal_handover(route.as_ref()) {
+            // The helper's environment is sudo's: the target's comes whole in the request.
+            req.env = std::env::vars_os()
+                .chain(spec.env.iter().cloned())
+                .collect();
+            req.tty_fd = None;
         }
-        Err(e) => {
-            return Err(fail(
-                &mut child,
-                JailError::io("reading the jail helper's reply", e),
-            ))
+        let (mut child, mut ours) = spawn_helper(route.as_ref())?;
+        let reply = exchange(&mut child, &mut ours, &req)?;
+        match reply {
+            Reply::Failed(Failure::UserNamespace { detail }) if !as_root && route.is_none() => {
+                let _ = child.wait();
+                let way = privilege::available().ok_or_else(|| privilege::unavailable(detail))?;
+                tracing::info!(
+                    ?way,
+                    "user namespaces are refused here: building the jail without one"
+                );
+                route = Some(way);
+                req.user_namespace = false;
+            }
+            reply => break (child, ours, reply),
         }
     };
     let (init_pid, sockets) = match reply {
@@ -270,11 +271,67 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
     let jail = RunningJail::new(child, listeners)
         .map_err(|e| JailError::io("watching the jail helper", e))?
         .forward_signals_to(init_pidfd, init_pid)
-        .reclaim_terminal(tty)
+        .reclaim_terminal(req.tty_fd)
         .keep_alive(ours)
         .keep_alive(dns);
     tracing::debug!(init_pid, "nsjail started");
     Ok(jail)
+}
+
+/// Ends a helper that failed `err`'s way and returns `err`.
+fn fail(child: &mut std::process::Child, err: JailError) -> JailError {
+    let _ = child.kill();
+    let _ = child.wait();
+    err
+}
+
+/// Starts the namespace helper: this executable re-executed (with the control socket
+/// inherited), or through sudo (which connects back, see `privilege`).
+fn spawn_helper(
+    route: Option<&privilege::Route>,
+) -> Result<(std::process::Child, UnixStream), JailError> {
+    if let Some(privilege::Route::Sudo(sudo)) = route {
+        return privilege::spawn_via_sudo(sudo);
+    }
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| JailError::io("creating the jail's control socket", e))?;
+    let their_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("boundary-jail")
+        .arg(HELPER_ARG)
+        .arg(their_fd.to_string())
+        .stdin(Stdio::inherit())
+        .process_group(0);
+    // The helper's end of the socketpair (created close-on-exec) stays open in the helper.
+    crate::sys::inherit_across_exec(&mut cmd, their_fd);
+    let child = cmd
+        .spawn()
+        .map_err(|e| JailError::io("starting the jail helper (/proc/self/exe)", e))?;
+    Ok((child, ours))
+}
+
+/// Sends the request and reads the helper's reply.
+fn exchange(
+    child: &mut std::process::Child,
+    ours: &mut UnixStream,
+    req: &Request,
+) -> Result<Reply, JailError> {
+    if let Err(e) = wire::send_frame(ours, &req.encode()) {
+        return Err(fail(child, JailError::io("sending the jail request", e)));
+    }
+    match wire::recv_reply(ours) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => {
+            let status = child.wait().ok();
+            Err(JailError::Setup(format!(
+                "the jail helper exited before the jail was ready ({status:?})"
+            )))
+        }
+        Err(e) => Err(fail(
+            child,
+            JailError::io("reading the jail helper's reply", e),
+        )),
+    }
 }
 
 #[cfg(test)]

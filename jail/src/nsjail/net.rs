@@ -30,11 +30,22 @@ const CAP_NET_RAW: u32 = 13;
 
 fn run_tool(tool: &Path, args: &[&str], input: &str) -> Result<(), String> {
     let mut cmd = Command::new(tool);
-    cmd.args(args)
+    // CAP_NET_RAW only where the helper holds it (in its own user namespace); a privileged
+    // helper without one holds CAP_NET_ADMIN, all `ip` and `nft` need.
+    let caps: &'static [u32] =
+        if super::privilege::permitted(rustix::thread::CapabilitySet::NET_RAW) {
+            &[CAP_NET_ADMIN, CAP_NET_RAW]
+        } else {
+            &[CAP_NET_ADMIN]
+        };
+    // The caller's environment (LD_PRELOAD and the like) must not reach a capable tool.
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    crate::sys::exec_with_ambient(&mut cmd, &[CAP_NET_ADMIN, CAP_NET_RAW]);
+    crate::sys::exec_with_ambient(&mut cmd, caps);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;

@@ -78,6 +78,10 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     crate::sys::join_new_session_keyring()
         .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
     drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
+    // A helper that became the caller with capabilities (sudo, file capabilities) is not
+    // dumpable, and init inherits that; with nothing privileged left init is dumpable again,
+    // as in the other modes, so the helper (without CAP_SYS_PTRACE) can take the listener.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| format!("making init dumpable: {e}"))?;
     // Binds init and everything it starts (see nsjail/filter.rs); connects go to boundary's
     // supervisor (jail/src/supervisor), which gets the listener through the helper.
     let mut rules = super::filter::rules();

@@ -91,6 +91,13 @@ pub(crate) enum Failure {
         /// How to fix it, naming the alternatives.
         hint: String,
     },
+    /// The unprivileged helper could not create or use a user namespace (the host forbids
+    /// them): boundary may then build the jail without one through `sudo` or its own file
+    /// capabilities (see `privilege`).
+    UserNamespace {
+        /// The step and what the kernel said.
+        detail: String,
+    },
     /// Any other setup step, named in the text.
     Setup(String),
 }
@@ -111,6 +118,10 @@ impl From<Failure> for JailError {
     fn from(f: Failure) -> Self {
         match f {
             Failure::Namespaces { detail, hint } => JailError::Namespaces { detail, hint },
+            Failure::UserNamespace { detail } => JailError::Namespaces {
+                detail,
+                hint: super::privilege::no_user_namespace_hint(),
+            },
             Failure::Setup(text) => JailError::Setup(text),
         }
     }
@@ -128,6 +139,10 @@ impl Failure {
                 e.u32(2);
                 e.bytes(text.as_bytes());
             }
+            Failure::UserNamespace { detail } => {
+                e.u32(3);
+                e.bytes(detail.as_bytes());
+            }
         }
     }
 
@@ -139,6 +154,7 @@ impl Failure {
                 hint: d.text()?,
             },
             2 => Failure::Setup(d.text()?),
+            3 => Failure::UserNamespace { detail: d.text()? },
             _ => return Err(bad("unknown failure kind")),
         })
     }
@@ -487,6 +503,9 @@ mod tests {
             SetupStatus::Failed(Failure::Namespaces {
                 detail: "mounting a fresh /proc: EPERM".into(),
                 hint: "use --jail-type landjail".into(),
+            }),
+            SetupStatus::Failed(Failure::UserNamespace {
+                detail: "creating a user namespace: EPERM".into(),
             }),
         ] {
             let bytes = status.encode();
