@@ -18,14 +18,16 @@
 //! channel to boundary.
 //!
 //! The supervisor still decides everything (see [`super::send`]): the sender only sends what
-//! it is handed. Per send, boundary makes a stream socketpair and passes one end over the
-//! channel (a `SOCK_SEQPACKET` pair, so concurrent sends never interleave); over that end go a
-//! header, the descriptors (the caller's socket, the checked socket file, the `SCM_RIGHTS`
-//! files, by `SCM_RIGHTS` in batches), then name, control and data; the answer is the send's
-//! result as an `i64` (negative: an errno). A filesystem destination is reached through the
-//! sender's own descriptor of the checked socket file, by a name relative to its working
-//! directory, its `/proc/self/fd` (its `/proc` mount is the jail's, where it has no pid). A
-//! send that may wait runs on a thread of the sender's own, so it holds up no other send.
+//! it is handed. Boundary talks to it over connections (stream socketpairs) whose sender ends
+//! it passes over the channel (a `SOCK_SEQPACKET` pair); each connection is served by a thread
+//! of the sender, one request at a time, and boundary keeps the idle ones for later sends, so
+//! concurrent sends never share one and a send that waits holds up only its own. A request is
+//! a header, the descriptors (the caller's socket, the checked socket file, the `SCM_RIGHTS`
+//! files, by `SCM_RIGHTS` in batches), then name, control and data (one write when small); the
+//! answer is the send's result as an `i64` (negative: an errno). A filesystem destination is
+//! reached through the sender's own descriptor of the checked socket file, by a name relative
+//! to its working directory, its `/proc/self/fd` (its `/proc` mount is the jail's, where it has
+//! no pid).
 //!
 //! What a receiver sees: `SO_PASSCRED` and `SO_PEERCRED` report the sender's pid (a process
 //! outside the jail's PID namespace: pid 0 for a receiver in the jail) and the jail's uid and
@@ -34,6 +36,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 
 use tracing::warn;
 
@@ -49,22 +52,34 @@ const BATCH: usize = 16;
 const MAX_NAME: usize = 128;
 const MAX_CONTROL: usize = 64 << 10;
 const MAX_FDS: usize = 256;
+/// Requests up to this size go in one write (with their first descriptors).
+const ONE_WRITE: usize = 64 << 10;
 
-/// Boundary's end of the channel to the sender process.
+/// Boundary's end of the channel to the sender process, and the connections to it that are
+/// not in use.
 pub(crate) struct Sender {
     chan: OwnedFd,
+    idle: Mutex<Vec<UnixStream>>,
 }
 
 impl Sender {
     /// Wraps boundary's end of the channel (a `SOCK_SEQPACKET` socket).
     pub(crate) fn new(chan: OwnedFd) -> Sender {
-        Sender { chan }
+        Sender {
+            chan,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     /// Sends `m` on `sock` (our copy of the caller's socket) with `flags`, through the sender
     /// process; waits for its result. A sender that is gone fails the send with `EACCES`.
     pub(super) fn send(&self, sock: BorrowedFd<'_>, m: &Message, flags: i32) -> io::Result<usize> {
-        match self.exchange(sock, m, flags) {
+        let result = self.connection().and_then(|mut conn| {
+            let v = exchange(&mut conn, sock, m, flags)?;
+            self.idle_list().push(conn);
+            Ok(v)
+        });
+        match result {
             Ok(v) if v < 0 => Err(io::Error::from_raw_os_error((-v) as i32)),
             Ok(v) => Ok(v as usize),
             Err(e) => {
@@ -74,36 +89,63 @@ impl Sender {
         }
     }
 
-    fn exchange(&self, sock: BorrowedFd<'_>, m: &Message, flags: i32) -> io::Result<i64> {
-        let (mut ours, theirs) = UnixStream::pair()?;
-        crate::sys::send_with_fds(self.chan.as_fd(), &[0], &[theirs.as_raw_fd()])?;
-        drop(theirs);
-        let mut fds = vec![sock.as_raw_fd()];
-        fds.extend(m.dest.iter().map(AsRawFd::as_raw_fd));
-        fds.extend(m.rights.iter().map(AsRawFd::as_raw_fd));
-        let name: &[u8] = if m.dest.is_some() { &[] } else { &m.name };
-        let mut hdr = Vec::with_capacity(HDR);
-        hdr.extend_from_slice(&flags.to_ne_bytes());
-        hdr.extend_from_slice(&u32::from(m.dest.is_some()).to_ne_bytes());
-        hdr.extend_from_slice(&(name.len() as u32).to_ne_bytes());
-        hdr.extend_from_slice(&(m.control.len() as u32).to_ne_bytes());
-        hdr.extend_from_slice(&(m.data.len() as u64).to_ne_bytes());
-        hdr.extend_from_slice(&(fds.len() as u32).to_ne_bytes());
-        let mut batches = fds.chunks(BATCH);
-        let first = batches.next().unwrap_or_default();
-        if crate::sys::send_with_fds(ours.as_fd(), &hdr, first)? != HDR {
-            return Err(io::Error::other("short header write"));
-        }
-        for batch in batches {
-            crate::sys::send_with_fds(ours.as_fd(), &[0], batch)?;
-        }
-        ours.write_all(name)?;
-        ours.write_all(&m.control)?;
-        ours.write_all(&m.data)?;
-        let mut result = [0u8; 8];
-        ours.read_exact(&mut result)?;
-        Ok(i64::from_ne_bytes(result))
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<UnixStream>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// An idle connection, or a new one handed to the sender (which serves it on a thread of
+    /// its own, so a send that waits holds up only its own connection).
+    fn connection(&self) -> io::Result<UnixStream> {
+        if let Some(conn) = self.idle_list().pop() {
+            return Ok(conn);
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        crate::sys::send_with_fds(self.chan.as_fd(), &[0], &[theirs.as_raw_fd()])?;
+        Ok(ours)
+    }
+}
+
+/// One request and its answer on connection `conn`.
+fn exchange(
+    conn: &mut UnixStream,
+    sock: BorrowedFd<'_>,
+    m: &Message,
+    flags: i32,
+) -> io::Result<i64> {
+    let mut fds = vec![sock.as_raw_fd()];
+    fds.extend(m.dest.iter().map(AsRawFd::as_raw_fd));
+    fds.extend(m.rights.iter().map(AsRawFd::as_raw_fd));
+    let name: &[u8] = if m.dest.is_some() { &[] } else { &m.name };
+    let mut req = Vec::with_capacity(HDR);
+    req.extend_from_slice(&flags.to_ne_bytes());
+    req.extend_from_slice(&u32::from(m.dest.is_some()).to_ne_bytes());
+    req.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+    req.extend_from_slice(&(m.control.len() as u32).to_ne_bytes());
+    req.extend_from_slice(&(m.data.len() as u64).to_ne_bytes());
+    req.extend_from_slice(&(fds.len() as u32).to_ne_bytes());
+    let body = name.len() + m.control.len() + m.data.len();
+    // Small and few descriptors: everything in one write, so the sender wakes once.
+    let whole = body <= ONE_WRITE && fds.len() <= BATCH;
+    if whole {
+        req.extend_from_slice(name);
+        req.extend_from_slice(&m.control);
+        req.extend_from_slice(&m.data);
+    }
+    let mut batches = fds.chunks(BATCH);
+    let first = batches.next().unwrap_or_default();
+    let n = crate::sys::send_with_fds(conn.as_fd(), &req, first)?;
+    conn.write_all(&req[n..])?;
+    if !whole {
+        for batch in batches {
+            crate::sys::send_with_fds(conn.as_fd(), &[0], batch)?;
+        }
+        conn.write_all(name)?;
+        conn.write_all(&m.control)?;
+        conn.write_all(&m.data)?;
+    }
+    let mut result = [0u8; 8];
+    conn.read_exact(&mut result)?;
+    Ok(i64::from_ne_bytes(result))
 }
 
 /// One request, as the sender process received it.
@@ -131,23 +173,21 @@ pub(crate) fn serve(chan: OwnedFd) {
     }
 }
 
-/// Reads one request and sends it: now when it cannot wait, else on a thread.
-fn handle(mut conn: UnixStream) {
-    let req = match read_request(&mut conn) {
-        Ok(r) => r,
-        // Boundary sees the connection close and refuses the send.
-        Err(_) => return,
+/// Serves one connection on a thread of its own, request after request, until boundary
+/// closes it (or breaks the protocol).
+fn handle(conn: UnixStream) {
+    let serve_one = move || {
+        let mut conn = conn;
+        while let Ok(req) = read_request(&mut conn) {
+            let result = perform(&req);
+            if conn.write_all(&result.to_ne_bytes()).is_err() {
+                return;
+            }
+        }
     };
-    if req.flags & libc::MSG_DONTWAIT != 0 {
-        answer(&mut conn, perform(&req));
-        return;
-    }
-    // If no thread can be started, the closure and the connection are dropped: boundary
-    // sees the connection close and refuses the send.
-    let _ = std::thread::Builder::new().spawn(move || {
-        let result = perform(&req);
-        answer(&mut conn, result);
-    });
+    // If no thread can be started, the connection is dropped: boundary sees it close and
+    // refuses the send.
+    let _ = std::thread::Builder::new().spawn(serve_one);
 }
 
 fn perform(req: &Request) -> i64 {
@@ -162,10 +202,6 @@ fn perform(req: &Request) -> i64 {
         Ok(n) => n as i64,
         Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
     }
-}
-
-fn answer(conn: &mut UnixStream, result: i64) {
-    let _ = conn.write_all(&result.to_ne_bytes());
 }
 
 fn invalid(what: &str) -> io::Error {
