@@ -232,6 +232,7 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
     pc.upstream_proxy = cfg.upstream_proxy.as_ref().map(|u| u.url.clone());
     pc.upstream_allow_local = cfg.upstream_allow_local;
     pc.idle_timeout = cfg.idle_timeout;
+    pc.client_stall_timeout = cfg.client_stall_timeout;
     if cfg.session_correlation {
         let targets = Policy::parse(&cfg.inject_targets).context("session id inject targets")?;
         pc.correlation = Some(Correlation {

@@ -191,3 +191,137 @@ fn a_stream_and_connection_flood_from_the_jail_stays_under_the_origin_cap() {
          than the cap over the run: {t}"
     );
 }
+
+/// A recording origin on host loopback (plain HTTP/1.1): `/big` answers 32 MiB, far more than
+/// socket buffers hold, so a client that never reads keeps its response unfinished; anything
+/// else answers `served <path>`. Each request's path is appended to the record file.
+const BIG_ORIGIN: &str = r#"
+import http.server, sys
+record = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        with open(record, "a") as f:
+            f.write(self.path + "\n")
+        if self.path.startswith("/big"):
+            chunk, n = b"x" * 65536, 512
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(chunk) * n))
+            self.end_headers()
+            try:
+                for _ in range(n):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            return
+        body = ("served " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.daemon_threads = True
+print("READY", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// The jailed flood: 64 connections (the per-origin cap), each sends `GET /big-N` and reads
+/// only the first bytes of the answer (so it knows the request holds its place), then never
+/// reads again. Prints `holding N`.
+const NEVER_READS: &str = r#"
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for i in range(n):
+    s = socket.create_connection(("stall.test", port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(("GET /big-%d HTTP/1.1\r\nHost: stall.test\r\n\r\n" % i).encode())
+    held.append(s)
+got = sum(1 for s in held if s.recv(12).startswith(b"HTTP/1.1 200"))
+print("holding", got, flush=True)
+time.sleep(600)
+"#;
+
+const STALL_SCRIPT: &str = r#"
+set -u
+D=$(mktemp -d)
+cat > $D/flood.py <<'PY'
+@FLOOD@PY
+python3 $D/flood.py $PORT 64 > $D/out &
+F=$!
+for i in $(seq 300); do grep -q holding $D/out 2>/dev/null && break; sleep 0.1; done
+echo "flood $(cat $D/out)"
+echo "second=$(curl -sS --max-time 60 http://stall.test:$PORT/second-client)"
+kill $F
+"#;
+
+/// Issue 12 item 9, a client that never reads: a jailed process holds all 64 of an origin's
+/// places with requests whose answers it never reads; with a 2 s client stall timeout those
+/// responses are ended and a second client in the same jail gets its 200 from the origin.
+/// Before the stall timeout the flood held its places for as long as it kept its connections,
+/// and the second client got a 503 after the idle timeout (30 s here).
+#[test]
+fn a_client_that_never_reads_does_not_starve_a_second_client() {
+    use std::io::BufRead;
+    require_root().unwrap();
+    let dir = shared_tempdir();
+    let (script, record) = (dir.path().join("big.py"), dir.path().join("record"));
+    std::fs::write(&script, BIG_ORIGIN).unwrap();
+    let mut origin = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&record)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 origin");
+    let mut line = String::new();
+    std::io::BufReader::new(origin.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("origin said {line:?}"));
+    let config = config_home(As::Root);
+    let flags = [
+        "--log-level",
+        "warn",
+        "--jail-type",
+        "nsjail",
+        "--resolve",
+        "stall.test=127.0.0.1",
+        "--allow",
+        "domain=stall.test",
+        "--client-stall-timeout",
+        "2s",
+        "--idle-timeout",
+        "30s",
+    ];
+    let script = format!(
+        "PORT={port}\n{}",
+        STALL_SCRIPT.replace("@FLOOD@", NEVER_READS)
+    );
+    let o = jailed_sh(As::Root, config.path(), &[], &flags, &script);
+    let t = text(&o);
+    let _ = origin.kill();
+    let _ = origin.wait();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let record = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        out.contains(&format!("flood holding {PER_ORIGIN}")),
+        "the flood held every place of the origin: {t}"
+    );
+    assert!(
+        out.contains("second=served /second-client"),
+        "the second client was not served: {t}"
+    );
+    assert!(
+        record.lines().any(|l| l == "/second-client"),
+        "the origin did not record the second client: {record}\n{t}"
+    );
+    assert!(
+        t.contains("read nothing of a response"),
+        "boundary says why it ended the flood's responses: {t}"
+    );
+}

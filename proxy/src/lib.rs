@@ -26,6 +26,8 @@
 //!   wait in the client. Requests in flight are capped per origin and in total, hard: beyond a
 //!   cap a request waits its turn, and after the idle timeout gets a 503 (see
 //!   `upstream::Cap`).
+//! - A response whose client reads nothing of it for the client stall timeout is ended (its
+//!   upstream permit freed), so never-read answers cannot hold the caps (see `stall`).
 //! - Only HTTP is spoken inside a tunnel or on a redirected connection: anything else (SSH over
 //!   CONNECT, say) gets a 400 or is closed, because there is no request to decide.
 //! - WebSocket over HTTP/2 (RFC 8441) is not offered; clients fall back to HTTP/1.1 for it.
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod rules;
 mod server;
 mod slots;
+mod stall;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -49,6 +52,7 @@ use std::time::Duration;
 
 pub use ca::{CaError, CertificateAuthority};
 pub use server::{Proxy, ProxyBody, BLOCKED_TITLE, MAX_CONCURRENT_STREAMS};
+pub use stall::DEFAULT_CLIENT_STALL_TIMEOUT;
 
 /// Idle client connections are closed after this unless configured otherwise. The binary's
 /// `--idle-timeout` default is this constant, so the two cannot disagree.
@@ -82,6 +86,9 @@ pub struct ProxyConfig {
     pub correlation: Option<Correlation>,
     /// Idle client connections (no request in flight) are closed after this.
     pub idle_timeout: Duration,
+    /// A response whose client takes nothing of it for this long is ended, freeing its place
+    /// under the upstream caps (see `stall`).
+    pub client_stall_timeout: Duration,
     /// Upstream TCP connect; exceeding it answers 504.
     pub connect_timeout: Duration,
     /// Upstream TLS handshake, and reading the client's first bytes / ClientHello.
@@ -101,9 +108,9 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// Defaults: no overrides, no upstream proxy, no correlation, [`DEFAULT_IDLE_TIMEOUT`] idle,
-    /// 10 s connect and handshake, no host-internal upstream addresses, 64 upstream connections
-    /// per origin and a quarter of the descriptor limit in total, client connections up to half
-    /// of it.
+    /// [`DEFAULT_CLIENT_STALL_TIMEOUT`] for a client that stops reading, 10 s connect and
+    /// handshake, no host-internal upstream addresses, 64 upstream connections per origin and a
+    /// quarter of the descriptor limit in total, client connections up to half of it.
     pub fn new(policy: Arc<rules::Policy>) -> Self {
         Self {
             policy,
@@ -112,6 +119,7 @@ impl ProxyConfig {
             upstream_proxy: None,
             correlation: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            client_stall_timeout: DEFAULT_CLIENT_STALL_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             upstream_allow_local: false,

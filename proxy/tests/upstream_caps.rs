@@ -2,7 +2,9 @@
 //! carry them, never exceed the per-origin cap, whatever the client sends: parallel HTTP/1.1
 //! connections and HTTP/2 streams wait for their turn instead of failing, a second client is
 //! served while a flood goes on, and a request that waits longer than the idle timeout gets a
-//! 503 saying so (nothing sent upstream, audited once).
+//! 503 saying so (nothing sent upstream, audited once). A client that never reads its answers
+//! (HTTP/1.1 or HTTP/2 with its flow-control window at zero) loses them after the client stall
+//! timeout, so it cannot hold an origin's places.
 
 mod common;
 
@@ -211,5 +213,103 @@ fn a_request_that_waits_out_the_idle_timeout_gets_a_503_and_nothing_goes_upstrea
         // Once the first is done, the origin is reachable again.
         let again = curl(&["--proxy", &proxy, &format!("{base}/again")]).await;
         assert_eq!(again.status(), 200, "{again:?}");
+    });
+}
+
+/// Opens one HTTP/2 stream to `/big` with a stream window of zero (the client never sends
+/// WINDOW_UPDATE), waits for the response head and keeps the stream open without reading.
+async fn h2_never_reads(
+    addr: std::net::SocketAddr,
+) -> (h2::client::SendRequest<bytes::Bytes>, h2::RecvStream) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("connection ready");
+    let req = Request::get("http://origin.test/big?n=10000000")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).expect("stream opens");
+    let resp = resp.await.expect("response head");
+    assert_eq!(resp.status(), 200);
+    (client, resp.into_body())
+}
+
+#[test]
+fn a_client_that_never_reads_loses_its_answers_after_the_stall_timeout() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_per_origin = 2;
+            c.client_stall_timeout = Duration::from_millis(300);
+            c.idle_timeout = Duration::from_secs(5);
+        })
+        .await;
+        let proxy = h.proxy_url();
+        let base = format!("http://{ORIGIN}:{}", origin.port());
+        // Both places: one HTTP/1.1 connection that never reads a 10 MB answer, one HTTP/2
+        // stream whose window stays at zero.
+        let mut h1 = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let head = format!("GET {base}/big?n=10000000 HTTP/1.1\r\nHost: {ORIGIN}\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut h1, head.as_bytes())
+            .await
+            .unwrap();
+        let t = h.transparent(origin.addr).await;
+        let (_h2, mut h2_body) = h2_never_reads(t).await;
+        // The second client gets its answer once the stalled ones are ended (before, it waited
+        // out the idle timeout for a 503).
+        let second = curl(&["--proxy", &proxy, &format!("{base}/echo/second")]).await;
+        assert_eq!(second.status(), 200, "{second:?}");
+        assert!(origin.seen().iter().any(|s| s.uri == "/echo/second"));
+        // The stalled HTTP/2 stream was reset, not finished.
+        let _ = h2_body.flow_control().release_capacity(0);
+        let mut got = 0;
+        let end = loop {
+            match h2_body.data().await {
+                Some(Ok(chunk)) => {
+                    got += chunk.len();
+                    let _ = h2_body.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(e)) => break Some(e),
+                None => break None,
+            }
+        };
+        assert!(
+            end.is_some() && got < 10_000_000,
+            "the stream ended with {end:?} after {got} bytes"
+        );
+    });
+}
+
+#[test]
+fn a_request_body_that_never_comes_loses_its_place_after_the_stall_timeout() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_per_origin = 1;
+            c.client_stall_timeout = Duration::from_millis(300);
+            c.idle_timeout = Duration::from_secs(5);
+        })
+        .await;
+        let proxy = h.proxy_url();
+        let base = format!("http://{ORIGIN}:{}", origin.port());
+        // The only place: an upload that declares 100 kB and sends nothing of it.
+        let mut held = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let head = format!(
+            "POST {base}/upload HTTP/1.1\r\nHost: {ORIGIN}\r\nContent-Length: 100000\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut held, head.as_bytes())
+            .await
+            .unwrap();
+        while origin.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Before the stall timeout, this waited out the idle timeout for a 503.
+        let second = curl(&["--proxy", &proxy, &format!("{base}/echo/second")]).await;
+        assert_eq!(second.status(), 200, "{second:?}");
+        assert!(origin.seen().iter().any(|s| s.uri == "/echo/second"));
     });
 }

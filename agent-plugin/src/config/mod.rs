@@ -181,6 +181,8 @@ pub struct Config {
     /// Started by root: leave every host file writable to the target (warns at start).
     pub root_filesystem_writable: bool,
     pub idle_timeout: Duration,
+    /// A response its client reads nothing of for this long is ended.
+    pub client_stall_timeout: Duration,
     /// Where boundary keeps its CA: `$XDG_CONFIG_HOME/coder_boundary` or `~/.config/coder_boundary`.
     pub config_dir: PathBuf,
     /// (key, value as text, source) for every setting, in `--help` order.
@@ -223,6 +225,7 @@ impl Config {
             writable_paths: Vec::new(),
             root_filesystem_writable: false,
             idle_timeout: Duration::ZERO,
+            client_stall_timeout: Duration::ZERO,
             config_dir,
             sources: Vec::new(),
         }

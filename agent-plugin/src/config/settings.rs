@@ -729,6 +729,22 @@ pub static SETTINGS: &[Setting] = &[
         examples: ["3m", "2m", "1m"],
         ..ROW
     },
+    Setting {
+        key: "client_stall_timeout",
+        flag: "client-stall-timeout",
+        env: &["BOUNDARY_CLIENT_STALL_TIMEOUT"],
+        yaml: Some("client_stall_timeout"),
+        value_name: "DURATION",
+        help: "End a response its client reads nothing of for this long, freeing its place \
+               under the upstream caps",
+        default: Fallback::Duration(boundary_proxy::DEFAULT_CLIENT_STALL_TIMEOUT),
+        apply: |c, v| {
+            c.client_stall_timeout = parse_nonzero_duration(v, "the client stall timeout")?;
+            Ok(Dur(c.client_stall_timeout).to_string())
+        },
+        examples: ["90s", "45s", "30s"],
+        ..ROW
+    },
 ];
 
 const UUIDS: [&str; 3] = [

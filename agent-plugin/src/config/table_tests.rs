@@ -243,6 +243,8 @@ fn the_idle_timeout_default_is_the_proxys() {
     let proxy = boundary_proxy::ProxyConfig::new(c.policy.clone());
     assert_eq!(c.idle_timeout, proxy.idle_timeout);
     assert_eq!(source(&c, "idle_timeout"), Source::Default);
+    assert_eq!(c.client_stall_timeout, proxy.client_stall_timeout);
+    assert_eq!(source(&c, "client_stall_timeout"), Source::Default);
 }
 
 #[test]

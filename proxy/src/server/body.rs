@@ -1,10 +1,15 @@
 //! Request bodies on their way upstream, and draining what a refused request still sends.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use super::BoxError;
 
 /// Reads (and discards) what is left of a refused request's body in the background, so the
 /// client finishes sending and reads our answer: dropping the body unread makes HTTP/2 reset
@@ -33,29 +38,66 @@ pub(super) fn drain(body: Incoming) {
 
 /// A client's request body on its way upstream. If the upstream leg gives up on it early
 /// (connect failure, origin answered without reading it), the rest is drained so the client
-/// still gets our answer instead of a reset stream.
-pub(crate) struct RequestBody(pub(super) Option<Incoming>);
+/// still gets our answer instead of a reset stream. A client that sends nothing of the body
+/// for the client stall timeout while the origin waits for it fails the request, so a
+/// declared body that never comes cannot hold a place under the upstream caps.
+pub(crate) struct RequestBody {
+    body: Option<Incoming>,
+    limit: Duration,
+    /// Runs while the origin waits for a piece the client has not sent.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RequestBody {
+    pub(super) fn new(body: Incoming, limit: Duration) -> Self {
+        Self {
+            body: Some(body),
+            limit,
+            stall: None,
+        }
+    }
+}
 
 impl hyper::body::Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
-            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Pending => {
+                let limit = this.limit;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    tracing::warn!(?limit, "a client sent nothing of its request body for the stall timeout; ending the request");
+                    return Poll::Ready(Some(Err(format!(
+                        "the client sent nothing of its request body for {limit:?}"
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.stall = None;
+                ready.map(|f| f.map(|r| r.map_err(Into::into)))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.0
+        self.body
             .as_ref()
             .map(|b| b.size_hint())
             .unwrap_or_else(|| hyper::body::SizeHint::with_exact(0))
@@ -64,7 +106,7 @@ impl hyper::body::Body for RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        if let Some(body) = self.0.take() {
+        if let Some(body) = self.body.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 drain(body);
             }

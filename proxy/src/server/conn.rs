@@ -16,7 +16,8 @@ use super::body::drain;
 use super::decide::Verdict;
 use super::sniff::ConnCtx;
 use super::{respond, Proxy, ProxyBody, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST};
-use crate::io::{Activity, Tracked};
+use crate::io::Activity;
+use crate::stall::Watched;
 
 impl Proxy {
     pub(super) async fn serve_http<S>(self: Arc<Self>, io: S, ctx: ConnCtx)
@@ -28,13 +29,14 @@ impl Proxy {
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
         let act = activity.clone();
+        let stall = self.config.client_stall_timeout;
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let ctx = ctx.clone();
             let guard = act.begin();
             async move {
                 let resp = proxy.route(req, &ctx).await;
-                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, guard).boxed()))
+                Ok::<_, Infallible>(resp.map(|b| Watched::new(b, guard, stall).boxed()))
             }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

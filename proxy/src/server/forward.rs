@@ -84,7 +84,7 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(SEQUENCE_HEADER), sequence.into());
             }
         }
-        let mut out = Request::new(RequestBody(Some(body)));
+        let mut out = Request::new(RequestBody::new(body, self.config.client_stall_timeout));
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
@@ -101,7 +101,8 @@ impl Proxy {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             switch_agreed(upgrade.as_ref(), &resp)?;
             if let Some(client_side) = client_upgrade {
-                return Ok(pipe_upgrade(client_side, &mut resp, permit));
+                let limits = (self.config.idle_timeout, self.config.client_stall_timeout);
+                return Ok(pipe_upgrade(client_side, &mut resp, permit, limits));
             }
         }
         let (mut parts, body) = resp.into_parts();
@@ -176,11 +177,13 @@ impl Proxy {
 }
 
 /// After the origin's 101: joins the client's and the origin's upgraded connections and
-/// answers the client with the origin's 101.
+/// answers the client with the origin's 101. The pipe ends when either side closes, nothing
+/// moves for `idle`, or one side stops reading for `stall` (see `stall::pipe`).
 fn pipe_upgrade(
     client_side: hyper::upgrade::OnUpgrade,
     resp: &mut Response<Incoming>,
     permit: Permit,
+    (idle, stall): (std::time::Duration, std::time::Duration),
 ) -> Response<ProxyBody> {
     let origin_side = hyper::upgrade::on(&mut *resp);
     let pipe = async move {
@@ -188,9 +191,8 @@ fn pipe_upgrade(
         let _permit = permit;
         match tokio::try_join!(client_side, origin_side) {
             Ok((c, o)) => {
-                let mut c = TokioIo::new(c);
-                let mut o = TokioIo::new(o);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut o).await {
+                let (c, o) = (TokioIo::new(c), TokioIo::new(o));
+                if let Err(e) = crate::stall::pipe(c, o, idle, stall).await {
                     tracing::debug!(error = %e, "upgraded connection ended");
                 }
             }
