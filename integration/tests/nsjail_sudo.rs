@@ -302,6 +302,85 @@ fn file_capabilities_build_the_jail_without_sudo() {
     jail_holds(TEST_USER, uid, &copy);
 }
 
+/// Plays a caller that runs a binary with file capabilities as the namespace helper itself and
+/// sends a crafted request: its own `ip`/`nft` (which would run with CAP_NET_ADMIN), then the
+/// test hook that leaves netfilter out. Prints the helper's reply kind and text for each.
+const CRAFTED: &str = r#"
+import os, socket, struct, subprocess, sys
+helper, tool = sys.argv[1], sys.argv[2].encode()
+def b(x): return struct.pack(">I", len(x)) + x
+def u(n): return b(struct.pack(">I", n))
+for skip in (0, 1):
+    # program, args, env, port, user_namespace=0, hide, read-only, writable=None, tty=None,
+    # ip tool, nft tool, skip_netfilter
+    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + b(tool) + b(tool) + u(skip)
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([helper, "__boundary-nsjail-helper", str(theirs.fileno())],
+                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+    theirs.close()
+    ours.sendall(struct.pack(">I", len(p)) + p)
+    reply = ours.recv(65536)
+    text = reply[5:].decode(errors="replace").replace("\n", " ")
+    print("skip=%d reply=%s %s" % (skip, reply[4:5].decode(), text[:400]))
+    ours.close()
+    proc.wait(timeout=60)
+"#;
+
+#[test]
+fn a_capable_helper_runs_no_tool_or_hook_its_caller_chooses() {
+    require_root().unwrap();
+    require("setcap", "libcap2-bin");
+    let uid = test_user();
+    let dir = config_for(uid);
+    let copy: PathBuf = dir.path().join("boundary");
+    std::fs::copy(boundary_binary().unwrap(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok(
+        Command::new("setcap")
+            .arg("cap_sys_admin,cap_net_admin+p")
+            .arg(&copy),
+    );
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::os::unix::fs::chown(&marks, Some(uid), Some(uid)).unwrap();
+    let tool = dir.path().join("callers-tool");
+    std::fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\ngrep CapEff /proc/self/status > {}/ran-$$\ncat >/dev/null\n",
+            marks.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("crafted.py");
+    std::fs::write(&script, CRAFTED).unwrap();
+    let o = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "python3"])
+        .arg(&script)
+        .arg(&copy)
+        .arg(&tool)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let ran: Vec<_> = std::fs::read_dir(&marks).unwrap().flatten().collect();
+    assert!(
+        ran.is_empty(),
+        "the helper ran the caller's tool with its capabilities ({} times):\n{t}",
+        ran.len()
+    );
+    // The jail itself is built (with the system's own ip and nft) ...
+    assert!(out.contains("skip=0 reply=R"), "{t}");
+    // ... but never without its netfilter rules.
+    assert!(
+        out.contains("skip=1 reply=F") && out.contains("insecure test hook"),
+        "{t}"
+    );
+}
+
 #[test]
 fn without_sudo_or_capabilities_the_error_names_the_three_ways() {
     require_root().unwrap();
