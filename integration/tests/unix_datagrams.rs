@@ -4,7 +4,8 @@
 //! `sendmsg` (also with `SCM_RIGHTS`), `sendmmsg` (two messages) and `sendto` from one end of
 //! a socketpair. The listener must receive nothing, each call must fail with `EACCES`.
 //! Positive control: with `--unix-socket-allow` naming the socket, every datagram arrives (the
-//! passed descriptor too, and `sendmmsg` reports both lengths). Datagrams between the jail's own
+//! passed descriptor too, and `sendmmsg` reports both lengths), and the receiver's
+//! `SO_PASSCRED` credentials are the jailed user's uid and gid. Datagrams between the jail's own
 //! sockets (a socketpair with `SCM_RIGHTS`) keep working, a send that waits for a full queue
 //! does not hold up another thread's send, and `SCM_CREDENTIALS` is refused. nsjail also
 //! started by root with `--no-user-namespace`.
@@ -109,14 +110,35 @@ except OSError as e:
     print("credentials refused", e.errno)
 "#;
 
-/// Everything the listener has received, without waiting.
-fn drain(l: &UnixDatagram) -> Vec<String> {
+/// Everything the listener has received, without waiting, each with the sender's uid and gid
+/// as the kernel reports them (`SO_PASSCRED`).
+fn drain(l: &UnixDatagram) -> Vec<(String, u32, u32)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    use std::os::fd::AsRawFd;
     let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while let Ok(n) = l.recv(&mut buf) {
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    loop {
+        let mut buf = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        // Room for the credentials and the descriptor of the SCM_RIGHTS datagram.
+        let mut space = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; 4]);
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        let Ok(msg) = recvmsg::<()>(l.as_raw_fd(), &mut iov, Some(&mut space), flags) else {
+            return got;
+        };
+        let mut creds = None;
+        for c in msg.cmsgs().unwrap() {
+            match c {
+                ControlMessageOwned::ScmCredentials(c) => creds = Some((c.uid(), c.gid())),
+                ControlMessageOwned::ScmRights(fds) => fds.into_iter().for_each(|fd| {
+                    let _ = nix::unistd::close(fd);
+                }),
+                _ => {}
+            }
+        }
+        let n = msg.bytes;
+        let (uid, gid) = creds.expect("SO_PASSCRED gives every datagram its credentials");
+        got.push((String::from_utf8_lossy(&buf[..n]).into_owned(), uid, gid));
     }
-    got
 }
 
 /// `nsjail_flags`: extra flags that make it an nsjail-only run (`--no-user-namespace`).
@@ -130,6 +152,8 @@ fn run(who: As, allow: bool, nsjail_flags: &[&str]) {
         let listener = UnixDatagram::bind(&sock).unwrap();
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
         listener.set_nonblocking(true).unwrap();
+        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::PassCred, &true)
+            .unwrap();
         let script = dir.path().join("sender.py");
         std::fs::write(&script, SENDER).unwrap();
         let config = config_home(who);
@@ -167,7 +191,14 @@ fn run(who: As, allow: bool, nsjail_flags: &[&str]) {
                 "via-mmsg-22",
                 "via-pair",
             ];
-            assert_eq!(got, want, "{name} {who:?}: allowed datagrams lost: {o}");
+            let texts: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+            assert_eq!(texts, want, "{name} {who:?}: allowed datagrams lost: {o}");
+            // The receiver sees the jailed user's uid and gid (docs/unix-sockets.md).
+            let id = if who == As::User { test_user() } else { 0 };
+            assert!(
+                got.iter().all(|&(_, uid, gid)| uid == id && gid == id),
+                "{name} {who:?}: credentials seen by the receiver: {got:?}"
+            );
             assert!(
                 o.contains("sendmmsg sent (2, [10, 11])"),
                 "{name} {who:?}: {o}"
