@@ -13,7 +13,9 @@
 //! do not exist inside), so no rule restricts the pid arguments of `prlimit64` and the like.
 //!
 //! The filter is installed by the jail's init after it dropped its privileges and before it
-//! starts the target, so it binds init and everything the target starts.
+//! starts the target, so it binds init and everything the target starts. The jail's sender
+//! process (`supervisor::sender`) installs the same rules without the supervisor's
+//! notifications (its sends must not come back to the supervisor).
 
 use std::os::fd::OwnedFd;
 

@@ -15,7 +15,8 @@
 //! Process tree: `boundary` → helper (re-executed `boundary`, in the new user/net/mount
 //! namespaces, waits for init) → init (PID 1 of the new PID namespace; forwards signals, reaps)
 //! → target. Each step waits for the previous one by a handshake (control socket, setup pipe);
-//! there are no sleeps.
+//! there are no sleeps. The helper also forks the sender (`boundary-send`, outside the PID
+//! namespace), which carries out the supervisor's checked sends with the jail's credentials.
 //!
 //! Netfilter is programmed with the `nft` tool and links with `ip` (Debian `nftables`,
 //! `iproute2`), run by the helper with CAP_NET_ADMIN as an ambient capability (our uid inside
