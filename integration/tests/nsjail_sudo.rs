@@ -62,6 +62,23 @@ touch "$HOME/boundary-sudo14-ok" && echo wrote-home
 command -v nft >/dev/null && echo have-nft
 nft flush ruleset 2>/dev/null && echo flushed-ruleset
 ip link add bnd-probe type dummy 2>/dev/null && echo added-link
+test -d "$XDG_CONFIG_HOME/coder_boundary" && echo have-config-dir
+touch "$XDG_CONFIG_HOME/coder_boundary/probe" 2>/dev/null && echo wrote-config
+python3 - "$HOST_SOCKETS" <<'PY'
+import socket, sys
+d = sys.argv[1]
+for name, kind in (("stream", socket.SOCK_STREAM), ("dgram", socket.SOCK_DGRAM)):
+    path = d + "/" + name + ".sock"
+    s = socket.socket(socket.AF_UNIX, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            s.connect(path)
+        else:
+            s.sendto(b"escape", path)
+        print("host-unix", name, "reached")
+    except OSError as e:
+        print("host-unix", name, "refused", e.errno)
+PY
 "#;
 
 fn require(tool: &str, package: &str) {
@@ -176,12 +193,27 @@ fn jail_holds(user: &str, uid: u32, bin: &Path) {
     let config = config_for(uid);
     let mut flags = fx.flags(&["domain=fixture.test path=/allowed.txt"]);
     flags[1] = "warn".into();
+    // Host services the jail must not reach (the connect supervisor decides, as always).
+    let host = shared_tempdir();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let stream = std::os::unix::net::UnixListener::bind(host.path().join("stream.sock")).unwrap();
+    let dgram = std::os::unix::net::UnixDatagram::bind(host.path().join("dgram.sock")).unwrap();
+    for name in ["stream.sock", "dgram.sock"] {
+        let mode = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(host.path().join(name), mode).unwrap();
+    }
     let script = format!(
-        "{IDENTITY}\necho \"allowed=[$(curl -sS --max-time 20 https://fixture.test:{p}/allowed.txt)]\"\n\
+        "HOST_SOCKETS={}\n{IDENTITY}\necho \"allowed=[$(curl -sS --max-time 20 https://fixture.test:{p}/allowed.txt)]\"\n\
          echo \"denied=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 https://fixture.test:{p}/denied.txt)\"\n",
+        host.path().display(),
         p = fx.https_port
     );
     let o = run_forbidden(&[], user, bin, config.path(), &flags, &script);
+    stream.set_nonblocking(true).unwrap();
+    dgram.set_nonblocking(true).unwrap();
+    let reached = stream.accept().is_ok() || dgram.recv(&mut [0u8; 16]).is_ok();
+    // Positive control: the same sockets answer from outside the jail.
+    std::os::unix::net::UnixStream::connect(host.path().join("stream.sock")).unwrap();
     let t = text(&o);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -210,6 +242,16 @@ fn jail_holds(user: &str, uid: u32, bin: &Path) {
     assert!(out.contains("have-nft"), "{t}");
     assert!(
         !out.contains("flushed-ruleset") && !out.contains("added-link"),
+        "{t}"
+    );
+    // boundary's own files stay read-only, host Unix sockets stay out of reach.
+    assert!(
+        out.contains("have-config-dir") && !out.contains("wrote-config"),
+        "{t}"
+    );
+    assert!(!reached, "a host Unix socket received something:\n{t}");
+    assert!(
+        out.contains("host-unix stream refused") && out.contains("host-unix dgram refused"),
         "{t}"
     );
     assert!(out.contains(&format!("allowed=[{ALLOWED_BODY}]")), "{t}");
