@@ -12,6 +12,9 @@
 //!   connects to the address inside the send call, past both `connect()` and Landlock;
 //!   `setsockopt(IPPROTO_TCP, TCP_FASTOPEN_CONNECT)` fails with `ENOPROTOOPT` for the same reason
 //!   (clients fall back to a plain connect);
+//! - changes of file metadata (mode, owner, times, extended attributes), which Landlock does
+//!   not control, go to the supervisor, which makes them only beneath the writable paths
+//!   (`supervisor::meta`); `setxattrat`, `removexattrat` and `file_setattr` fail with `ENOSYS`;
 //! - other processes: landjail shares the host's PID namespace, so calls that act on a process
 //!   chosen by pid, process group or user could reach processes outside the jail (the kernel
 //!   only checks that the uid matches). `prlimit64` that sets a limit, `setpriority`,
@@ -52,6 +55,7 @@ fn rules() -> Filter {
         f.when(n, vec![Cond::AnySet(flags, fastopen)], eopnotsupp);
     }
     crate::supervisor::add_send_rules(&mut f);
+    crate::supervisor::meta::add_rules(&mut f);
     f.when(
         libc::SYS_setsockopt,
         vec![

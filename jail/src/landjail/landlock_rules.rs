@@ -143,15 +143,31 @@ fn top_level() -> Result<Vec<std::fs::DirEntry>, LandjailError> {
     Ok(entries.flatten().collect())
 }
 
-/// Unprivileged target: writing files beneath every top-level entry but `/proc` and `/sys`.
-fn user_file_rules(mut rs: RulesetCreated) -> Result<RulesetCreated, LandjailError> {
+/// The paths beneath which the target may change files, for Landlock's rules and for the
+/// supervisor's metadata checks (`supervisor::meta`) alike: started by root, `writable`;
+/// otherwise every top-level entry but `/proc` and `/sys`, resolved (`/bin` is `/usr/bin`).
+pub(crate) fn writable_roots(writable: Option<&[PathBuf]>) -> Result<Vec<PathBuf>, LandjailError> {
+    if let Some(w) = writable {
+        return Ok(w.to_vec());
+    }
+    let mut out = Vec::new();
     for entry in top_level()? {
         let name = entry.file_name();
         if NO_WRITE.iter().any(|n| name == *n) {
             continue;
         }
-        // Entries that cannot be opened (a dangling symlink) get no rule: nothing to write.
-        let Ok(fd) = PathFd::new(entry.path()) else {
+        // Entries that cannot be resolved (a dangling symlink) get no rule: nothing to write.
+        if let Ok(p) = std::fs::canonicalize(entry.path()) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Unprivileged target: writing files beneath every top-level entry but `/proc` and `/sys`.
+fn user_file_rules(mut rs: RulesetCreated) -> Result<RulesetCreated, LandjailError> {
+    for path in writable_roots(None)? {
+        let Ok(fd) = PathFd::new(path) else {
             continue;
         };
         rs = rs

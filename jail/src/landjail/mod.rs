@@ -319,6 +319,9 @@ fn start_inner(
         net: supervisor::Net::Host { proxy: allowed },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: std::sync::Mutex::new(HashSet::new()),
+        files: Some(supervisor::meta::WritableRoots::new(
+            landlock_rules::writable_roots(writable)?,
+        )),
     });
     std::thread::Builder::new()
         .name("landjail-supervisor".into())

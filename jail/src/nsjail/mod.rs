@@ -260,6 +260,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: Default::default(),
+        files: None,
     });
     if let Err(e) = supervisor::spawn(listener, policy) {
         return Err(fail(

@@ -39,6 +39,9 @@
 //!   network namespace's, so they are connected.
 //! - AF_NETLINK (only route and sock_diag sockets exist in landjail): passed on; netlink talks
 //!   to the local kernel.
+//! - File metadata (landjail: `chmod`, `chown`, times, extended attributes): resolved like a
+//!   Unix socket path, changed here through our own descriptor when the file lies beneath the
+//!   paths the target may write ([`meta`]).
 //! - Sends that name a destination (`sendto` with an address, every `sendmsg`, `sendmmsg`):
 //!   copied out of the caller, a filesystem Unix destination decided by the same policy as
 //!   `connect()` ([`send`]), and sent: by the supervisor in landjail, by nsjail's sender
@@ -50,6 +53,7 @@
 
 mod connect;
 pub(crate) mod diag;
+pub(crate) mod meta;
 mod send;
 pub(crate) mod sender;
 mod target;
@@ -78,6 +82,9 @@ pub(crate) struct Policy {
     pub(crate) unix: unix::UnixPolicy,
     /// Inodes of sockets on which a jailed process called `listen()` (landjail).
     pub(crate) jail_listeners: Mutex<HashSet<u64>>,
+    /// landjail: where the target may change file metadata ([`meta`]); `None` in nsjail,
+    /// whose filter does not send those calls.
+    pub(crate) files: Option<meta::WritableRoots>,
 }
 
 /// The network the jailed processes' sockets live in.
@@ -325,6 +332,8 @@ fn check_notification(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd)
         }
     } else if nr == libc::SYS_listen {
         Work::Answer(handle_listen(req, policy, notify))
+    } else if let (true, Some(roots)) = (meta::handles(nr), &policy.files) {
+        Work::Answer(meta::check_change(req, roots, notify).map(Reply::Result))
     } else {
         Work::Answer(Some(Reply::Result(Err(libc::ENOSYS))))
     }

@@ -2,9 +2,12 @@
 //! memory. What is read here is trusted only after `SECCOMP_IOCTL_NOTIF_ID_VALID` confirms the
 //! thread is still in that call (see the parent module).
 
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use tracing::debug;
 
 /// A pidfd for the calling thread. Before Linux 6.9 (no `PIDFD_THREAD`) only thread-group
@@ -64,4 +67,69 @@ pub(super) fn write_mem(tid: u32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
         Ok(n) if n == bytes.len() => Ok(()),
         _ => Err(libc::EFAULT),
     }
+}
+
+/// Copies the NUL-terminated string at `addr` (at most `max` bytes before the NUL) out of
+/// thread `tid`'s memory, a page at a time so a string near the end of a mapping is read.
+/// `EFAULT` for a bad address, `ENAMETOOLONG` when no NUL comes within `max` bytes.
+pub(super) fn read_cstr(tid: u32, addr: u64, max: usize) -> Result<Vec<u8>, i32> {
+    const PAGE: u64 = 4096;
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() <= max {
+        let chunk = (PAGE - at % PAGE) as usize;
+        let bytes = read_mem(tid, at, chunk)?;
+        if let Some(end) = bytes.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&bytes[..end]);
+            return if out.len() > max {
+                Err(libc::ENAMETOOLONG)
+            } else {
+                Ok(out)
+            };
+        }
+        out.extend_from_slice(&bytes);
+        at += chunk as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+/// Opens `path` with `O_PATH` (and `extra` flags, such as `O_NOFOLLOW`) as thread `tid` would
+/// resolve it: from its root for an absolute path (absolute symbolic links stay inside that
+/// root), from `dir` (a copy of the caller's directory descriptor) or else its working
+/// directory otherwise. Magic links (`/proc/<pid>/fd/<n>`) are refused with `ELOOP`: here
+/// they would name the supervisor's own files.
+pub(super) fn open_in_target_at(
+    tid: u32,
+    dir: Option<&OwnedFd>,
+    path: &[u8],
+    extra: OFlags,
+) -> io::Result<OwnedFd> {
+    let absolute = path.first() == Some(&b'/');
+    let opened;
+    let base = match (absolute, dir) {
+        (false, Some(d)) => d.as_fd(),
+        _ => {
+            let proc = if absolute { "root" } else { "cwd" };
+            opened = std::fs::File::open(format!("/proc/{tid}/{proc}"))?;
+            opened.as_fd()
+        }
+    };
+    let rel = if absolute { &path[1..] } else { path };
+    let rel = if rel.is_empty() { b"." as &[u8] } else { rel };
+    let resolve = if absolute {
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+    } else {
+        ResolveFlags::NO_MAGICLINKS
+    };
+    openat2(
+        base,
+        OsStr::from_bytes(rel),
+        OFlags::PATH | OFlags::CLOEXEC | extra,
+        Mode::empty(),
+        resolve,
+    )
+    .map_err(io::Error::from)
 }

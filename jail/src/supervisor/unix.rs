@@ -31,13 +31,11 @@
 mod rules;
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 
-use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use tracing::{debug, info, warn};
 
 use super::diag::{self, UnixSock};
@@ -162,26 +160,5 @@ fn dump_matching(sock: &OwnedFd, file: (u64, u64)) -> Vec<UnixSock> {
 /// Opens `path` with `O_PATH` as thread `tid` would resolve it: from its root for an absolute
 /// path (absolute symbolic links stay inside that root), from its working directory otherwise.
 pub(crate) fn open_in_target(tid: u32, path: &[u8]) -> io::Result<OwnedFd> {
-    let absolute = path.first() == Some(&b'/');
-    let base = if absolute {
-        format!("/proc/{tid}/root")
-    } else {
-        format!("/proc/{tid}/cwd")
-    };
-    let dir = std::fs::File::open(&base)?;
-    let rel = if absolute { &path[1..] } else { path };
-    let rel = if rel.is_empty() { b"." as &[u8] } else { rel };
-    let resolve = if absolute {
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
-    } else {
-        ResolveFlags::NO_MAGICLINKS
-    };
-    openat2(
-        dir.as_fd(),
-        OsStr::from_bytes(rel),
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    )
-    .map_err(io::Error::from)
+    super::target::open_in_target_at(tid, None, path, rustix::fs::OFlags::empty())
 }
