@@ -138,7 +138,8 @@ pub struct JailSpec {
 pub struct NsjailOptions {
     /// Forward DNS to the host's resolvers instead of the answering stub (allows exfiltration).
     pub use_real_dns: bool,
-    /// No user namespace (hosts that forbid them; needs real root).
+    /// No user namespace (hosts that forbid them; needs root, passwordless sudo or file
+    /// capabilities on boundary, see `nsjail::privilege`).
     pub no_user_namespace: bool,
 }
 

@@ -264,7 +264,7 @@ pub static SETTINGS: &[Setting] = &[
         flag: "no-user-namespace",
         env: &["BOUNDARY_NO_USER_NAMESPACE"],
         yaml: Some("no_user_namespace"),
-        help: "nsjail without a user namespace (hosts that forbid them; needs root)",
+        help: "nsjail without a user namespace (hosts that forbid them; needs root, passwordless sudo or file capabilities)",
         apply: |c, v| {
             c.no_user_namespace = parse_bool(v)?;
             Ok(c.no_user_namespace.to_string())
