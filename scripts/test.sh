@@ -23,7 +23,14 @@ PYTHON_MODULES=(
   "requests requests==2.32.3"
   "prometheus_client prometheus-client==0.26.0"
 )
-# npm packages: none, the Node clients use only Node's own modules.
+# npm packages: the Node clients use only Node's own modules. The agent CLIs the agents test
+# runs in the jails go under AGENTS_PREFIX (readable by the unprivileged test user), pinned;
+# an install with these versions already there is kept (CI may cache the directory).
+AGENTS_PREFIX=/opt/boundary-agents
+AGENT_PACKAGES=(
+  "@anthropic-ai/claude-code@2.1.332"
+  "@openai/codex@0.171.0"
+)
 
 say() { echo "scripts/test.sh: $*" >&2; }
 is_root() { [ "$(id -u)" = 0 ]; }
@@ -73,8 +80,41 @@ install_python() {
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check "${missing[@]}"
 }
 
+missing_agents() {
+  local spec name version
+  for spec in "${AGENT_PACKAGES[@]}"; do
+    name=${spec%@*}
+    version=${spec##*@}
+    grep -qs "\"version\": \"$version\"" "$AGENTS_PREFIX/lib/node_modules/$name/package.json" ||
+      echo "$spec"
+  done
+}
+
+install_agents() {
+  local missing
+  missing=$(missing_agents | tr '\n' ' ')
+  [ -n "${missing// /}" ] || return 0
+  if ! is_root; then
+    say "missing agent CLIs: $missing"
+    say "install them as root:  npm install -g --prefix $AGENTS_PREFIX $missing"
+    exit 2
+  fi
+  if ! command -v npm >/dev/null; then
+    # NodeSource's nodejs carries npm; Debian's own nodejs does not.
+    say "installing Debian package npm (to install $missing)"
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends npm
+  fi
+  say "installing agent CLIs into $AGENTS_PREFIX: $missing"
+  # Claude Code's postinstall puts its native binary in place; umask 022 keeps it readable.
+  # shellcheck disable=SC2086 # one word per package
+  (umask 022 && npm install -g --prefix "$AGENTS_PREFIX" --no-fund --no-audit \
+    --allow-scripts=@anthropic-ai/claude-code $missing)
+}
+
 install_debian
 install_python
+install_agents
 if [ "${1:-}" = "--prereqs-only" ]; then
   exit 0
 fi

@@ -1,0 +1,336 @@
+//! The real agent CLIs in both jails, as root and as an unprivileged user (issue 17 items 7
+//! and 8): the pinned Claude Code from the npm registry (installed by `scripts/test.sh
+//! --prereqs-only` under `/opt/boundary-agents`) answers a prompt from a mock API that streams
+//! (server-sent events) a tool call fetching an allowed and a denied URL; the CLI's next
+//! request carries the tool's output, which must hold `ok` and the denial. Boundary runs with
+//! exactly the allowlist docs/policies.md gives for the CLI (read from the page), and its
+//! `--audit-log` must hold exactly one record per request the mock saw plus the one denial.
+//!
+//! The mock (`integration/agents/mock_api.py`) listens on a loopback address of its own on
+//! port 443 and boundary maps the real API names there with `--resolve`, trusting the mock's CA
+//! with `--upstream-ca-file`: the CLIs run unmodified and nothing reaches the internet.
+//!
+//! Needs root, python3, openssl, curl and `cargo build -p boundary` first.
+
+mod nsjail_common;
+use nsjail_common::*;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Where `scripts/test.sh --prereqs-only` installs the pinned CLIs.
+const AGENTS_PREFIX: &str = "/opt/boundary-agents";
+/// The tool call the mock asks for: one allowed and one denied fetch.
+const TOOL_COMMAND: &str = "curl -sS https://allowed.test/ok; curl -sS https://denied.test/x";
+/// What the mock answers once it has the tool's output.
+const FINAL_ANSWER: &str = "MOCK-ANSWER-DONE";
+/// The extra rule the tool's fetch needs on top of the documented allowlist.
+const TOOL_RULE: &str = "domain=allowed.test";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+/// The installed CLI `name`; fails loudly when the prerequisites were not installed.
+fn agent_bin(name: &str) -> PathBuf {
+    let bin = Path::new(AGENTS_PREFIX).join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: the agent CLIs are installed by `scripts/test.sh --prereqs-only` (as root)",
+        bin.display()
+    );
+    bin
+}
+
+/// The rules docs/policies.md gives for `agent`: the ```` ```text ```` block after the line
+/// `<!-- allowlist: AGENT -->`, one rule a line.
+fn doc_allowlist(agent: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/policies.md")).unwrap();
+    let marker = format!("<!-- allowlist: {agent} -->");
+    let rest = doc
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("docs/policies.md has no {marker}"))
+        .1;
+    let block = rest
+        .split_once("```text\n")
+        .and_then(|(_, b)| b.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```text block after {marker}"))
+        .0;
+    let rules: Vec<String> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    assert!(!rules.is_empty(), "empty allowlist after {marker}");
+    rules
+}
+
+/// The mock APIs (integration/agents/mock_api.py) for `names`, on a loopback address of this
+/// mock's own, port 443.
+struct Mock {
+    dir: tempfile::TempDir,
+    addr: String,
+    names: Vec<String>,
+    child: Child,
+}
+
+impl Mock {
+    fn start(names: &[&str]) -> Mock {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let addr = format!("127.{}.{}.{}", 100 + n, (pid >> 8) & 255, pid % 250 + 2);
+        let dir = shared_tempdir();
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("integration/agents/mock_api.py"))
+            .arg(dir.path())
+            .arg(&addr)
+            .arg(TOOL_COMMAND)
+            .args(names)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the mock API");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY", "mock API did not start on {addr}:443");
+        Mock {
+            dir,
+            addr,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            child,
+        }
+    }
+
+    /// `--resolve` for every name and the mock's CA.
+    fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        for n in &self.names {
+            f.push("--resolve".into());
+            f.push(format!("{n}={}", self.addr));
+        }
+        f.push("--upstream-ca-file".into());
+        f.push(
+            self.dir
+                .path()
+                .join("ca.pem")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        f
+    }
+
+    /// Every request the mock saw, in order.
+    fn requests(&self) -> Vec<Value> {
+        let path = self.dir.path().join("requests.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `METHOD https://host/path` of a mock record, as the audit log writes the URL.
+fn mock_url(r: &Value) -> String {
+    format!(
+        "{} https://{}{}",
+        r["method"].as_str().unwrap(),
+        r["host"].as_str().unwrap(),
+        r["path"].as_str().unwrap()
+    )
+}
+
+fn audit_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The audit log holds exactly one allow record per request the mock saw (same method and
+/// URL, matched by one of `api_rules` or, for the tool's fetch, `TOOL_RULE`) and one denial: the
+/// tool's fetch of denied.test, as a GET (nsjail, and landjail where the proxy intercepts the
+/// denied tunnel) or as the CONNECT landjail's proxy refuses.
+fn assert_audit_is_exact(audit: &[Value], mock: &[Value], api_rules: &[String], ctx: &str) {
+    let mut allowed: Vec<String> = audit
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .map(|r| {
+            let url = r["http_url"].as_str().unwrap();
+            let rule = r["matched_rule"].as_str().unwrap_or_default();
+            let ok = if url.starts_with("https://allowed.test/") {
+                rule == TOOL_RULE
+            } else {
+                api_rules.iter().any(|a| a == rule)
+            };
+            assert!(ok, "rule of {r} ({ctx})");
+            format!("{} {url}", r["http_method"].as_str().unwrap())
+        })
+        .collect();
+    let mut seen: Vec<String> = mock
+        .iter()
+        .filter(|r| r["transport"] != "websocket")
+        .map(mock_url)
+        .collect();
+    allowed.sort();
+    seen.sort();
+    assert_eq!(
+        allowed, seen,
+        "audit allow records vs the mock's requests ({ctx})"
+    );
+    let denied: Vec<String> = audit
+        .iter()
+        .filter(|r| r["decision"] != "allow")
+        .map(|r| {
+            assert_eq!(r["decision"], "deny", "{r} ({ctx})");
+            format!("{} {}", r["http_method"], r["http_url"])
+        })
+        .collect();
+    assert!(
+        denied == [r#""GET" "https://denied.test/x""#]
+            || denied == [r#""CONNECT" "https://denied.test:443""#],
+        "denials: {denied:?} ({ctx})"
+    );
+    assert!(
+        mock.iter().all(|r| r["host"] != "denied.test"),
+        "the denied host was reached ({ctx})"
+    );
+}
+
+/// The text of a tool output (a string or a list of text blocks).
+fn flat_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(flat_text).collect::<Vec<_>>().join("\n"),
+        Value::Object(o) => o.get("text").map(flat_text).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The tool output holds the allowed body and the denial: boundary's 403 page, or (landjail,
+/// where the proxy refuses the tunnel) curl's report of the refused CONNECT.
+fn assert_tool_output(output: &str, jail: &str, ctx: &str) {
+    assert!(
+        output.lines().any(|l| l.trim() == "ok"),
+        "no allowed body in the tool output ({ctx}):\n{output}"
+    );
+    let page = output.contains("Request Blocked by Boundary");
+    let refused_tunnel = output.contains("CONNECT tunnel failed, response 403");
+    assert!(
+        page || (jail == "landjail" && refused_tunnel),
+        "no denial in the tool output ({ctx}):\n{output}"
+    );
+}
+
+/// A jailed agent run: `program` in `jail` (its `jail_flags`) as `who`, with the mock's names
+/// and `rules`, the audit log in `config`; a 300 s ceiling so a stuck CLI fails the test.
+fn run_jailed(
+    who: As,
+    jail_flags: &[String],
+    mock: &Mock,
+    rules: &[String],
+    config: &Path,
+    program: &[String],
+) -> Output {
+    let mut cmd = boundary_cmd(who, config, &["timeout", "300"]);
+    cmd.args(jail_flags).args(mock.flags());
+    cmd.arg("--audit-log").arg(config.join("audit.jsonl"));
+    for r in rules {
+        cmd.arg("--allow").arg(r);
+    }
+    cmd.arg("--").args(program).stdin(Stdio::null());
+    cmd.output().unwrap()
+}
+
+/// `env HOME=home PATH=<agents>:<system> VARS... ` in front of a jailed CLI.
+fn agent_env(home: &Path, vars: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "env".to_string(),
+        format!("HOME={}", home.display()),
+        format!("PATH={AGENTS_PREFIX}/bin:{PATH}"),
+    ];
+    v.extend(vars.iter().map(|s| s.to_string()));
+    v
+}
+
+fn claude_prompt(who: As) {
+    require_root().unwrap();
+    let claude = agent_bin("claude");
+    let rules: Vec<String> = doc_allowlist("claude-code")
+        .into_iter()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    for (jail, jail_flags) in both_jails() {
+        let ctx = format!("claude -p, {jail}, {who:?}");
+        let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
+        let config = config_home(who);
+        let home = config_home(who);
+        let mut program = agent_env(
+            home.path(),
+            &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
+        );
+        program.extend(
+            [
+                claude.to_str().unwrap(),
+                "-p",
+                "Fetch the two URLs with the Bash tool.",
+                "--allowedTools",
+                "Bash",
+            ]
+            .map(String::from),
+        );
+        let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(FINAL_ANSWER),
+            "{ctx}: {t}"
+        );
+        let requests = mock.requests();
+        let results: Vec<String> = requests
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
+            .flat_map(|r| {
+                r["body"]["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|m| m["content"].as_array().cloned())
+            .flatten()
+            .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
+            .map(|c| flat_text(&c["content"]))
+            .collect();
+        assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
+        assert_tool_output(&results[0], jail, &ctx);
+        let audit = audit_records(&config.path().join("audit.jsonl"));
+        assert_audit_is_exact(&audit, &requests, &doc_allowlist("claude-code"), &ctx);
+    }
+}
+
+#[test]
+fn claude_code_prompt_with_a_tool_call_as_root() {
+    claude_prompt(As::Root);
+}
+
+#[test]
+fn claude_code_prompt_with_a_tool_call_as_an_unprivileged_user() {
+    claude_prompt(As::User);
+}
