@@ -229,13 +229,15 @@ fn supervise(sock: &mut UnixStream, init: Pid, pidfd: OwnedFd) -> i32 {
             }
         }
     }
-    loop {
+    let code = loop {
         match waitpid(init, None) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
             Ok(_) => continue,
             Err(Errno::EINTR) => continue,
-            Err(_) => return 125,
+            Err(_) => break 125,
         }
-    }
+    };
+    super::sender::end();
+    code
 }

@@ -1,12 +1,16 @@
 //! Starting nsjail's sender process (what it does and why: [`crate::supervisor::sender`]).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 
 use super::wire::Failure;
+
+/// The sender's pid, in the helper that forked it.
+static SENDER: OnceLock<Pid> = OnceLock::new();
 
 /// Forks the sender from the namespace helper, once the helper is in the jail's user and
 /// network namespaces and before it forks init (so the sender is outside the jail's PID
@@ -35,7 +39,19 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<OwnedFd, Failure> {
             }
             std::process::exit(0)
         }
-        ForkResult::Parent { .. } => Ok(ours),
+        ForkResult::Parent { child } => {
+            let _ = SENDER.set(child);
+            Ok(ours)
+        }
+    }
+}
+
+/// Ends and reaps the sender (the helper calls it once init has exited), so it does not stay
+/// behind as a zombie for whoever adopts it.
+pub(super) fn end() {
+    if let Some(&pid) = SENDER.get() {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
 }
 
