@@ -1,7 +1,8 @@
 //! Requests the proxy never decided (issue 12 items 1, 2, 4), through the real binary in an
 //! nsjail: a jailed Python client sends, over raw sockets, a GET whose body hides a forbidden
 //! POST (CRLF and bare-LF line ends), a non-WebSocket upgrade followed by a forbidden POST, and
-//! a method override header, to the lenient recording origin on the host (it ignores GET
+//! a method override header, two Host headers, a Host against the absolute-form target and a
+//! NUL in a header value, to the lenient recording origin on the host (it ignores GET
 //! bodies, answers 101 to any upgrade and honours override headers). The origin must execute
 //! only what the `--audit-log` file shows as allowed.
 //!
@@ -27,6 +28,9 @@ cases = {
     "bare_lf": "GET /ok/bare_lf HTTP/1.1\nHost: fixture.test\nContent-Length: %d\n\n" % len(forbidden % "bare_lf") + forbidden % "bare_lf",
     "upgrade": "GET /ok/upgrade HTTP/1.1\r\nHost: fixture.test\r\nConnection: Upgrade\r\nUpgrade: made-up\r\n\r\n" + forbidden % "upgrade",
     "override": "GET /ok/override HTTP/1.1\r\nHost: fixture.test\r\nX-HTTP-Method-Override: DELETE\r\n\r\n",
+    "two_hosts": "GET /ok/two_hosts HTTP/1.1\r\nHost: fixture.test\r\nHost: other.test\r\n\r\n",
+    "host_vs_absolute": "GET http://fixture.test:%d/ok/host_vs_absolute HTTP/1.1\r\nHost: other.test\r\n\r\n" % port,
+    "nul_in_value": "GET /ok/nul_in_value HTTP/1.1\r\nHost: fixture.test\r\nX-A: a\0b\r\n\r\n",
 }
 for name, req in cases.items():
     s = socket.create_connection(("fixture.test", port), timeout=3)
@@ -85,6 +89,13 @@ fn nothing_undecided_reaches_the_origin_through_the_jail() {
     assert!(status("cl0").starts_with("HTTP/1.1 400"), "{all}");
     assert!(status("bare_lf").starts_with("HTTP/1.1 400"), "{all}");
     assert!(status("override").starts_with("HTTP/1.1 403"), "{all}");
+    // A host named twice or two ways (issue 12 follow-up): refused, never forwarded.
+    assert!(status("two_hosts").starts_with("HTTP/1.1 400"), "{all}");
+    assert!(
+        status("host_vs_absolute").starts_with("HTTP/1.1 403"),
+        "{all}"
+    );
+    assert!(status("nul_in_value").starts_with("HTTP/1.1 400"), "{all}");
     // The upgrade is not passed on: the origin answers the GET, the POST is decided (403).
     assert_eq!(
         status("upgrade"),
@@ -94,6 +105,14 @@ fn nothing_undecided_reaches_the_origin_through_the_jail() {
 
     let executed = rt.block_on(origin.settled());
     let audit = std::fs::read_to_string(&json).unwrap();
+    for case in ["two_hosts", "host_vs_absolute"] {
+        assert!(
+            audit.lines().any(
+                |l| l.contains(&format!("/ok/{case}\"")) && l.contains("\"decision\":\"deny\"")
+            ),
+            "{case} is audited as denied:\n{audit}"
+        );
+    }
     let mut allowed: Vec<String> = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

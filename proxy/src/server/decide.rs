@@ -49,7 +49,8 @@ pub(super) enum RefusalKind {
     /// Allowed by a rule, but the host resolves to a loopback, link-local, metadata or other
     /// host-internal address that neither `--resolve` nor the rule names: 403.
     LocalAddress(String),
-    /// The request's framing could be read differently by the origin (a body on GET): 400.
+    /// The request's framing could be read differently by the origin (a body on GET, two
+    /// `Host` headers): 400.
     Unframeable(String),
     /// A method or path override header asks for what no rule allows: 403.
     Override(String),
@@ -196,24 +197,25 @@ impl Proxy {
         let url = target.url(&path);
         let mut suggestions = Vec::new();
         let mut names_host = false;
-        let outcome =
-            if let Some(reason) = ctx.mismatch.clone().or_else(|| target.mismatch(req, ctx)) {
-                Err(RefusalKind::HostMismatch(reason))
-            } else if self.targets_self(&target.host, target.port) {
-                Err(RefusalKind::ProxyItself { tunnel: false })
-            } else if let Some(reason) = framing::refusal(req) {
-                Err(RefusalKind::Unframeable(reason))
-            } else {
-                let (outcome, named) = self.judge_policy(
-                    req.headers(),
-                    &method,
-                    &target.host,
-                    &path,
-                    &mut suggestions,
-                );
-                names_host = named;
-                outcome
-            };
+        let outcome = if let Some(reason) = framing::host_refusal(req) {
+            Err(RefusalKind::Unframeable(reason))
+        } else if let Some(reason) = ctx.mismatch.clone().or_else(|| target.mismatch(req, ctx)) {
+            Err(RefusalKind::HostMismatch(reason))
+        } else if self.targets_self(&target.host, target.port) {
+            Err(RefusalKind::ProxyItself { tunnel: false })
+        } else if let Some(reason) = framing::refusal(req) {
+            Err(RefusalKind::Unframeable(reason))
+        } else {
+            let (outcome, named) = self.judge_policy(
+                req.headers(),
+                &method,
+                &target.host,
+                &path,
+                &mut suggestions,
+            );
+            names_host = named;
+            outcome
+        };
         Judgement::Judged(Judged {
             method,
             target,

@@ -11,14 +11,28 @@
 //! Every request is written upstream with the proxy's own framing, so what is left is what
 //! hyper accepts but an origin may read differently: a body on a method whose body has no
 //! defined meaning. Many origins ignore such a body and read it as the next request on the
-//! connection, a request the proxy never decided; so such a body is refused.
+//! connection, a request the proxy never decided; so such a body is refused. So is a request
+//! with more than one `Host` header (hyper keeps them all): the proxy routes and decides by the
+//! first, and an origin (or a proxy behind it) that reads another would serve a host no one
+//! decided.
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Version};
 use hyper::body::Body;
 
 /// Methods whose body has no defined meaning (RFC 9110 §9.3); CONNECT has none in hyper.
 const BODYLESS: [Method; 4] = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
+
+/// Why the request is refused for naming its host twice, if it is.
+pub(super) fn host_refusal<B>(req: &Request<B>) -> Option<String> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    (hosts > 1).then(|| {
+        format!(
+            "the request has {hosts} Host headers: Boundary decides on one host, and an origin \
+             reading another would serve a request no one decided. Send exactly one Host header"
+        )
+    })
+}
 
 /// Why the request's framing is refused, if it is.
 pub(super) fn refusal<B: Body>(req: &Request<B>) -> Option<String> {
