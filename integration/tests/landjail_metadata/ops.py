@@ -1,9 +1,9 @@
 # Every call that changes file metadata, made on one file (landjail_metadata.rs): `ops.py MODE
 # FILE DIR GID` prints `OK <call>` or `ERR <call> <errno> <text>` per call (`SKIP` where the
 # architecture lacks it). The file must carry user.keep1..3; GID is a group of the caller.
-# MODE `attack` also tries a hard link of FILE into the working directory, and a chmod through
+# `fssetxattr` and `setxattrat` are refused everywhere in landjail. MODE `attack` also tries a hard link of FILE into the working directory, and a chmod through
 # a symbolic link made there.
-import ctypes, os, platform, struct, sys
+import ctypes, fcntl, os, platform, struct, sys
 
 NR = {
     "x86_64": dict(chmod=90, fchmod=91, chown=92, fchown=93, lchown=94, utime=132, utimes=235,
@@ -31,6 +31,19 @@ def b(s):
 
 def pairs(*v):
     return ctypes.create_string_buffer(struct.pack("%dq" % len(v), *v), 8 * len(v))
+
+def ioctl(fd, get, put, size, change):
+    """Reads attributes with `get`, writes them back changed with `put`: 0 or the errno."""
+    buf = bytearray(size)
+    try:
+        fcntl.ioctl(fd, get, buf, True)
+        fcntl.ioctl(fd, put, bytes(change(buf)))
+        return 0
+    except OSError as e:
+        return e.errno
+
+def noatime(buf):  # FS_NOATIME_FL, what `chattr +A` sets
+    return struct.pack("i", struct.unpack("i", buf[:4])[0] | 0x80)
 
 ACL = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, 6, 0xffffffff) for t in (1, 4, 0x20))
 
@@ -68,6 +81,8 @@ def ops(p, d, g):
         ("fremovexattr-read-only-fd", lambda: sc("fremovexattr", ro, b("user.keep3"))),
         ("setxattr-acl", lambda: sc("setxattr", b(p), b("system.posix_acl_access"),
                                     ctypes.c_char_p(ACL), len(ACL), 0)),
+        ("setflags-read-only-fd", lambda: ioctl(ro, 0x80086601, 0x40086602, 4, noatime)),
+        ("fssetxattr-read-only-fd", lambda: ioctl(ro, 0x801c581f, 0x401c5820, 28, bytes)),
         ("setxattrat", lambda: sc("setxattrat", AT_FDCWD, b(p), 0, b("user.evil4"), xa, 16)),
     ]
 

@@ -262,12 +262,20 @@ impl Filter {
     /// single jump when the number differs), then allow.
     pub(crate) fn program(&self) -> Program {
         let mut a = Asm::default();
-        let kill = a.new_label();
+        // The kills come first: a jump to the end could be longer than BPF's 255.
+        let arch_ok = a.new_label();
         a.ld(OFF_ARCH);
-        a.jeq(AUDIT_ARCH, NEXT, kill);
+        a.jeq(AUDIT_ARCH, arch_ok, NEXT);
+        a.ret(Action::Kill.ret());
+        a.here(arch_ok);
         a.ld(OFF_NR);
         #[cfg(target_arch = "x86_64")]
-        a.jge(X32_SYSCALL_BIT, kill, NEXT);
+        {
+            let native = a.new_label();
+            a.jge(X32_SYSCALL_BIT, NEXT, native);
+            a.ret(Action::Kill.ret());
+            a.here(native);
+        }
         for s in &self.syscalls {
             let skip = a.new_label();
             a.jeq(s.nr, NEXT, skip);
@@ -284,8 +292,6 @@ impl Filter {
             a.here(skip);
         }
         a.ret(RET_ALLOW);
-        a.here(kill);
-        a.ret(Action::Kill.ret());
         Program(a.finish())
     }
 }

@@ -6,9 +6,11 @@
 //!
 //! So the filter sends every such call here (`chmod`, `fchmod`, `fchmodat`, `fchmodat2`,
 //! `chown`, `fchown`, `lchown`, `fchownat`, `utime`, `utimes`, `futimesat`, `utimensat`,
-//! `setxattr`, `lsetxattr`, `fsetxattr`, `removexattr`, `lremovexattr`, `fremovexattr`), and
-//! refuses the newer `setxattrat`, `removexattrat` and `file_setattr` with `ENOSYS` (libc and
-//! tools fall back to the older calls). The supervisor copies the path, name, value or times
+//! `setxattr`, `lsetxattr`, `fsetxattr`, `removexattr`, `lremovexattr`, `fremovexattr`, and
+//! `ioctl(FS_IOC_SETFLAGS)`, which `chattr` uses), refuses the newer `setxattrat`,
+//! `removexattrat` and `file_setattr` with `ENOSYS` (libc and tools fall back to the older
+//! calls), and refuses the `ioctl`s that change other attributes for good with `EPERM`
+//! ([`REFUSED_IOCTLS`]). The supervisor copies the path, name, value or times
 //! out of the caller, resolves the path as the caller would (its root, working directory or
 //! directory descriptor, taken with `pidfd_getfd`) into an `O_PATH` descriptor of its own, or
 //! takes the caller's descriptor for the `f*` calls, and decides on that descriptor: the file
@@ -39,7 +41,7 @@ use tracing::info;
 
 use super::target::{open_in_target_at, read_cstr, read_mem, thread_pidfd};
 use super::{errno, id_valid};
-use crate::seccomp::{Action, Filter};
+use crate::seccomp::{Action, Cond, Filter};
 
 /// Where the target may change metadata: beneath these canonical paths.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +96,22 @@ const CALLS: &[c_long] = &[
     libc::SYS_fremovexattr,
 ];
 
+/// `ioctl`s that set inode flags (`chattr`: noatime, nodump, sync, ...; the owner may set all
+/// but immutable and append-only): decided here like the calls above.
+const SET_FLAGS: [u32; 2] = [0x4008_6602, 0x4004_6602]; // FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS
+
+/// `ioctl`s that change a file's attributes for good and that no everyday tool needs, refused
+/// with `EPERM` on every file: `FS_IOC_FSSETXATTR` (project id, extent size, flags),
+/// `FS_IOC_SETVERSION` (both sizes), `FS_IOC_ENABLE_VERITY` (makes a file read-only forever)
+/// and `FS_IOC_SET_ENCRYPTION_POLICY` (on an empty directory).
+const REFUSED_IOCTLS: [u32; 5] = [
+    0x401c_5820,
+    0x4008_7602,
+    0x4004_7602,
+    0x4080_6685,
+    0x800c_6613,
+];
+
 /// Adds the rules: every metadata call to the supervisor, the newest ones refused.
 pub(crate) fn add_rules(f: &mut Filter) {
     for n in CALLS {
@@ -102,11 +120,15 @@ pub(crate) fn add_rules(f: &mut Filter) {
     for n in [SYS_SETXATTRAT, SYS_REMOVEXATTRAT, SYS_FILE_SETATTR] {
         f.set(n, Action::Errno(libc::ENOSYS));
     }
+    let refused = Cond::In(1, REFUSED_IOCTLS.to_vec());
+    f.when(libc::SYS_ioctl, vec![refused], Action::Errno(libc::EPERM));
+    let set_flags = Cond::In(1, SET_FLAGS.to_vec());
+    f.when(libc::SYS_ioctl, vec![set_flags], Action::Notify);
 }
 
-/// Whether syscall `nr` is decided here.
+/// Whether syscall `nr` is decided here (an `ioctl` is sent only for [`SET_FLAGS`]).
 pub(super) fn handles(nr: i64) -> bool {
-    CALLS.contains(&nr)
+    CALLS.contains(&nr) || nr == libc::SYS_ioctl
 }
 
 /// What the call changes.
@@ -120,6 +142,8 @@ enum Change {
         flags: u32,
     },
     RemoveXattr(Vec<u8>),
+    /// Inode flags (`FS_IOC_SETFLAGS`).
+    Flags(u32),
 }
 
 /// Which file: the caller's descriptor (the `f*` calls), or a path from a directory.
@@ -250,6 +274,12 @@ fn decode(tid: u32, nr: i64, a: [u64; 6]) -> Result<(Object, Change), i32> {
         libc::SYS_removexattr => (at(cwd, a[0], 0)?, remove_xattr(tid, a[1])?),
         libc::SYS_lremovexattr => (at(cwd, a[0], nofollow)?, remove_xattr(tid, a[1])?),
         libc::SYS_fremovexattr => (Object::Fd(int(a[0])), remove_xattr(tid, a[1])?),
+        libc::SYS_ioctl if SET_FLAGS.contains(&(a[1] as u32)) => {
+            // The kernel reads an int, whatever the command's declared size.
+            let v = read_mem(tid, a[2], 4)?;
+            let flags = u32::from_ne_bytes(v.try_into().expect("4 bytes"));
+            (Object::Fd(int(a[0])), Change::Flags(flags))
+        }
         _ => return Err(libc::ENOSYS),
     })
 }
@@ -486,6 +516,7 @@ fn apply(fd: &OwnedFd, via_fd: bool, change: &Change) -> Result<(), i32> {
                 f::removexattr(&proc, name)
             }
         }
+        Change::Flags(v) => f::ioctl_setflags(fd, f::IFlags::from_bits_retain(*v)),
     };
     r.map_err(|e| e.raw_os_error())
 }
@@ -510,6 +541,23 @@ mod tests {
             assert_eq!(eval(prog.insns(), AUDIT_ARCH, n, [0; 6]), enosys);
         }
         assert!(!handles(libc::SYS_read));
+        let ioctl = |cmd: u32| {
+            eval(
+                prog.insns(),
+                AUDIT_ARCH,
+                libc::SYS_ioctl,
+                [3, cmd as u64, 0, 0, 0, 0],
+            )
+        };
+        for cmd in SET_FLAGS {
+            assert_eq!(ioctl(cmd), 0x7fc0_0000);
+        }
+        for cmd in REFUSED_IOCTLS {
+            assert_eq!(ioctl(cmd), Action::Errno(libc::EPERM).ret());
+        }
+        assert_eq!(ioctl(libc::FIONREAD as u32), 0x7fff_0000);
+        // FS_IOC_GETFLAGS reads.
+        assert_eq!(ioctl(0x8008_6601), 0x7fff_0000);
     }
 
     #[test]
