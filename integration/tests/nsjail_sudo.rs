@@ -342,6 +342,57 @@ fn file_capabilities_build_the_jail_without_sudo() {
             .arg(&copy),
     );
     jail_holds(TEST_USER, uid, &copy);
+    // Where user namespaces work, `--no-user-namespace` takes the same route directly.
+    let config = config_for(uid);
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("XDG_CONFIG_HOME={}", config.path().display()))
+        .arg(format!("XDG_STATE_HOME={}", config.path().display()))
+        .arg(format!("HOME=/home/{TEST_USER}"))
+        .arg(&copy)
+        .args(["--log-level", "error", "--no-user-namespace", "--"])
+        .args([
+            "sh",
+            "-c",
+            "id -u; grep CapEff /proc/self/status; cat /proc/self/uid_map",
+        ])
+        .stdin(Stdio::null());
+    let o = cmd.output().unwrap();
+    let t = text(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.starts_with(&format!("{uid}\n")),
+        "{t}"
+    );
+    assert!(
+        out.contains("CapEff:\t0000000000000000") && out.contains("4294967295"),
+        "{t}"
+    );
+
+    // boundary's own process (the proxy) dropped the file's capabilities at start.
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("XDG_CONFIG_HOME={}", config.path().display()))
+        .arg(format!("XDG_STATE_HOME={}", config.path().display()))
+        .arg(format!("HOME=/home/{TEST_USER}"))
+        .arg(&copy)
+        .args(["--log-level", "error", "--no-user-namespace", "--"])
+        .args(["sh", "-c", "echo ready; read x"])
+        .stdin(Stdio::piped());
+    let mut child = spawn_ready(&mut cmd, "ready");
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let boundary_pid = children.split_whitespace().next().expect("boundary's pid");
+    let status = std::fs::read_to_string(format!("/proc/{boundary_pid}/status")).unwrap();
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    assert!(status.contains("Name:\tboundary"), "{status}");
+    for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert!(
+            status.contains(&format!("{set}:\t0000000000000000")),
+            "boundary's main process kept capabilities ({set}):\n{status}"
+        );
+    }
 }
 
 /// Plays a caller that runs a binary with file capabilities as the namespace helper itself and
