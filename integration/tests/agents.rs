@@ -334,3 +334,100 @@ fn claude_code_prompt_with_a_tool_call_as_root() {
 fn claude_code_prompt_with_a_tool_call_as_an_unprivileged_user() {
     claude_prompt(As::User);
 }
+
+/// Codex's transports: the built-in OpenAI provider speaks the Responses API over a
+/// WebSocket; a custom provider with `supports_websockets=false` over HTTP with SSE.
+const CODEX_TRANSPORTS: [(&str, &[&str]); 2] = [
+    ("websocket", &[]),
+    (
+        "sse",
+        &[
+            "-c",
+            "model_provider=mock",
+            "-c",
+            "model_providers.mock={name=\"mock\",base_url=\"https://api.openai.com/v1\",\
+             env_key=\"OPENAI_API_KEY\",wire_api=\"responses\",supports_websockets=false}",
+        ],
+    ),
+];
+
+/// `codex exec` with its own sandbox off (boundary is the sandbox; Codex's bubblewrap cannot
+/// start inside the jail yet, issue 17 item 2), a model whose tools include `exec_command`,
+/// and the plugin sync and analytics off (they fetch from github.com and chatgpt.com, which the
+/// documented allowlist leaves denied).
+fn codex_exec(who: As) {
+    require_root().unwrap();
+    let codex = agent_bin("codex");
+    let api_rules = doc_allowlist("codex");
+    let rules: Vec<String> = api_rules
+        .iter()
+        .cloned()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    for (transport, transport_flags) in CODEX_TRANSPORTS {
+        for (jail, jail_flags) in both_jails() {
+            let ctx = format!("codex exec over {transport}, {jail}, {who:?}");
+            let mock = Mock::start(&["api.openai.com", "allowed.test", "denied.test"]);
+            let config = config_home(who);
+            let home = config_home(who);
+            // Codex keeps its state in $HOME/.codex (created on first run).
+            let mut program = agent_env(home.path(), &["OPENAI_API_KEY=sk-mock-key"]);
+            program.extend(
+                [
+                    codex.to_str().unwrap(),
+                    "exec",
+                    "--skip-git-repo-check",
+                    "--dangerously-bypass-approvals-and-sandbox",
+                    "-m",
+                    "gpt-5-codex",
+                    "--disable",
+                    "plugins",
+                    "--disable",
+                    "remote_plugin",
+                    "-c",
+                    "analytics.enabled=false",
+                ]
+                .map(String::from),
+            );
+            program.extend(transport_flags.iter().map(|s| s.to_string()));
+            program.push("Fetch the two URLs with the shell tool.".into());
+            let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(FINAL_ANSWER),
+                "{ctx}: {t}"
+            );
+            let requests = mock.requests();
+            let wanted = if transport == "websocket" {
+                "websocket"
+            } else {
+                "http"
+            };
+            let outputs: Vec<String> = requests
+                .iter()
+                .filter(|r| r["transport"] == wanted)
+                .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+                .filter(|i| i["type"] == "function_call_output" && i["call_id"] == "call_mock_1")
+                .map(|i| flat_text(&i["output"]))
+                .collect();
+            assert!(
+                !outputs.is_empty(),
+                "{ctx}: no function_call_output reached the API over {transport}"
+            );
+            assert_tool_output(&outputs[0], jail, &ctx);
+            let audit = audit_records(&config.path().join("audit.jsonl"));
+            assert_audit_is_exact(&audit, &requests, &api_rules, &ctx);
+        }
+    }
+}
+
+#[test]
+fn codex_exec_over_websocket_and_sse_as_root() {
+    codex_exec(As::Root);
+}
+
+#[test]
+fn codex_exec_over_websocket_and_sse_as_an_unprivileged_user() {
+    codex_exec(As::User);
+}
