@@ -12,11 +12,11 @@
 //! included, which any change moves) and extended attributes read before and after are the
 //! same. The same calls on a file in the working directory work (but `FS_IOC_FSSETXATTR` and
 //! `setxattrat`, refused everywhere), and so does everyday work (`everyday.sh`: `chmod +x`,
-//! `touch`, `cp -p`, `tar x`, `git checkout`, `npm install` where npm exists). The supervisor makes the
-//! changes with the target's rights, not boundary's: a file in the working directory owned by
-//! another user cannot be chmodded, and no file can be given away. Started by an unprivileged
-//! user, the same calls and everyday work succeed on the user's files, and a root-owned file in
-//! `/tmp` stays unchanged.
+//! `touch`, `cp -p`, `tar x`, `git checkout`, `npm install` where npm exists). The supervisor
+//! makes the changes with the target's rights, not boundary's: a file in the working directory
+//! owned by another user cannot be chmodded, and no file can be given away. Started by an
+//! unprivileged user, the same calls and everyday work succeed on the user's files, and a
+//! root-owned file in `/tmp` stays unchanged.
 //!
 //! Needs root and `cargo build -p boundary` first. Packages: python3, coreutils, tar, git,
 //! util-linux (runuser); nodejs's npm when present.

@@ -1,7 +1,8 @@
 # Every call that changes file metadata, made on one file (landjail_metadata.rs): `ops.py MODE
 # FILE DIR GID` prints `OK <call>` or `ERR <call> <errno> <text>` per call (`SKIP` where the
 # architecture lacks it). The file must carry user.keep1..3; GID is a group of the caller.
-# `fssetxattr` and `setxattrat` are refused everywhere in landjail. MODE `attack` also tries a hard link of FILE into the working directory, and a chmod through
+# `fssetxattr` and `setxattrat` are refused everywhere in landjail.
+# MODE `attack` also tries a hard link of FILE into the working directory, and a chmod through
 # a symbolic link made there.
 import ctypes, fcntl, os, platform, struct, sys
 

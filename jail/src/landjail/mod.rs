@@ -34,6 +34,11 @@
 //!   `no_new_privs`, also when boundary runs as root, so it cannot change routes, links or
 //!   netfilter. (An ordinary user cannot empty its bounding set without `CAP_SETPCAP`; with
 //!   `no_new_privs` nothing can be gained from it, since setuid and file capabilities are off.)
+//! - **File metadata**: Landlock does not control `chmod`, `chown`, times, extended attributes
+//!   (ACLs) or inode flags (`chattr`), and a target started by root owns the system files. The
+//!   filter sends those calls to the supervisor, which makes the change on its own descriptor,
+//!   with the target's rights, only beneath the paths Landlock lets the target write
+//!   (`landlock_rules::writable_roots`, `supervisor::meta`).
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
 //!   [`LandjailOptions::deny_bind`] forbids it through Landlock; listening is for loopback
 //!   addresses only. Jailed processes reach their own loopback servers (the supervisor records
@@ -57,7 +62,7 @@
 //!   that run later outside the jail (`~/.bashrc`). Make such files read-only to the agent's
 //!   user, or use nsjail. Started by root, Landlock keeps writes to the writable list
 //!   (`crate::writable`: working directory, `$HOME`, `/tmp`, ...) and `/dev` to the standard
-//!   nodes, but cannot refuse `chmod`, `chown` to a group or ACL changes of root-owned files.
+//!   nodes.
 //! - **Filesystem Unix sockets** are decided by the Unix socket policy of the connect
 //!   supervisor (`jail/src/supervisor/unix.rs`, `docs/unix-sockets.md`): the jail's own
 //!   listeners, the SSH agent and configured sockets are reachable; container runtimes, system
