@@ -15,7 +15,9 @@
 //! ruleset, routes or links (read from the host with `nsenter` before and after; a change made
 //! from the host shows, as a positive control), route and address dumps still work, and a
 //! netlink `connect()` to multicast groups is refused. (With boundary making the sends itself,
-//! the jailed `nft flush ruleset` succeeded.)
+//! the jailed `nft flush ruleset` succeeded.) The sender, seen from the host, has the jailed
+//! process's uid, gids, groups, capabilities (none) and `no_new_privs`, a seccomp filter, and
+//! is outside the jail's PID namespace, where no jailed process can see it.
 //!
 //! Needs root and `cargo build -p boundary` first. Packages: python3, util-linux (runuser,
 //! nsenter), nftables, iproute2.
@@ -265,6 +267,7 @@ fn allowed_datagrams_arrive_as_a_user() {
 /// `ip` send their netlink requests with `sendto`/`sendmsg` and an address, so they go through
 /// the supervisor and the sender), between two lines read from stdin.
 const NETLINK: &str = r#"
+echo "sender-visible $(cat /proc/[0-9]*/comm 2>/dev/null | grep -c boundary-send)"
 echo ready
 read go
 nft flush ruleset; echo "nft-flush $?"
@@ -291,6 +294,18 @@ fn jailed_pid(script: &std::path::Path) -> Option<u32> {
         let hit = cmdline.windows(want.len()).any(|w| w == want);
         let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
         (hit && net != ours).then_some(pid)
+    })
+}
+
+/// The jail's sender process, seen from the host: `boundary-send` in the network namespace of
+/// the jailed process `pid`.
+fn sender_of(pid: u32) -> Option<u32> {
+    let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let p: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+        let same = std::fs::read_link(format!("/proc/{p}/ns/net")).ok()? == net;
+        (comm.trim() == "boundary-send" && same).then_some(p)
     })
 }
 
@@ -354,6 +369,43 @@ fn netlink(who: As, nsjail_flags: &[&str]) {
     };
     until("ready", &mut seen);
     let pid = jailed_pid(&script).expect("the jailed script's process");
+    // The sender has the jailed process's credentials and no more, and the jail cannot see it.
+    let sender = sender_of(pid).expect("the jail's sender process (boundary-send)");
+    let field = |p: u32, name: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..].trim().to_string()
+    };
+    for name in [
+        "Uid:",
+        "Gid:",
+        "Groups:",
+        "CapEff:",
+        "CapPrm:",
+        "NoNewPrivs:",
+    ] {
+        assert_eq!(
+            field(sender, name),
+            field(pid, name),
+            "{who:?}: sender {name}"
+        );
+    }
+    assert_eq!(field(sender, "CapEff:"), "0000000000000000", "{who:?}");
+    assert_ne!(
+        field(sender, "Seccomp_filters:"),
+        "0",
+        "{who:?}: sender without a filter"
+    );
+    let own_pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{sender}/ns/pid")).unwrap(),
+        own_pidns,
+        "{who:?}: the sender is in the jail's PID namespace"
+    );
+    assert!(
+        seen.iter().any(|l| l == "sender-visible 0"),
+        "{who:?}: the jail sees its sender: {seen:?}"
+    );
     let before = jail_net_state(pid);
     assert!(
         before.contains("table inet boundary"),
