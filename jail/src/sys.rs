@@ -912,3 +912,55 @@ pub(crate) fn make_dumpable() -> io::Result<()> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
         .map_err(io::Error::from)
 }
+
+// Capabilities through rustix (safe calls): nsjail's privileged helper (sudo, file
+// capabilities) keeps exactly the two it needs.
+
+/// Whether the calling thread holds all of `caps` in its permitted set.
+pub(crate) fn caps_permitted(caps: rustix::thread::CapabilitySet) -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|s| s.permitted.contains(caps))
+}
+
+/// Keeps exactly `caps` permitted and effective (each must be permitted now) and empties the
+/// inheritable and ambient sets: the helper holds what it needs and nothing a program it runs
+/// could inherit by accident.
+pub(crate) fn keep_only_capabilities(caps: rustix::thread::CapabilitySet) -> io::Result<()> {
+    rustix::thread::clear_ambient_capability_set()?;
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: caps,
+            permitted: caps,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )?;
+    Ok(())
+}
+
+/// Root only (`CAP_SETPCAP`): empties the bounding set but for `keep`, so nothing this
+/// process or what it execs can ever hold another capability (nsjail's privileged helper).
+pub(crate) fn limit_bounding_set(keep: rustix::thread::CapabilitySet) -> io::Result<()> {
+    for cap in 0..=cap_last_cap() as u32 {
+        let one = rustix::thread::CapabilitySet::from_bits_retain(1 << cap);
+        if !keep.contains(one) {
+            rustix::thread::remove_capability_from_bounding_set(one)?;
+        }
+    }
+    Ok(())
+}
+
+/// Root only: becomes `uid`/`gid` with supplementary `groups` (real, effective, saved and
+/// filesystem ids) keeping the permitted capabilities (`PR_SET_KEEPCAPS`), which the caller
+/// then narrows with [`keep_only_capabilities`].
+pub(crate) fn become_user_keeping_capabilities(
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: &[nix::unistd::Gid],
+) -> io::Result<()> {
+    nix::unistd::setgroups(groups)?;
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::sys::prctl::set_keepcaps(true)?;
+    nix::unistd::setresuid(uid, uid, uid)?;
+    nix::sys::prctl::set_keepcaps(false)?;
+    Ok(())
+}

@@ -32,12 +32,12 @@ fn run_tool(tool: &Path, args: &[&str], input: &str) -> Result<(), String> {
     let mut cmd = Command::new(tool);
     // CAP_NET_RAW only where the helper holds it (in its own user namespace); a privileged
     // helper without one holds CAP_NET_ADMIN, all `ip` and `nft` need.
-    let caps: &'static [u32] =
-        if super::privilege::permitted(rustix::thread::CapabilitySet::NET_RAW) {
-            &[CAP_NET_ADMIN, CAP_NET_RAW]
-        } else {
-            &[CAP_NET_ADMIN]
-        };
+    let caps: &'static [u32] = if crate::sys::caps_permitted(rustix::thread::CapabilitySet::NET_RAW)
+    {
+        &[CAP_NET_ADMIN, CAP_NET_RAW]
+    } else {
+        &[CAP_NET_ADMIN]
+    };
     // The caller's environment (LD_PRELOAD and the like) must not reach a capable tool.
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

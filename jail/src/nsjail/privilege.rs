@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Uid};
-use rustix::thread::{CapabilitySet, CapabilitySets};
+use rustix::thread::CapabilitySet;
 
 use super::wire::{Failure, Request};
 use crate::JailError;
@@ -95,7 +95,7 @@ pub(crate) fn note_startup_capabilities() {
     if nix::unistd::geteuid().is_root() || nix::unistd::getuid().is_root() {
         return;
     }
-    let held = permitted(HELPER_CAPS);
+    let held = crate::sys::caps_permitted(HELPER_CAPS);
     STARTED_WITH_CAPS.store(held, Ordering::Relaxed);
     let ambient = held
         && [CapabilitySet::SYS_ADMIN, CapabilitySet::NET_ADMIN]
@@ -104,7 +104,7 @@ pub(crate) fn note_startup_capabilities() {
     let dropped = if ambient {
         crate::sys::drop_effective_capabilities().map(|_| ())
     } else {
-        keep_only(CapabilitySet::empty())
+        crate::sys::keep_only_capabilities(CapabilitySet::empty())
     };
     if let Err(e) = dropped {
         eprintln!("boundary: cannot drop the capabilities it was started with: {e}");
@@ -253,60 +253,17 @@ pub(crate) fn connect_from_sudo(name: &OsString) -> Result<UnixStream, String> {
         ));
     }
     let groups = process_groups(peer.pid(), uid)?;
-    limit_bounding_set().map_err(|e| format!("limiting the bounding set: {e}"))?;
-    become_user_keeping_capabilities(uid, gid, &groups)
+    crate::sys::limit_bounding_set(HELPER_CAPS)
+        .map_err(|e| format!("limiting the bounding set: {e}"))?;
+    crate::sys::become_user_keeping_capabilities(uid, gid, &groups)
         .map_err(|e| format!("becoming uid {uid}: {e}"))?;
-    keep_only(HELPER_CAPS).map_err(|e| format!("keeping cap_sys_admin and cap_net_admin: {e}"))?;
+    crate::sys::keep_only_capabilities(HELPER_CAPS)
+        .map_err(|e| format!("keeping cap_sys_admin and cap_net_admin: {e}"))?;
     // sudo's environment (root's HOME, SUDO_*) is not the target's: boundary sends that whole.
     for (k, _) in std::env::vars_os() {
         std::env::remove_var(k);
     }
     Ok(sock)
-}
-
-/// Whether the calling thread holds all of `caps` in its permitted set.
-pub(crate) fn permitted(caps: CapabilitySet) -> bool {
-    rustix::thread::capabilities(None).is_ok_and(|s| s.permitted.contains(caps))
-}
-
-/// Keeps exactly `caps` permitted and effective (each must be permitted now) and empties the
-/// inheritable and ambient sets: the helper holds what it needs and nothing a program it runs
-/// could inherit by accident.
-fn keep_only(caps: CapabilitySet) -> std::io::Result<()> {
-    rustix::thread::clear_ambient_capability_set()?;
-    rustix::thread::set_capabilities(
-        None,
-        CapabilitySets {
-            effective: caps,
-            permitted: caps,
-            inheritable: CapabilitySet::empty(),
-        },
-    )?;
-    Ok(())
-}
-
-/// Root only (`CAP_SETPCAP`): empties the bounding set but for [`HELPER_CAPS`], so nothing
-/// the helper or the jail execs can ever hold another capability.
-fn limit_bounding_set() -> std::io::Result<()> {
-    for cap in 0..=crate::sys::cap_last_cap() as u32 {
-        let one = CapabilitySet::from_bits_retain(1 << cap);
-        if !HELPER_CAPS.contains(one) {
-            rustix::thread::remove_capability_from_bounding_set(one)?;
-        }
-    }
-    Ok(())
-}
-
-/// Root only: becomes `uid`/`gid` with supplementary `groups` (real, effective, saved and
-/// filesystem ids) keeping the permitted capabilities (`PR_SET_KEEPCAPS`), which the caller
-/// then narrows with [`keep_only`].
-fn become_user_keeping_capabilities(uid: Uid, gid: Gid, groups: &[Gid]) -> std::io::Result<()> {
-    nix::unistd::setgroups(groups)?;
-    nix::unistd::setresgid(gid, gid, gid)?;
-    nix::sys::prctl::set_keepcaps(true)?;
-    nix::unistd::setresuid(uid, uid, uid)?;
-    nix::sys::prctl::set_keepcaps(false)?;
-    Ok(())
 }
 
 /// The supplementary groups of process `pid`, which must run as `uid`.
@@ -339,7 +296,9 @@ pub(crate) fn confine_request(req: &mut Request) -> Result<(), Failure> {
     if req.user_namespace || nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    if !permitted(HELPER_CAPS) || keep_only(HELPER_CAPS).is_err() {
+    if !crate::sys::caps_permitted(HELPER_CAPS)
+        || crate::sys::keep_only_capabilities(HELPER_CAPS).is_err()
+    {
         return Err(Failure::Namespaces {
             detail: "a jail without a user namespace needs cap_sys_admin and cap_net_admin, which the jail helper does not hold".into(),
             hint: USER_HINT.into(),
