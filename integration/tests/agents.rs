@@ -5,12 +5,15 @@
 //! request carries the tool's output, which must hold `ok` and the denial. Boundary runs with
 //! exactly the allowlist docs/policies.md gives for the CLI (read from the page), and its
 //! `--audit-log` must hold exactly one record per request the mock saw plus the one denial.
+//! Codex (`codex exec`) does the same over the Responses WebSocket and over HTTP with SSE;
+//! interactive Claude Code runs in a tmux pane (renders, takes the prompt, Ctrl-C exits 0, no
+//! boundary log line on the screen).
 //!
 //! The mock (`integration/agents/mock_api.py`) listens on a loopback address of its own on
 //! port 443 and boundary maps the real API names there with `--resolve`, trusting the mock's CA
 //! with `--upstream-ca-file`: the CLIs run unmodified and nothing reaches the internet.
 //!
-//! Needs root, python3, openssl, curl and `cargo build -p boundary` first.
+//! Needs root, python3, openssl, curl, tmux and `cargo build -p boundary` first.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -430,4 +433,197 @@ fn codex_exec_over_websocket_and_sse_as_root() {
 #[test]
 fn codex_exec_over_websocket_and_sse_as_an_unprivileged_user() {
     codex_exec(As::User);
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is needed (package tmux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (up to 120 s, then fails with the screen) until the pane of `session` shows `what`.
+fn wait_for_screen(session: &str, what: &str, ctx: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let pane = tmux(&["capture-pane", "-p", "-J", "-t", session]);
+        if pane.contains(what) {
+            return pane;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ctx}: {what:?} never showed; screen:\n{pane}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn shell_quote(words: impl IntoIterator<Item = String>) -> String {
+    words
+        .into_iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Claude Code's state for an interactive run with an API key: onboarding done, the key
+/// approved (it keeps the key's last 20 characters), the working directory trusted.
+fn claude_state(home: &Path, key: &str, who: As) {
+    let state = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "customApiKeyResponses": {"approved": [&key[key.len() - 20..]], "rejected": []},
+        "projects": {home.to_str().unwrap(): {"hasTrustDialogAccepted": true}},
+    });
+    let file = home.join(".claude.json");
+    std::fs::write(&file, state.to_string()).unwrap();
+    if who == As::User {
+        let uid = test_user();
+        std::os::unix::fs::chown(&file, Some(uid), Some(uid)).unwrap();
+    }
+}
+
+/// Interactive Claude Code in a tmux pane: it renders its prompt, takes the typed prompt, runs
+/// the mock's tool call, shows the answer; Ctrl-C twice exits with status 0; the screen holds
+/// no boundary log line (only the deny summary at exit); the audit log is exact.
+fn claude_interactive(who: As) {
+    require_root().unwrap();
+    let claude = agent_bin("claude");
+    let key = "sk-ant-mock-key-0123456789abcdef";
+    let rules: Vec<String> = doc_allowlist("claude-code")
+        .into_iter()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    for (jail, jail_flags) in both_jails() {
+        let ctx = format!("interactive claude, {jail}, {who:?}");
+        let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
+        let config = config_home(who);
+        let home = config_home(who);
+        claude_state(home.path(), key, who);
+        let audit_file = config.path().join("audit.jsonl");
+        let done = config.path().join("exit-code");
+        // boundary as boundary_cmd builds it, at the default log level (both_jails' last two
+        // flags set `error`; the screen must stay clean at the default).
+        // The state directory apart from the config directory, as ~/.local/state is from
+        // ~/.config (landjail reports a change to the config directory it cannot protect).
+        let state = config_home(who);
+        let cmd = boundary_cmd(who, config.path(), &[]);
+        let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+        words.extend(cmd.get_args().map(|a| {
+            let a = a.to_string_lossy();
+            match a.strip_prefix("XDG_STATE_HOME=") {
+                Some(_) => format!("XDG_STATE_HOME={}", state.path().display()),
+                None => a.into_owned(),
+            }
+        }));
+        words.extend(jail_flags[..jail_flags.len() - 2].iter().cloned());
+        words.extend(mock.flags());
+        words.extend(["--audit-log".into(), audit_file.to_string_lossy().into()]);
+        for r in &rules {
+            words.extend(["--allow".to_string(), r.clone()]);
+        }
+        words.push("--".into());
+        words.extend(agent_env(
+            home.path(),
+            &[
+                &format!("ANTHROPIC_API_KEY={key}"),
+                "DISABLE_TELEMETRY=1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+                "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL=1",
+            ],
+        ));
+        words.extend(
+            [
+                claude.to_str().unwrap(),
+                "--permission-mode",
+                "default",
+                "--allowedTools",
+                "Bash",
+            ]
+            .map(String::from),
+        );
+        let session = format!("bnd-agents-{}-{jail}-{who:?}", std::process::id());
+        let shell = format!(
+            "cd {}; {}; echo $? > {}; sleep 600",
+            home.path().display(),
+            shell_quote(words),
+            done.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &shell,
+        ]);
+        wait_for_screen(&session, "? for shortcuts", &ctx);
+        tmux(&[
+            "send-keys",
+            "-t",
+            &session,
+            "-l",
+            "Fetch the two URLs with the Bash tool.",
+        ]);
+        tmux(&["send-keys", "-t", &session, "Enter"]);
+        wait_for_screen(&session, FINAL_ANSWER, &ctx);
+        // Ctrl-C once arms the exit ("Press Ctrl-C again to exit"), the second exits.
+        tmux(&["send-keys", "-t", &session, "C-c"]);
+        wait_for_screen(&session, "Ctrl-C again", &ctx);
+        tmux(&["send-keys", "-t", &session, "C-c"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done.exists() {
+            let pane = tmux(&["capture-pane", "-p", "-J", "-t", &session]);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ctx}: claude did not exit on Ctrl-C; screen:\n{pane}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let pane = tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", &session]);
+        let _ = tmux(&["kill-session", "-t", &session]);
+        let code = std::fs::read_to_string(&done).unwrap();
+        let t = format!("{ctx}: exit {code}\nscreen:\n{pane}");
+        assert_eq!(code.trim(), "0", "{t}");
+        for line in ["WARN", "INFO", "ERROR", "boundary_request", "audit socket"] {
+            assert!(!pane.contains(line), "{line:?} on the screen\n{t}");
+        }
+        assert!(
+            pane.contains("boundary: 1 request denied (denied.test)"),
+            "{t}"
+        );
+        let requests = mock.requests();
+        let results: Vec<String> = requests
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
+            .flat_map(|r| {
+                r["body"]["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|m| m["content"].as_array().cloned())
+            .flatten()
+            .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
+            .map(|c| flat_text(&c["content"]))
+            .collect();
+        assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
+        assert_tool_output(&results[0], jail, &ctx);
+        let audit = audit_records(&audit_file);
+        assert_audit_is_exact(&audit, &requests, &doc_allowlist("claude-code"), &ctx);
+    }
+}
+
+#[test]
+fn claude_code_interactive_in_tmux_as_root() {
+    claude_interactive(As::Root);
+}
+
+#[test]
+fn claude_code_interactive_in_tmux_as_an_unprivileged_user() {
+    claude_interactive(As::User);
 }
