@@ -53,6 +53,7 @@ use std::time::Duration;
 pub use ca::{CaError, CertificateAuthority};
 pub use server::{Proxy, ProxyBody, BLOCKED_TITLE, MAX_CONCURRENT_STREAMS};
 pub use stall::DEFAULT_CLIENT_STALL_TIMEOUT;
+pub use upstream::hide_password;
 
 /// Idle client connections are closed after this unless configured otherwise. The binary's
 /// `--idle-timeout` default is this constant, so the two cannot disagree.
@@ -71,8 +72,8 @@ pub fn check_upstream_ca_file(path: &Path) -> Result<(), String> {
     upstream::root_store(Some(path)).map(|_| ())
 }
 
-/// Everything the proxy needs to know about one run.
-#[derive(Debug)]
+/// Everything the proxy needs to know about one run. Its `Debug` hides the upstream proxy's
+/// password.
 pub struct ProxyConfig {
     /// The allow rules every request is decided against.
     pub policy: Arc<rules::Policy>,
@@ -127,6 +128,29 @@ impl ProxyConfig {
             upstream_total: upstream::default_connection_total(),
             client_connections: slots::default_client_connections(),
         }
+    }
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("policy", &self.policy)
+            .field("resolve", &self.resolve)
+            .field("upstream_ca_file", &self.upstream_ca_file)
+            .field(
+                "upstream_proxy",
+                &self.upstream_proxy.as_deref().map(hide_password),
+            )
+            .field("correlation", &self.correlation)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("client_stall_timeout", &self.client_stall_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("upstream_allow_local", &self.upstream_allow_local)
+            .field("upstream_per_origin", &self.upstream_per_origin)
+            .field("upstream_total", &self.upstream_total)
+            .field("client_connections", &self.client_connections)
+            .finish()
     }
 }
 

@@ -13,6 +13,7 @@ mod dial;
 mod limits;
 
 pub(crate) use conn::Conn;
+pub use corp::hide_password;
 pub(crate) use corp::UpstreamProxy;
 pub(crate) use dial::ConnectorSettings;
 

@@ -162,10 +162,9 @@ pub fn parse_uuid(s: &str) -> Result<String, String> {
 /// An upstream proxy URL, checked by the proxy's own parser so nothing it would refuse later
 /// gets past the configuration. Messages show it with its password hidden.
 pub fn parse_upstream_proxy(s: &str) -> Result<UpstreamProxy, String> {
-    let (host, port) = boundary_proxy::check_upstream_proxy(s).map_err(|e| {
-        let e = e.replace(&format!("{s:?}"), &format!("{:?}", hide_password(s)));
-        format!("{e}; write e.g. http://proxy.corp:3128")
-    })?;
+    // The proxy's messages already hide the password.
+    let (host, port) = boundary_proxy::check_upstream_proxy(s)
+        .map_err(|e| format!("{e}; write e.g. http://proxy.corp:3128"))?;
     Ok(UpstreamProxy {
         url: s.to_string(),
         host,
@@ -211,22 +210,8 @@ fn is_mapped_local(ip: IpAddr) -> bool {
     }
 }
 
-/// The URL with the password of its user info replaced by `***` (`http://user:***@host`), for
-/// `boundary config`, logs and errors.
-pub fn hide_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |u| u.0);
-            let hidden = if user_info.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{}", &rest[end..])
-        }
-        None => url.to_string(),
-    }
-}
+/// The one redaction of URL credentials, shared with the proxy.
+pub use boundary_proxy::hide_password;
 
 /// One `NAME=ADDR` pair of `--resolve`.
 pub fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {

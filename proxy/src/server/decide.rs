@@ -261,7 +261,7 @@ impl Proxy {
         else {
             let message = format!(
                 "CONNECT needs a host:port target, got {:?}",
-                req.uri().to_string()
+                crate::hide_password(&req.uri().to_string())
             );
             return unroutable("CONNECT".into(), message);
         };

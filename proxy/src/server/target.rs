@@ -5,6 +5,7 @@ use http::header;
 use http::{Request, Version};
 
 use super::sniff::{ConnCtx, Leg};
+use crate::hide_password;
 use crate::host::{Authority, Host};
 
 /// Where one request goes and how it is written in the audit record.
@@ -66,8 +67,10 @@ impl Target {
             ),
         };
         let default = if scheme == "https" { 443 } else { 80 };
-        let parse =
-            |a: &str| Authority::parse(a).ok_or_else(|| format!("bad host {a:?} in the request"));
+        let parse = |a: &str| {
+            Authority::parse(a)
+                .ok_or_else(|| format!("bad host {:?} in the request", hide_password(a)))
+        };
         match (&ctx.leg, named) {
             (Leg::Transparent(dst), Some(a)) => Ok(Target {
                 scheme,
@@ -111,7 +114,10 @@ impl Target {
         let transparent = matches!(ctx.leg, Leg::Transparent(_));
         for claim in claims {
             let Some(Authority { host, port }) = Authority::parse(&claim) else {
-                return Some(format!("the request names a bad host {claim:?}"));
+                return Some(format!(
+                    "the request names a bad host {:?}",
+                    hide_password(&claim)
+                ));
             };
             if host != self.host {
                 let routed = if ctx.tls {

@@ -8,8 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectError, ConnectErrorKind};
 
-/// A parsed `--upstream-proxy` URL.
-#[derive(Debug, Clone)]
+/// A parsed `--upstream-proxy` URL. Its `Debug` hides the credentials.
+#[derive(Clone)]
 pub(crate) struct UpstreamProxy {
     pub(super) tls: bool,
     pub(crate) host: String,
@@ -17,22 +17,57 @@ pub(crate) struct UpstreamProxy {
     pub(super) authorization: Option<String>,
 }
 
+impl std::fmt::Debug for UpstreamProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamProxy")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "Basic ***"),
+            )
+            .finish()
+    }
+}
+
+/// The URL (or bare authority, `user:pass@host`) with the password of its user info replaced
+/// by `***` (`http://user:***@host`): the one way credentials in a URL are shown, in
+/// `boundary config`, `Debug` output, logs and errors.
+pub fn hide_password(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |u| u.0);
+            let hidden = if user_info.contains(':') { ":***" } else { "" };
+            format!("{scheme}{user}{hidden}@{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
+    }
+}
+
 impl UpstreamProxy {
     /// Parses `http://[user:pass@]host[:port]` or `https://...`.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        // Errors name the URL with its password hidden.
+        let shown = hide_password(url);
         let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else {
             return Err(format!(
-                "upstream proxy {url:?} must start with http:// or https://"
+                "upstream proxy {shown:?} must start with http:// or https://"
             ));
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
             return Err(format!(
-                "upstream proxy {url:?} must not have a path; use scheme://host:port"
+                "upstream proxy {shown:?} must not have a path; use scheme://host:port"
             ));
         }
         let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -41,14 +76,14 @@ impl UpstreamProxy {
         };
         let authority: http::uri::Authority = hostport
             .parse()
-            .map_err(|e| format!("upstream proxy {url:?} has a bad host: {e}"))?;
+            .map_err(|e| format!("upstream proxy {shown:?} has a bad host: {e}"))?;
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         if host.is_empty() {
-            return Err(format!("upstream proxy {url:?} has no host"));
+            return Err(format!("upstream proxy {shown:?} has no host"));
         }
         // A written port (a ':' after the host, outside IPv6 brackets) must be 1 to 65535;
         // only an absent one means the scheme's default.
@@ -64,7 +99,7 @@ impl UpstreamProxy {
             (None, false) => 80,
             _ => {
                 return Err(format!(
-                    "upstream proxy {url:?} has a bad port; use 1 to 65535"
+                    "upstream proxy {shown:?} has a bad port; use 1 to 65535"
                 ))
             }
         };
@@ -207,5 +242,42 @@ mod tests {
         assert!(UpstreamProxy::parse("socks5://x:1").is_err());
         assert!(UpstreamProxy::parse("http://x:1/path").is_err());
         assert!(UpstreamProxy::parse("http://").is_err());
+    }
+
+    #[test]
+    fn credentials_are_hidden_in_debug_errors_and_shown_urls() {
+        for (url, shown) in [
+            ("http://joe:s3cret@proxy:3128", "http://joe:***@proxy:3128"),
+            ("http://joe@proxy:3128/x?a@b", "http://joe@proxy:3128/x?a@b"),
+            ("joe:s3cret@host:80", "joe:***@host:80"),
+            ("http://proxy:3128", "http://proxy:3128"),
+            ("http://a:b@c:s3cret@proxy/", "http://a:***@proxy/"),
+        ] {
+            assert_eq!(hide_password(url), shown);
+        }
+        let p = UpstreamProxy::parse("http://joe:s3cret@corp.example:3128").unwrap();
+        let debug = format!("{p:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("am9l"),
+            "{debug}"
+        );
+        let mut config = crate::ProxyConfig::new(std::sync::Arc::new(
+            crate::rules::Policy::from_rules(vec![]),
+        ));
+        config.upstream_proxy = Some("http://joe:s3cret@corp.example:3128".into());
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("joe:***@"),
+            "{debug}"
+        );
+        for bad in [
+            "socks5://joe:s3cret@corp:1",
+            "http://joe:s3cret@corp:1/path",
+            "http://joe:s3cret@corp:99999",
+            "http://joe:s3cret@",
+        ] {
+            let err = UpstreamProxy::parse(bad).unwrap_err();
+            assert!(!err.contains("s3cret") && err.contains("joe:***@"), "{err}");
+        }
     }
 }
