@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ca_dir;
 mod check;
 mod denials;
 mod logging;

@@ -245,14 +245,9 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
 
 /// The CA for this run, in both jails: a fresh CA whose key exists only in boundary's memory
 /// (never on disk, so no jail of this or any other run can read it); its certificate lives in
-/// a private temporary directory removed at exit, named by the trust variables.
-fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, tempfile::TempDir)> {
-    let dir = tempfile::Builder::new()
-        .prefix("boundary-ca-")
-        .tempdir()
-        .context(
-            "cannot create a private directory for this run's CA certificate (check TMPDIR)",
-        )?;
+/// a private temporary directory removed at exit (see `ca_dir`), named by the trust variables.
+fn prepare_ca(cfg: &Config) -> Result<(Arc<CertificateAuthority>, crate::ca_dir::CaDir)> {
+    let dir = crate::ca_dir::CaDir::create()?;
     let ca = CertificateAuthority::ephemeral(dir.path())
         .context("cannot prepare the CA that intercepts TLS")?;
     let legacy = cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE);
