@@ -8,6 +8,8 @@
 //! Codex (`codex exec`) does the same over the Responses WebSocket and over HTTP with SSE;
 //! interactive Claude Code runs in a tmux pane (renders, takes the prompt, Ctrl-C exits 0, no
 //! boundary log line on the screen).
+//! Issue 17 item 4: SIGTERM to boundary while Claude's Bash tool runs a detached and a
+//! foreground process leaves no process of the jail behind.
 //!
 //! The mock (`integration/agents/mock_api.py`) listens on a loopback address of its own on
 //! port 443 and boundary maps the real API names there with `--resolve`, trusting the mock's CA
@@ -18,6 +20,7 @@
 mod nsjail_common;
 use nsjail_common::*;
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -86,6 +89,11 @@ struct Mock {
 
 impl Mock {
     fn start(names: &[&str]) -> Mock {
+        Mock::with_tool(TOOL_COMMAND, names)
+    }
+
+    /// A mock whose tool call runs `command`.
+    fn with_tool(command: &str, names: &[&str]) -> Mock {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -95,7 +103,7 @@ impl Mock {
             .arg(repo_root().join("integration/agents/mock_api.py"))
             .arg(dir.path())
             .arg(&addr)
-            .arg(TOOL_COMMAND)
+            .arg(command)
             .args(names)
             .stdout(Stdio::piped())
             .spawn()
@@ -626,4 +634,134 @@ fn claude_code_interactive_in_tmux_as_root() {
 #[test]
 fn claude_code_interactive_in_tmux_as_an_unprivileged_user() {
     claude_interactive(As::User);
+}
+
+/// Pids of running processes whose arguments are exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (cmd == want).then_some(pid)
+        })
+        .collect()
+}
+
+/// boundary's own process for `mock` (its command line names the mock's address).
+fn boundary_of(mock: &Mock) -> Option<u32> {
+    let resolve = format!("api.anthropic.com={}", mock.addr);
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (comm.trim() == "boundary" && cmd.split('\0').any(|a| a == resolve)).then_some(pid)
+    })
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// SIGTERM to boundary right after Claude's Bash tool starts (issue 17 item 4): the tool's
+/// command leaves a detached `setsid` sleep and runs a foreground one; once both run (the
+/// positive control: they are seen), boundary gets SIGTERM and must exit leaving no process of
+/// the jail behind. In both jails (landjail has no PID namespace: boundary, the jail's
+/// subreaper, ends them), as root and as a user.
+fn claude_tool_under_sigterm(who: As) {
+    require_root().unwrap();
+    let claude = agent_bin("claude");
+    let rules = doc_allowlist("claude-code");
+    for (n, (jail, jail_flags)) in both_jails().into_iter().enumerate() {
+        let ctx = format!("claude's Bash tool under SIGTERM, {jail}, {who:?}");
+        let marker = format!("{}.{}{n}", 87000 + who as u32, std::process::id());
+        let home = config_home(who);
+        let started = home.path().join("tool-started");
+        let quiet = ">/dev/null 2>&1 </dev/null";
+        let command = format!(
+            "(setsid sleep {marker} {quiet} &); echo started > {}; sleep {marker}",
+            started.display()
+        );
+        let mock = Mock::with_tool(&command, &["api.anthropic.com"]);
+        let config = config_home(who);
+        let mut program = agent_env(
+            home.path(),
+            &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
+        );
+        program.extend(
+            [
+                claude.to_str().unwrap(),
+                "-p",
+                "Run the command.",
+                "--allowedTools",
+                "Bash",
+            ]
+            .map(String::from),
+        );
+        let mut cmd = boundary_cmd(who, config.path(), &[]);
+        cmd.args(&jail_flags).args(mock.flags());
+        for r in &rules {
+            cmd.arg("--allow").arg(r);
+        }
+        cmd.arg("--").args(&program);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let boundary_pid = loop {
+            let sleeps = processes_running(&["sleep", &marker]);
+            if started.exists() && sleeps.len() == 2 {
+                if let Some(pid) = boundary_of(&mock) {
+                    break pid;
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                if let Some(p) = boundary_of(&mock) {
+                    signal(p, Signal::SIGKILL);
+                }
+                let _ = child.kill();
+                panic!("{ctx}: the tool's sleeps never ran (seen: {sleeps:?})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        signal(boundary_pid, Signal::SIGTERM);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                signal(boundary_pid, Signal::SIGKILL);
+                let _ = child.kill();
+                panic!("{ctx}: boundary did not exit on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let left = processes_running(&["sleep", &marker]);
+        for pid in &left {
+            signal(*pid, Signal::SIGKILL);
+        }
+        assert!(
+            left.is_empty(),
+            "{ctx}: jailed processes outlived boundary: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn claude_code_bash_tool_under_sigterm_leaves_nothing_as_root() {
+    claude_tool_under_sigterm(As::Root);
+}
+
+#[test]
+fn claude_code_bash_tool_under_sigterm_leaves_nothing_as_an_unprivileged_user() {
+    claude_tool_under_sigterm(As::User);
 }
