@@ -17,7 +17,8 @@
 //! netlink `connect()` to multicast groups is refused. (With boundary making the sends itself,
 //! the jailed `nft flush ruleset` succeeded.) The sender, seen from the host, has the jailed
 //! process's uid, gids, groups, capabilities (none) and `no_new_privs`, a seccomp filter, and
-//! is outside the jail's PID namespace, where no jailed process can see it.
+//! is outside the jail's PID namespace, where no jailed process can see it. It makes nsjail's
+//! connects too: a host stream listener sees it (not boundary) as its peer.
 //!
 //! Needs root and `cargo build -p boundary` first. Packages: python3, util-linux (runuser,
 //! nsenter), nftables, iproute2.
@@ -479,4 +480,72 @@ fn nsjail_without_a_user_namespace_decides_datagrams_and_netlink() {
     run(As::Root, false, &["--no-user-namespace"]);
     run(As::Root, true, &["--no-user-namespace"]);
     netlink(As::Root, &["--no-user-namespace"]);
+}
+
+/// nsjail's connects are made by the sender too: a host stream listener (allowed) sees the
+/// sender as its peer (`SO_PEERCRED`: `boundary-send`, the jailed user's uid and gid), not
+/// boundary, whose uid owns the jail's user namespace.
+fn peer_of_a_jailed_connect(who: As) {
+    use std::os::unix::net::UnixListener;
+    let dir = shared_tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.path().join("host-stream.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = config_home(who);
+    let (_, jail) = both_jails()
+        .into_iter()
+        .find(|(n, _)| *n == "nsjail")
+        .unwrap();
+    let child = boundary_cmd(who, config.path(), &[])
+        .args(&jail)
+        .arg("--unix-socket-allow")
+        .arg(&sock)
+        .args(["--", "python3", "-c"])
+        .arg(
+            "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); \
+             s.recv(1); print('connected')",
+        )
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let cred =
+        nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", cred.pid())).unwrap();
+    drop(conn);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{who:?}: {}", text(&out));
+    let id = if who == As::User { test_user() } else { 0 };
+    assert_eq!(
+        comm.trim(),
+        "boundary-send",
+        "{who:?}: the peer is not the sender"
+    );
+    assert_eq!(
+        (cred.uid(), cred.gid()),
+        (id, id),
+        "{who:?}: peer credentials"
+    );
+}
+
+#[test]
+fn nsjail_connects_are_made_by_the_sender_as_root() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root");
+        return;
+    }
+    peer_of_a_jailed_connect(As::Root);
+}
+
+#[test]
+fn nsjail_connects_are_made_by_the_sender_as_a_user() {
+    if require_root().is_err() {
+        eprintln!("SKIPPING: needs root (creates the test user)");
+        return;
+    }
+    peer_of_a_jailed_connect(As::User);
 }

@@ -27,8 +27,9 @@
 //! One connect supervisor (`supervisor`) answers the filter's `connect()` notifications for both
 //! jails (landjail: also `listen()`; both: sends that name a destination): it takes the socket and
 //! a copy of the address from the caller, decides, and makes the call itself, never letting the
-//! kernel continue a checked call (nsjail's sends are made by a sender process with the jail's
-//! own credentials, `supervisor::sender`, since boundary owns the jail's user namespace). It
+//! kernel continue a checked call (nsjail's sends and connects are made by a sender process with
+//! the jail's own credentials, `supervisor::sender`, since boundary owns the jail's user
+//! namespace). It
 //! applies the Unix socket policy (`supervisor::unix`,
 //! `docs/unix-sockets.md`: the agent's socket never, the jail's own listeners and allowed sockets
 //! yes, container runtimes and other host services no) and, in landjail, the TCP destinations and

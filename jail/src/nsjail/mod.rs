@@ -16,7 +16,8 @@
 //! namespaces, waits for init) → init (PID 1 of the new PID namespace; forwards signals, reaps)
 //! → target. Each step waits for the previous one by a handshake (control socket, setup pipe);
 //! there are no sleeps. The helper also forks the sender (`boundary-send`, outside the PID
-//! namespace), which carries out the supervisor's checked sends with the jail's credentials.
+//! namespace), which carries out the supervisor's checked sends and connects with the jail's
+//! credentials.
 //!
 //! Netfilter is programmed with the `nft` tool and links with `ip` (Debian `nftables`,
 //! `iproute2`), run by the helper with CAP_NET_ADMIN as an ambient capability (our uid inside
@@ -44,9 +45,9 @@
 //! listener to boundary through the helper); it applies the Unix socket policy
 //! (`jail/src/supervisor/unix.rs`) and connects TCP, UDP and netlink sockets as asked, since
 //! they live in the jail's network namespace where netfilter decides. Sends that name a
-//! destination (`sendto` with an address, `sendmsg`, `sendmmsg`) are decided the same way and
-//! carried out by a sender process the helper forks inside the jail's user namespace with the
-//! jail's credentials (`supervisor::sender`), never by boundary.
+//! destination (`sendto` with an address, `sendmsg`, `sendmmsg`) are decided the same way.
+//! Both are carried out by a sender process the helper forks inside the jail's user namespace
+//! with the jail's credentials (`supervisor::sender`), never by boundary.
 //!
 //! Kernel files: init builds the jail's own view of `/proc`, `/sys` and `/dev` (read-only and
 //! masked kernel files, a fresh read-only sysfs, a minimal `/dev`), gives the target new UTS,

@@ -102,22 +102,7 @@ pub(super) fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Res
             unix::check_path(&policy.unix, &policy.listeners(), tid, &name[..end])
                 .map(Action::ConnectUnixFd)
         }
-        libc::AF_NETLINK => {
-            // nsjail: a default destination of multicast groups is checked (`CAP_NET_ADMIN`)
-            // against the connecting process, here boundary, which owns the jail's user
-            // namespace; the jailed process itself would mostly be refused, so refuse it.
-            let groups = addr
-                .get(8..12)
-                .map(|g| u32::from_ne_bytes(g.try_into().expect("4")));
-            if matches!(policy.net, Net::Namespace { .. }) && groups.is_some_and(|g| g != 0) {
-                info!(
-                    tid,
-                    "nsjail: refused a netlink connect() to multicast groups"
-                );
-                return Err(libc::EPERM);
-            }
-            Ok(Action::Connect(addr.to_vec()))
-        }
+        libc::AF_NETLINK => Ok(Action::Connect(addr.to_vec())),
         _ => Err(libc::EACCES),
     }
 }
@@ -126,6 +111,8 @@ pub(super) fn decide(domain: i32, addr: &[u8], tid: u32, policy: &Policy) -> Res
 pub(super) struct CheckedConnect {
     sock: OwnedFd,
     action: Action,
+    /// nsjail: the process that connects with the jail's credentials ([`super::sender`]).
+    via: Option<std::sync::Arc<super::sender::Sender>>,
 }
 
 impl CheckedConnect {
@@ -135,12 +122,25 @@ impl CheckedConnect {
     }
 
     pub(super) fn perform(self) -> Result<i64, i32> {
-        let result = match &self.action {
-            Action::Connect(bytes) => raw_connect(&self.sock, bytes),
+        let (name, dest) = match self.action {
+            Action::Connect(bytes) => (bytes, None),
             Action::ConnectUnixFd(target) => {
                 let path = format!("/proc/self/fd/{}", target.as_raw_fd());
-                raw_connect(&self.sock, &sockaddr_un(path.as_bytes()))
+                (sockaddr_un(path.as_bytes()), Some(target))
             }
+        };
+        let result = match &self.via {
+            Some(sender) => {
+                let m = super::send::Message {
+                    name,
+                    dest,
+                    data: Vec::new(),
+                    control: Vec::new(),
+                    rights: Vec::new(),
+                };
+                sender.connect(self.sock.as_fd(), &m).map_err(|e| errno(&e))
+            }
+            None => raw_connect(&self.sock, &name),
         };
         result.map(|()| 0)
     }
@@ -184,5 +184,9 @@ pub(super) fn check_connect(
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
-    Some(Ok(CheckedConnect { sock, action }))
+    let via = match &policy.net {
+        Net::Namespace { sender, .. } => Some(std::sync::Arc::clone(sender)),
+        Net::Host { .. } => None,
+    };
+    Some(Ok(CheckedConnect { sock, action, via }))
 }

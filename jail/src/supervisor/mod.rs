@@ -5,10 +5,11 @@
 //! its memory (`process_vm_readv`), then confirm with `SECCOMP_IOCTL_NOTIF_ID_VALID` that the
 //! thread is still blocked in that very syscall (so the pidfd and the memory we read belong to
 //! it, not to a recycled id). The socket is taken with `pidfd_getfd` and its real family read
-//! from the socket (`SO_DOMAIN`), which the target cannot change. The connect is then made here,
-//! from our own copy of the address, and the result returned as the syscall's result. The kernel
-//! is never told to continue the original call: between our check and the kernel's own read,
-//! another thread of the target could rewrite the address or swap the descriptor.
+//! from the socket (`SO_DOMAIN`), which the target cannot change. The connect is then made from
+//! our own copy of the address (here in landjail; in nsjail by the sender process, which has
+//! the jail's own credentials, see [`sender`]), and the result returned as the syscall's result.
+//! The kernel is never told to continue the original call: between our check and the kernel's
+//! own read, another thread of the target could rewrite the address or swap the descriptor.
 //!
 //! Both jails use it: landjail for every `connect()` and `listen()` (it shares the host's
 //! network namespace), nsjail for every `connect()` (its notification descriptor is created by
@@ -21,10 +22,9 @@
 //!   `/proc/net/tcp{,6}`) all belong to the jail, so a dev server the agent started is
 //!   reachable but the host's own loopback services are not. Anything else fails with
 //!   `EACCES`. `AF_UNSPEC` (disconnect) is passed on ([`tcp`]).
-//! - TCP, UDP and netlink in nsjail: connected as asked. The socket lives in the jail's network
-//!   namespace, where netfilter decides every packet. Except a netlink connect naming multicast
-//!   groups (`EPERM`): the kernel checks `CAP_NET_ADMIN` on the connecting process, and
-//!   boundary's uid owns the jail's user namespace.
+//! - TCP, UDP and netlink in nsjail: connected as asked (by the sender, so a netlink connect
+//!   naming multicast groups is checked against the jail's capabilities, not boundary's). The
+//!   socket lives in the jail's network namespace, where netfilter decides every packet.
 //! - `listen()` (landjail): refused with `EACCES` unless the socket is bound to a loopback
 //!   address (an unbound socket would be bound to every address), so no host elsewhere reaches
 //!   a jailed server; the listen is then made here on the checked socket (never continued: a
@@ -46,6 +46,11 @@
 //!   copied out of the caller, a filesystem Unix destination decided by the same policy as
 //!   `connect()` ([`send`]), and sent: by the supervisor in landjail, by nsjail's sender
 //!   process, which has the jail's own credentials, in nsjail ([`sender`]).
+//!
+//! Why nsjail needs the sender: boundary's uid owns the jail's user namespace, and the kernel
+//! grants the owner every capability inside it (effective set or not), so calls boundary made
+//! for the jail would pass capability checks made on the caller (netlink changes to the jail's
+//! own netfilter rules and routes, multicast netlink connects, `SO_MARK` control messages).
 //!
 //! The listener reaches boundary by `pidfd_getfd` ([`take_listener`]), not `SCM_RIGHTS`: once
 //! the filter is installed, the installing process's own `sendmsg` would wait for a supervisor

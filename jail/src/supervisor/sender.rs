@@ -1,5 +1,5 @@
-//! nsjail's sender: a process that carries out the supervisor's checked sends with the jail's
-//! own credentials.
+//! nsjail's sender: a process that carries out the supervisor's checked sends and connects with
+//! the jail's own credentials.
 //!
 //! Why not send from boundary, as landjail does: boundary's uid owns the jail's user namespace,
 //! and the kernel gives the owner every capability in a namespace it owns, effective set or
@@ -7,7 +7,8 @@
 //! the sender (`ns_capable`), and so would control messages that need `CAP_NET_RAW` or
 //! `CAP_NET_ADMIN` (`SO_MARK`, `SO_PRIORITY` above 6, some IPv6 options): the jail could
 //! rewrite its own netfilter rules or routes. The filter cannot tell a netlink socket from a
-//! Unix one by its descriptor number, so every `sendmsg` reaches the supervisor.
+//! Unix one by its descriptor number, so every `sendmsg` reaches the supervisor. Connects too:
+//! a netlink `connect()` naming multicast groups is checked on the connecting process.
 //!
 //! So the namespace helper forks this process before it forks the jail's init: it is in the
 //! jail's user and network namespaces, drops every capability (also the bounding set when it
@@ -17,8 +18,8 @@
 //! can see it, signal it or trace it, and it is not dumpable besides. It keeps only its
 //! channel to boundary.
 //!
-//! The supervisor still decides everything (see [`super::send`]): the sender only sends what
-//! it is handed. Boundary talks to it over connections (stream socketpairs) whose sender ends
+//! The supervisor still decides everything (see [`super::send`], [`super::connect`]): the
+//! sender only sends, or connects, what it is handed. Boundary talks to it over connections (stream socketpairs) whose sender ends
 //! it passes over the channel (a `SOCK_SEQPACKET` pair); each connection is served by a thread
 //! of the sender, one request at a time, and boundary keeps the idle ones for later sends, so
 //! concurrent sends never share one and a send that waits holds up only its own. A request is
@@ -31,7 +32,7 @@
 //!
 //! What a receiver sees: `SO_PASSCRED` and `SO_PEERCRED` report the sender's pid (a process
 //! outside the jail's PID namespace: pid 0 for a receiver in the jail) and the jail's uid and
-//! gid, the same as a send of the target's own would.
+//! gid, as a send or connect of the target's own would (but for the pid).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -42,9 +43,12 @@ use tracing::warn;
 
 use super::send::{map_control, Message, MAX_DATA};
 
-/// The request header: flags, destination-is-a-descriptor, name, control and data lengths,
-/// descriptor count.
+/// The request header: flags, kind ([`HAS_DEST`], [`CONNECT`]), name, control and data
+/// lengths, descriptor count.
 const HDR: usize = 28;
+/// Kind bits: the destination is the descriptor after the socket; a `connect()`, not a send.
+const HAS_DEST: u32 = 1;
+const CONNECT: u32 = 2;
 /// Descriptors per `SCM_RIGHTS` batch (`sys::send_with_fds` carries at most 16).
 const BATCH: usize = 16;
 /// The kernel's limits: socket address size, control bytes, files per `SCM_RIGHTS` (253) and
@@ -74,16 +78,31 @@ impl Sender {
     /// Sends `m` on `sock` (our copy of the caller's socket) with `flags`, through the sender
     /// process; waits for its result. A sender that is gone fails the send with `EACCES`.
     pub(super) fn send(&self, sock: BorrowedFd<'_>, m: &Message, flags: i32) -> io::Result<usize> {
+        self.request(sock, m, flags, false).map(|v| v as usize)
+    }
+
+    /// Connects `sock` to `m`'s name (or checked socket file), through the sender process.
+    pub(super) fn connect(&self, sock: BorrowedFd<'_>, m: &Message) -> io::Result<()> {
+        self.request(sock, m, 0, true).map(|_| ())
+    }
+
+    fn request(
+        &self,
+        sock: BorrowedFd<'_>,
+        m: &Message,
+        flags: i32,
+        connect: bool,
+    ) -> io::Result<i64> {
         let result = self.connection().and_then(|mut conn| {
-            let v = exchange(&mut conn, sock, m, flags)?;
+            let v = exchange(&mut conn, sock, m, flags, connect)?;
             self.idle_list().push(conn);
             Ok(v)
         });
         match result {
             Ok(v) if v < 0 => Err(io::Error::from_raw_os_error((-v) as i32)),
-            Ok(v) => Ok(v as usize),
+            Ok(v) => Ok(v),
             Err(e) => {
-                warn!(error = %e, "nsjail: the jail's sender process is not answering; refusing the send");
+                warn!(error = %e, "nsjail: the jail's sender process is not answering; refusing the call");
                 Err(io::Error::from_raw_os_error(libc::EACCES))
             }
         }
@@ -111,6 +130,7 @@ fn exchange(
     sock: BorrowedFd<'_>,
     m: &Message,
     flags: i32,
+    connect: bool,
 ) -> io::Result<i64> {
     let mut fds = vec![sock.as_raw_fd()];
     fds.extend(m.dest.iter().map(AsRawFd::as_raw_fd));
@@ -118,7 +138,8 @@ fn exchange(
     let name: &[u8] = if m.dest.is_some() { &[] } else { &m.name };
     let mut req = Vec::with_capacity(HDR);
     req.extend_from_slice(&flags.to_ne_bytes());
-    req.extend_from_slice(&u32::from(m.dest.is_some()).to_ne_bytes());
+    let kind = u32::from(m.dest.is_some()) * HAS_DEST + u32::from(connect) * CONNECT;
+    req.extend_from_slice(&kind.to_ne_bytes());
     req.extend_from_slice(&(name.len() as u32).to_ne_bytes());
     req.extend_from_slice(&(m.control.len() as u32).to_ne_bytes());
     req.extend_from_slice(&(m.data.len() as u64).to_ne_bytes());
@@ -155,6 +176,8 @@ struct Request {
     data: Vec<u8>,
     control: Vec<u8>,
     flags: i32,
+    /// A `connect()` to `name` rather than a send.
+    connect: bool,
     /// The destination socket file and the `SCM_RIGHTS` files, kept open until sent.
     _held: Vec<OwnedFd>,
 }
@@ -191,6 +214,12 @@ fn handle(conn: UnixStream) {
 }
 
 fn perform(req: &Request) -> i64 {
+    if req.connect {
+        return match crate::sys::connect_raw(req.sock.as_fd(), &req.name) {
+            Ok(()) => 0,
+            Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
+        };
+    }
     let sent = crate::sys::send_msg(
         req.sock.as_fd(),
         &req.name,
@@ -223,7 +252,8 @@ fn read_request(conn: &mut UnixStream) -> io::Result<Request> {
     }
     conn.read_exact(&mut hdr[n..])?;
     let flags = i32::from_ne_bytes(hdr[..4].try_into().expect("4 bytes"));
-    let has_dest = u32_at(&hdr, 4) != 0;
+    let kind = u32_at(&hdr, 4) as u32;
+    let (has_dest, connect) = (kind & HAS_DEST != 0, kind & CONNECT != 0);
     let (name_len, ctl_len, nfds) = (u32_at(&hdr, 8), u32_at(&hdr, 12), u32_at(&hdr, 24));
     let data_len = u64::from_ne_bytes(hdr[16..24].try_into().expect("8 bytes")) as usize;
     if name_len > MAX_NAME || ctl_len > MAX_CONTROL || data_len > MAX_DATA || nfds > MAX_FDS {
@@ -269,6 +299,7 @@ fn read_request(conn: &mut UnixStream) -> io::Result<Request> {
         data,
         control,
         flags,
+        connect,
         _held: held,
     })
 }
