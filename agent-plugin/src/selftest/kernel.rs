@@ -1,6 +1,7 @@
 //! Selftest rows for the host kernel's settings (issue 11 item 1): sysctls, sysfs, the cgroup
 //! the selftest itself runs in, and (nsjail) host devices. The probe behind them
-//! (`boundary_jail::probe`, file `kernel.rs`) only opens files for writing and never writes.
+//! (`boundary_jail::probe`, file `kernel.rs`) only opens files for writing and never writes;
+//! the metadata row asks to replace an extended attribute the files do not have.
 
 use super::table::{row, Arg::*, Expect::*, ProbeSpec, When::*};
 
@@ -64,4 +65,5 @@ pub(super) const PROBES: &[ProbeSpec] = &[
     row("the host's cgroups cannot be opened for writing", Always, "kwrite", &[OwnCgroups], Refused),
     row("host system files cannot be opened for writing (started by root)", Root, "kwrite", &[Paths(SYSTEM_FILES)], Refused),
     row("host devices (kmsg, disks, consoles) are not reachable", NsjailOrRoot, "kwrite", &[Paths(DEVICES)], Refused),
+    row("host system files' mode, owner and attributes cannot be changed (started by root)", Root, "kmeta", &[Paths(SYSTEM_FILES)], Refused),
 ];
