@@ -10,8 +10,9 @@
 //! symbolic link into the working directory) on a root-owned file the test makes under a fresh
 //! directory in `/var/lib`: each call fails and the file's mode, owner, group, times (ctime
 //! included, which any change moves) and extended attributes read before and after are the
-//! same. The same calls on a file in the working directory work (but `FS_IOC_FSSETXATTR` and
-//! `setxattrat`, refused everywhere), and so does everyday work (`everyday.sh`: `chmod +x`,
+//! same. The same calls on a file in the working directory work (but `FS_IOC_FSSETXATTR`,
+//! `setxattrat` and setuid or setgid bits, by `chmod` or on new files, refused everywhere:
+//! no such file appears), and so does everyday work (`everyday.sh`: `chmod +x`,
 //! `touch`, `cp -p`, `tar x`, `git checkout`, `npm install` where npm exists). The supervisor
 //! makes the changes with the target's rights, not boundary's: a file in the working directory
 //! owned by another user cannot be chmodded, and no file can be given away. Started by an
@@ -143,17 +144,38 @@ fn section<'a>(out: &'a str, start: &str, end: &str) -> Vec<&'a str> {
 }
 
 /// Every call worked but those landjail refuses everywhere: `setxattrat` (ENOSYS, libc falls
-/// back) and `FS_IOC_FSSETXATTR` (EPERM).
+/// back), `FS_IOC_FSSETXATTR` (EPERM) and the setuid and setgid bits (`setid-`).
 fn assert_all_worked(lines: &[&str], what: &str, o: &str) {
     assert!(lines.len() >= 20, "{what}: ops.py did not run: {o}");
     for l in lines {
-        let refused_everywhere =
-            l.starts_with("ERR setxattrat 38 ") || l.starts_with("ERR fssetxattr-read-only-fd 1 ");
+        let refused_everywhere = l.starts_with("ERR setxattrat 38 ")
+            || l.starts_with("ERR fssetxattr-read-only-fd 1 ")
+            || l.starts_with("ERR setid-");
         assert!(
             l.starts_with("OK ") || refused_everywhere,
             "{what}: {l}\n{o}"
         );
     }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ERR setid-openat-create")),
+        "{what}: {o}"
+    );
+}
+
+/// Regular files with a setuid or setgid bit beneath `dir`.
+fn set_id_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        if m.is_dir() {
+            out.extend(set_id_files(&e.path()));
+        } else if m.is_file() && m.mode() & 0o6000 != 0 {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// Started by root, nothing outside the writable paths changes; inside they all work.
@@ -218,6 +240,8 @@ fn root_target_cannot_change_metadata_outside_the_writable_paths() {
     assert!(!o.contains("GAVE-AWAY"), "a file was given away: {o}");
     assert_eq!(before[3], after[3], "{o}");
     assert!(o.contains("POSITIVE-OK"), "everyday work failed: {o}");
+    let set_id = set_id_files(work.path());
+    assert!(set_id.is_empty(), "setuid or setgid files: {set_id:?}\n{o}");
     assert!(out.status.success(), "{o}");
 }
 
@@ -259,5 +283,7 @@ fn user_target_changes_its_own_files_and_nothing_more() {
     assert!(worked.is_empty(), "root's file changed: {worked:?}\n{o}");
     assert_eq!(before, state(&root_file), "{o}");
     assert!(o.contains("POSITIVE-OK"), "everyday work failed: {o}");
+    let set_id = set_id_files(work.path());
+    assert!(set_id.is_empty(), "setuid or setgid files: {set_id:?}\n{o}");
     assert!(out.status.success(), "{o}");
 }

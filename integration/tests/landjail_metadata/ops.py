@@ -1,7 +1,7 @@
 # Every call that changes file metadata, made on one file (landjail_metadata.rs): `ops.py MODE
 # FILE DIR GID` prints `OK <call>` or `ERR <call> <errno> <text>` per call (`SKIP` where the
 # architecture lacks it). The file must carry user.keep1..3; GID is a group of the caller.
-# `fssetxattr` and `setxattrat` are refused everywhere in landjail.
+# `fssetxattr`, `setxattrat` and the `setid-` calls are refused everywhere in landjail.
 # MODE `attack` also tries a hard link of FILE into the working directory, and a chmod through
 # a symbolic link made there.
 import ctypes, fcntl, os, platform, struct, sys
@@ -10,10 +10,12 @@ NR = {
     "x86_64": dict(chmod=90, fchmod=91, chown=92, fchown=93, lchown=94, utime=132, utimes=235,
                    setxattr=188, lsetxattr=189, fsetxattr=190, removexattr=197,
                    lremovexattr=198, fremovexattr=199, fchownat=260, futimesat=261,
-                   fchmodat=268, utimensat=280, fchmodat2=452, setxattrat=463),
+                   fchmodat=268, utimensat=280, fchmodat2=452, setxattrat=463, openat=257,
+                   creat=85, mknodat=259, openat2=437),
     "aarch64": dict(setxattr=5, lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15,
                     fremovexattr=16, fchmod=52, fchmodat=53, fchownat=54, fchown=55,
-                    utimensat=88, fchmodat2=452, setxattrat=463),
+                    utimensat=88, fchmodat2=452, setxattrat=463, openat=56, mknodat=33,
+                    openat2=437),
 }[platform.machine()]
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -55,7 +57,7 @@ def ops(p, d, g):
     base = os.path.basename(p)
     xa = pairs(0, 0)  # struct xattr_args: value pointer, size, flags
     return [
-        ("chmod", lambda: sc("chmod", b(p), 0o4755)),
+        ("chmod", lambda: sc("chmod", b(p), 0o755)),
         ("fchmodat", lambda: sc("fchmodat", AT_FDCWD, b(p), 0o666)),
         ("fchmodat2", lambda: sc("fchmodat2", AT_FDCWD, b(p), 0o600, 0)),
         ("fchmodat2-empty-path", lambda: sc("fchmodat2", op, b(""), 0o640, EMPTY)),
@@ -87,9 +89,25 @@ def ops(p, d, g):
         ("setxattrat", lambda: sc("setxattrat", AT_FDCWD, b(p), 0, b("user.evil4"), xa, 16)),
     ]
 
+def setid_ops(p, mode):
+    """Setuid and setgid bits, refused everywhere in landjail: on FILE, and on new files in the
+    working directory."""
+    new = lambda what: b(os.path.join(os.getcwd(), "setid-%s-%s" % (what, mode)))
+    ro = os.open(p, os.O_RDONLY)
+    creating = os.O_CREAT | os.O_WRONLY
+    how = ctypes.create_string_buffer(struct.pack("QQQ", creating, 0o4755, 0), 24)
+    return [
+        ("setid-chmod-setuid", lambda: sc("fchmodat", AT_FDCWD, b(p), 0o4755)),
+        ("setid-fchmod-setgid", lambda: sc("fchmod", ro, 0o2755)),
+        ("setid-openat-create", lambda: sc("openat", AT_FDCWD, new("openat"), creating, 0o4755)),
+        ("setid-creat", lambda: sc("creat", new("creat"), 0o4755)),
+        ("setid-mknodat", lambda: sc("mknodat", AT_FDCWD, new("mknod"), 0o100000 | 0o4755, 0)),
+        ("setid-openat2-create", lambda: sc("openat2", AT_FDCWD, new("openat2"), how, 24)),
+    ]
+
 def main():
     mode, p, d, g = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    for name, f in ops(p, d, g):
+    for name, f in ops(p, d, g) + setid_ops(p, mode):
         r = f()
         if r is None:
             print("SKIP %s (no such syscall on %s)" % (name, platform.machine()))
@@ -106,7 +124,7 @@ def main():
             print("ERR link-into-cwd %d %s" % (e.errno, e.strerror))
         link = os.path.join(os.getcwd(), "symlink")
         os.symlink(p, link)
-        r = sc("fchmodat", AT_FDCWD, b(link), 0o4777)
+        r = sc("fchmodat", AT_FDCWD, b(link), 0o777)
         print("OK chmod-through-symlink" if r == 0 else "ERR chmod-through-symlink %d" % r)
 
 main()

@@ -15,6 +15,7 @@
 //! - changes of file metadata (mode, owner, times, extended attributes), which Landlock does
 //!   not control, go to the supervisor, which makes them only beneath the writable paths
 //!   (`supervisor::meta`); `setxattrat`, `removexattrat` and `file_setattr` fail with `ENOSYS`;
+//!   creating a setuid or setgid file fails with `EPERM`, `openat2` with `ENOSYS`;
 //! - other processes: landjail shares the host's PID namespace, so calls that act on a process
 //!   chosen by pid, process group or user could reach processes outside the jail (the kernel
 //!   only checks that the uid matches). `prlimit64` that sets a limit, `setpriority`,

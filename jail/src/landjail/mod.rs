@@ -39,6 +39,8 @@
 //!   filter sends those calls to the supervisor, which makes the change on its own descriptor,
 //!   with the target's rights, only beneath the paths Landlock lets the target write
 //!   (`landlock_rules::writable_roots`, `supervisor::meta`).
+//!   Setuid and setgid bits are refused everywhere (by `chmod` and on new files): with
+//!   `no_new_privs` they only act outside the jail.
 //! - **Binding** local TCP ports stays allowed (dev servers), unless
 //!   [`LandjailOptions::deny_bind`] forbids it through Landlock; listening is for loopback
 //!   addresses only. Jailed processes reach their own loopback servers (the supervisor records

@@ -20,6 +20,11 @@
 //! `/sys`). Sockets and pipes (their own inodes, no host file) pass; other objects without a
 //! path (anonymous inodes, memfds) are refused. A refusal is `EPERM`.
 //!
+//! Setuid and setgid bits are refused everywhere (`EPERM`, also in the working directory; a
+//! setgid directory is fine): the jail runs with `no_new_privs`, so they serve only outside it,
+//! where a root-started target's setuid copy of an interpreter in `/tmp` would make every host
+//! user root. Files are not created with them either (see [`refuse_set_id_files`]).
+//!
 //! The change is then made here, on that descriptor, never by letting the kernel continue the
 //! call (another thread could swap the path or the descriptor after the check). The supervisor
 //! thread runs without effective capabilities and with the target's uid, gids and groups, so
@@ -37,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use libc::c_long;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::target::{open_in_target_at, read_cstr, read_mem, thread_pidfd};
 use super::{errno, id_valid};
@@ -112,8 +117,34 @@ const REFUSED_IOCTLS: [u32; 5] = [
     0x800c_6613,
 ];
 
-/// Adds the rules: every metadata call to the supervisor, the newest ones refused.
+/// The mode bits that make a file run as its owner or group: outside the jail, for every host
+/// user, with no `no_new_privs` (a setuid-root copy of an interpreter in `/tmp`).
+const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// Creating a file with [`SET_ID`] bits fails with `EPERM` (`open`, `openat`, `creat` with
+/// `O_CREAT` or `O_TMPFILE`, `mknod`); `openat2`, whose mode sits behind a pointer, fails with
+/// `ENOSYS` (libraries fall back to `openat`). `chmod` is checked by the supervisor
+/// ([`apply`]).
+fn refuse_set_id_files(f: &mut Filter) {
+    let creating = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
+    let eperm = Action::Errno(libc::EPERM);
+    let create_with =
+        |flags: u8, mode: u8| vec![Cond::AnySet(flags, creating), Cond::AnySet(mode, SET_ID)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        f.when(libc::SYS_open, create_with(1, 2), eperm);
+        f.when(libc::SYS_creat, vec![Cond::AnySet(1, SET_ID)], eperm);
+        f.when(libc::SYS_mknod, vec![Cond::AnySet(1, SET_ID)], eperm);
+    }
+    f.when(libc::SYS_openat, create_with(2, 3), eperm);
+    f.when(libc::SYS_mknodat, vec![Cond::AnySet(2, SET_ID)], eperm);
+    f.set(libc::SYS_openat2, Action::Errno(libc::ENOSYS));
+}
+
+/// Adds the rules: every metadata call to the supervisor, the newest ones refused, no
+/// setuid or setgid files.
 pub(crate) fn add_rules(f: &mut Filter) {
+    refuse_set_id_files(f);
     for n in CALLS {
         f.notify(*n);
     }
@@ -483,6 +514,14 @@ fn apply(fd: &OwnedFd, via_fd: bool, change: &Change) -> Result<(), i32> {
     use rustix::fs as f;
     let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let r = match change {
+        Change::Mode(m) if m & SET_ID != 0 && !(m & libc::S_ISUID == 0 && is_dir(fd)) => {
+            warn!(
+                mode = format!("{:o}", m & 0o7777),
+                "landjail: refused a setuid or setgid bit: the file would run as its owner or \
+                 group outside the jail"
+            );
+            Err(rustix::io::Errno::PERM)
+        }
         Change::Mode(m) => {
             let mode = Mode::from_raw_mode(m & 0o7777);
             if via_fd {
@@ -521,6 +560,10 @@ fn apply(fd: &OwnedFd, via_fd: bool, change: &Change) -> Result<(), i32> {
     r.map_err(|e| e.raw_os_error())
 }
 
+fn is_dir(fd: &OwnedFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +584,34 @@ mod tests {
             assert_eq!(eval(prog.insns(), AUDIT_ARCH, n, [0; 6]), enosys);
         }
         assert!(!handles(libc::SYS_read));
+        let sys = |nr: c_long, args: [u64; 6]| eval(prog.insns(), AUDIT_ARCH, nr, args);
+        let eperm = Action::Errno(libc::EPERM).ret();
+        let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
+        assert_eq!(sys(libc::SYS_openat, [3, 0, creat, 0o4755, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_openat, [3, 0, creat, 0o2755, 0, 0]), eperm);
+        assert_eq!(
+            sys(libc::SYS_openat, [3, 0, creat, 0o755, 0, 0]),
+            0x7fff_0000
+        );
+        let tmpfile = (libc::O_TMPFILE | libc::O_RDWR) as u64;
+        assert_eq!(sys(libc::SYS_openat, [3, 0, tmpfile, 0o4700, 0, 0]), eperm);
+        // Without O_CREAT the mode register is whatever was there.
+        let plain = libc::O_RDONLY as u64;
+        assert_eq!(
+            sys(libc::SYS_openat, [3, 0, plain, 0o7777, 0, 0]),
+            0x7fff_0000
+        );
+        let dir = libc::O_DIRECTORY as u64;
+        assert_eq!(
+            sys(libc::SYS_openat, [3, 0, dir, 0o7777, 0, 0]),
+            0x7fff_0000
+        );
+        let reg = (libc::S_IFREG | 0o4755) as u64;
+        assert_eq!(sys(libc::SYS_mknodat, [3, 0, reg, 0, 0, 0]), eperm);
+        let fifo = (libc::S_IFIFO | 0o644) as u64;
+        assert_eq!(sys(libc::SYS_mknodat, [3, 0, fifo, 0, 0, 0]), 0x7fff_0000);
+        let enosys = Action::Errno(libc::ENOSYS).ret();
+        assert_eq!(sys(libc::SYS_openat2, [3, 0, 0, 24, 0, 0]), enosys);
         let ioctl = |cmd: u32| {
             eval(
                 prog.insns(),
@@ -619,6 +690,13 @@ mod tests {
         assert_eq!((m.st_atime, m.st_mtime), (5, 7));
         // An O_PATH descriptor given to fchmod fails as the kernel would fail the caller.
         assert_eq!(apply(&fd, true, &Change::Mode(0o644)), Err(libc::EBADF));
+        // Setuid and setgid bits are refused, a setgid directory is not.
+        for m in [0o4755, 0o2755, 0o6755] {
+            assert_eq!(apply(&fd, false, &Change::Mode(m)), Err(libc::EPERM));
+        }
+        let dfd = o_path(d.path());
+        apply(&dfd, false, &Change::Mode(0o2775)).unwrap();
+        assert_eq!(apply(&dfd, false, &Change::Mode(0o4775)), Err(libc::EPERM));
         let link = d.path().join("l");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         let lfd = rustix::fs::open(
