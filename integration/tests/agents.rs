@@ -9,7 +9,8 @@
 //! interactive Claude Code runs in a tmux pane (renders, takes the prompt, Ctrl-C exits 0, no
 //! boundary log line on the screen).
 //! Issue 17 item 4: SIGTERM to boundary while Claude's Bash tool runs a detached and a
-//! foreground process leaves no process of the jail behind.
+//! foreground process leaves no process of the jail behind; so does SIGTERM to boundary
+//! under an interactive Codex that has just run its tool.
 //!
 //! The mock (`integration/agents/mock_api.py`) listens on a loopback address of its own on
 //! port 443 and boundary maps the real API names there with `--resolve`, trusting the mock's CA
@@ -467,6 +468,15 @@ fn wait_for_screen(session: &str, what: &str, ctx: &str) -> String {
     }
 }
 
+/// Types `prompt` into the pane and submits it once it shows: an Enter in the same burst as
+/// the text is taken for part of a paste (a new line) by the CLIs' editors.
+fn type_prompt(session: &str, prompt: &str, ctx: &str) {
+    tmux(&["send-keys", "-t", session, "-l", prompt]);
+    wait_for_screen(session, prompt, ctx);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tmux(&["send-keys", "-t", session, "Enter"]);
+}
+
 fn shell_quote(words: impl IntoIterator<Item = String>) -> String {
     words
         .into_iter()
@@ -492,29 +502,28 @@ fn claude_state(home: &Path, key: &str, who: As) {
     }
 }
 
-/// Interactive Claude Code in a tmux pane: it renders its prompt, takes the typed prompt, runs
-/// the mock's tool call, shows the answer; Ctrl-C twice exits with status 0; the screen holds
-/// no boundary log line (only the deny summary at exit); the audit log is exact.
-fn claude_interactive(who: As) {
-    require_root().unwrap();
-    let claude = agent_bin("claude");
-    let key = "sk-ant-mock-key-0123456789abcdef";
-    let rules: Vec<String> = doc_allowlist("claude-code")
-        .into_iter()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
-    for (jail, jail_flags) in both_jails() {
-        let ctx = format!("interactive claude, {jail}, {who:?}");
-        let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
+/// boundary running `program` (in `home`) in a detached tmux pane, as `boundary_cmd` builds it
+/// but at the default log level (the screen must stay clean at the default) and with its state
+/// directory apart from the config directory, as ~/.local/state is from ~/.config (landjail
+/// reports a change to the config directory it cannot protect). `done` gets the exit status.
+struct InTmux {
+    session: String,
+    done: PathBuf,
+    audit: PathBuf,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl InTmux {
+    fn start(
+        who: As,
+        jail_flags: &[String],
+        mock: &Mock,
+        rules: &[String],
+        home: &Path,
+        program: &[String],
+        ctx: &str,
+    ) -> InTmux {
         let config = config_home(who);
-        let home = config_home(who);
-        claude_state(home.path(), key, who);
-        let audit_file = config.path().join("audit.jsonl");
-        let done = config.path().join("exit-code");
-        // boundary as boundary_cmd builds it, at the default log level (both_jails' last two
-        // flags set `error`; the screen must stay clean at the default).
-        // The state directory apart from the config directory, as ~/.local/state is from
-        // ~/.config (landjail reports a change to the config directory it cannot protect).
         let state = config_home(who);
         let cmd = boundary_cmd(who, config.path(), &[]);
         let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
@@ -525,36 +534,25 @@ fn claude_interactive(who: As) {
                 None => a.into_owned(),
             }
         }));
+        // both_jails' last two flags set `--log-level error`.
         words.extend(jail_flags[..jail_flags.len() - 2].iter().cloned());
         words.extend(mock.flags());
-        words.extend(["--audit-log".into(), audit_file.to_string_lossy().into()]);
-        for r in &rules {
+        let audit = config.path().join("audit.jsonl");
+        words.extend(["--audit-log".into(), audit.to_string_lossy().into()]);
+        for r in rules {
             words.extend(["--allow".to_string(), r.clone()]);
         }
         words.push("--".into());
-        words.extend(agent_env(
-            home.path(),
-            &[
-                &format!("ANTHROPIC_API_KEY={key}"),
-                "DISABLE_TELEMETRY=1",
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
-                "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL=1",
-            ],
-        ));
-        words.extend(
-            [
-                claude.to_str().unwrap(),
-                "--permission-mode",
-                "default",
-                "--allowedTools",
-                "Bash",
-            ]
-            .map(String::from),
+        words.extend(program.iter().cloned());
+        let done = config.path().join("exit-code");
+        let session = format!(
+            "bnd-agents-{}-{}",
+            std::process::id(),
+            ctx.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
         );
-        let session = format!("bnd-agents-{}-{jail}-{who:?}", std::process::id());
         let shell = format!(
             "cd {}; {}; echo $? > {}; sleep 600",
-            home.path().display(),
+            home.display(),
             shell_quote(words),
             done.display()
         );
@@ -569,32 +567,77 @@ fn claude_interactive(who: As) {
             "50",
             &shell,
         ]);
-        wait_for_screen(&session, "? for shortcuts", &ctx);
-        tmux(&[
-            "send-keys",
-            "-t",
-            &session,
-            "-l",
-            "Fetch the two URLs with the Bash tool.",
-        ]);
-        tmux(&["send-keys", "-t", &session, "Enter"]);
-        wait_for_screen(&session, FINAL_ANSWER, &ctx);
+        InTmux {
+            session,
+            done,
+            audit,
+            _dirs: [config, state],
+        }
+    }
+}
+
+impl Drop for InTmux {
+    fn drop(&mut self) {
+        let _ = tmux(&["kill-session", "-t", &self.session]);
+    }
+}
+
+/// Interactive Claude Code in a tmux pane: it renders its prompt, takes the typed prompt, runs
+/// the mock's tool call, shows the answer; Ctrl-C twice exits with status 0; the screen holds
+/// no boundary log line (only the deny summary at exit); the audit log is exact.
+fn claude_interactive(who: As) {
+    require_root().unwrap();
+    let claude = agent_bin("claude");
+    let key = "sk-ant-mock-key-0123456789abcdef";
+    let rules: Vec<String> = doc_allowlist("claude-code")
+        .into_iter()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    for (jail, jail_flags) in both_jails() {
+        let ctx = format!("interactive claude, {jail}, {who:?}");
+        let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
+        let home = config_home(who);
+        claude_state(home.path(), key, who);
+        let mut program = agent_env(
+            home.path(),
+            &[
+                &format!("ANTHROPIC_API_KEY={key}"),
+                "DISABLE_TELEMETRY=1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+                "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL=1",
+            ],
+        );
+        program.extend(
+            [
+                claude.to_str().unwrap(),
+                "--permission-mode",
+                "default",
+                "--allowedTools",
+                "Bash",
+            ]
+            .map(String::from),
+        );
+        let run = InTmux::start(who, &jail_flags, &mock, &rules, home.path(), &program, &ctx);
+        let (session, done, audit_file) = (&run.session, &run.done, &run.audit);
+        wait_for_screen(session, "? for shortcuts", &ctx);
+        type_prompt(session, "Fetch the two URLs with the Bash tool.", &ctx);
+        wait_for_screen(session, FINAL_ANSWER, &ctx);
         // Ctrl-C once arms the exit ("Press Ctrl-C again to exit"), the second exits.
-        tmux(&["send-keys", "-t", &session, "C-c"]);
-        wait_for_screen(&session, "Ctrl-C again", &ctx);
-        tmux(&["send-keys", "-t", &session, "C-c"]);
+        tmux(&["send-keys", "-t", session, "C-c"]);
+        wait_for_screen(session, "Ctrl-C again", &ctx);
+        tmux(&["send-keys", "-t", session, "C-c"]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !done.exists() {
-            let pane = tmux(&["capture-pane", "-p", "-J", "-t", &session]);
+            let pane = tmux(&["capture-pane", "-p", "-J", "-t", session]);
             assert!(
                 std::time::Instant::now() < deadline,
                 "{ctx}: claude did not exit on Ctrl-C; screen:\n{pane}"
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        let pane = tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", &session]);
-        let _ = tmux(&["kill-session", "-t", &session]);
-        let code = std::fs::read_to_string(&done).unwrap();
+        let pane = tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", session]);
+        let _ = tmux(&["kill-session", "-t", session]);
+        let code = std::fs::read_to_string(done).unwrap();
         let t = format!("{ctx}: exit {code}\nscreen:\n{pane}");
         assert_eq!(code.trim(), "0", "{t}");
         for line in ["WARN", "INFO", "ERROR", "boundary_request", "audit socket"] {
@@ -621,7 +664,7 @@ fn claude_interactive(who: As) {
             .collect();
         assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
         assert_tool_output(&results[0], jail, &ctx);
-        let audit = audit_records(&audit_file);
+        let audit = audit_records(audit_file);
         assert_audit_is_exact(&audit, &requests, &doc_allowlist("claude-code"), &ctx);
     }
 }
@@ -655,7 +698,7 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
 
 /// boundary's own process for `mock` (its command line names the mock's address).
 fn boundary_of(mock: &Mock) -> Option<u32> {
-    let resolve = format!("api.anthropic.com={}", mock.addr);
+    let resolve = format!("{}={}", mock.names[0], mock.addr);
     std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
@@ -764,4 +807,122 @@ fn claude_code_bash_tool_under_sigterm_leaves_nothing_as_root() {
 #[test]
 fn claude_code_bash_tool_under_sigterm_leaves_nothing_as_an_unprivileged_user() {
     claude_tool_under_sigterm(As::User);
+}
+
+/// Pids of processes whose environment holds `entry` (a jailed CLI's unique HOME: every
+/// process it starts inherits it).
+fn processes_with_env(entry: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|b| *b == 0)
+                .any(|v| v == entry.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// Interactive Codex in a tmux pane, signed in with an API key: it renders, takes the typed
+/// prompt and runs the mock's tool call; then SIGTERM to boundary (issue 17 item 4) must end
+/// every process Codex started (found by its unique HOME; the positive control is that they
+/// are seen running first), in both jails, as root and as a user.
+fn codex_interactive_under_sigterm(who: As) {
+    require_root().unwrap();
+    let codex = agent_bin("codex");
+    let rules: Vec<String> = doc_allowlist("codex")
+        .into_iter()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    for (jail, jail_flags) in both_jails() {
+        let ctx = format!("interactive codex, {jail}, {who:?}");
+        let mock = Mock::start(&["api.openai.com", "allowed.test", "denied.test"]);
+        let home = config_home(who);
+        let dot = home.path().join(".codex");
+        std::fs::create_dir(&dot).unwrap();
+        let auth = dot.join("auth.json");
+        std::fs::write(
+            &auth,
+            r#"{"auth_mode": "apikey", "OPENAI_API_KEY": "sk-mock-key"}"#,
+        )
+        .unwrap();
+        if who == As::User {
+            let uid = test_user();
+            for p in [&dot, &auth] {
+                std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+            }
+        }
+        let mut program = agent_env(home.path(), &[]);
+        program.extend(
+            [
+                codex.to_str().unwrap(),
+                "-m",
+                "gpt-5-codex",
+                "--disable",
+                "plugins",
+                "--disable",
+                "remote_plugin",
+                "-c",
+                "analytics.enabled=false",
+                "--dangerously-bypass-approvals-and-sandbox",
+            ]
+            .map(String::from),
+        );
+        let run = InTmux::start(who, &jail_flags, &mock, &rules, home.path(), &program, &ctx);
+        wait_for_screen(&run.session, "? for shortcuts", &ctx);
+        type_prompt(
+            &run.session,
+            "Fetch the two URLs with the shell tool.",
+            &ctx,
+        );
+        wait_for_screen(&run.session, FINAL_ANSWER, &ctx);
+        let outputs: Vec<String> = mock
+            .requests()
+            .iter()
+            .filter(|r| r["transport"] == "websocket")
+            .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["type"] == "function_call_output")
+            .map(|i| flat_text(&i["output"]))
+            .collect();
+        assert!(!outputs.is_empty(), "{ctx}: no function_call_output");
+        assert_tool_output(&outputs[0], jail, &ctx);
+        let home_var = format!("HOME={}", home.path().display());
+        let before = processes_with_env(&home_var);
+        assert!(!before.is_empty(), "{ctx}: no Codex process seen");
+        let boundary = boundary_of(&mock).expect("boundary's process");
+        signal(boundary, Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !run.done.exists() {
+            if std::time::Instant::now() > deadline {
+                signal(boundary, Signal::SIGKILL);
+                panic!("{ctx}: boundary did not exit on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let left = processes_with_env(&home_var);
+        let names: Vec<String> = left
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+            .collect();
+        for pid in &left {
+            signal(*pid, Signal::SIGKILL);
+        }
+        assert!(
+            left.is_empty(),
+            "{ctx}: Codex's processes outlived boundary: {left:?} {names:?} (running before: \
+             {before:?})"
+        );
+    }
+}
+
+#[test]
+fn codex_interactive_under_sigterm_leaves_nothing_as_root() {
+    codex_interactive_under_sigterm(As::Root);
+}
+
+#[test]
+fn codex_interactive_under_sigterm_leaves_nothing_as_an_unprivileged_user() {
+    codex_interactive_under_sigterm(As::User);
 }
