@@ -13,7 +13,10 @@
 //! original IP, which is then also the host the policy decides on.
 //!
 //! Other choices worth knowing:
-//! - A refused CONNECT is audited with the URL `https://host:port`, the port always written.
+//! - A CONNECT is accepted and intercepted even to a host no rule allows, so explicit and
+//!   transparent clients alike get the 403 page for each request, audited as itself. Only such
+//!   a tunnel that carried no request (no TLS, our certificate refused) is audited as the
+//!   CONNECT, once, with the URL `https://host:port`, the port always written.
 //! - Requests whose content type is `application/grpc*` get `grpc-status` (7 on a denial, 14 or
 //!   4 on upstream failure) next to the 403/502/504, so gRPC clients report the real reason.
 //! - Only WebSocket upgrades (`GET` + `Upgrade: websocket`) go over an HTTP/1.1-only upstream

@@ -136,8 +136,19 @@ fn upstream_proxy_carries_https_and_http() {
         ])
         .await;
         assert_eq!(out.status(), 200, "trailing dot is the same host: {out:?}");
-        let refused = Harness::new(&["domain=nothing.test"]).await;
-        let refused_url = format!("http://{}", refused.addr);
+        // (A proxy that answers 403 to every CONNECT; boundary itself now accepts them.)
+        let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused_url = format!("http://{}", refuser.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = refuser.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
         let h2 = Harness::with(&["domain=origin.test"], |c| {
             c.upstream_proxy = Some(refused_url)
         })

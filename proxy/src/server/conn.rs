@@ -87,7 +87,11 @@ impl Proxy {
                 Ok(resp) => resp,
                 Err(failure) => respond::failure(&failure, grpc),
             },
-            Verdict::Tunnel { host, port } => self.open_tunnel(req, host, port),
+            Verdict::Tunnel {
+                host,
+                port,
+                unruled,
+            } => self.open_tunnel(req, host, port, unruled),
             Verdict::Refuse(refusal) => {
                 // A client waiting for `100 Continue` has sent nothing yet: let it be.
                 if !req.headers().contains_key(header::EXPECT) {

@@ -18,9 +18,14 @@ use crate::host::{Authority, Host};
 pub(super) enum Verdict {
     /// Allowed: forward it to the target.
     Forward(Decided),
-    /// A CONNECT to a host some rule could allow: open the tunnel and decide each request in
-    /// it (the CONNECT itself is not audited; the requests inside are).
-    Tunnel { host: Host, port: u16 },
+    /// A CONNECT (not to the proxy itself): open the tunnel and decide each request in it (the
+    /// CONNECT itself is not audited; the requests inside are). `unruled`: no rule can allow
+    /// the host, so if no request inside is decided the CONNECT is audited as denied.
+    Tunnel {
+        host: Host,
+        port: u16,
+        unruled: bool,
+    },
     /// Refused, with the reason; audited unless it could not even be routed.
     Refuse(Refusal),
 }
@@ -114,7 +119,11 @@ struct Judged {
 /// The judgement before auditing: some requests are never audited (see [`Verdict`]).
 enum Judgement {
     Unroutable(Refusal),
-    Tunnel { host: Host, port: u16 },
+    Tunnel {
+        host: Host,
+        port: u16,
+        unruled: bool,
+    },
     Judged(Judged),
 }
 
@@ -130,7 +139,17 @@ impl Proxy {
                 tracing::info!(method = %r.method, reason = %r.kind.reason(), "refused unroutable request");
                 return Verdict::Refuse(r);
             }
-            Judgement::Tunnel { host, port } => return Verdict::Tunnel { host, port },
+            Judgement::Tunnel {
+                host,
+                port,
+                unruled,
+            } => {
+                return Verdict::Tunnel {
+                    host,
+                    port,
+                    unruled,
+                }
+            }
             Judgement::Judged(j) => j,
         };
         if judged.outcome.is_ok() {
@@ -145,6 +164,7 @@ impl Proxy {
         }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
         self.audit(sequence, &judged, req.headers());
+        ctx.decided();
         self.metrics.decided(judged.outcome.is_ok());
         self.metrics.decision.observe(started.elapsed());
         match judged.outcome {
@@ -266,28 +286,31 @@ impl Proxy {
             return unroutable("CONNECT".into(), message);
         };
         let port = port.unwrap_or(443);
-        let mut suggestions = Vec::new();
-        let outcome = if self.targets_self(&host, port) {
-            Err(RefusalKind::ProxyItself { tunnel: true })
-        } else if !self.config.policy.could_allow_host(host.as_str()) {
-            suggestions = self.config.policy.suggest("GET", host.as_str(), "/");
-            Err(RefusalKind::NoRule { tunnel: true })
-        } else {
-            return Judgement::Tunnel { host, port };
-        };
-        Judgement::Judged(Judged {
-            method: "CONNECT".into(),
-            url: format!("https://{}", host.with_port(port)),
-            target: Target {
-                scheme: "https",
-                host,
-                port,
-            },
-            path: String::new(),
-            outcome,
-            names_host: false,
+        if self.targets_self(&host, port) {
+            let outcome = Err(RefusalKind::ProxyItself { tunnel: true });
+            return Judgement::Judged(connect_judged(host, port, outcome, Vec::new()));
+        }
+        let unruled = !self.config.policy.could_allow_host(host.as_str());
+        Judgement::Tunnel {
+            host,
+            port,
+            unruled,
+        }
+    }
+
+    /// Audits, once, a CONNECT to a host no rule allows whose tunnel carried no request that
+    /// could be decided (the client did not speak TLS or HTTP, or refused our certificate).
+    pub(super) fn refuse_tunnel_after(&self, host: Host, port: u16) {
+        let suggestions = vec![format!("domain={}", host.as_str())];
+        let judged = connect_judged(
+            host,
+            port,
+            Err(RefusalKind::NoRule { tunnel: true }),
             suggestions,
-        })
+        );
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
+        self.audit(sequence, &judged, &HeaderMap::new());
+        self.metrics.decided(false);
     }
 
     /// Whether `host:port` is known (without DNS) to be this proxy's own listener.
@@ -302,6 +325,28 @@ impl Proxy {
             return false;
         };
         self.settings.is_self(SocketAddr::new(ip, port))
+    }
+}
+
+/// A CONNECT as audited: `https://host:port`, the port always written.
+fn connect_judged(
+    host: Host,
+    port: u16,
+    outcome: Result<String, RefusalKind>,
+    suggestions: Vec<String>,
+) -> Judged {
+    Judged {
+        method: "CONNECT".into(),
+        url: format!("https://{}", host.with_port(port)),
+        target: Target {
+            scheme: "https",
+            host,
+            port,
+        },
+        path: String::new(),
+        outcome,
+        names_host: false,
+        suggestions,
     }
 }
 

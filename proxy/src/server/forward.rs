@@ -1,6 +1,7 @@
 //! Phase 5, forwarding: the upstream request (hop-by-hop headers removed, correlation headers
 //! added), the body streamed both ways, upgrades piped after 101, and CONNECT tunnels.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -153,26 +154,58 @@ impl Proxy {
     }
 
     /// Answers an accepted CONNECT and serves what comes through the tunnel as a connection
-    /// of its own (every request in it is decided on its own).
+    /// of its own (every request in it is decided on its own). For a host no rule allows
+    /// (`unruled`), a tunnel in which no request was decided is audited once as the refused
+    /// CONNECT when it ends.
     pub(super) fn open_tunnel(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         host: Host,
         port: u16,
+        unruled: bool,
     ) -> Response<ProxyBody> {
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let flag = unruled.then(|| Arc::new(AtomicBool::new(false)));
+        // Audits the refused CONNECT if no request was decided, however the tunnel ends
+        // (closed, timed out, or dropped to make room for another connection).
+        let audit_once = flag.clone().map(|decided| UnruledTunnel {
+            proxy: self.clone(),
+            host: host.clone(),
+            port,
+            decided,
+        });
         let tunnel = async move {
+            let _audit_once = audit_once;
+            let leg = Leg::Tunnel {
+                host,
+                port,
+                unruled: flag,
+            };
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    self.serve_stream(TokioIo::new(upgraded), Leg::Tunnel { host, port })
-                        .await
-                }
+                Ok(upgraded) => self.serve_stream(TokioIo::new(upgraded), leg).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT tunnel was not established"),
             }
         };
         // The tunnel is the same client connection: it keeps its slot.
         tokio::spawn(crate::slots::carry(tunnel, false));
         Response::new(empty())
+    }
+}
+
+/// A tunnel to a host no rule allows: when it ends without a decided request, the CONNECT is
+/// audited as denied.
+struct UnruledTunnel {
+    proxy: Arc<Proxy>,
+    host: Host,
+    port: u16,
+    decided: Arc<AtomicBool>,
+}
+
+impl Drop for UnruledTunnel {
+    fn drop(&mut self) {
+        if !self.decided.load(Ordering::Acquire) {
+            self.proxy.refuse_tunnel_after(self.host.clone(), self.port);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! minted for the name the client asked for.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,8 +20,16 @@ pub(super) enum Leg {
     /// Redirected by netfilter: the original destination gives the port (and the IP when the
     /// request names no host).
     Transparent(SocketAddr),
-    /// Inside a CONNECT tunnel to this host and port.
-    Tunnel { host: Host, port: u16 },
+    /// Inside a CONNECT tunnel to this host and port. `unruled` is set when no rule can allow
+    /// the host: the tunnel is intercepted all the same (so each request in it is decided,
+    /// answered with the 403 page and audited as itself), and the flag records whether any
+    /// request was decided; if none was (no TLS, our certificate refused), the CONNECT itself
+    /// is audited once as denied.
+    Tunnel {
+        host: Host,
+        port: u16,
+        unruled: Option<Arc<AtomicBool>>,
+    },
 }
 
 /// What every request on one client connection shares.
@@ -34,6 +43,19 @@ pub(super) struct ConnCtx {
     /// When the connection's own names disagree (SNI vs CONNECT authority), every request on it
     /// is denied with this reason.
     pub mismatch: Option<String>,
+}
+
+impl ConnCtx {
+    /// Records that a request on this connection was decided (and so audited).
+    pub(super) fn decided(&self) {
+        if let Leg::Tunnel {
+            unruled: Some(flag),
+            ..
+        } = &self.leg
+        {
+            flag.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Proxy {
@@ -63,7 +85,7 @@ impl Proxy {
             self.serve_tls(io, leg).await;
         } else {
             let fixed = match &leg {
-                Leg::Tunnel { host, port } => Some((host.clone(), *port)),
+                Leg::Tunnel { host, port, .. } => Some((host.clone(), *port)),
                 _ => None,
             };
             let ctx = ConnCtx {
@@ -143,13 +165,13 @@ impl Proxy {
 /// if they do; `None` when nothing names a host.
 fn route_tls(leg: &Leg, sni: Option<Host>) -> Option<(Host, u16, Option<String>)> {
     Some(match (leg, sni) {
-        (Leg::Tunnel { host, port }, Some(sni)) => {
+        (Leg::Tunnel { host, port, .. }, Some(sni)) => {
             let mismatch = (sni != *host).then(|| {
                 format!("the TLS server name {sni} does not match the CONNECT target {host}")
             });
             (host.clone(), *port, mismatch)
         }
-        (Leg::Tunnel { host, port }, None) => (host.clone(), *port, None),
+        (Leg::Tunnel { host, port, .. }, None) => (host.clone(), *port, None),
         (Leg::Transparent(dst), Some(sni)) => (sni, dst.port(), None),
         (Leg::Transparent(dst), None) => (Host::parse(&dst.ip().to_string())?, dst.port(), None),
         (Leg::Explicit, Some(sni)) => (sni, 443, None),
