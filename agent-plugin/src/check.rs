@@ -60,7 +60,7 @@ pub fn main(cli: CheckCli) -> u8 {
 }
 
 /// `scheme://host[:port]/path?query` → (host without port, path with query).
-fn split_url(url: &str) -> Result<(String, String), String> {
+pub(crate) fn split_url(url: &str) -> Result<(String, String), String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         format!("{url:?} is not a full URL; write e.g. https://api.github.com/repos")
     })?;

@@ -2,6 +2,7 @@
 //! file instead of the terminal the target draws on: without it a user of an interactive agent
 //! would never learn that something was blocked, or where to look.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,16 @@ use boundary_audit::{AuditRecord, AuditSink};
 /// How many distinct hosts the summary names.
 const HOSTS_SHOWN: usize = 3;
 
+/// How many distinct denied requests `boundary learn` keeps: a command that asks for more
+/// distinct URLs gets a proposal from the first ones (and is told so).
+const REQUESTS_KEPT: usize = 10_000;
+
 /// Counts the denied requests of a run and remembers the first few hosts and the first request.
 #[derive(Debug, Default)]
 pub struct DenyTally {
     denied: AtomicU64,
+    /// Keep every distinct denied request (`boundary learn`), not only the first.
+    collect: bool,
     seen: Mutex<Seen>,
 }
 
@@ -24,9 +31,26 @@ struct Seen {
     hosts: Vec<String>,
     more_hosts: bool,
     first: Option<(String, String)>,
+    /// Distinct denied (method, URL) pairs, when collecting.
+    requests: BTreeSet<(String, String)>,
+    more_requests: bool,
 }
 
 impl DenyTally {
+    /// A tally that also keeps every distinct denied request, for `boundary learn`.
+    pub fn collecting() -> Self {
+        DenyTally {
+            collect: true,
+            ..DenyTally::default()
+        }
+    }
+
+    /// The distinct denied requests as (method, URL), sorted, and whether more were left out.
+    pub fn requests(&self) -> (Vec<(String, String)>, bool) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        (seen.requests.iter().cloned().collect(), seen.more_requests)
+    }
+
     /// Wraps `inner` so every record still reaches it and the denied ones are counted here.
     pub fn wrap(self: &Arc<Self>, inner: Arc<dyn AuditSink>) -> Arc<dyn AuditSink> {
         Arc::new(Tallied {
@@ -44,6 +68,14 @@ impl DenyTally {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.first.is_none() {
             seen.first = Some((record.method.clone(), record.url.clone()));
+        }
+        if self.collect {
+            let pair = (record.method.clone(), record.url.clone());
+            if seen.requests.len() < REQUESTS_KEPT {
+                seen.requests.insert(pair);
+            } else if !seen.requests.contains(&pair) {
+                seen.more_requests = true;
+            }
         }
         if !seen.hosts.contains(&host) {
             if seen.hosts.len() < HOSTS_SHOWN {
@@ -143,6 +175,32 @@ mod tests {
             "boundary: 6 requests denied (a.test, b.test, c.test, ...); log: /state/boundary.log; \
              rules that would allow the first: boundary check -X 'GET' \
              'https://a.test:8443/x?q='\\''1'\\'''"
+        );
+    }
+
+    #[test]
+    fn a_collecting_tally_keeps_each_distinct_denied_request() {
+        let plain = Arc::new(DenyTally::default());
+        let tally = Arc::new(DenyTally::collecting());
+        for t in [&plain, &tally] {
+            let sink = t.wrap(Arc::new(VecSink::new()));
+            for url in [
+                "https://b.test/",
+                "https://a.test/",
+                "https://b.test/",
+                "https://ok/",
+            ] {
+                sink.record(record(url == "https://ok/", url));
+            }
+        }
+        assert_eq!(plain.requests(), (vec![], false));
+        let pair = |u: &str| ("GET".to_string(), u.to_string());
+        assert_eq!(
+            tally.requests(),
+            (
+                vec![pair("https://a.test/"), pair("https://b.test/")],
+                false
+            )
         );
     }
 

@@ -8,6 +8,7 @@
 mod ca_dir;
 mod check;
 mod denials;
+mod learn;
 mod logging;
 mod run;
 mod selftest;
@@ -21,7 +22,7 @@ use clap::Parser;
 
 use boundary::config::{
     self,
-    cli::{CheckCli, ConfigCli, RunCli},
+    cli::{CheckCli, ConfigCli, LearnCli, RunCli, SuggestCli},
 };
 
 fn main() -> ExitCode {
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
         "check" => check::main(CheckCli::parse_from(skip_sub(&args))),
         "config" => show_config(ConfigCli::parse_from(skip_sub(&args))),
         "selftest" => selftest::main(&args[2..]),
+        "learn" => learn::learn(LearnCli::parse_from(skip_sub(&args))),
+        "suggest" => learn::suggest(SuggestCli::parse_from(skip_sub(&args))),
         _ => run(RunCli::parse_from(&args)),
     };
     ExitCode::from(code)
@@ -116,15 +119,27 @@ fn show_config(cli: ConfigCli) -> u8 {
 }
 
 fn run(cli: RunCli) -> u8 {
-    if cli.command.is_empty() {
+    let denials = std::sync::Arc::new(denials::DenyTally::default());
+    run_jailed(&cli.flags, cli.command, &denials).unwrap_or_else(|code| code)
+}
+
+/// A jailed run of `command` with every denied record counted in `denials`. `Ok` holds the
+/// exit code the command's status maps to; `Err` the code when boundary itself could not run
+/// it (2 bad usage or configuration, 125 a failure to start), with the reason already printed.
+pub(crate) fn run_jailed(
+    flags: &config::cli::Flags,
+    command: Vec<OsString>,
+    denials: &std::sync::Arc<denials::DenyTally>,
+) -> Result<u8, u8> {
+    if command.is_empty() {
         eprintln!("boundary: no command specified; usage: boundary [flags] -- command [args...]");
-        return 2;
+        return Err(2);
     }
-    let mut cfg = match config::resolve(&cli.flags, &config::process_env) {
+    let mut cfg = match config::resolve(flags, &config::process_env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("boundary: {e}");
-            return 2;
+            return Err(2);
         }
     };
     let state_dir = config::values::state_dir(&config::process_env);
@@ -133,7 +148,7 @@ fn run(cli: RunCli) -> u8 {
         Ok(t) => t,
         Err(e) => {
             eprintln!("boundary: {e:#}");
-            return 2;
+            return Err(2);
         }
     };
     let logs_to_file = target != logging::LogTarget::Stderr;
@@ -142,13 +157,12 @@ fn run(cli: RunCli) -> u8 {
     if let logging::LogTarget::StateFile(path) = &target {
         cfg.log_dir = path.parent().map(std::path::Path::to_path_buf);
     }
-    let denials = std::sync::Arc::new(denials::DenyTally::default());
     // The proxy holds two descriptors per proxied connection: use all the system allows.
     match boundary_proxy::upstream::raise_descriptor_limit() {
         Ok((before, now)) => tracing::debug!(before, now, "descriptor limit raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
     }
-    let result = run::run(cfg, cli.command, &denials);
+    let result = run::run(cfg, command, denials);
     // The log lines went to a file the user is not watching: say once what was denied.
     if let logging::LogTarget::StateFile(path) = &target {
         if let Some(line) = denials.summary(path) {
@@ -157,7 +171,7 @@ fn run(cli: RunCli) -> u8 {
     }
     match result {
         // Exit codes are 0..=255 at the OS level; 128+N for signals is already in range.
-        Ok(code) => code.clamp(0, 255) as u8,
+        Ok(code) => Ok(code.clamp(0, 255) as u8),
         Err(e) => {
             let text = describe(&e);
             // With logs on stderr the line below is the log; with --log-dir record it there too.
@@ -166,7 +180,7 @@ fn run(cli: RunCli) -> u8 {
             }
             eprintln!("boundary: {text}");
             // 125 like env(1)/docker: boundary itself failed, the command never ran.
-            125
+            Err(125)
         }
     }
 }

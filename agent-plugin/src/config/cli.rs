@@ -117,6 +117,10 @@ const AFTER: &str = "Subcommands (only as the first argument):
   boundary check [--method M] [flags] URL   decide one request against the effective policy
   boundary config [flags]                   print the effective configuration and its sources
   boundary selftest [--jail-type T]         prove the jail holds on this host (works offline)
+  boundary learn [--group] [--narrow] [--apply] [flags] -- command
+                                            run jailed, then propose rules for what was denied
+  boundary suggest --from FILE [--group] [--narrow] [--apply] [flags]
+                                            the same from an --audit-log file or a local log
 
 Precedence: flag > environment > config file > default. Rules from the file come first, then
 BOUNDARY_ALLOW, then --allow; the first matching rule is the one reported.";
@@ -172,4 +176,58 @@ pub struct ConfigCli {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+/// How `boundary learn` and `boundary suggest` shape and use their proposal.
+#[derive(Debug, Clone, Args)]
+pub struct ProposeArgs {
+    /// Propose `domain=*.example.com` where several subdomains of one registrable domain were
+    /// denied (never a public suffix such as `*.co.uk`)
+    #[arg(long)]
+    pub group: bool,
+    /// Propose the methods and paths that were seen, not only the host
+    #[arg(long)]
+    pub narrow: bool,
+    /// Merge the proposal into the config file after showing it (else it is written beside
+    /// the file, as FILE.proposed)
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// `boundary learn [--group] [--narrow] [--apply] [flags] -- command`
+#[derive(Debug, Parser)]
+#[command(
+    name = "boundary learn",
+    about = "Run the command jailed and enforced as usual, then propose the rules that would \
+             have allowed what was denied: the config file with them added, shown as a diff."
+)]
+pub struct LearnCli {
+    #[command(flatten)]
+    pub propose: ProposeArgs,
+    #[command(flatten)]
+    pub flags: Flags,
+    /// The command to jail, after `--`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `boundary suggest --from FILE [--group] [--narrow] [--apply] [flags]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "boundary suggest",
+    about = "Propose the rules that would have allowed the denied requests recorded in a file \
+             (an --audit-log file or a local log), as `boundary learn` does after a run."
+)]
+pub struct SuggestCli {
+    /// The file: written by --audit-log (JSON lines) or a local log (--log-dir, boundary.log)
+    #[arg(long, value_name = "FILE")]
+    pub from: std::path::PathBuf,
+    #[command(flatten)]
+    pub propose: ProposeArgs,
+    #[command(flatten)]
+    pub flags: Flags,
 }

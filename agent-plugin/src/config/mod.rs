@@ -307,6 +307,12 @@ fn check_upstream_proxy_is_not_boundary(c: &Config) -> Result<(), ConfigError> {
     })
 }
 
+/// The config file read when none is given, whether it exists or not (`boundary learn
+/// --apply` creates it).
+pub fn default_config_file(home: &str) -> PathBuf {
+    Path::new(home).join(".config/coder_boundary/config.yaml")
+}
+
 /// The config file: explicit (flag or env, must exist) or the default one (only if present).
 /// Records the `config` row and returns the file's values.
 fn load_file(
@@ -320,7 +326,7 @@ fn load_file(
     let (path, source) = match explicit {
         Some((p, s)) => (Some(PathBuf::from(p)), s),
         None => {
-            let default = home.map(|h| Path::new(h).join(".config/coder_boundary/config.yaml"));
+            let default = home.map(default_config_file);
             (default.filter(|p| p.exists()), Source::Default)
         }
     };

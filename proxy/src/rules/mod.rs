@@ -20,7 +20,7 @@ mod policy;
 mod rule;
 
 pub use path::{normalize_path, path_readings};
-pub use policy::{Decision, Policy};
+pub use policy::{suggested_path, Decision, Policy};
 pub use rule::{DomainPattern, Label, MethodSet, PathPattern, Rule, RuleError, Segment};
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ impl Policy {
 /// The narrowest path pattern that allows `path`: its segments as literals, except that no
 /// pattern can name an empty segment (`/api/`, `/a//b`, `/`), so from the first empty one on
 /// it ends in `*`.
-fn suggested_path(path: &str) -> String {
+pub fn suggested_path(path: &str) -> String {
     let mut segs: Vec<Segment> = Vec::new();
     for seg in normalize_path(path) {
         if seg.is_empty() {
