@@ -292,3 +292,72 @@ fn root_target_opens_only_standard_devices() {
         );
     }
 }
+
+/// The set-id attack: a target started by root makes files the host sees as root's (working
+/// directory, `/tmp`); one with the setuid bit would run as root for every host user, outside
+/// the jail's `no_new_privs`. In both jails `chmod u+s`/`g+s`, `install -m 4755`, and creating
+/// a file with a set-id mode (`open`, `mknod`) fail; plain modes still work. Judged by the
+/// files' modes read on the host after the run. Positive control: the same script as root
+/// outside any jail makes set-id files.
+#[test]
+fn root_target_makes_no_setuid_files() {
+    require_root().unwrap();
+    let script = |tmp: &Path| {
+        format!(
+            "cp /bin/true p1 && chmod u+s p1; cp /bin/true p2 && chmod 2755 p2; \
+             install -m 4755 /bin/true p3; \
+             python3 -c 'import os; os.close(os.open(\"p4\", os.O_CREAT | os.O_WRONLY, 0o4755))'; \
+             python3 -c 'import os, stat; os.mknod(\"p5\", stat.S_IFREG | 0o6755)'; \
+             cp /bin/true {tmp} && chmod 4755 {tmp}; \
+             cp /bin/true plain && chmod 755 plain && echo PLAIN-OK",
+            tmp = tmp.display()
+        )
+    };
+    let set_id = |dir: &Path, tmp: &Path| -> Vec<String> {
+        let mut found = Vec::new();
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.push(tmp.to_path_buf());
+        for p in paths {
+            if let Ok(m) = std::fs::symlink_metadata(&p) {
+                if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o6000 != 0 {
+                    found.push(p.display().to_string());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(tmp);
+        found
+    };
+    // Positive control: outside a jail the script makes set-id files.
+    let work = shared_tempdir();
+    let tmp = Path::new("/tmp").join(tag("setid-control"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script(&tmp))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let found = set_id(work.path(), &tmp);
+    assert_eq!(found.len(), 6, "control: {found:?} {}", text(&out));
+    for (name, jail) in both_jails() {
+        let work = shared_tempdir();
+        let tmp = Path::new("/tmp").join(tag(&format!("setid-{name}")));
+        let out = run_in(
+            &jail,
+            As::Root,
+            work.path(),
+            Path::new("/root"),
+            &[],
+            &script(&tmp),
+        );
+        let o = text(&out);
+        let found = set_id(work.path(), &tmp);
+        assert!(
+            found.is_empty(),
+            "{name}: set-id files made: {found:?}\n{o}"
+        );
+        assert!(o.contains("PLAIN-OK"), "{name}: plain modes must work: {o}");
+    }
+}

@@ -9,7 +9,9 @@
 //! `AF_PACKET` (namespaced, but nothing in a jail needs it and it is a frequent target of
 //! kernel exploits) and `AF_ALG`. The shared rules add terminal injection, new user and
 //! network namespaces, io_uring, a second notification listener and the administrator-only
-//! kernel interfaces. Host processes are out of reach through the PID namespace (their pids
+//! kernel interfaces, and files with setuid or setgid bits (created with them, or `chmod`:
+//! a root-started target's files in `/tmp` or the working directory are root's on the host,
+//! where they would run as root for every user). Host processes are out of reach through the PID namespace (their pids
 //! do not exist inside), so no rule restricts the pid arguments of `prlimit64` and the like.
 //!
 //! The filter is installed by the jail's init after it dropped its privileges and before it
@@ -26,6 +28,7 @@ use crate::seccomp::{Filter, NetNs};
 pub(crate) fn rules() -> Filter {
     let mut f = Filter::common();
     f.sockets(NetNs::Own);
+    f.no_set_id_modes();
     f
 }
 
@@ -62,5 +65,23 @@ mod tests {
         // No supervisor here (yet): connects go straight to the kernel.
         assert_eq!(sys(libc::SYS_connect, [3, 0, 16, 0, 0, 0]), allow);
         assert!(!rules().has_notify());
+    }
+
+    #[test]
+    fn no_setuid_or_setgid_files_are_made() {
+        let eperm = Action::Errno(libc::EPERM).ret();
+        let allow = Action::Allow.ret();
+        let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
+        assert_eq!(sys(libc::SYS_openat, [0, 0, creat, 0o4755, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_openat, [0, 0, creat, 0o755, 0, 0]), allow);
+        // A set-id mode without O_CREAT is no mode at all.
+        assert_eq!(sys(libc::SYS_openat, [0, 0, 0, 0o4755, 0, 0]), allow);
+        assert_eq!(sys(libc::SYS_fchmodat, [0, 0, 0o4755, 0, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_fchmodat, [0, 0, 0o2775, 0, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_fchmodat, [0, 0, 0o755, 0, 0, 0]), allow);
+        assert_eq!(sys(libc::SYS_fchmod, [3, 0o6755, 0, 0, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), allow);
+        assert_eq!(sys(libc::SYS_fchmodat2, [0, 0, 0o4700, 0, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_mknodat, [0, 0, 0o104755, 0, 0, 0]), eperm);
     }
 }

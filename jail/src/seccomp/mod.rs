@@ -176,7 +176,45 @@ impl Filter {
         for n in KERNEL_ADMIN {
             f.set(*n, eperm);
         }
+        f.no_set_id_files();
         f
+    }
+
+    /// Creating a file with [`SET_ID`] bits fails with `EPERM` (`open`, `openat`, `creat` with
+    /// `O_CREAT` or `O_TMPFILE`, `mknod`); `openat2`, whose mode sits behind a pointer, fails
+    /// with `ENOSYS` (libraries fall back to `openat`). A root-started target writes files the
+    /// host sees as root's (`/tmp`, the working directory): a setuid one would run as root for
+    /// every host user, where no `no_new_privs` holds. Changing a mode is the other half:
+    /// landjail's supervisor decides it (`supervisor::meta`), nsjail refuses it by number
+    /// ([`no_set_id_modes`](Self::no_set_id_modes)).
+    pub(crate) fn no_set_id_files(&mut self) -> &mut Self {
+        let creating = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
+        let eperm = Action::Errno(libc::EPERM);
+        let create_with =
+            |flags: u8, mode: u8| vec![Cond::AnySet(flags, creating), Cond::AnySet(mode, SET_ID)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.when(libc::SYS_open, create_with(1, 2), eperm);
+            self.when(libc::SYS_creat, vec![Cond::AnySet(1, SET_ID)], eperm);
+            self.when(libc::SYS_mknod, vec![Cond::AnySet(1, SET_ID)], eperm);
+        }
+        self.when(libc::SYS_openat, create_with(2, 3), eperm);
+        self.when(libc::SYS_mknodat, vec![Cond::AnySet(2, SET_ID)], eperm);
+        self.set(libc::SYS_openat2, Action::Errno(libc::ENOSYS));
+        self
+    }
+
+    /// `chmod`, `fchmod`, `fchmodat` and `fchmodat2` with a [`SET_ID`] bit fail with `EPERM`,
+    /// decided on the mode argument alone (BPF cannot tell a directory from a file, so
+    /// `chmod g+s` on a directory is refused too). For a jail without a metadata supervisor.
+    pub(crate) fn no_set_id_modes(&mut self) -> &mut Self {
+        let eperm = Action::Errno(libc::EPERM);
+        #[cfg(target_arch = "x86_64")]
+        self.when(libc::SYS_chmod, vec![Cond::AnySet(1, SET_ID)], eperm);
+        self.when(libc::SYS_fchmod, vec![Cond::AnySet(1, SET_ID)], eperm);
+        self.when(libc::SYS_fchmodat, vec![Cond::AnySet(2, SET_ID)], eperm);
+        self.when(libc::SYS_fchmodat2, vec![Cond::AnySet(2, SET_ID)], eperm);
+        self
     }
 
     /// Every call of `nr` gets `action` (replacing earlier rules for it).
@@ -329,6 +367,10 @@ fn cond(a: &mut Asm, c: &Cond, fail: Label) {
         }
     }
 }
+
+/// The mode bits that make a file run as its owner or group: outside the jail, for every host
+/// user, with no `no_new_privs` (a setuid-root copy of an interpreter in `/tmp`).
+pub(crate) const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
 
 /// Administrator-only or non-namespaced kernel interfaces both jails refuse with `EPERM`.
 const KERNEL_ADMIN: &[c_long] = &[

@@ -23,7 +23,7 @@
 //! Setuid and setgid bits are refused everywhere (`EPERM`, also in the working directory; a
 //! setgid directory is fine): the jail runs with `no_new_privs`, so they serve only outside it,
 //! where a root-started target's setuid copy of an interpreter in `/tmp` would make every host
-//! user root. Files are not created with them either (see [`refuse_set_id_files`]).
+//! user root. Files are not created with them either (see [`Filter::no_set_id_files`]).
 //!
 //! The change is then made here, on that descriptor, never by letting the kernel continue the
 //! call (another thread could swap the path or the descriptor after the check). The supervisor
@@ -117,34 +117,9 @@ const REFUSED_IOCTLS: [u32; 5] = [
     0x800c_6613,
 ];
 
-/// The mode bits that make a file run as its owner or group: outside the jail, for every host
-/// user, with no `no_new_privs` (a setuid-root copy of an interpreter in `/tmp`).
-const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
-
-/// Creating a file with [`SET_ID`] bits fails with `EPERM` (`open`, `openat`, `creat` with
-/// `O_CREAT` or `O_TMPFILE`, `mknod`); `openat2`, whose mode sits behind a pointer, fails with
-/// `ENOSYS` (libraries fall back to `openat`). `chmod` is checked by the supervisor
-/// ([`apply`]).
-fn refuse_set_id_files(f: &mut Filter) {
-    let creating = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
-    let eperm = Action::Errno(libc::EPERM);
-    let create_with =
-        |flags: u8, mode: u8| vec![Cond::AnySet(flags, creating), Cond::AnySet(mode, SET_ID)];
-    #[cfg(target_arch = "x86_64")]
-    {
-        f.when(libc::SYS_open, create_with(1, 2), eperm);
-        f.when(libc::SYS_creat, vec![Cond::AnySet(1, SET_ID)], eperm);
-        f.when(libc::SYS_mknod, vec![Cond::AnySet(1, SET_ID)], eperm);
-    }
-    f.when(libc::SYS_openat, create_with(2, 3), eperm);
-    f.when(libc::SYS_mknodat, vec![Cond::AnySet(2, SET_ID)], eperm);
-    f.set(libc::SYS_openat2, Action::Errno(libc::ENOSYS));
-}
-
-/// Adds the rules: every metadata call to the supervisor, the newest ones refused, no
-/// setuid or setgid files.
+/// Adds the rules: every metadata call to the supervisor, the newest ones refused (no setuid
+/// or setgid files are created: [`Filter::common`]).
 pub(crate) fn add_rules(f: &mut Filter) {
-    refuse_set_id_files(f);
     for n in CALLS {
         f.notify(*n);
     }
@@ -514,7 +489,9 @@ fn apply(fd: &OwnedFd, via_fd: bool, change: &Change) -> Result<(), i32> {
     use rustix::fs as f;
     let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let r = match change {
-        Change::Mode(m) if m & SET_ID != 0 && !(m & libc::S_ISUID == 0 && is_dir(fd)) => {
+        Change::Mode(m)
+            if m & crate::seccomp::SET_ID != 0 && !(m & libc::S_ISUID == 0 && is_dir(fd)) =>
+        {
             warn!(
                 mode = format!("{:o}", m & 0o7777),
                 "landjail: refused a setuid or setgid bit: the file would run as its owner or \
@@ -572,7 +549,8 @@ mod tests {
 
     #[test]
     fn every_metadata_call_goes_to_the_supervisor() {
-        let mut f = Filter::empty();
+        // The set-id creation rules come with the rules both jails share.
+        let mut f = Filter::common();
         add_rules(&mut f);
         let prog = f.program();
         for n in CALLS {
