@@ -147,12 +147,12 @@ pub fn diff(old: &str, new: &str, name: &str) -> String {
     let start = prefix.saturating_sub(3);
     let a_end = (a.len() - suffix + 3).min(a.len());
     let b_end = (b.len() - suffix + 3).min(b.len());
+    // A range of no lines is numbered by the line before it (`-0,0` for an empty file).
+    let range = |count: usize| format!("{},{count}", if count == 0 { start } else { start + 1 });
     let mut out = format!(
-        "--- {name}\n+++ {name} (proposed)\n@@ -{},{} +{},{} @@\n",
-        start + 1,
-        a_end - start,
-        start + 1,
-        b_end - start
+        "--- {name}\n+++ {name} (proposed)\n@@ -{} +{} @@\n",
+        range(a_end - start),
+        range(b_end - start)
     );
     for l in &a[start..prefix] {
         out.push_str(&format!(" {l}\n"));
@@ -190,6 +190,12 @@ mod tests {
         assert!(d.contains("\n+    - 'domain=a.test'\n"), "{d}");
         assert!(d.contains("\n     - 'domain=*.github.com'\n"), "{d}");
         assert!(!d.contains("\n-"), "{d}");
+        assert!(d.contains("\n@@ -4,6 +4,8 @@\n"), "{d}");
+        let d = diff("", "allowlist:\n  - 'domain=a.test'\n", "c");
+        assert_eq!(
+            d,
+            "--- c\n+++ c (proposed)\n@@ -0,0 +1,2 @@\n+allowlist:\n+  - 'domain=a.test'\n"
+        );
     }
 
     #[test]
