@@ -4,8 +4,10 @@
 //! `-f`, not 56 for a refused CONNECT), the audit log has the request's real method and URL,
 //! and the first rule the page suggests, fed to `boundary check`, allows that request. A
 //! client that does not speak TLS after its CONNECT to a host no rule allows is audited once,
-//! as the CONNECT. Before, the CONNECT itself got the 403 (curl exit 56) and was audited as
-//! `CONNECT https://host:443`, and the page suggested `method=GET ... path=/`.
+//! as the CONNECT, when boundary closes the tunnel after the handshake timeout (10 s; it waited
+//! for the idle timeout, 300 s, before). Before, the CONNECT itself got the 403 (curl exit 56)
+//! and was audited as `CONNECT https://host:443`, and the page suggested
+//! `method=GET ... path=/`.
 //!
 //! Needs `cargo build -p boundary`, curl, python3, openssl; landjail needs Linux 6.7+.
 
@@ -17,7 +19,7 @@ const NOT_TLS: &str = r#"
 import os, socket
 hostport = os.environ["HTTPS_PROXY"].split("//", 1)[1].rstrip("/")
 host, port = hostport.rsplit(":", 1)
-s = socket.create_connection((host, int(port)), timeout=10)
+s = socket.create_connection((host, int(port)), timeout=60)
 s.sendall(b"CONNECT ssh.denied.test:22 HTTP/1.1\r\nHost: ssh.denied.test:22\r\n\r\n")
 head = b""
 while b"\r\n\r\n" not in head:
@@ -27,16 +29,16 @@ while b"\r\n\r\n" not in head:
     head += d
 print("connect", head.split(b"\r\n")[0].decode())
 s.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-rest = b""
+rest, end = b"", "closed"
 try:
     while True:
         d = s.recv(4096)
         if not d:
             break
         rest += d
-except OSError:
-    pass
-print("after", rest.split(b"\r\n")[0].decode(errors="replace"))
+except OSError as e:
+    end = "error %s" % e
+print("after", end, rest.split(b"\r\n")[0].decode(errors="replace"))
 "#;
 
 #[test]
@@ -73,8 +75,13 @@ fn a_connect_to_an_unruled_host_is_intercepted_and_each_request_decided() {
         out.contains("connect HTTP/1.1 200"),
         "the CONNECT is accepted: {t}"
     );
+    // Boundary closes it after the handshake timeout, not the idle timeout.
     assert!(
-        !out.contains("after SSH"),
+        out.contains("after closed"),
+        "the proxy closed the tunnel: {t}"
+    );
+    assert!(
+        !out.contains("SSH-"),
         "nothing answers as the SSH server: {t}"
     );
 

@@ -26,6 +26,7 @@ impl Proxy {
     {
         let activity = Activity::new();
         crate::slots::attach(&activity);
+        let unruled = ctx.unruled_tunnel();
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
         let act = activity.clone();
@@ -43,6 +44,15 @@ impl Proxy {
         // No header-read timer: it would arm a timer for every request, and the idle watchdog
         // below already closes a connection whose headers never finish (nothing in flight).
         builder.http1().keep_alive(true).half_close(false);
+        if unruled {
+            // Every request here is denied: a client that sends no complete request head (SSH
+            // and other protocols over CONNECT) is closed after the handshake timeout, not
+            // the idle timeout, and its CONNECT audited then.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.config.handshake_timeout);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -46,6 +46,17 @@ pub(super) struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// Inside a tunnel to a host no rule allows.
+    pub(super) fn unruled_tunnel(&self) -> bool {
+        matches!(
+            self.leg,
+            Leg::Tunnel {
+                unruled: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Records that a request on this connection was decided (and so audited).
     pub(super) fn decided(&self) {
         if let Leg::Tunnel {
