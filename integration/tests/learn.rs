@@ -195,9 +195,11 @@ fn learn_narrow_proposes_methods_and_paths() {
     require_root().expect("this test needs root");
     let fx = Fixture::start();
     let h = fx.http_port;
+    let s = fx.https_port;
     let script = format!(
         "echo get $(curl -s -o /dev/null -w '%{{http_code}}' http://narrow.test:{h}/allowed.txt)\n\
-         echo head $(curl -s -o /dev/null -w '%{{http_code}}' -I http://narrow.test:{h}/denied.txt)\n"
+         echo head $(curl -s -o /dev/null -w '%{{http_code}}' -I http://narrow.test:{h}/denied.txt)\n\
+         echo tls $(curl -s -o /dev/null -w '%{{http_code}}' https://fixture.test:{s}/allowed.txt?x=1)\n"
     );
     for (jail, jflags) in both_jails() {
         let who = As::Root;
@@ -214,20 +216,28 @@ fn learn_narrow_proposes_methods_and_paths() {
         let t = format!("{jail}, learn --narrow --apply: {}", text(&first));
         assert!(first.status.success(), "{t}");
         assert!(stdout(&first).contains("get 403"), "{t}");
-        let rule = "method=GET,HEAD domain=narrow.test path=/allowed.txt,/denied.txt";
-        assert!(
-            stdout(&first).contains(&format!("\n+  - '{rule}'\n")),
-            "{t}"
-        );
+        assert!(stdout(&first).contains("tls 403"), "{t}");
+        // Over HTTPS too: the requests inside the intercepted tunnel are what is narrowed.
+        for rule in [
+            "method=GET domain=fixture.test path=/allowed.txt",
+            "method=GET,HEAD domain=narrow.test path=/allowed.txt,/denied.txt",
+        ] {
+            assert!(
+                stdout(&first).contains(&format!("\n+  - '{rule}'\n")),
+                "{rule}: {t}"
+            );
+        }
         let again = learn(&[]);
         let t = format!("{jail}, learn again: {}", text(&again));
         assert!(stdout(&again).contains("get 200"), "{t}");
         assert!(stdout(&again).contains("head 200"), "{t}");
+        assert!(stdout(&again).contains("tls 200"), "{t}");
         assert!(stdout(&again).contains("no new denied requests"), "{t}");
         // What was not seen stays denied: another path, another method.
         for (method, url) in [
             ("GET", "http://narrow.test/other"),
             ("POST", "http://narrow.test/allowed.txt"),
+            ("GET", "https://fixture.test/denied.txt"),
         ] {
             let c = boundary(
                 who,
