@@ -347,3 +347,45 @@ fn suggest_from_audit_log_and_local_log() {
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), CONFIG);
 }
+
+/// The jailed process chooses the hosts learn sees: a request whose Host is `*.org` (written
+/// raw to the proxy, as no client would) must not make learn propose a wildcard rule. Fails on
+/// the first version of learn, which proposed `domain=*.org`.
+#[test]
+fn a_jailed_host_cannot_widen_the_proposal() {
+    require_root().expect("this test needs root");
+    // landjail: to the proxy named by HTTP_PROXY; nsjail: any address, redirected to it.
+    let script = r#"python3 - <<'PY'
+import os, socket
+proxy = os.environ.get("HTTP_PROXY")
+addr = ("127.0.0.1", int(proxy.rsplit(":", 1)[1])) if proxy else ("192.0.2.1", 80)
+for host in (b"*.org", b"*", b"a.*.org"):
+    s = socket.create_connection(addr)
+    s.sendall(b"GET http://" + host + b"/ HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    print(host.decode(), s.recv(12).decode())
+    s.close()
+PY"#;
+    for (jail, jflags) in both_jails() {
+        let home = config_home(As::Root);
+        let config = write_config(As::Root, home.path(), CONFIG);
+        let cfg = config.to_string_lossy().into_owned();
+        let out = boundary(
+            As::Root,
+            home.path(),
+            &["learn", "--group", "--narrow", "--apply", "--config", &cfg],
+            &jflags,
+            &["--", "sh", "-c", script],
+        );
+        let t = format!("{jail}: {}", text(&out));
+        assert!(out.status.success(), "{t}");
+        // Positive control: the requests reached the proxy and were denied.
+        assert!(stdout(&out).contains("*.org HTTP/1.1 403"), "{t}");
+        assert!(stdout(&out).contains("no rule proposed"), "{t}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("*.org: not a host name or IPv4 address a rule can name literally"),
+            "{t}"
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), CONFIG, "{t}");
+    }
+}

@@ -70,7 +70,11 @@ fn finish(flags: &Flags, denied: &[Denied], args: &ProposeArgs) -> Result<(), St
         eprintln!("boundary: no rule proposed for {why}");
     }
     if proposal.rules.is_empty() {
-        let line = "no new denied requests: the policy allows everything that was asked for\n";
+        let line = if proposal.skipped.is_empty() {
+            "no new denied requests: the policy allows everything that was asked for\n"
+        } else {
+            "no rule proposed: no rule is proposed for the denied requests listed on stderr\n"
+        };
         return if crate::emit(line) {
             Ok(())
         } else {

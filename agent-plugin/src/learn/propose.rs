@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use boundary_audit::escape::escape_text;
 use boundary_proxy::rules::{suggested_path, Policy, Rule};
 
 /// A denied request as an audit record names it.
@@ -56,6 +57,16 @@ pub fn propose(policy: &Policy, denied: &[Denied], shape: Shape) -> Proposal {
             }
         };
         let host = boundary_proxy::host::normal_form(&host);
+        // The host comes from the jail: one that is not a plain name (`*.com` in a Host
+        // header) would become a wildcard rule, so it is never proposed.
+        if !nameable(&host) {
+            out.skipped.push(format!(
+                "{}: not a host name or IPv4 address a rule can name literally; write a rule by \
+                 hand if you trust it",
+                escape_text(&host)
+            ));
+            continue;
+        }
         let tunnel = d.method == "CONNECT";
         let allowed = if tunnel {
             policy.could_allow_host(&host)
@@ -83,11 +94,23 @@ pub fn propose(policy: &Policy, denied: &[Denied], shape: Shape) -> Proposal {
             None => out.skipped.push(format!(
                 "{}: no rule can name this host (an IPv6 literal, or characters the rule language \
                  treats as separators); use a name for it",
-                domain
+                escape_text(&domain)
             )),
         }
     }
     out
+}
+
+/// A host a `domain=` rule names literally: an IP literal, or dot-separated labels of letters,
+/// digits, `-` and `_` (nothing the rule language reads as a wildcard or a separator).
+fn nameable(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Hosts keyed by domain pattern: subdomains of one registrable domain merged under
@@ -145,7 +168,8 @@ fn narrowed(domain: &str, requests: &[Request]) -> Option<String> {
         return None;
     }
     let methods: BTreeSet<&str> = requests.iter().map(|r| r.method.as_str()).collect();
-    if methods.iter().any(|m| m.contains([',', ' ', '='])) {
+    // `*` would mean every method; `,` and `=` would change the rule's reading.
+    if methods.iter().any(|m| m.contains([',', ' ', '=', '*'])) {
         return None;
     }
     let paths: BTreeSet<String> = requests.iter().map(|r| suggested_path(&r.path)).collect();
@@ -286,6 +310,37 @@ mod tests {
                 assert!(p.decide(&r.method, &host, &path).allowed, "{got:?} {r:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_host_from_the_jail_never_becomes_a_wildcard() {
+        // What a jailed process can put in a Host header or a request target.
+        let denied = [
+            d("GET", "http://*.com/"),
+            d("GET", "http://*/"),
+            d("GET", "http://a.*.test/"),
+            d("GET", "http://x.test%20path=/"),
+            d("*", "http://m.test/"),
+            d("GET", "http://ok.test/a/*/b,c"),
+        ];
+        for (group, narrow) in [(false, false), (true, false), (false, true), (true, true)] {
+            let got = rules(&[], &denied, group, narrow);
+            let want: &[&str] = if narrow {
+                &[
+                    "domain=m.test",
+                    "method=GET domain=ok.test path=/a/%2A/b%2Cc",
+                ]
+            } else {
+                &["domain=m.test", "domain=ok.test"]
+            };
+            assert_eq!(got, want, "group={group} narrow={narrow}");
+        }
+        let p = propose(&Policy::default(), &denied[..1], Shape::default());
+        assert!(
+            p.skipped[0].starts_with("*.com: not a host name"),
+            "{:?}",
+            p.skipped
+        );
     }
 
     #[test]
