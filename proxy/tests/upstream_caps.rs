@@ -173,7 +173,14 @@ fn a_request_that_waits_out_the_idle_timeout_gets_a_503_and_nothing_goes_upstrea
             let r = r.clone();
             Box::pin(async move {
                 if req.uri().path() == "/hold" {
-                    r.notified().await;
+                    // Answers at once, then holds the body (and so the place) until released:
+                    // an origin still sending is not bounded by any timeout.
+                    use http_body_util::BodyExt;
+                    let body = futures_util::stream::once(async move {
+                        r.notified().await;
+                        Ok::<_, BoxError>(hyper::body::Frame::data(bytes::Bytes::from("done\n")))
+                    });
+                    return Response::new(http_body_util::StreamBody::new(body).boxed_unsync());
                 }
                 Response::new(full("done\n"))
             })
@@ -311,5 +318,41 @@ fn a_request_body_that_never_comes_loses_its_place_after_the_stall_timeout() {
         let second = curl(&["--proxy", &proxy, &format!("{base}/echo/second")]).await;
         assert_eq!(second.status(), 200, "{second:?}");
         assert!(origin.seen().iter().any(|s| s.uri == "/echo/second"));
+    });
+}
+
+#[test]
+fn an_origin_that_never_answers_gets_a_504_and_frees_its_place() {
+    run(async {
+        let handler: Handler = Arc::new(move |req: Request<Incoming>| {
+            Box::pin(async move {
+                if req.uri().path() == "/never" {
+                    std::future::pending::<()>().await;
+                }
+                Response::new(full("answered\n"))
+            })
+        });
+        let origin = Origin::start(None, Some(handler)).await;
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_per_origin = 1;
+            c.idle_timeout = Duration::from_secs(1);
+        })
+        .await;
+        let proxy = h.proxy_url();
+        let base = format!("http://{ORIGIN}:{}", origin.port());
+        // Before, this waited as long as the origin kept the connection (here: forever).
+        let never = curl(&[
+            "--max-time",
+            "30",
+            "--proxy",
+            &proxy,
+            &format!("{base}/never"),
+        ])
+        .await;
+        assert_eq!(never.status(), 504, "{never:?}");
+        assert!(never.body.contains("did not answer"), "{}", never.body);
+        // Its place (the only one) is free again.
+        let next = curl(&["--proxy", &proxy, &format!("{base}/next")]).await;
+        assert_eq!(next.status(), 200, "{next:?}");
     });
 }

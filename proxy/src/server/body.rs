@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,15 +47,50 @@ pub(crate) struct RequestBody {
     limit: Duration,
     /// Runs while the origin waits for a piece the client has not sent.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told once the whole body has gone upstream (or there is none).
+    sent: Arc<Sent>,
+}
+
+/// Whether a request's body has been sent in full: from then on the origin owes the answer.
+#[derive(Default)]
+pub(super) struct Sent {
+    done: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Sent {
+    fn mark(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the body has been sent in full.
+    pub(super) async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.done.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl RequestBody {
-    pub(super) fn new(body: Incoming, limit: Duration) -> Self {
-        Self {
+    /// The body, and what tells when it has been sent in full.
+    pub(super) fn new(body: Incoming, limit: Duration) -> (Self, Arc<Sent>) {
+        use hyper::body::Body;
+        let sent = Arc::new(Sent::default());
+        if body.is_end_stream() {
+            sent.mark();
+        }
+        let this = Self {
             body: Some(body),
             limit,
             stall: None,
-        }
+            sent: sent.clone(),
+        };
+        (this, sent)
     }
 }
 
@@ -87,6 +123,9 @@ impl hyper::body::Body for RequestBody {
             }
             ready => {
                 this.stall = None;
+                if matches!(ready, Poll::Ready(None)) {
+                    this.sent.mark();
+                }
                 ready.map(|f| f.map(|r| r.map_err(Into::into)))
             }
         }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
-use super::body::RequestBody;
+use super::body::{RequestBody, Sent};
 use super::decide::Decided;
 use super::respond::empty;
 use super::sniff::Leg;
@@ -36,6 +36,11 @@ pub(super) enum Failure {
         what: String,
         /// The cap's size.
         size: usize,
+        waited: std::time::Duration,
+    },
+    /// The origin sent no response head within the idle timeout after the request was sent.
+    NoAnswer {
+        authority: String,
         waited: std::time::Duration,
     },
     /// Connecting to or talking with the origin failed.
@@ -85,20 +90,15 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(SEQUENCE_HEADER), sequence.into());
             }
         }
-        let mut out = Request::new(RequestBody::new(body, self.config.client_stall_timeout));
+        let (body, sent) = RequestBody::new(body, self.config.client_stall_timeout);
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
 
         let (client, permit) = self.turn(&target, upgrade.is_some()).await?;
-        let mut resp = client
-            .request(out)
-            .await
-            .map_err(|error| Failure::Upstream {
-                authority: target.authority(),
-                error,
-            })?;
+        let mut resp = self.answer(client, out, &sent, &target).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             switch_agreed(upgrade.as_ref(), &resp)?;
             if let Some(client_side) = client_upgrade {
@@ -115,6 +115,33 @@ impl Proxy {
             parts,
             Tracked::new(body, permit).boxed(),
         ))
+    }
+
+    /// Sends the request and waits for the origin's answer: once the request body has gone
+    /// upstream in full, at most the idle timeout (an origin that never answers must not hold
+    /// a place under the caps forever; a long upload is not counted against it).
+    async fn answer(
+        &self,
+        client: &Client<Connector, RequestBody>,
+        out: Request<RequestBody>,
+        sent: &Sent,
+        target: &Target,
+    ) -> Result<Response<Incoming>, Failure> {
+        let waited = self.config.idle_timeout;
+        let owed = async {
+            sent.wait().await;
+            tokio::time::sleep(waited).await;
+        };
+        tokio::select! {
+            resp = client.request(out) => resp.map_err(|error| Failure::Upstream {
+                authority: target.authority(),
+                error,
+            }),
+            _ = owed => {
+                tracing::warn!(origin = %target.authority(), ?waited, "the origin sent no answer; answering 504");
+                Err(Failure::NoAnswer { authority: target.authority(), waited })
+            }
+        }
     }
 
     /// Waits for this request's turn under the caps: per origin and in total for requests,

@@ -38,6 +38,13 @@ pub(super) fn failure(f: &Failure, grpc: bool) -> Response<ProxyBody> {
                  upstream. Try again when fewer are running"
             ),
         ),
+        Failure::NoAnswer { authority, waited } => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "Boundary sent the request to {authority}, which did not answer within \
+                 {waited:?} (the idle timeout, --idle-timeout)"
+            ),
+        ),
         Failure::Upstream { authority, error } => upstream_failure(authority, error),
     };
     finish(resp, grpc)
