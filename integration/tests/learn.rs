@@ -389,3 +389,46 @@ PY"#;
         assert_eq!(std::fs::read_to_string(&config).unwrap(), CONFIG, "{t}");
     }
 }
+
+/// A jailed command that edits the config file while learn runs (landjail runs it as the user,
+/// who owns the file; nsjail binds it read-only) never gets its edit applied under the user's
+/// name: learn refuses to propose on top of a file that changed during the run.
+#[test]
+fn a_config_changed_by_the_jail_is_not_applied() {
+    require_root().expect("this test needs root");
+    let fx = Fixture::start();
+    for (jail, jflags) in both_jails() {
+        let home = config_home(As::Root);
+        let config = write_config(As::Root, home.path(), CONFIG);
+        let cfg = config.to_string_lossy().into_owned();
+        let script = format!(
+            "echo '  - domain=planted.test' >> '{cfg}' && echo planted\n\
+             curl -s -o /dev/null -w 'solo %{{http_code}}\\n' http://solo.test:{}/\n",
+            fx.http_port
+        );
+        let f = flags(&fx, &jflags, "error");
+        let out = boundary(
+            As::Root,
+            home.path(),
+            &["learn", "--apply", "--config", &cfg],
+            &f,
+            &["--", "sh", "-c", &script],
+        );
+        let t = format!("{jail}: {}", text(&out));
+        assert!(stdout(&out).contains("solo 403"), "{t}");
+        let now = std::fs::read_to_string(&config).unwrap();
+        if stdout(&out).contains("planted") {
+            // The jail could write the file (landjail): nothing is proposed or applied.
+            assert_eq!(out.status.code(), Some(2), "{t}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("changed while the command ran"), "{t}");
+            assert_eq!(now, format!("{CONFIG}  - domain=planted.test\n"), "{t}");
+            assert!(!Path::new(&format!("{cfg}.proposed")).exists(), "{t}");
+        } else {
+            // It could not (nsjail): learn proposes and applies as usual.
+            assert_eq!(jail, "nsjail", "{t}");
+            assert!(out.status.success(), "{t}");
+            assert_eq!(now, format!("{CONFIG}  - 'domain=solo.test'\n"), "{t}");
+        }
+    }
+}

@@ -20,6 +20,12 @@ use propose::{Denied, Shape};
 /// `boundary learn`: exits with the command's status, 2 when no proposal could be made.
 pub fn learn(cli: LearnCli) -> u8 {
     let tally = Arc::new(crate::denials::DenyTally::collecting());
+    // The config file as it was before the command ran: in landjail the command runs as the
+    // user and can write it, and a proposal must never build on (or apply) its edits.
+    let before = config::resolve(&cli.flags, &config::process_env)
+        .ok()
+        .and_then(|cfg| target_file(cfg.config_file).ok())
+        .map(|path| read_config(&path));
     let code = match crate::run_jailed(&cli.flags, cli.command, &tally) {
         Ok(code) => code,
         Err(code) => return code,
@@ -36,7 +42,7 @@ pub fn learn(cli: LearnCli) -> u8 {
         .into_iter()
         .map(|(method, url)| Denied { method, url })
         .collect();
-    match finish(&cli.flags, &denied, &cli.propose) {
+    match finish(&cli.flags, &denied, &cli.propose, before) {
         Ok(()) => code,
         Err(e) => {
             eprintln!("boundary learn: {e}");
@@ -47,7 +53,7 @@ pub fn learn(cli: LearnCli) -> u8 {
 
 /// `boundary suggest --from FILE`: exit 0 done, 2 bad input.
 pub fn suggest(cli: SuggestCli) -> u8 {
-    let result = from_log::read(&cli.from).and_then(|d| finish(&cli.flags, &d, &cli.propose));
+    let result = from_log::read(&cli.from).and_then(|d| finish(&cli.flags, &d, &cli.propose, None));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -58,8 +64,14 @@ pub fn suggest(cli: SuggestCli) -> u8 {
 }
 
 /// Proposes rules for `denied` on top of the effective policy, shows the diff of the config
-/// file, and writes the proposal (beside the file, or over it with `--apply`).
-fn finish(flags: &Flags, denied: &[Denied], args: &ProposeArgs) -> Result<(), String> {
+/// file, and writes the proposal (beside the file, or over it with `--apply`). `before` is the
+/// file's text read before the command ran, which must still be its text.
+fn finish(
+    flags: &Flags,
+    denied: &[Denied],
+    args: &ProposeArgs,
+    before: Option<Result<String, String>>,
+) -> Result<(), String> {
     let cfg = config::resolve(flags, &config::process_env).map_err(|e| e.to_string())?;
     let shape = Shape {
         group: args.group,
@@ -82,16 +94,14 @@ fn finish(flags: &Flags, denied: &[Denied], args: &ProposeArgs) -> Result<(), St
         };
     }
     let path = target_file(cfg.config_file)?;
-    let old = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(format!(
-                "cannot read the config file {}: {e}",
-                path.display()
-            ))
-        }
-    };
+    let old = read_config(&path)?;
+    if before.is_some_and(|b| b.as_ref() != Ok(&old)) {
+        return Err(format!(
+            "the config file {} changed while the command ran (the jailed command can write it \
+             in landjail); nothing was proposed or applied: check the file, then run learn again",
+            path.display()
+        ));
+    }
     let new = edit::add_rules(&old, &proposal.rules)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
     let name = path.display().to_string();
@@ -118,6 +128,18 @@ fn finish(flags: &Flags, denied: &[Denied], args: &ProposeArgs) -> Result<(), St
         Ok(())
     } else {
         Err("cannot write the output".into())
+    }
+}
+
+/// The config file's text; a file that does not exist yet is empty.
+fn read_config(path: &std::path::Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        )),
     }
 }
 
