@@ -47,6 +47,8 @@ struct Shared<B, G> {
     waiting: AtomicBool,
     /// Cancelled when the body is dropped (done or abandoned): the watchdog stops.
     gone: CancellationToken,
+    /// The watchdog ended the body (as opposed to its normal end).
+    stalled: AtomicBool,
 }
 
 impl<B, G> Shared<B, G> {
@@ -91,6 +93,7 @@ where
             asked_ms: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             gone: CancellationToken::new(),
+            stalled: AtomicBool::new(false),
         });
         if !ended {
             tokio::spawn(watchdog(shared.clone(), limit));
@@ -112,6 +115,7 @@ async fn watchdog<B, G>(shared: Arc<Shared<B, G>>, limit: Duration) {
         }
         if shared.deadline(limit).is_some_and(|d| d <= Instant::now()) {
             if let Some(taken) = shared.lock().take() {
+                shared.stalled.store(true, Ordering::Release);
                 tracing::warn!(
                     ?limit,
                     "a client read nothing of a response for the stall timeout; ending it \
@@ -145,6 +149,9 @@ where
         shared.asked_ms.store(shared.now_ms(), Ordering::Release);
         let mut inner = shared.lock();
         let Some((body, _)) = inner.as_mut() else {
+            if !shared.stalled.load(Ordering::Acquire) {
+                return Poll::Ready(None); // it ended normally before
+            }
             return Poll::Ready(Some(Err(Box::new(Stalled(self.limit)))));
         };
         let polled = Pin::new(body).poll_frame(cx);
@@ -158,10 +165,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared
-            .lock()
-            .as_ref()
-            .is_some_and(|(b, _)| b.is_end_stream())
+        match self.shared.lock().as_ref() {
+            Some((b, _)) => b.is_end_stream(),
+            None => !self.shared.stalled.load(Ordering::Acquire),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -347,6 +354,18 @@ mod tests {
         assert_eq!(Arc::strong_count(&held), 1, "the place is freed");
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("read nothing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ended_stays_ended_and_frees_at_once() {
+        let (tx, mut body, held) = watched();
+        tx.send(Bytes::from_static(b"a")).unwrap();
+        drop(tx);
+        assert!(body.frame().await.is_some());
+        assert!(body.frame().await.is_none());
+        assert_eq!(Arc::strong_count(&held), 1, "freed at the end, not at drop");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none(), "not an error after its end");
     }
 
     #[tokio::test]
