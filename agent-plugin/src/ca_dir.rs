@@ -40,6 +40,7 @@ impl CaDir {
         Ok(Self { dir, _lock: lock })
     }
 
+    /// Where the run's CA certificate goes.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
