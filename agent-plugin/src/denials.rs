@@ -202,6 +202,13 @@ mod tests {
                 false
             )
         );
+        // Bounded: past the cap a new request is counted as left out, a known one is not.
+        let sink = tally.wrap(Arc::new(VecSink::new()));
+        for i in 0..REQUESTS_KEPT {
+            sink.record(record(false, &format!("https://n.test/{i}")));
+        }
+        let (kept, more) = tally.requests();
+        assert_eq!((kept.len(), more), (REQUESTS_KEPT, true));
     }
 
     #[test]

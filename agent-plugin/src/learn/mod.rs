@@ -19,6 +19,13 @@ use propose::{Denied, Shape};
 
 /// `boundary learn`: exits with the command's status, 2 when no proposal could be made.
 pub fn learn(cli: LearnCli) -> u8 {
+    if cli.command.is_empty() {
+        eprintln!(
+            "boundary learn: no command specified; usage: boundary learn [--group] [--narrow] \
+             [--apply] [flags] -- command [args...]"
+        );
+        return 2;
+    }
     let tally = Arc::new(crate::denials::DenyTally::collecting());
     // The config file as it was before the command ran: in landjail the command runs as the
     // user and can write it, and a proposal must never build on (or apply) its edits.
