@@ -240,3 +240,68 @@ fn jailed_commands_cannot_change_or_read_host_processes() {
         }
     }
 }
+
+/// A System V shared memory segment made outside the jail by the same user (a database's
+/// shared buffers, say) is out of the jail's reach: in landjail, which shares the host's IPC
+/// namespace, removing it (`ipcrm`) and attaching it fail; in nsjail its id does not exist.
+/// Judged by the segment still being in the host's `/proc/sysvipc/shm` afterwards. Positive control: the
+/// same `ipcrm` outside the jail removes it.
+#[test]
+fn jailed_commands_cannot_reach_host_ipc_objects() {
+    require_root().unwrap();
+    let make = |who: As| -> String {
+        let o = outside(who, &["ipcmk", "-M", "4096"]).output().unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        let id = s.trim().rsplit(' ').next().unwrap_or("").to_string();
+        assert!(
+            id.parse::<u32>().is_ok(),
+            "ipcmk (util-linux): {}",
+            text(&o)
+        );
+        id
+    };
+    // The host's list (`ipcs -i` exits 0 for ids that do not exist): the second column.
+    let exists = |id: &str| {
+        std::fs::read_to_string("/proc/sysvipc/shm")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(id))
+    };
+    let attach = "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True); \
+                  libc.shmat.restype = ctypes.c_void_p; \
+                  p = libc.shmat(int(sys.argv[1]), None, 0); \
+                  print('attach', 'ok' if p not in (None, 2**64 - 1) else ctypes.get_errno())";
+    for who in [As::Root, As::User] {
+        for (jail, flags) in both_jails() {
+            let id = make(who);
+            let o = jailed(
+                who,
+                &flags,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("python3 -c \"{attach}\" {id}; ipcrm -m {id} && echo REMOVED"),
+                ],
+            );
+            let t = text(&o);
+            let still = exists(&id);
+            // Positive control (and cleanup): outside, the same user removes it.
+            let control = outside(who, &["ipcrm", "-m", &id]).output().unwrap();
+            assert!(
+                still,
+                "{jail} {who:?}: the jail removed the host's segment: {t}"
+            );
+            assert!(
+                !t.contains("REMOVED") && !t.contains("attach ok"),
+                "{jail} {who:?}: {t}"
+            );
+            assert!(
+                control.status.success(),
+                "control {who:?}: {}",
+                text(&control)
+            );
+            assert!(!exists(&id), "control {who:?}: the segment is still there");
+        }
+    }
+}

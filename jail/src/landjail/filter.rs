@@ -30,7 +30,9 @@
 //!   `pidfd_getfd`, `migrate_pages`, `move_pages`, `process_madvise`, `/proc/<pid>/mem`) are
 //!   refused by Landlock, which denies ptrace access outside the domain; signals by its
 //!   scoping (Linux 6.12); writes to `/proc/<pid>/oom_score_adj` and the like by the Landlock
-//!   write rules (nothing under `/proc` is writable).
+//!   write rules (nothing under `/proc` is writable);
+//! - System V IPC and POSIX message queues fail with `EPERM` ([`no_host_ipc`]): their objects
+//!   are the host's, named by id or key, out of Landlock's sight.
 
 use super::super::seccomp::{Action, Cond, Filter, NetNs, Program};
 
@@ -66,7 +68,35 @@ fn rules() -> Filter {
         Action::Errno(libc::ENOPROTOOPT),
     );
     own_process_only(&mut f);
+    no_host_ipc(&mut f);
     f
+}
+
+/// System V IPC and POSIX message queues: landjail shares the host's IPC namespace, whose
+/// objects are named by global ids and keys, not paths, so Landlock does not see them. The
+/// owner check is all the kernel makes: a root-started target (uid 0 without capabilities)
+/// could attach and rewrite, or remove, root's shared memory segments, semaphores and queues
+/// (a database's shared buffers). A filter cannot tell the jail's objects from the host's, so
+/// every call that names one fails with `EPERM` (`shmdt` stays: it only detaches). Programs that
+/// need them (PostgreSQL's SysV segment) run in nsjail, which has its own IPC namespace.
+fn no_host_ipc(f: &mut Filter) {
+    for n in [
+        libc::SYS_shmget,
+        libc::SYS_shmat,
+        libc::SYS_shmctl,
+        libc::SYS_semget,
+        libc::SYS_semop,
+        libc::SYS_semtimedop,
+        libc::SYS_semctl,
+        libc::SYS_msgget,
+        libc::SYS_msgsnd,
+        libc::SYS_msgrcv,
+        libc::SYS_msgctl,
+        libc::SYS_mq_open,
+        libc::SYS_mq_unlink,
+    ] {
+        f.set(n, Action::Errno(libc::EPERM));
+    }
 }
 
 /// Calls that change another process: allowed only on the caller.
@@ -210,6 +240,22 @@ mod tests {
             );
             assert_eq!(sys(n, [victim, 8, limit, 0, 0, 0]), eperm, "syscall {n}");
         }
+    }
+
+    #[test]
+    fn host_ipc_objects_are_out_of_reach() {
+        let eperm = errno(libc::EPERM);
+        for n in [
+            libc::SYS_shmget,
+            libc::SYS_shmat,
+            libc::SYS_shmctl,
+            libc::SYS_semctl,
+        ] {
+            assert_eq!(sys(n, [0; 6]), eperm);
+        }
+        assert_eq!(sys(libc::SYS_msgsnd, [1, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(sys(libc::SYS_mq_open, [0; 6]), eperm);
+        assert_eq!(sys(libc::SYS_shmdt, [0; 6]), ALLOW);
     }
 
     #[test]
