@@ -133,6 +133,7 @@ fn jail_kind(cfg: &Config) -> JailKind {
         JailType::Nsjail => JailKind::Nsjail(NsjailOptions {
             use_real_dns: cfg.use_real_dns,
             no_user_namespace: cfg.no_user_namespace,
+            nested_sandboxes: cfg.nested_sandboxes,
         }),
         JailType::Landjail => JailKind::Landjail(LandjailOptions {
             deny_bind: cfg.landjail_deny_bind,
@@ -141,6 +142,14 @@ fn jail_kind(cfg: &Config) -> JailKind {
 }
 
 fn start_jail(cfg: &Config, spec: &JailSpec) -> Result<RunningJail> {
+    if cfg.nested_sandboxes && cfg.jail_type == JailType::Landjail {
+        anyhow::bail!(
+            "nested_sandboxes needs --jail-type nsjail: Landlock forbids a sandboxed process \
+             every mount and pivot_root, also in namespaces it creates, so bubblewrap can never \
+             run in a landjail (docs/jail-types.md, \"Agents' own sandboxes\"). Use nsjail, or \
+             run the agent without its own sandbox"
+        );
+    }
     if cfg.root_filesystem_writable && boundary::config::values::running_as_root() {
         eprintln!(
             "boundary: WARNING: root_filesystem: writable: the jailed command runs as root with \

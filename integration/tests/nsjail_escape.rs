@@ -1,7 +1,8 @@
 //! Every escape of the threat model that applies to nsjail, tried from inside the jail while
 //! boundary runs in a network namespace next to a far host: the far host's counters stay at
 //! zero, and a positive control from outside the jail (same namespace as boundary) moves them.
-//! As root and as an unprivileged user.
+//! As root and as an unprivileged user, and (`--nested-sandboxes`) from inside a bubblewrap
+//! sandbox started in the jail the way Codex starts it.
 //!
 //! The jailed probes are boundary's own `__boundary-probe` (system-call level, one line each)
 //! plus the real tools (`nft`, `ip`, `unshare`/`nsenter`, `kill`).
@@ -36,7 +37,29 @@ impl Drop for Victim {
     }
 }
 
-fn escapes_stay_inside(who: As) {
+/// Codex 0.171's bubblewrap arguments (seen with `strace -f -e execve codex sandbox ...`),
+/// without `--unshare-net` (Codex with network access on: the nested sandbox shares the jail's
+/// network, so the probes have somewhere to go) and without `--proc /proc`, which the kernel
+/// refuses under the jail's masked `/proc` (Codex then runs without it, too).
+const CODEX_BWRAP: &[&str] = &[
+    "bwrap",
+    "--as-pid-1",
+    "--new-session",
+    "--die-with-parent",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--unshare-user",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--cap-drop",
+    "ALL",
+    "--",
+];
+
+fn escapes_stay_inside(who: As, nested: bool) {
     let far = FarHost::new().unwrap();
     let baseline = far.counters().unwrap();
     let config = config_home(who);
@@ -118,7 +141,8 @@ fn escapes_stay_inside(who: As) {
         .collect::<Vec<_>>()
         .join(" ");
     let script = format!(
-        "{bin} __boundary-probe {probe_args}\n\
+        "echo userns=$(readlink /proc/self/ns/user)\n\
+         {bin} __boundary-probe {probe_args}\n\
          nft flush ruleset 2>/dev/null; echo \"tool-nft=$?\"\n\
          ip link add bndx type veth peer name bndy 2>/dev/null; echo \"tool-iplink=$?\"\n\
          unshare -Urn nsenter --net=/run/netns/{far_ns} true 2>/dev/null; echo \"tool-nsenter=$?\"\n\
@@ -127,16 +151,30 @@ fn escapes_stay_inside(who: As) {
         bin = bin.display(),
         far_ns = far.far,
     );
+    let (flags, script) = if nested {
+        // The probes run in the nested sandbox; the jail's shell prints its own namespace first.
+        let file = config.path().join("probes.sh");
+        std::fs::write(&file, &script).unwrap();
+        let wrapped = format!(
+            "echo userns=$(readlink /proc/self/ns/user)\n{} sh {}",
+            CODEX_BWRAP.join(" "),
+            file.display()
+        );
+        (vec!["--log-level", "error", "--nested-sandboxes"], wrapped)
+    } else {
+        (vec!["--log-level", "error"], script)
+    };
     let prefix = ["ip", "netns", "exec", far.near.as_str()];
-    let o = jailed_sh(
-        who,
-        config.path(),
-        &prefix,
-        &["--log-level", "error"],
-        &script,
-    );
+    let o = jailed_sh(who, config.path(), &prefix, &flags, &script);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let t = text(&o);
+    let namespaces: Vec<&str> = out.lines().filter(|l| l.starts_with("userns=")).collect();
+    if nested {
+        assert!(
+            namespaces.len() == 2 && namespaces[0] != namespaces[1],
+            "the probes did not run in a nested user namespace:\n{t}"
+        );
+    }
     let results = ProbeResult::all(&out);
     let line = |i: usize| -> ProbeResult {
         results
@@ -216,13 +254,51 @@ fn escapes_stay_inside(who: As) {
 #[test]
 fn escapes_stay_inside_the_jail_as_root() {
     require_root().unwrap();
-    escapes_stay_inside(As::Root);
+    escapes_stay_inside(As::Root, false);
 }
 
 #[test]
 fn escapes_stay_inside_the_jail_as_an_unprivileged_user() {
     require_root().unwrap();
-    escapes_stay_inside(As::User);
+    escapes_stay_inside(As::User, false);
+}
+
+/// The same escapes from inside a bubblewrap sandbox (new user, PID, IPC and mount namespaces)
+/// inside the jail, with `--nested-sandboxes`: the jail's network, seccomp rules, connect
+/// supervisor and hidden files hold for the nested processes too.
+#[test]
+fn escapes_stay_inside_from_a_nested_bubblewrap_sandbox_as_an_unprivileged_user() {
+    require_root().unwrap();
+    escapes_stay_inside(As::User, true);
+}
+
+/// Started by root, `--nested-sandboxes` is refused before the jail starts, with the reason
+/// (mapping uid 0 needs CAP_SETFCAP) and what to do; without it bubblewrap reports the seccomp
+/// refusal.
+#[test]
+fn nested_sandboxes_is_off_by_default_and_refused_when_started_by_root() {
+    require_root().unwrap();
+    let o = jailed(As::Root, &["--nested-sandboxes".into()], &["true"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(125), "{t}");
+    assert!(
+        t.contains("CAP_SETFCAP") && t.contains("unprivileged"),
+        "{t}"
+    );
+    let o = jailed(
+        As::User,
+        &[],
+        &CODEX_BWRAP
+            .iter()
+            .copied()
+            .chain(["true"])
+            .collect::<Vec<_>>(),
+    );
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("bwrap:"),
+        "bwrap ran without --nested-sandboxes:\n{t}"
+    );
 }
 
 /// `--use-real-dns`: the stub relays to the resolvers of boundary's /etc/resolv.conf (here the

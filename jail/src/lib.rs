@@ -142,6 +142,11 @@ pub struct NsjailOptions {
     /// No user namespace (hosts that forbid them; needs root, passwordless sudo or file
     /// capabilities on boundary, see `nsjail::privilege`).
     pub no_user_namespace: bool,
+    /// Let the target create user, mount, PID, network, IPC, UTS and cgroup namespaces and
+    /// mount in them, so an agent's own sandbox (bubblewrap) runs inside the jail. Off by
+    /// default: a nested user namespace reaches kernel code the jail otherwise keeps out of
+    /// reach. Refused when started by root (see `nsjail::filter`).
+    pub nested_sandboxes: bool,
 }
 
 /// landjail's own options (see [`landjail`]).

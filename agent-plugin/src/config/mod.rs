@@ -154,6 +154,8 @@ pub struct Config {
     pub jail_type: JailType,
     pub use_real_dns: bool,
     pub no_user_namespace: bool,
+    /// `--nested-sandboxes`: nsjail lets the target build sandboxes of its own (bubblewrap).
+    pub nested_sandboxes: bool,
     pub disable_audit_logs: bool,
     pub log_proxy_socket_path: PathBuf,
     pub session_correlation: bool,
@@ -204,6 +206,7 @@ impl Config {
             jail_type: JailType::Nsjail,
             use_real_dns: false,
             no_user_namespace: false,
+            nested_sandboxes: false,
             disable_audit_logs: false,
             log_proxy_socket_path: PathBuf::new(),
             session_correlation: false,

@@ -272,6 +272,18 @@ pub static SETTINGS: &[Setting] = &[
         ..SWITCH
     },
     Setting {
+        key: "nested_sandboxes",
+        flag: "nested-sandboxes",
+        env: &["BOUNDARY_NESTED_SANDBOXES"],
+        yaml: Some("nested_sandboxes"),
+        help: "nsjail: let the jailed command create its own user, mount, PID and network namespaces, so an agent's bubblewrap sandbox works (more kernel attack surface; not when started by root, never in landjail)",
+        apply: |c, v| {
+            c.nested_sandboxes = parse_bool(v)?;
+            Ok(c.nested_sandboxes.to_string())
+        },
+        ..SWITCH
+    },
+    Setting {
         key: "disable_audit_logs",
         flag: "disable-audit-logs",
         env: &["DISABLE_AUDIT_LOGS"],

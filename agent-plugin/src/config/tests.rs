@@ -65,7 +65,11 @@ fn defaults_without_any_source() {
     assert!(!c.stats);
     assert_eq!(c.jail_type, JailType::Nsjail);
     assert!(
-        !c.use_real_dns && !c.no_user_namespace && !c.disable_audit_logs && !c.session_correlation
+        !c.use_real_dns
+            && !c.no_user_namespace
+            && !c.nested_sandboxes
+            && !c.disable_audit_logs
+            && !c.session_correlation
     );
     assert_eq!(
         c.log_proxy_socket_path,
@@ -155,6 +159,15 @@ fn every_scalar_key_from_every_source_with_precedence() {
             "False",
             "true",
             "no_user_namespace",
+        ),
+        (
+            "--nested-sandboxes",
+            "BOUNDARY_NESTED_SANDBOXES",
+            "nested_sandboxes",
+            "true",
+            "0",
+            "1",
+            "nested_sandboxes",
         ),
         (
             "--disable-audit-logs",

@@ -14,6 +14,18 @@
 //! where they would run as root for every user). Host processes are out of reach through the PID namespace (their pids
 //! do not exist inside), so no rule restricts the pid arguments of `prlimit64` and the like.
 //!
+//! With [`NsjailOptions::nested_sandboxes`](crate::NsjailOptions) the target may also create
+//! user, mount, PID, network, IPC, UTS and cgroup namespaces (`unshare`, `clone`) and call
+//! `mount`, `umount2` and `pivot_root`, which is what bubblewrap needs to build an agent's own
+//! sandbox. What stays: `setns` (no joining a namespace the target did not create), `clone3`
+//! (`ENOSYS`), the new mount API, and every other rule, which the nested processes inherit. A
+//! mount call still needs `CAP_SYS_ADMIN` over the mount namespace, which the target has only
+//! in namespaces it created itself: the jail's mounts are locked there (they cannot be
+//! unmounted or made writable), and the kernel refuses a fresh procfs or sysfs because the
+//! jail's are partly masked. A nested network namespace starts empty. The cost is kernel
+//! attack surface: capabilities over its own namespaces reach code (netfilter among it) that
+//! the jail otherwise keeps away from the target, hence off by default.
+//!
 //! The filter is installed by the jail's init after it dropped its privileges and before it
 //! starts the target, so it binds init and everything the target starts. The jail's sender
 //! process (`supervisor::sender`) installs the same rules without the supervisor's
@@ -21,15 +33,40 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::seccomp::{Filter, NetNs};
+use crate::seccomp::{Action, Filter, NetNs};
+use crate::JailError;
 
-/// nsjail's rules (see the module documentation); callers may add their own (a connect
-/// supervisor's) before installing them.
-pub(crate) fn rules() -> Filter {
+/// nsjail's rules (see the module documentation), with nested sandboxes allowed or not;
+/// callers may add their own (a connect supervisor's) before installing them.
+pub(crate) fn rules(nested_sandboxes: bool) -> Filter {
     let mut f = Filter::common();
     f.sockets(NetNs::Own);
     f.no_set_id_modes();
+    if nested_sandboxes {
+        for n in [
+            libc::SYS_unshare,
+            libc::SYS_clone,
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+        ] {
+            f.set(n, Action::Allow);
+        }
+    }
     f
+}
+
+/// Why `nested_sandboxes` cannot work for a jail started by root, and what to do instead.
+pub(crate) fn nested_as_root() -> JailError {
+    JailError::Unsupported(
+        "nested_sandboxes cannot work when boundary is started by root: the jailed command is \
+         uid 0 without capabilities, and the kernel (Linux 5.12+) lets only a holder of \
+         CAP_SETFCAP map uid 0 into a new user namespace, so bubblewrap would fail with \
+         \"setting up uid map: Operation not permitted\". Run boundary as the unprivileged \
+         workspace user, or leave nested_sandboxes off and run the agent without its own \
+         sandbox (codex --dangerously-bypass-approvals-and-sandbox)"
+            .into(),
+    )
 }
 
 /// Installs `filter` on the calling process (the jail's init, after `no_new_privs`); returns
@@ -45,7 +82,7 @@ mod tests {
     use crate::seccomp::{eval, Action, AUDIT_ARCH};
 
     fn sys(nr: libc::c_long, args: [u64; 6]) -> u32 {
-        eval(rules().program().insns(), AUDIT_ARCH, nr, args)
+        eval(rules(false).program().insns(), AUDIT_ARCH, nr, args)
     }
 
     #[test]
@@ -64,7 +101,7 @@ mod tests {
         assert_eq!(sys(libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]), eperm);
         // No supervisor here (yet): connects go straight to the kernel.
         assert_eq!(sys(libc::SYS_connect, [3, 0, 16, 0, 0, 0]), allow);
-        assert!(!rules().has_notify());
+        assert!(!rules(false).has_notify());
     }
 
     #[test]
@@ -83,5 +120,41 @@ mod tests {
         assert_eq!(sys(libc::SYS_fchmod, [3, 0o644, 0, 0, 0, 0]), allow);
         assert_eq!(sys(libc::SYS_fchmodat2, [0, 0, 0o4700, 0, 0, 0]), eperm);
         assert_eq!(sys(libc::SYS_mknodat, [0, 0, 0o104755, 0, 0, 0]), eperm);
+    }
+
+    /// Nested sandboxes open namespaces and mounts, and nothing else: `setns`, `clone3`, the
+    /// new mount API and the other rules stay; without the setting all of it is refused.
+    #[test]
+    fn nested_sandboxes_allow_namespaces_and_mounts_only() {
+        let eperm = Action::Errno(libc::EPERM).ret();
+        let enosys = Action::Errno(libc::ENOSYS).ret();
+        let allow = Action::Allow.ret();
+        let all_ns = (libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWCGROUP) as u64;
+        for (nested, want) in [(false, eperm), (true, allow)] {
+            let f = rules(nested);
+            let sys = |nr, args| eval(f.program().insns(), AUDIT_ARCH, nr, args);
+            assert_eq!(sys(libc::SYS_unshare, [all_ns, 0, 0, 0, 0, 0]), want);
+            assert_eq!(sys(libc::SYS_clone, [all_ns, 0, 0, 0, 0, 0]), want);
+            assert_eq!(sys(libc::SYS_mount, [0, 0, 0, 0, 0, 0]), want);
+            assert_eq!(sys(libc::SYS_umount2, [0, 0, 0, 0, 0, 0]), want);
+            assert_eq!(sys(libc::SYS_pivot_root, [0, 0, 0, 0, 0, 0]), want);
+            assert_eq!(sys(libc::SYS_setns, [3, 0, 0, 0, 0, 0]), eperm);
+            assert_eq!(sys(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]), enosys);
+            for n in [libc::SYS_fsopen, libc::SYS_move_mount, libc::SYS_open_tree] {
+                assert_eq!(sys(n, [0, 0, 0, 0, 0, 0]), eperm);
+            }
+            let vsock = libc::AF_VSOCK as u64;
+            let stream = libc::SOCK_STREAM as u64;
+            let eacces = Action::Errno(libc::EACCES).ret();
+            assert_eq!(sys(libc::SYS_socket, [vsock, stream, 0, 0, 0, 0]), eacces);
+            assert_eq!(sys(libc::SYS_bpf, [0, 0, 0, 0, 0, 0]), eperm);
+            assert_eq!(sys(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]), enosys);
+        }
     }
 }

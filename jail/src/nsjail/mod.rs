@@ -173,6 +173,9 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
             )
         })?);
     }
+    if opts.nested_sandboxes && as_root {
+        return Err(filter::nested_as_root());
+    }
     let dns_mode = if opts.use_real_dns {
         DnsMode::Forward(host_resolvers()?)
     } else {
@@ -192,6 +195,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         ip_tool,
         nft_tool,
         skip_netfilter: skip_nf,
+        nested_sandboxes: opts.nested_sandboxes,
     };
     let (mut child, ours, reply) = loop {
         if privilege::no_terminal_handover(route.as_ref()) {

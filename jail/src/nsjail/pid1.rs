@@ -84,7 +84,7 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("making init dumpable: {e}"))?;
     // Binds init and everything it starts (see nsjail/filter.rs); connects go to boundary's
     // supervisor (jail/src/supervisor), which gets the listener through the helper.
-    let mut rules = super::filter::rules();
+    let mut rules = super::filter::rules(req.nested_sandboxes);
     crate::supervisor::add_rules(&mut rules);
     crate::supervisor::add_send_rules(&mut rules);
     let listener = super::filter::install(&rules)

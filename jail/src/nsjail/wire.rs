@@ -36,6 +36,8 @@ pub struct Request {
     pub nft_tool: PathBuf,
     /// Test builds only (feature `insecure-test-hooks`): leave netfilter out.
     pub skip_netfilter: bool,
+    /// The target may build sandboxes of its own ([`NsjailOptions::nested_sandboxes`](crate::NsjailOptions)).
+    pub nested_sandboxes: bool,
 }
 
 /// Which socket each handed-back fd is.
@@ -280,6 +282,7 @@ impl Request {
         e.bytes(self.ip_tool.as_os_str().as_bytes());
         e.bytes(self.nft_tool.as_os_str().as_bytes());
         e.u32(self.skip_netfilter.into());
+        e.u32(self.nested_sandboxes.into());
         e.0
     }
 
@@ -316,6 +319,7 @@ impl Request {
         let ip_tool = PathBuf::from(d.os()?);
         let nft_tool = PathBuf::from(d.os()?);
         let skip_netfilter = d.u32()? != 0;
+        let nested_sandboxes = d.u32()? != 0;
         Ok(Request {
             program,
             args,
@@ -329,6 +333,7 @@ impl Request {
             ip_tool,
             nft_tool,
             skip_netfilter,
+            nested_sandboxes,
         })
     }
 }
@@ -458,6 +463,7 @@ mod tests {
             ip_tool: "/usr/sbin/ip".into(),
             nft_tool: "/usr/sbin/nft".into(),
             skip_netfilter: false,
+            nested_sandboxes: true,
         };
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
     }
