@@ -236,18 +236,16 @@ fn flat_text(v: &Value) -> String {
     }
 }
 
-/// The tool output holds the allowed body and the denial: boundary's 403 page, or (landjail,
-/// where the proxy refuses the tunnel) curl's report of the refused CONNECT.
-fn assert_tool_output(output: &str, jail: &str, ctx: &str) {
+/// The tool output holds the allowed body and the denial: boundary's 403 page, in both jails
+/// (landjail intercepts a tunnel to a denied host and answers its request with the page).
+fn assert_tool_output(output: &str, ctx: &str) {
     assert!(
         output.lines().any(|l| l.trim() == "ok"),
         "no allowed body in the tool output ({ctx}):\n{output}"
     );
-    let page = output.contains("Request Blocked by Boundary");
-    let refused_tunnel = output.contains("CONNECT tunnel failed, response 403");
     assert!(
-        page || (jail == "landjail" && refused_tunnel),
-        "no denial in the tool output ({ctx}):\n{output}"
+        output.contains("Request Blocked by Boundary"),
+        "no 403 page in the tool output ({ctx}):\n{output}"
     );
 }
 
@@ -331,7 +329,7 @@ fn claude_prompt(who: As) {
             .map(|c| flat_text(&c["content"]))
             .collect();
         assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
-        assert_tool_output(&results[0], jail, &ctx);
+        assert_tool_output(&results[0], &ctx);
         let audit = audit_records(&config.path().join("audit.jsonl"));
         assert_audit_is_exact(&audit, &requests, &doc_allowlist("claude-code"), &ctx);
     }
@@ -427,7 +425,7 @@ fn codex_exec(who: As) {
                 !outputs.is_empty(),
                 "{ctx}: no function_call_output reached the API over {transport}"
             );
-            assert_tool_output(&outputs[0], jail, &ctx);
+            assert_tool_output(&outputs[0], &ctx);
             let audit = audit_records(&config.path().join("audit.jsonl"));
             assert_audit_is_exact(&audit, &requests, &api_rules, &ctx);
         }
@@ -663,7 +661,7 @@ fn claude_interactive(who: As) {
             .map(|c| flat_text(&c["content"]))
             .collect();
         assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
-        assert_tool_output(&results[0], jail, &ctx);
+        assert_tool_output(&results[0], &ctx);
         let audit = audit_records(audit_file);
         assert_audit_is_exact(&audit, &requests, &doc_allowlist("claude-code"), &ctx);
     }
@@ -887,7 +885,7 @@ fn codex_interactive_under_sigterm(who: As) {
             .map(|i| flat_text(&i["output"]))
             .collect();
         assert!(!outputs.is_empty(), "{ctx}: no function_call_output");
-        assert_tool_output(&outputs[0], jail, &ctx);
+        assert_tool_output(&outputs[0], &ctx);
         let home_var = format!("HOME={}", home.path().display());
         let before = processes_with_env(&home_var);
         assert!(!before.is_empty(), "{ctx}: no Codex process seen");
