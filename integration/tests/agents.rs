@@ -361,8 +361,8 @@ const CODEX_TRANSPORTS: [(&str, &[&str]); 2] = [
     ),
 ];
 
-/// `codex exec` with its own sandbox off (boundary is the sandbox; Codex's bubblewrap cannot
-/// start inside the jail yet, issue 17 item 2), a model whose tools include `exec_command`,
+/// `codex exec` with its own sandbox off (boundary is the sandbox; Codex's bubblewrap needs
+/// `--nested-sandboxes`, see the test after this one), a model whose tools include `exec_command`,
 /// and the plugin sync and analytics off (they fetch from github.com and chatgpt.com, which the
 /// documented allowlist leaves denied).
 fn codex_exec(who: As) {
@@ -440,6 +440,122 @@ fn codex_exec_over_websocket_and_sse_as_root() {
 #[test]
 fn codex_exec_over_websocket_and_sse_as_an_unprivileged_user() {
     codex_exec(As::User);
+}
+
+/// A Codex state directory outside /tmp, owned by `who`, removed when dropped.
+struct CodexHome(PathBuf);
+
+impl CodexHome {
+    fn new(who: As) -> CodexHome {
+        let base = match who {
+            As::Root => PathBuf::from("/root"),
+            As::User => PathBuf::from(format!("/home/{TEST_USER}")),
+        };
+        let dir = base.join(format!(".boundary-test-codex-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if who == As::User {
+            let uid = test_user();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        }
+        CodexHome(dir)
+    }
+}
+
+impl Drop for CodexHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Codex with its own sandbox on (`-s workspace-write`, network access on: bubblewrap with new
+/// user, PID and IPC namespaces, and Codex's seccomp filter) in nsjail with
+/// `--nested-sandboxes`, started by an unprivileged user (issue 17 item 2): the tool runs
+/// nested (its status shows two PID namespaces, the jail's and bubblewrap's, and more seccomp
+/// filters than the jail's one), and boundary still decides its fetches.
+#[test]
+fn codex_exec_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+    require_root().unwrap();
+    let who = As::User;
+    let codex = agent_bin("codex");
+    let api_rules = doc_allowlist("codex");
+    let rules: Vec<String> = api_rules
+        .iter()
+        .cloned()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    let ctx = "codex exec with its sandbox, nsjail --nested-sandboxes, User";
+    let tool = format!("grep -E '^(NSpid|Seccomp_filters):' /proc/self/status; {TOOL_COMMAND}");
+    let mock = Mock::with_tool(&tool, &["api.openai.com", "allowed.test", "denied.test"]);
+    let config = config_home(who);
+    let home = config_home(who);
+    // Codex refuses to put its sandbox helper under a temporary directory ("Refusing to create
+    // helper binaries under temporary dir"; bubblewrap then cannot find it): its state goes in
+    // the test user's real home, removed at the end.
+    let codex_home = CodexHome::new(who);
+    let codex_home_var = format!("CODEX_HOME={}", codex_home.0.display());
+    let mut program = agent_env(
+        home.path(),
+        &["OPENAI_API_KEY=sk-mock-key", codex_home_var.as_str()],
+    );
+    program.extend(
+        [
+            codex.to_str().unwrap(),
+            "exec",
+            "--skip-git-repo-check",
+            "-C",
+            home.path().to_str().unwrap(),
+            "-s",
+            "workspace-write",
+            "-c",
+            "sandbox_workspace_write.network_access=true",
+            "-m",
+            "gpt-5-codex",
+            "--disable",
+            "plugins",
+            "--disable",
+            "remote_plugin",
+            "-c",
+            "analytics.enabled=false",
+            "Fetch the two URLs with the shell tool.",
+        ]
+        .map(String::from),
+    );
+    let (jail, mut jail_flags) = both_jails()[0].clone();
+    assert_eq!(jail, "nsjail");
+    jail_flags.push("--nested-sandboxes".into());
+    let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
+    let requests = mock.requests();
+    let outputs: Vec<String> = requests
+        .iter()
+        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output" && i["call_id"] == "call_mock_1")
+        .map(|i| flat_text(&i["output"]))
+        .collect();
+    assert!(!outputs.is_empty(), "{ctx}: no function_call_output: {t}");
+    let out = &outputs[0];
+    let field = |name: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("{ctx}: no {name} in the tool output:\n{out}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        field("NSpid:").len(),
+        2,
+        "{ctx}: not in a nested PID namespace:\n{out}"
+    );
+    let filters: u32 = field("Seccomp_filters:")[0].parse().unwrap();
+    assert!(
+        filters >= 2,
+        "{ctx}: Codex's seccomp filter is missing:\n{out}"
+    );
+    assert_tool_output(out, ctx);
+    let audit = audit_records(&config.path().join("audit.jsonl"));
+    assert_audit_is_exact(&audit, &requests, &api_rules, ctx);
 }
 
 fn tmux(args: &[&str]) -> String {
