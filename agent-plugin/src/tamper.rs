@@ -83,21 +83,36 @@ struct State {
     digest: u64,
 }
 
-/// The protected paths as they were before the jail started.
+/// The protected paths as they were before the jail started, and boundary's own live files
+/// (skipped when a protected directory holds them).
 #[derive(Debug)]
-pub struct Snapshot(Vec<(PathBuf, Kind, Option<State>)>);
+pub struct Snapshot(Vec<(PathBuf, Kind, Option<State>)>, Vec<PathBuf>);
 
 /// Records the protected paths' state now (call before the jail starts).
 pub fn snapshot(cfg: &Config) -> Result<Snapshot> {
+    let live = live_files(cfg);
     Ok(Snapshot(
         listing(cfg)?
             .into_iter()
             .map(|(p, k)| {
-                let s = state(&p, None);
+                let s = state(&p, None, &live);
                 (p, k, s)
             })
             .collect(),
+        live,
     ))
+}
+
+/// Files boundary itself writes during a run: its log file (checked on its own, as
+/// append-only) and the audit spool. When the state directory is the config directory
+/// (`XDG_STATE_HOME` = `XDG_CONFIG_HOME`), they sit in a protected directory, and boundary's
+/// own writes must not read as the jail's.
+fn live_files(cfg: &Config) -> Vec<PathBuf> {
+    let mut out = vec![cfg.audit_spool_dir.clone()];
+    if let Some(dir) = &cfg.log_dir {
+        out.push(dir.join("boundary.log"));
+    }
+    out
 }
 
 impl Snapshot {
@@ -109,7 +124,7 @@ impl Snapshot {
                 (Kind::AppendOnly, Some(b)) => Some(b.size),
                 _ => None,
             };
-            let after = state(path, limit);
+            let after = state(path, limit, &self.1);
             let shown = path.display();
             match (before, after) {
                 (None, None) => {}
@@ -154,11 +169,11 @@ impl Snapshot {
 const TAIL: u64 = 256 * 1024;
 
 /// The state of `path` (not following a final symlink); `limit` digests only the bytes up to
-/// there (the last [`TAIL`] of them).
-fn state(path: &Path, limit: Option<u64>) -> Option<State> {
+/// there (the last [`TAIL`] of them); a directory's entries in `skip` are left out.
+fn state(path: &Path, limit: Option<u64>, skip: &[PathBuf]) -> Option<State> {
     let m = fs::symlink_metadata(path).ok()?;
     let digest = if m.is_dir() {
-        dir_digest(path)
+        dir_digest(path, skip)
     } else if m.is_file() {
         file_digest(path, limit.unwrap_or(u64::MAX))
     } else {
@@ -199,8 +214,9 @@ fn file_digest(path: &Path, limit: u64) -> u64 {
     }
 }
 
-/// Names, identities and content of a directory's entries (one level; files fully).
-fn dir_digest(path: &Path) -> u64 {
+/// Names, identities and content of a directory's entries (one level; files fully), but for
+/// those in `skip`.
+fn dir_digest(path: &Path, skip: &[PathBuf]) -> u64 {
     let mut entries = BTreeMap::new();
     let list = match fs::read_dir(path) {
         Ok(l) => l,
@@ -208,6 +224,9 @@ fn dir_digest(path: &Path) -> u64 {
     };
     for e in list.flatten() {
         let p = e.path();
+        if skip.contains(&p) {
+            continue;
+        }
         let s = state_shallow(&p);
         entries.insert(e.file_name(), s);
     }
@@ -229,15 +248,47 @@ mod tests {
     use super::*;
 
     fn snap(paths: Vec<(PathBuf, Kind)>) -> Snapshot {
+        snap_live(paths, Vec::new())
+    }
+
+    fn snap_live(paths: Vec<(PathBuf, Kind)>, live: Vec<PathBuf>) -> Snapshot {
         Snapshot(
             paths
                 .into_iter()
                 .map(|(p, k)| {
-                    let s = state(&p, None);
+                    let s = state(&p, None, &live);
                     (p, k, s)
                 })
                 .collect(),
+            live,
         )
+    }
+
+    #[test]
+    fn boundarys_own_log_and_spool_in_the_config_directory_are_not_changes() {
+        // XDG_STATE_HOME = XDG_CONFIG_HOME: the state directory is the config directory.
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("coder_boundary");
+        fs::create_dir(&conf).unwrap();
+        fs::write(conf.join("config.yaml"), "allowlist: []\n").unwrap();
+        let log = conf.join("boundary.log");
+        // The log file is opened before the snapshot (logging starts first).
+        fs::write(&log, "").unwrap();
+        let spool = conf.join("spool");
+        let s = snap_live(
+            vec![(conf.clone(), Kind::Fixed), (log.clone(), Kind::AppendOnly)],
+            vec![spool.clone(), log.clone()],
+        );
+        fs::write(&log, "a line boundary wrote\n").unwrap();
+        fs::create_dir(&spool).unwrap();
+        fs::write(spool.join("seg-1"), "records").unwrap();
+        assert!(s.changes().is_empty(), "{:?}", s.changes());
+        // Anything else in the directory still counts.
+        fs::write(conf.join("config.yaml"), "allowlist: [\"domain=*\"]\n").unwrap();
+        assert!(s
+            .changes()
+            .iter()
+            .any(|c| c.contains("coder_boundary was modified")));
     }
 
     #[test]
