@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # landjail's race test; sudo and setcap (libcap2-bin) for nsjail without user namespaces.
 DEBIAN_PACKAGES=(
   nftables iptables iproute2 curl git tmux procps passwd util-linux ca-certificates openssl
-  nodejs python3 python3-requests gcc nginx keyutils sudo libcap2-bin bubblewrap
+  nodejs python3 python3-requests gcc nginx keyutils sudo libcap2-bin bubblewrap socat
 )
 # Python modules (import name, pinned pip requirement): the Coder module check parses HCL; the
 # metrics test reads /metrics with the Prometheus text-format parser.

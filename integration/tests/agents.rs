@@ -335,6 +335,95 @@ fn claude_prompt(who: As) {
     }
 }
 
+/// Claude Code with its `sandbox` setting on (bubblewrap on Linux, and its own network proxy
+/// allowing both test hosts) in nsjail with `--nested-sandboxes`, started by an unprivileged
+/// user (issue 17 item 2): the Bash tool runs nested (more PID namespaces and seccomp filters
+/// than the jail's) and boundary still decides its fetches. `enableWeakerNestedSandbox` makes
+/// Claude bind the jail's `/proc` instead of mounting a fresh one, which the kernel refuses
+/// under the jail's masked `/proc`.
+#[test]
+fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+    require_root().unwrap();
+    let who = As::User;
+    let claude = agent_bin("claude");
+    let rules: Vec<String> = doc_allowlist("claude-code")
+        .into_iter()
+        .chain([TOOL_RULE.to_string()])
+        .collect();
+    let ctx = "claude -p with its sandbox, nsjail --nested-sandboxes, User";
+    let tool = format!("grep -E '^(NSpid|Seccomp_filters):' /proc/self/status; {TOOL_COMMAND}");
+    let mock = Mock::with_tool(&tool, &["api.anthropic.com", "allowed.test", "denied.test"]);
+    let config = config_home(who);
+    let home = config_home(who);
+    let settings = home.path().join(".claude");
+    std::fs::create_dir_all(&settings).unwrap();
+    std::fs::write(
+        settings.join("settings.json"),
+        r#"{"sandbox": {"enabled": true, "autoAllowBashIfSandboxed": true, "enableWeakerNestedSandbox": true, "network": {"allowedDomains": ["allowed.test", "denied.test"]}}}"#,
+    )
+    .unwrap();
+    let uid = test_user();
+    std::os::unix::fs::chown(&settings, Some(uid), Some(uid)).unwrap();
+    std::os::unix::fs::chown(settings.join("settings.json"), Some(uid), Some(uid)).unwrap();
+    let mut program = agent_env(
+        home.path(),
+        &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
+    );
+    program.extend(
+        [
+            claude.to_str().unwrap(),
+            "-p",
+            "Fetch the two URLs with the Bash tool.",
+            "--allowedTools",
+            "Bash",
+        ]
+        .map(String::from),
+    );
+    let (jail, mut jail_flags) = both_jails()[0].clone();
+    assert_eq!(jail, "nsjail");
+    jail_flags.push("--nested-sandboxes".into());
+    let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
+    let results: Vec<String> = mock
+        .requests()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
+        .flat_map(|r| {
+            r["body"]["messages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|m| m["content"].as_array().cloned())
+        .flatten()
+        .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
+        .map(|c| flat_text(&c["content"]))
+        .collect();
+    assert!(!results.is_empty(), "{ctx}: no tool_result: {t}");
+    let out = &results[0];
+    let field = |name: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("{ctx}: no {name} in the tool output:\n{out}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert!(
+        field("NSpid:").len() >= 2,
+        "{ctx}: not in a nested PID namespace:\n{out}"
+    );
+    let filters: u32 = field("Seccomp_filters:")[0].parse().unwrap();
+    assert!(
+        filters >= 2,
+        "{ctx}: Claude's seccomp filter is missing:\n{out}"
+    );
+    assert_tool_output(out, ctx);
+    let audit = audit_records(&config.path().join("audit.jsonl"));
+    assert_audit_is_exact(&audit, &mock.requests(), &doc_allowlist("claude-code"), ctx);
+}
+
 #[test]
 fn claude_code_prompt_with_a_tool_call_as_root() {
     claude_prompt(As::Root);
