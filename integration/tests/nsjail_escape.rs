@@ -155,8 +155,15 @@ fn escapes_stay_inside(who: As, nested: bool) {
         // The probes run in the nested sandbox; the jail's shell prints its own namespace first.
         let file = config.path().join("probes.sh");
         std::fs::write(&file, &script).unwrap();
+        // Then, in the jail: a user namespace of the command's own holds every capability, but
+        // none over the jail's network (owned by the jail's user namespace); the control shows
+        // they work over a network namespace it creates itself.
         let wrapped = format!(
-            "echo userns=$(readlink /proc/self/ns/user)\n{} sh {}",
+            "echo userns=$(readlink /proc/self/ns/user)\n{} sh {}\n\
+             unshare -Ur sh -c 'nft flush ruleset 2>/dev/null; echo nested-nft=$?; \
+             ip link add bndx type veth peer name bndy 2>/dev/null; echo nested-iplink=$?; \
+             ip link set lo down 2>/dev/null; echo nested-lo=$?'\n\
+             unshare -Urn sh -c 'ip link set lo up; echo own-netns-lo=$?'\n",
             CODEX_BWRAP.join(" "),
             file.display()
         );
@@ -240,6 +247,16 @@ fn escapes_stay_inside(who: As, nested: bool) {
         );
     }
     assert!(out.contains("tool-curl=403"), "{t}");
+    if nested {
+        for line in ["nested-nft=", "nested-iplink=", "nested-lo="] {
+            let got = out.lines().find(|l| l.starts_with(line));
+            assert!(
+                got.is_some_and(|l| l != format!("{line}0")),
+                "{line} missing or succeeded from a nested user namespace:\n{t}"
+            );
+        }
+        assert!(out.contains("own-netns-lo=0"), "control failed:\n{t}");
+    }
     assert!(
         victim.0.try_wait().unwrap().is_none(),
         "the host process was killed from the jail"
@@ -265,7 +282,9 @@ fn escapes_stay_inside_the_jail_as_an_unprivileged_user() {
 
 /// The same escapes from inside a bubblewrap sandbox (new user, PID, IPC and mount namespaces)
 /// inside the jail, with `--nested-sandboxes`: the jail's network, seccomp rules, connect
-/// supervisor and hidden files hold for the nested processes too.
+/// supervisor and hidden files hold for the nested processes too; and a user namespace the
+/// jailed command makes itself (every capability in it) still cannot change the jail's
+/// network (`nft`, `ip link`), while the same commands work in a network namespace it owns.
 #[test]
 fn escapes_stay_inside_from_a_nested_bubblewrap_sandbox_as_an_unprivileged_user() {
     require_root().unwrap();
