@@ -72,3 +72,54 @@ fn no_user_namespace_works_as_root_and_is_refused_otherwise() {
         "{t}"
     );
 }
+
+/// `--nested-sandboxes` where it cannot work is refused before anything runs, with the reason
+/// and the way out: started by root (mapping uid 0 into a new user namespace needs
+/// CAP_SETFCAP), without the jail's user namespace (`--no-user-namespace`), and in landjail
+/// (Landlock forbids mounts). Control: an unprivileged user with a user namespace runs.
+#[test]
+fn nested_sandboxes_where_they_cannot_work_are_refused_with_the_reason() {
+    require_root().unwrap();
+    let cases: [(As, &[&str], &str); 3] = [
+        (As::Root, &[], "started by root"),
+        (
+            As::User,
+            &["--no-user-namespace"],
+            "needs the jail's own user namespace",
+        ),
+        (
+            As::User,
+            &["--jail-type", "landjail"],
+            "needs --jail-type nsjail",
+        ),
+    ];
+    for (who, extra, reason) in cases {
+        let config = config_home(who);
+        let mut flags = vec!["--log-level", "error", "--nested-sandboxes"];
+        flags.extend(extra);
+        let o = jailed_sh(who, config.path(), &[], &flags, "echo RAN");
+        let t = text(&o);
+        assert!(
+            !o.status.success() && !t.contains("RAN\n"),
+            "{who:?} {extra:?}: {t}"
+        );
+        assert!(t.contains(reason), "{who:?} {extra:?}: {t}");
+        assert!(
+            t.contains("without its own sandbox"),
+            "{who:?} {extra:?}: {t}"
+        );
+    }
+    let config = config_home(As::User);
+    let o = jailed_sh(
+        As::User,
+        config.path(),
+        &[],
+        &["--log-level", "error", "--nested-sandboxes"],
+        "echo RAN",
+    );
+    assert!(
+        o.status.success() && text(&o).contains("RAN"),
+        "{}",
+        text(&o)
+    );
+}

@@ -69,6 +69,23 @@ pub(crate) fn nested_as_root() -> JailError {
     )
 }
 
+/// Why `nested_sandboxes` cannot work for a jail built without a user namespace
+/// (`--no-user-namespace`, or where the host refuses user namespaces and the jail is built
+/// through sudo or file capabilities): the jailed command is then an unprivileged process of
+/// the host's own user namespace, and creating a nested one is exactly what the host (or the
+/// missing user namespace) refuses.
+pub(crate) fn nested_without_user_namespace() -> JailError {
+    JailError::Unsupported(
+        "nested_sandboxes needs the jail's own user namespace: without one (--no-user-namespace, \
+         or a host that refuses user namespaces, where boundary builds the jail through sudo or \
+         file capabilities) the jailed command's own sandbox cannot create the namespaces it \
+         needs. Allow unprivileged user namespaces on this host and drop --no-user-namespace, or \
+         leave nested_sandboxes off and run the agent without its own sandbox \
+         (codex --dangerously-bypass-approvals-and-sandbox)"
+            .into(),
+    )
+}
+
 /// Installs `filter` on the calling process (the jail's init, after `no_new_privs`); returns
 /// the notification listener when a rule notifies (dropping it makes those calls fail with
 /// `ENOSYS`: closed, not open).

@@ -164,6 +164,12 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         find_tool("nft", "nftables")?
     };
     let as_root = nix::unistd::geteuid().is_root();
+    if opts.nested_sandboxes && as_root {
+        return Err(filter::nested_as_root());
+    }
+    if opts.nested_sandboxes && opts.no_user_namespace {
+        return Err(filter::nested_without_user_namespace());
+    }
     // Without a user namespace an unprivileged caller needs a privileged helper.
     let mut route = None;
     if opts.no_user_namespace && !as_root {
@@ -173,9 +179,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
             )
         })?);
     }
-    if opts.nested_sandboxes && as_root {
-        return Err(filter::nested_as_root());
-    }
+
     let dns_mode = if opts.use_real_dns {
         DnsMode::Forward(host_resolvers()?)
     } else {
@@ -210,6 +214,9 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         match reply {
             Reply::Failed(Failure::UserNamespace { detail }) if !as_root && route.is_none() => {
                 let _ = child.wait();
+                if opts.nested_sandboxes {
+                    return Err(filter::nested_without_user_namespace());
+                }
                 let way = privilege::available().ok_or_else(|| privilege::unavailable(detail))?;
                 tracing::info!(
                     ?way,
