@@ -236,6 +236,38 @@ fn flat_text(v: &Value) -> String {
     }
 }
 
+/// The Bash tool's results (`tool_result` of the mock's `toolu_mock_1`) in the Messages API
+/// requests Claude Code sent the mock, in order.
+fn claude_tool_results(requests: &[Value]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
+        .flat_map(|r| {
+            r["body"]["messages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|m| m["content"].as_array().cloned())
+        .flatten()
+        .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
+        .map(|c| flat_text(&c["content"]))
+        .collect()
+}
+
+/// The shell tool's outputs (`function_call_output` of the mock's `call_mock_1`) in the
+/// Responses API requests Codex sent the mock, over `transport` (`websocket` or `http`) or
+/// any, in order.
+fn codex_tool_outputs(requests: &[Value], transport: Option<&str>) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| transport.is_none_or(|t| r["transport"] == t))
+        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output" && i["call_id"] == "call_mock_1")
+        .map(|i| flat_text(&i["output"]))
+        .collect()
+}
+
 /// The tool output holds the allowed body and the denial: boundary's 403 page, in both jails
 /// (landjail intercepts a tunnel to a denied host and answers its request with the page).
 fn assert_tool_output(output: &str, ctx: &str) {
@@ -314,20 +346,7 @@ fn claude_prompt(who: As) {
             "{ctx}: {t}"
         );
         let requests = mock.requests();
-        let results: Vec<String> = requests
-            .iter()
-            .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
-            .flat_map(|r| {
-                r["body"]["messages"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|m| m["content"].as_array().cloned())
-            .flatten()
-            .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
-            .map(|c| flat_text(&c["content"]))
-            .collect();
+        let results = claude_tool_results(&requests);
         assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
         assert_tool_output(&results[0], &ctx);
         let audit = audit_records(&config.path().join("audit.jsonl"));
@@ -385,21 +404,7 @@ fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
-    let results: Vec<String> = mock
-        .requests()
-        .iter()
-        .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
-        .flat_map(|r| {
-            r["body"]["messages"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|m| m["content"].as_array().cloned())
-        .flatten()
-        .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
-        .map(|c| flat_text(&c["content"]))
-        .collect();
+    let results = claude_tool_results(&mock.requests());
     assert!(!results.is_empty(), "{ctx}: no tool_result: {t}");
     let out = &results[0];
     let field = |name: &str| -> Vec<String> {
@@ -503,13 +508,7 @@ fn codex_exec(who: As) {
             } else {
                 "http"
             };
-            let outputs: Vec<String> = requests
-                .iter()
-                .filter(|r| r["transport"] == wanted)
-                .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
-                .filter(|i| i["type"] == "function_call_output" && i["call_id"] == "call_mock_1")
-                .map(|i| flat_text(&i["output"]))
-                .collect();
+            let outputs = codex_tool_outputs(&requests, Some(wanted));
             assert!(
                 !outputs.is_empty(),
                 "{ctx}: no function_call_output reached the API over {transport}"
@@ -616,12 +615,7 @@ fn codex_exec_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
     let requests = mock.requests();
-    let outputs: Vec<String> = requests
-        .iter()
-        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
-        .filter(|i| i["type"] == "function_call_output" && i["call_id"] == "call_mock_1")
-        .map(|i| flat_text(&i["output"]))
-        .collect();
+    let outputs = codex_tool_outputs(&requests, None);
     assert!(!outputs.is_empty(), "{ctx}: no function_call_output: {t}");
     let out = &outputs[0];
     let field = |name: &str| -> Vec<String> {
@@ -851,20 +845,7 @@ fn claude_interactive(who: As) {
             "{t}"
         );
         let requests = mock.requests();
-        let results: Vec<String> = requests
-            .iter()
-            .filter(|r| r["path"].as_str().unwrap().starts_with("/v1/messages"))
-            .flat_map(|r| {
-                r["body"]["messages"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|m| m["content"].as_array().cloned())
-            .flatten()
-            .filter(|c| c["type"] == "tool_result" && c["tool_use_id"] == "toolu_mock_1")
-            .map(|c| flat_text(&c["content"]))
-            .collect();
+        let results = claude_tool_results(&requests);
         assert!(!results.is_empty(), "{ctx}: no tool_result reached the API");
         assert_tool_output(&results[0], &ctx);
         let audit = audit_records(audit_file);
@@ -1081,14 +1062,7 @@ fn codex_interactive_under_sigterm(who: As) {
             &ctx,
         );
         wait_for_screen(&run.session, FINAL_ANSWER, &ctx);
-        let outputs: Vec<String> = mock
-            .requests()
-            .iter()
-            .filter(|r| r["transport"] == "websocket")
-            .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
-            .filter(|i| i["type"] == "function_call_output")
-            .map(|i| flat_text(&i["output"]))
-            .collect();
+        let outputs = codex_tool_outputs(&mock.requests(), Some("websocket"));
         assert!(!outputs.is_empty(), "{ctx}: no function_call_output");
         assert_tool_output(&outputs[0], &ctx);
         let home_var = format!("HOME={}", home.path().display());
