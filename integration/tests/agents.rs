@@ -312,6 +312,26 @@ fn agent_env(home: &Path, vars: &[&str]) -> Vec<String> {
     v
 }
 
+/// `claude -p PROMPT --allowedTools Bash` with the mock's API key and telemetry off, in the
+/// environment [`agent_env`] gives it.
+fn claude_print(claude: &Path, home: &Path, prompt: &str) -> Vec<String> {
+    let mut program = agent_env(
+        home,
+        &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
+    );
+    program.extend(
+        [
+            claude.to_str().unwrap(),
+            "-p",
+            prompt,
+            "--allowedTools",
+            "Bash",
+        ]
+        .map(String::from),
+    );
+    program
+}
+
 fn claude_prompt(who: As) {
     require_root().unwrap();
     let claude = agent_bin("claude");
@@ -324,19 +344,10 @@ fn claude_prompt(who: As) {
         let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
         let config = config_home(who);
         let home = config_home(who);
-        let mut program = agent_env(
+        let program = claude_print(
+            &claude,
             home.path(),
-            &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
-        );
-        program.extend(
-            [
-                claude.to_str().unwrap(),
-                "-p",
-                "Fetch the two URLs with the Bash tool.",
-                "--allowedTools",
-                "Bash",
-            ]
-            .map(String::from),
+            "Fetch the two URLs with the Bash tool.",
         );
         let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
         let t = text(&o);
@@ -384,19 +395,10 @@ fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     let uid = test_user();
     std::os::unix::fs::chown(&settings, Some(uid), Some(uid)).unwrap();
     std::os::unix::fs::chown(settings.join("settings.json"), Some(uid), Some(uid)).unwrap();
-    let mut program = agent_env(
+    let program = claude_print(
+        &claude,
         home.path(),
-        &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
-    );
-    program.extend(
-        [
-            claude.to_str().unwrap(),
-            "-p",
-            "Fetch the two URLs with the Bash tool.",
-            "--allowedTools",
-            "Bash",
-        ]
-        .map(String::from),
+        "Fetch the two URLs with the Bash tool.",
     );
     let (jail, mut jail_flags) = both_jails()[0].clone();
     assert_eq!(jail, "nsjail");
@@ -917,20 +919,7 @@ fn claude_tool_under_sigterm(who: As) {
         );
         let mock = Mock::with_tool(&command, &["api.anthropic.com"]);
         let config = config_home(who);
-        let mut program = agent_env(
-            home.path(),
-            &["ANTHROPIC_API_KEY=sk-ant-mock-key", "DISABLE_TELEMETRY=1"],
-        );
-        program.extend(
-            [
-                claude.to_str().unwrap(),
-                "-p",
-                "Run the command.",
-                "--allowedTools",
-                "Bash",
-            ]
-            .map(String::from),
-        );
+        let program = claude_print(&claude, home.path(), "Run the command.");
         let mut cmd = boundary_cmd(who, config.path(), &[]);
         cmd.args(&jail_flags).args(mock.flags());
         for r in &rules {
