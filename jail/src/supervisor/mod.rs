@@ -18,10 +18,10 @@
 //! Decisions:
 //! - TCP in landjail (AF_INET/AF_INET6 sockets; the filter allows no other kind): the proxy's
 //!   listening addresses (127.0.0.1 and ::1 on the proxy port, and the IPv4-mapped form of
-//!   127.0.0.1); and a loopback address whose listening sockets (read from
-//!   `/proc/net/tcp{,6}`) all belong to the jail, so a dev server the agent started is
-//!   reachable but the host's own loopback services are not. Anything else fails with
-//!   `EACCES`. `AF_UNSPEC` (disconnect) is passed on ([`tcp`]).
+//!   127.0.0.1); and a loopback address whose listening sockets (asked of the kernel with a
+//!   `sock_diag` query for the listeners on that port, [`diag`]) all belong to the jail, so
+//!   a dev server the agent started is reachable but the host's own loopback services are
+//!   not. Anything else fails with `EACCES`. `AF_UNSPEC` (disconnect) is passed on ([`tcp`]).
 //! - TCP, UDP and netlink in nsjail: connected as asked (by the sender, so a netlink connect
 //!   naming multicast groups is checked against the jail's capabilities, not boundary's). The
 //!   socket lives in the jail's network namespace, where netfilter decides every packet.

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
+use super::diag::{self, InetListener};
+
 /// Parses an AF_INET/AF_INET6 address the way the kernel does (length checks included).
 pub(crate) fn parse_inet(addr: &[u8]) -> Result<SocketAddr, i32> {
     if addr.len() < 2 {
@@ -54,57 +56,9 @@ pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// One listening TCP socket from `/proc/net/tcp{,6}`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Listener {
-    pub(crate) ip: IpAddr,
-    pub(crate) port: u16,
-    pub(crate) inode: u64,
-}
-
-/// Parses the listening sockets out of the text of `/proc/net/tcp` or `/proc/net/tcp6`.
-pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let Some((ip_hex, port_hex)) = f[1].split_once(':') else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
-            continue;
-        };
-        let Ok(inode) = f[9].parse::<u64>() else {
-            continue;
-        };
-        // The kernel prints each 32-bit word of the address as a native-endian number.
-        let mut bytes = Vec::with_capacity(16);
-        for chunk in ip_hex.as_bytes().chunks(8) {
-            let Ok(w) = std::str::from_utf8(chunk).map(|c| u32::from_str_radix(c, 16)) else {
-                break;
-            };
-            let Ok(w) = w else { break };
-            bytes.extend_from_slice(&w.to_ne_bytes());
-        }
-        let ip = match bytes.len() {
-            4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            16 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(&bytes);
-                IpAddr::V6(Ipv6Addr::from(o))
-            }
-            _ => continue,
-        };
-        out.push(Listener { ip, port, inode });
-    }
-    out
-}
-
 /// Whether a listener would take a connection to `dest` (same address or a wildcard; an
 /// IPv6 wildcard may be dual-stack, so it counts for IPv4 too).
-pub(crate) fn listener_matches(l: &Listener, dest: SocketAddr) -> bool {
+pub(crate) fn listener_matches(l: &InetListener, dest: SocketAddr) -> bool {
     if l.port != dest.port() {
         return false;
     }
@@ -124,22 +78,19 @@ pub(crate) fn listener_matches(l: &Listener, dest: SocketAddr) -> bool {
 }
 
 /// Allows a loopback destination only when every socket listening there is the jail's own.
+///
+/// The listeners are asked of the kernel (`sock_diag`, [`diag::tcp_listeners`]) from the
+/// supervisor's network namespace, which is the target's: landjail keeps the host's network
+/// namespace and its filter refuses new ones. A query that fails refuses the connect.
 pub(crate) fn local_listener_is_jails(
     dest: SocketAddr,
     jail_listeners: &Mutex<HashSet<u64>>,
     tid: u32,
 ) -> Result<(), i32> {
-    let mut matching = Vec::new();
-    // The target's network namespace, which the filter keeps equal to its sockets' one.
-    for file in ["tcp", "tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/net/{file}")) {
-            matching.extend(
-                parse_proc_net_tcp(&text)
-                    .into_iter()
-                    .filter(|l| listener_matches(l, dest)),
-            );
-        }
-    }
+    let matching = loopback_listeners(dest).map_err(|e| {
+        warn!(%dest, tid, error = %e, "landjail: refused a loopback connect: cannot list the listeners there (sock_diag)");
+        libc::EACCES
+    })?;
     if matching.is_empty() {
         return Err(libc::ECONNREFUSED);
     }
@@ -147,9 +98,33 @@ pub(crate) fn local_listener_is_jails(
     if matching.iter().all(|l| set.contains(&l.inode)) {
         Ok(())
     } else {
-        info!(%dest, tid, "landjail: refused a connect to a loopback service outside the jail");
+        let owners: Vec<u32> = matching
+            .iter()
+            .filter(|l| !set.contains(&l.inode))
+            .map(|l| l.uid)
+            .collect();
+        info!(%dest, tid, listener_uids = ?owners, "landjail: refused a connect to a loopback service outside the jail");
         Err(libc::EACCES)
     }
+}
+
+/// The listening sockets that would take a connection to `dest`: IPv4 and IPv6 listeners on
+/// its port for an IPv4 destination (an IPv6 wildcard may be dual-stack), IPv6 ones for IPv6.
+fn loopback_listeners(dest: SocketAddr) -> std::io::Result<Vec<InetListener>> {
+    let sock = diag::open()?;
+    let families: &[i32] = match dest.ip() {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => &[libc::AF_INET6],
+        _ => &[libc::AF_INET, libc::AF_INET6],
+    };
+    let mut out = Vec::new();
+    for &family in families {
+        out.extend(
+            diag::tcp_listeners(&sock, family, dest.port())?
+                .into_iter()
+                .filter(|l| listener_matches(l, dest)),
+        );
+    }
+    Ok(out)
 }
 
 /// Whether a jailed socket bound to `local` may listen: only on loopback (127.0.0.0/8, ::1, and
@@ -178,35 +153,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proc_net_tcp_is_parsed() {
-        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 999 1\n";
-        let l = parse_proc_net_tcp(v4);
-        assert_eq!(
-            l,
-            vec![Listener {
-                ip: "127.0.0.1".parse().unwrap(),
-                port: 8080,
-                inode: 12345
-            }]
-        );
-        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n";
-        let l = parse_proc_net_tcp(v6);
-        assert_eq!(
-            l,
-            vec![Listener {
-                ip: "::1".parse().unwrap(),
-                port: 8080,
-                inode: 777
-            }]
-        );
-    }
-
-    #[test]
     fn wildcards_match_loopback_destinations() {
-        let l = |ip: &str, port| Listener {
+        let l = |ip: &str, port| InetListener {
             ip: ip.parse().unwrap(),
             port,
             inode: 1,
+            uid: 0,
         };
         let d: SocketAddr = "127.0.0.1:80".parse().unwrap();
         assert!(listener_matches(&l("0.0.0.0", 80), d));
@@ -277,6 +229,28 @@ mod tests {
             "192.168.1.1:8080",
         ] {
             assert!(!may_listen_on(bad.parse().unwrap()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_listener_is_reachable_only_when_it_is_the_jails() {
+        use std::os::unix::fs::MetadataExt;
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let l = std::net::TcpListener::bind(addr).unwrap();
+            let dest = l.local_addr().unwrap();
+            let ino = std::fs::File::from(std::os::fd::OwnedFd::from(l.try_clone().unwrap()))
+                .metadata()
+                .unwrap()
+                .ino();
+            let jail = Mutex::new(HashSet::new());
+            assert_eq!(local_listener_is_jails(dest, &jail, 0), Err(libc::EACCES));
+            jail.lock().unwrap().insert(ino);
+            assert_eq!(local_listener_is_jails(dest, &jail, 0), Ok(()));
+            drop(l);
+            assert_eq!(
+                local_listener_is_jails(dest, &jail, 0),
+                Err(libc::ECONNREFUSED)
+            );
         }
     }
 }
