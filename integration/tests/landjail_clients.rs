@@ -395,9 +395,12 @@ fn landjail_target_owns_the_terminal() {
         .stdin(pty.slave.try_clone().unwrap())
         .stdout(pty.slave.try_clone().unwrap())
         .stderr(pty.slave.try_clone().unwrap());
-    // SAFETY: setsid and TIOCSCTTY are async-signal-safe syscalls on fd 0 (the pty slave).
+    // SAFETY: signal, setsid and TIOCSCTTY are async-signal-safe syscalls (the last on fd 0,
+    // the pty slave). SIGINT back to its default, as in a terminal's shell: a test runner
+    // started in the background has it ignored, and the target would inherit that.
     unsafe {
         cmd.pre_exec(|| {
+            nix::libc::signal(nix::libc::SIGINT, nix::libc::SIG_DFL);
             if nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -81,6 +81,10 @@ pub fn boundary_cmd(who: As, config: &Path, prefix: &[&str]) -> Command {
         parts.extend(["runuser", "-u", TEST_USER, "--"].map(String::from));
     }
     parts.push("env".into());
+    // As from a login shell: a test runner started in the background (non-interactive shells
+    // ignore SIGINT and SIGQUIT there, nohup ignores SIGHUP) must not hand ignored signals to
+    // the jailed command, whose traps and Ctrl-C the tests check.
+    parts.push("--default-signal=INT,QUIT,HUP".into());
     parts.push(format!("PATH={PATH}"));
     parts.push(format!("XDG_CONFIG_HOME={}", config.display()));
     // The audit spool is per test too: another test's leftovers must not be delivered here.
