@@ -405,8 +405,8 @@ def b(x): return struct.pack(">I", len(x)) + x
 def u(n): return b(struct.pack(">I", n))
 for skip in (0, 1):
     # program, args, env, port, user_namespace=0, hide, read-only, writable=None, tty=None,
-    # ip tool, nft tool, skip_netfilter
-    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + b(tool) + b(tool) + u(skip)
+    # ip tool, nft tool, skip_netfilter, nested_sandboxes=0
+    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + b(tool) + b(tool) + u(skip) + u(0)
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen([helper, "__boundary-nsjail-helper", str(theirs.fileno())],
                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)

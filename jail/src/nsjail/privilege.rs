@@ -307,10 +307,18 @@ pub(crate) fn confine_request(req: &mut Request) -> Result<(), Failure> {
     system_tools_only(req)
 }
 
-/// Refuses the test hook and replaces the request's tool paths with the system's own.
+/// Refuses the test hook and nested sandboxes (boundary itself refuses them without a user
+/// namespace), and replaces the request's tool paths with the system's own.
 fn system_tools_only(req: &mut Request) -> Result<(), Failure> {
     if req.skip_netfilter {
         return Err("the privileged jail helper refuses the insecure test hook".into());
+    }
+    if req.nested_sandboxes {
+        return Err(
+            "the privileged jail helper refuses nested_sandboxes: they need the jail's own user \
+             namespace"
+                .into(),
+        );
     }
     let tool = |name: &str, package: &str| {
         super::find_system_tool(name).ok_or_else(|| {
