@@ -21,7 +21,7 @@
 //! The supervisor still decides everything (see [`super::send`], [`super::connect`]): the
 //! sender only sends, or connects, what it is handed. Boundary talks to it over connections (stream socketpairs) whose sender ends
 //! it passes over the channel (a `SOCK_SEQPACKET` pair); each connection is served by a thread
-//! of the sender, one request at a time, and boundary keeps the idle ones for later sends, so
+//! of the sender, one request at a time, and boundary keeps a few idle ones for later sends, so
 //! concurrent sends never share one and a send that waits holds up only its own. A request is
 //! a header, the descriptors (the caller's socket, the checked socket file, the `SCM_RIGHTS`
 //! files, by `SCM_RIGHTS` in batches), then name, control and data (one write when small); the
@@ -58,6 +58,10 @@ const MAX_CONTROL: usize = 64 << 10;
 const MAX_FDS: usize = 256;
 /// Requests up to this size go in one write (with their first descriptors).
 const ONE_WRITE: usize = 64 << 10;
+/// Most idle connections kept for later sends: a burst of concurrent sends (a thousand
+/// connections resolving names at once) opens one connection each, and keeping them all would
+/// leave that many descriptors in boundary, and threads in the sender, for the rest of the run.
+const MAX_IDLE: usize = 4;
 
 /// Boundary's end of the channel to the sender process, and the connections to it that are
 /// not in use.
@@ -95,7 +99,11 @@ impl Sender {
     ) -> io::Result<i64> {
         let result = self.connection().and_then(|mut conn| {
             let v = exchange(&mut conn, sock, m, flags, connect)?;
-            self.idle_list().push(conn);
+            let mut idle = self.idle_list();
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+            // Otherwise dropped: the sender's thread for it sees the end and exits.
             Ok(v)
         });
         match result {
