@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use boundary::config::{self, cli::CheckCli};
+use boundary::presets::{self, Preset};
 
 /// Exit 0 allowed, 1 denied, 2 bad input.
 pub fn main(cli: CheckCli) -> u8 {
@@ -32,11 +33,14 @@ pub fn main(cli: CheckCli) -> u8 {
         eprintln!("boundary check: {:?} is not an HTTP method", cli.method);
         return 2;
     }
-    let d = cfg.policy.decide(&method, &host, &path);
     let mut out = String::new();
-    let code = if d.allowed {
+    let code = if let Some(rule) = cfg.policy.first_match(&method, &host, &path) {
         let _ = writeln!(out, "allow {method} {}", cli.url);
-        let _ = writeln!(out, "matched rule: {}", d.matched_rule.unwrap_or_default());
+        let _ = write!(out, "matched rule: {}", rule.raw());
+        if let Some(origin) = &rule.origin {
+            let _ = write!(out, " ({origin})");
+        }
+        out.push('\n');
         0
     } else {
         let _ = writeln!(out, "deny {method} {}", cli.url);
@@ -50,6 +54,9 @@ pub fn main(cli: CheckCli) -> u8 {
         for s in cfg.policy.suggest(&method, &host, &path) {
             let _ = writeln!(out, "  --allow '{s}'");
         }
+        for p in presets_allowing(&cfg, &method, &host, &path) {
+            let _ = writeln!(out, "  --preset {}  ({})", p.name, p.description);
+        }
         1
     };
     if crate::emit(&out) {
@@ -57,6 +64,20 @@ pub fn main(cli: CheckCli) -> u8 {
     } else {
         2
     }
+}
+
+/// The built-in presets not in use that would allow this request.
+pub(crate) fn presets_allowing(
+    cfg: &config::Config,
+    method: &str,
+    host: &str,
+    path: &str,
+) -> Vec<&'static Preset> {
+    presets::all()
+        .iter()
+        .filter(|p| !cfg.presets.contains(p))
+        .filter(|p| p.policy().decide(method, host, path).allowed)
+        .collect()
 }
 
 /// `scheme://host[:port]/path?query` → (host without port, path with query).

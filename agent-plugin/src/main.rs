@@ -22,7 +22,7 @@ use clap::Parser;
 
 use boundary::config::{
     self,
-    cli::{CheckCli, ConfigCli, LearnCli, RunCli, SuggestCli},
+    cli::{CheckCli, ConfigCli, LearnCli, PresetsCli, RunCli, SuggestCli},
 };
 
 fn main() -> ExitCode {
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let code = match first {
         "check" => check::main(CheckCli::parse_from(skip_sub(&args))),
         "config" => show_config(ConfigCli::parse_from(skip_sub(&args))),
+        "presets" => show_presets(PresetsCli::parse_from(skip_sub(&args))),
         "selftest" => selftest::main(&args[2..]),
         "learn" => learn::learn(LearnCli::parse_from(skip_sub(&args))),
         "suggest" => learn::suggest(SuggestCli::parse_from(skip_sub(&args))),
@@ -116,6 +117,34 @@ fn show_config(cli: ConfigCli) -> u8 {
             2
         }
     }
+}
+
+/// `boundary presets`: every built-in preset, or the one named; exit 2 for an unknown name.
+fn show_presets(cli: PresetsCli) -> u8 {
+    let chosen: Vec<&boundary::presets::Preset> = match &cli.name {
+        Some(name) => match boundary::presets::find(name) {
+            Ok(p) => vec![p],
+            Err(e) => {
+                eprintln!("boundary presets: {e}");
+                return 2;
+            }
+        },
+        None => boundary::presets::all().iter().collect(),
+    };
+    let out = if cli.json {
+        let list: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|p| {
+                serde_json::json!({"name": p.name, "version": p.version,
+                    "description": p.description, "rules": p.rules})
+            })
+            .collect();
+        format!("{}\n", serde_json::Value::from(list))
+    } else {
+        let blocks: Vec<String> = chosen.iter().map(|p| p.to_string()).collect();
+        blocks.join("\n")
+    };
+    u8::from(!emit(&out))
 }
 
 fn run(cli: RunCli) -> u8 {

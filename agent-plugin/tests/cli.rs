@@ -429,3 +429,83 @@ fn output_into_a_closed_pipe_is_not_a_crash() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// `boundary presets` lists every preset with its version, description and rules; one by
+/// name; an unknown name exits 2 listing the known ones. `check` names the preset of the
+/// rule that matched and offers the presets that would allow a denied request; `config`
+/// shows each preset rule with its preset as source.
+#[test]
+fn presets_are_listed_named_by_check_and_shown_by_config() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let o = boundary(h, &["presets"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    for name in [
+        "claude-code@1",
+        "codex@1",
+        "github@1",
+        "npm@1",
+        "pypi@1",
+        "crates@1",
+        "go@1",
+        "docker-hub@1",
+        "ubuntu-apt@1",
+        "debian-apt@1",
+    ] {
+        assert!(
+            out.contains(&format!("\n{name}  ")) || out.starts_with(name),
+            "{name}: {out}"
+        );
+    }
+    assert!(out.contains("    domain=files.pythonhosted.org\n"), "{out}");
+    let o = boundary(h, &["presets", "--json", "crates"], &[]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["name"], "crates");
+    assert_eq!(list[0]["rules"][0], "domain=index.crates.io");
+    let o = boundary(h, &["presets", "cargo"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("no preset is named \"cargo\"") && err.contains("crates"),
+        "{err}"
+    );
+
+    let o = boundary(
+        h,
+        &[
+            "check",
+            "--preset",
+            "npm",
+            "https://registry.npmjs.org/left-pad",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("matched rule: domain=registry.npmjs.org (preset npm@1)"),
+        "{out}"
+    );
+    let o = boundary(
+        h,
+        &["check", "https://static.crates.io/crates/x/x-1.0.0.crate"],
+        &[("BOUNDARY_PRESETS", "npm")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("--preset crates"), "{out}");
+    assert!(!out.contains("--preset npm"), "npm is in use: {out}");
+
+    let o = boundary(h, &["config", "--preset", "pypi"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("files.pythonhosted.org"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("allow ") && line.ends_with("(preset pypi@1)"),
+        "{line}"
+    );
+}

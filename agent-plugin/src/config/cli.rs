@@ -116,6 +116,7 @@ allows what the rules allow, answers 403 to the rest, and audits every request."
 const AFTER: &str = "Subcommands (only as the first argument):
   boundary check [--method M] [flags] URL   decide one request against the effective policy
   boundary config [flags]                   print the effective configuration and its sources
+  boundary presets [--json] [NAME]          list the built-in presets (--preset) and their rules
   boundary selftest [--jail-type T]         prove the jail holds on this host (works offline)
   boundary learn [--group] [--narrow] [--apply] [flags] -- command
                                             run jailed, then propose rules for what was denied
@@ -176,6 +177,21 @@ pub struct ConfigCli {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+/// `boundary presets [--json] [NAME]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "boundary presets",
+    about = "List the built-in presets (named allowlists for --preset, BOUNDARY_PRESETS and \
+             presets:) with their versions, descriptions and rules."
+)]
+pub struct PresetsCli {
+    /// Print JSON (an array of {name, version, description, rules}) for scripts
+    #[arg(long)]
+    pub json: bool,
+    /// Only this preset (NAME or NAME@VERSION)
+    pub name: Option<String>,
 }
 
 /// How `boundary learn` and `boundary suggest` shape and use their proposal.

@@ -81,6 +81,8 @@ pub enum Source {
     Flag(&'static str),
     Env(&'static str),
     File(PathBuf),
+    /// A rule of this built-in preset (named by a `presets` row of its own).
+    Preset(&'static crate::presets::Preset),
     Default,
 }
 
@@ -90,6 +92,7 @@ impl fmt::Display for Source {
             Source::Flag(n) => write!(f, "flag --{n}"),
             Source::Env(n) => write!(f, "env {n}"),
             Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Preset(p) => f.write_str(&p.origin()),
             Source::Default => f.write_str("default"),
         }
     }
@@ -141,8 +144,10 @@ impl fmt::Display for JailType {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub config_file: Option<PathBuf>,
-    /// Rules in order: file, then BOUNDARY_ALLOW, then --allow.
+    /// Rules in order: file, then BOUNDARY_ALLOW, then --allow, then the presets' rules.
     pub allow: Vec<String>,
+    /// The presets named (`--preset`, `BOUNDARY_PRESETS`, `presets:`), each once, in order.
+    pub presets: Vec<&'static crate::presets::Preset>,
     pub policy: Arc<Policy>,
     pub log_level: LogLevel,
     pub log_dir: Option<PathBuf>,
@@ -197,6 +202,7 @@ impl Config {
         Config {
             config_file: None,
             allow: Vec::new(),
+            presets: Vec::new(),
             policy: Arc::new(Policy::from_rules(Vec::new())),
             log_level: LogLevel::default(),
             log_dir: None,
@@ -270,11 +276,14 @@ pub fn resolve(flags: &Flags, env: &Lookup) -> Result<Config, ConfigError> {
         }
     }
     check_upstream_proxy_is_not_boundary(&c)?;
-    // Every rule parsed once already in its row's `apply`; this builds the policy in order.
+    add_preset_rules(&mut c);
+    // Every rule parsed once already (in its row's `apply`, or the preset's unit test); this
+    // builds the policy in order, each rule carrying where it came from.
     let rules = c
-        .allow
+        .sources
         .iter()
-        .map(|r| Rule::parse(r))
+        .filter(|r| r.0 == settings::ALLOW_KEY)
+        .map(|(_, text, source)| Rule::parse(text).map(|r| r.with_origin(source.to_string())))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| ConfigError::Rule {
             source_name: "allow rule".into(),
@@ -282,6 +291,27 @@ pub fn resolve(flags: &Flags, env: &Lookup) -> Result<Config, ConfigError> {
         })?;
     c.policy = Arc::new(Policy::from_rules(rules));
     Ok(c)
+}
+
+/// The rules of the presets named, after the user's own: one `allow` row each (source: the
+/// preset), right after the `presets` rows, so `boundary config` shows them together.
+fn add_preset_rules(c: &mut Config) {
+    let at = c
+        .sources
+        .iter()
+        .rposition(|r| r.0 == settings::PRESETS_KEY)
+        .map_or(c.sources.len(), |i| i + 1);
+    let rows: Vec<_> = c
+        .presets
+        .iter()
+        .flat_map(|&p| {
+            p.rules
+                .iter()
+                .map(move |r| (settings::ALLOW_KEY, r.clone(), Source::Preset(p)))
+        })
+        .collect();
+    c.allow.extend(rows.iter().map(|r| r.1.clone()));
+    c.sources.splice(at..at, rows);
 }
 
 /// An upstream proxy on boundary's own listener would send every request back to boundary.
@@ -431,6 +461,7 @@ fn refused(s: &Setting, source: &Source, problem: Problem) -> ConfigError {
                 Source::Flag(n) => format!("--{n}"),
                 Source::Env(n) => n.to_string(),
                 Source::File(p) => format!("config file {}", p.display()),
+                Source::Preset(p) => p.origin(),
                 Source::Default => "the default".into(),
             };
             ConfigError::Rule {

@@ -120,6 +120,10 @@ const SWITCH: Setting = Setting {
 
 /// The key of the config-file setting, which `resolve` reads before all the others.
 pub const CONFIG_KEY: &str = "config";
+/// The key of the allow rules: `resolve` builds the policy from these rows.
+pub const ALLOW_KEY: &str = "allow";
+/// The key of the presets: `resolve` adds their rules after these rows.
+pub const PRESETS_KEY: &str = "presets";
 
 /// Every setting, in `--help` and `boundary config` order.
 pub static SETTINGS: &[Setting] = &[
@@ -138,7 +142,7 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
-        key: "allow",
+        key: ALLOW_KEY,
         flag: "allow",
         env: &["BOUNDARY_ALLOW"],
         yaml: Some("allowlist"),
@@ -156,6 +160,29 @@ pub static SETTINGS: &[Setting] = &[
         },
         empty_env_is_error: true,
         examples: ["domain=y.test", "domain=e.test", "domain=f.test"],
+        ..ROW
+    },
+    Setting {
+        key: PRESETS_KEY,
+        flag: "preset",
+        env: &["BOUNDARY_PRESETS"],
+        yaml: Some("presets"),
+        shape: Shape::List {
+            merge: true,
+            env_split: Some(','),
+        },
+        value_name: "NAME",
+        help: "A built-in allowlist, e.g. npm, pypi, github or claude-code (`boundary presets` \
+               lists them with their rules); NAME@VERSION insists on that version. Its rules \
+               come after your own. Repeatable",
+        apply: |c, v| {
+            let p = crate::presets::find(v)?;
+            if !c.presets.contains(&p) {
+                c.presets.push(p);
+            }
+            Ok(p.label())
+        },
+        examples: ["npm", "pypi@1", "crates"],
         ..ROW
     },
     Setting {

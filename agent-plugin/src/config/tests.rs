@@ -723,3 +723,85 @@ fn the_spool_dir_default_is_resolved_with_the_other_settings() {
         "boundary config shows the directory a run uses"
     );
 }
+
+#[test]
+fn presets_add_their_rules_after_the_users_each_rule_naming_its_source() {
+    let mut w = World::new();
+    w.default_file("allowlist:\n  - domain=file.test\npresets:\n  - npm\n");
+    w.set("BOUNDARY_PRESETS", "pypi, npm");
+    let c = w
+        .resolve(&["--allow", "domain=flag.test", "--preset", "github@1"])
+        .unwrap();
+    let names: Vec<&str> = c.presets.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["npm", "pypi", "github"],
+        "each preset once, in order"
+    );
+    // The user's rules first, then each preset's, in the order the presets were named.
+    assert_eq!(
+        c.allow[..3],
+        [
+            "domain=file.test",
+            "domain=flag.test",
+            "domain=registry.npmjs.org"
+        ]
+    );
+    assert_eq!(c.allow.len(), c.policy.rules().len());
+    let origin = |host: &str| {
+        c.policy
+            .first_match("GET", host, "/")
+            .and_then(|r| r.origin.clone())
+    };
+    assert_eq!(
+        origin("registry.npmjs.org").as_deref(),
+        Some("preset npm@1")
+    );
+    assert_eq!(
+        origin("files.pythonhosted.org").as_deref(),
+        Some("preset pypi@1")
+    );
+    assert_eq!(
+        origin("codeload.github.com").as_deref(),
+        Some("preset github@1")
+    );
+    assert_eq!(origin("flag.test").as_deref(), Some("flag --allow"));
+    assert!(origin("file.test").unwrap().starts_with("file "));
+    assert_eq!(origin("crates.io"), None);
+    // `boundary config`: the presets rows, then one allow row per preset rule.
+    let rows: Vec<(String, String)> = c
+        .sources
+        .iter()
+        .filter(|r| r.0 == "presets" || matches!(r.2, Source::Preset(_)))
+        .map(|r| (r.1.clone(), r.2.to_string()))
+        .collect();
+    let shown: Vec<String> = rows.iter().map(|(v, s)| format!("{v} ({s})")).collect();
+    assert!(shown[0].starts_with("npm@1 (file "), "{shown:?}");
+    assert_eq!(shown[1], "pypi@1 (env BOUNDARY_PRESETS)");
+    assert_eq!(shown[2], "npm@1 (env BOUNDARY_PRESETS)");
+    assert_eq!(shown[3], "github@1 (flag --preset)");
+    assert_eq!(shown[4], "domain=registry.npmjs.org (preset npm@1)");
+    assert_eq!(shown[5], "domain=pypi.org (preset pypi@1)");
+    assert_eq!(
+        shown.len(),
+        4 + 1 + 2 + crate::presets::find("github").unwrap().rules.len()
+    );
+}
+
+#[test]
+fn an_unknown_preset_is_refused_with_the_known_names() {
+    let mut w = World::new();
+    w.set("BOUNDARY_PRESETS", "npm,pipy");
+    let e = w.resolve(&[]).unwrap_err().to_string();
+    assert!(
+        e.contains("presets from env BOUNDARY_PRESETS")
+            && e.contains("\"pipy\"")
+            && e.contains("pypi"),
+        "{e}"
+    );
+    let e = World::new()
+        .resolve(&["--preset", "npm@7"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("this boundary has npm@1"), "{e}");
+}

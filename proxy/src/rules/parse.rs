@@ -79,6 +79,7 @@ impl Parser<'_> {
             methods: None,
             domain: None,
             paths: None,
+            origin: None,
         };
         let tokens = tokenise(text);
         for (idx, &(at, tok)) in tokens.iter().enumerate() {

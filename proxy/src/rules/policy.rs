@@ -104,38 +104,40 @@ impl Policy {
     /// `path` may carry a query, which is ignored. A rule with a path list allows the request
     /// only when it allows every reading of the path ([`path_readings`]).
     pub fn decide(&self, method: &str, host: &str, path: &str) -> Decision {
-        let candidates = self.candidates(host);
-        if candidates.is_empty() {
-            return Decision {
+        match self.first_match(method, host, path) {
+            Some(rule) => Decision {
+                allowed: true,
+                matched_rule: Some(rule.raw().to_string()),
+                names_host: matches!(&rule.domain, Some(DomainPattern::Labels(l))
+                    if l.iter().all(|x| matches!(x, Label::Literal(_)))),
+            },
+            None => Decision {
                 allowed: false,
                 matched_rule: None,
                 names_host: false,
-            };
+            },
+        }
+    }
+
+    /// The first rule, in the order given, that allows the request (as [`Policy::decide`]
+    /// decides it), with its origin; `None` when the request is denied.
+    pub fn first_match(&self, method: &str, host: &str, path: &str) -> Option<&Rule> {
+        let candidates = self.candidates(host);
+        if candidates.is_empty() {
+            return None;
         }
         let readings = path_readings(path);
-        for idx in candidates {
-            let rule = &self.rules[idx as usize];
-            if rule.methods.as_ref().is_none_or(|m| m.matches(method))
-                && rule.paths.as_ref().is_none_or(|ps| {
-                    readings
-                        .iter()
-                        .all(|segs| ps.iter().any(|p| path_matches(p, segs)))
-                })
-            {
-                let names_host = matches!(&rule.domain, Some(DomainPattern::Labels(l))
-                    if l.iter().all(|x| matches!(x, Label::Literal(_))));
-                return Decision {
-                    allowed: true,
-                    matched_rule: Some(rule.raw().to_string()),
-                    names_host,
-                };
-            }
-        }
-        Decision {
-            allowed: false,
-            matched_rule: None,
-            names_host: false,
-        }
+        candidates
+            .into_iter()
+            .map(|idx| &self.rules[idx as usize])
+            .find(|rule| {
+                rule.methods.as_ref().is_none_or(|m| m.matches(method))
+                    && rule.paths.as_ref().is_none_or(|ps| {
+                        readings
+                            .iter()
+                            .all(|segs| ps.iter().any(|p| path_matches(p, segs)))
+                    })
+            })
     }
 
     /// Whether some request to this host could be allowed; a CONNECT to a host for which this

@@ -22,10 +22,13 @@ pub struct Rule {
     pub methods: Option<MethodSet>,
     pub domain: Option<DomainPattern>,
     pub paths: Option<Vec<PathPattern>>,
+    /// Where the rule came from (`preset npm@1`, `flag --allow`), so `boundary check` can say
+    /// why a request is allowed. Not part of the rule's meaning: equality ignores it.
+    pub origin: Option<String>,
 }
 
 impl PartialEq for Rule {
-    /// Two rules are equal when they mean the same, whatever their spacing or key order.
+    /// Two rules are equal when they mean the same, whatever their spacing, key order or origin.
     fn eq(&self, other: &Self) -> bool {
         self.methods == other.methods && self.domain == other.domain && self.paths == other.paths
     }
@@ -92,6 +95,12 @@ impl Rule {
     /// The rule exactly as the user wrote it.
     pub fn raw(&self) -> &str {
         &self.raw
+    }
+
+    /// The same rule, recorded as coming from `origin` (see [`Rule::origin`]).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Rule {
+        self.origin = Some(origin.into());
+        self
     }
 }
 
