@@ -3,7 +3,9 @@
 //! --prereqs-only` under `/opt/boundary-agents`) answers a prompt from a mock API that streams
 //! (server-sent events) a tool call fetching an allowed and a denied URL; the CLI's next
 //! request carries the tool's output, which must hold `ok` and the denial. Boundary runs with
-//! exactly the allowlist docs/policies.md gives for the CLI (read from the page), and its
+//! the CLI's built-in preset (`--preset claude-code`, `--preset codex`), so the preset is what
+//! is proven sufficient; a test checks that it equals the allowlist docs/policies.md gives for
+//! the CLI (read from the page), and the audit's matched rules are checked against it. The
 //! `--audit-log` must hold exactly one record per request the mock saw plus the one denial.
 //! Codex (`codex exec`) does the same over the Responses WebSocket and over HTTP with SSE;
 //! interactive Claude Code runs in a tmux pane (renders, takes the prompt, Ctrl-C exits 0, no
@@ -77,6 +79,46 @@ fn doc_allowlist(agent: &str) -> Vec<String> {
         .collect();
     assert!(!rules.is_empty(), "empty allowlist after {marker}");
     rules
+}
+
+/// The flags the suite runs `agent` with: its built-in preset, and with `tool` the rule the
+/// tool's fetch needs on top.
+fn policy_flags(agent: &str, tool: bool) -> Vec<String> {
+    let mut flags = vec!["--preset".to_string(), agent.to_string()];
+    if tool {
+        flags.extend(["--allow".to_string(), TOOL_RULE.to_string()]);
+    }
+    flags
+}
+
+/// The agent presets are exactly the allowlists docs/policies.md gives (which the tests below
+/// prove sufficient by running the CLIs with the presets): docs, presets and CI cannot drift.
+#[test]
+fn the_agent_presets_are_the_documented_allowlists() {
+    for agent in ["claude-code", "codex"] {
+        let out = Command::new(boundary_binary().unwrap())
+            .args(["presets", "--json", agent])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boundary presets {agent}: {}",
+            text(&out)
+        );
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rules: Vec<String> = list[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            rules,
+            doc_allowlist(agent),
+            "the {agent} preset (agent-plugin/presets/{agent}.yaml) differs from the allowlist \
+             docs/policies.md gives for it: change both (and run this suite)"
+        );
+    }
 }
 
 /// The mock APIs (integration/agents/mock_api.py) for `names`, on a loopback address of this
@@ -282,21 +324,19 @@ fn assert_tool_output(output: &str, ctx: &str) {
 }
 
 /// A jailed agent run: `program` in `jail` (its `jail_flags`) as `who`, with the mock's names
-/// and `rules`, the audit log in `config`; a 300 s ceiling so a stuck CLI fails the test.
+/// and `policy` (flags: [`policy_flags`]), the audit log in `config`; a 300 s ceiling so a stuck CLI fails the test.
 fn run_jailed(
     who: As,
     jail_flags: &[String],
     mock: &Mock,
-    rules: &[String],
+    policy: &[String],
     config: &Path,
     program: &[String],
 ) -> Output {
     let mut cmd = boundary_cmd(who, config, &["timeout", "300"]);
     cmd.args(jail_flags).args(mock.flags());
     cmd.arg("--audit-log").arg(config.join("audit.jsonl"));
-    for r in rules {
-        cmd.arg("--allow").arg(r);
-    }
+    cmd.args(policy);
     cmd.arg("--").args(program).stdin(Stdio::null());
     cmd.output().unwrap()
 }
@@ -335,10 +375,7 @@ fn claude_print(claude: &Path, home: &Path, prompt: &str) -> Vec<String> {
 fn claude_prompt(who: As) {
     require_root().unwrap();
     let claude = agent_bin("claude");
-    let rules: Vec<String> = doc_allowlist("claude-code")
-        .into_iter()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("claude-code", true);
     for (jail, jail_flags) in both_jails() {
         let ctx = format!("claude -p, {jail}, {who:?}");
         let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
@@ -349,7 +386,7 @@ fn claude_prompt(who: As) {
             home.path(),
             "Fetch the two URLs with the Bash tool.",
         );
-        let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+        let o = run_jailed(who, &jail_flags, &mock, &policy, config.path(), &program);
         let t = text(&o);
         assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
         assert!(
@@ -375,10 +412,7 @@ fn claude_prompt(who: As) {
 fn claude_code_with_its_own_sandbox(who: As) {
     require_root().unwrap();
     let claude = agent_bin("claude");
-    let rules: Vec<String> = doc_allowlist("claude-code")
-        .into_iter()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("claude-code", true);
     let ctx = format!("claude -p with its sandbox, nsjail --nested-sandboxes, {who:?}");
     let ctx = ctx.as_str();
     let tool = format!("grep -E '^(NSpid|Seccomp_filters):' /proc/self/status; {TOOL_COMMAND}");
@@ -405,7 +439,7 @@ fn claude_code_with_its_own_sandbox(who: As) {
     let (jail, mut jail_flags) = both_jails()[0].clone();
     assert_eq!(jail, "nsjail");
     jail_flags.push("--nested-sandboxes".into());
-    let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+    let o = run_jailed(who, &jail_flags, &mock, &policy, config.path(), &program);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
     let results = claude_tool_results(&mock.requests());
@@ -477,11 +511,7 @@ fn codex_exec(who: As) {
     require_root().unwrap();
     let codex = agent_bin("codex");
     let api_rules = doc_allowlist("codex");
-    let rules: Vec<String> = api_rules
-        .iter()
-        .cloned()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("codex", true);
     for (transport, transport_flags) in CODEX_TRANSPORTS {
         for (jail, jail_flags) in both_jails() {
             let ctx = format!("codex exec over {transport}, {jail}, {who:?}");
@@ -509,7 +539,7 @@ fn codex_exec(who: As) {
             );
             program.extend(transport_flags.iter().map(|s| s.to_string()));
             program.push("Fetch the two URLs with the shell tool.".into());
-            let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+            let o = run_jailed(who, &jail_flags, &mock, &policy, config.path(), &program);
             let t = text(&o);
             assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
             assert!(
@@ -579,11 +609,7 @@ fn codex_exec_with_its_own_sandbox(who: As) {
     require_root().unwrap();
     let codex = agent_bin("codex");
     let api_rules = doc_allowlist("codex");
-    let rules: Vec<String> = api_rules
-        .iter()
-        .cloned()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("codex", true);
     let ctx = format!("codex exec with its sandbox, nsjail --nested-sandboxes, {who:?}");
     let ctx = ctx.as_str();
     let tool = format!("grep -E '^(NSpid|Seccomp_filters):' /proc/self/status; {TOOL_COMMAND}");
@@ -625,7 +651,7 @@ fn codex_exec_with_its_own_sandbox(who: As) {
     let (jail, mut jail_flags) = both_jails()[0].clone();
     assert_eq!(jail, "nsjail");
     jail_flags.push("--nested-sandboxes".into());
-    let o = run_jailed(who, &jail_flags, &mock, &rules, config.path(), &program);
+    let o = run_jailed(who, &jail_flags, &mock, &policy, config.path(), &program);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{ctx}: {t}");
     let requests = mock.requests();
@@ -739,7 +765,7 @@ impl InTmux {
         who: As,
         jail_flags: &[String],
         mock: &Mock,
-        rules: &[String],
+        policy: &[String],
         home: &Path,
         program: &[String],
         ctx: &str,
@@ -760,9 +786,7 @@ impl InTmux {
         words.extend(mock.flags());
         let audit = config.path().join("audit.jsonl");
         words.extend(["--audit-log".into(), audit.to_string_lossy().into()]);
-        for r in rules {
-            words.extend(["--allow".to_string(), r.clone()]);
-        }
+        words.extend(policy.iter().cloned());
         words.push("--".into());
         words.extend(program.iter().cloned());
         let done = config.path().join("exit-code");
@@ -810,10 +834,7 @@ fn claude_interactive(who: As) {
     require_root().unwrap();
     let claude = agent_bin("claude");
     let key = "sk-ant-mock-key-0123456789abcdef";
-    let rules: Vec<String> = doc_allowlist("claude-code")
-        .into_iter()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("claude-code", true);
     for (jail, jail_flags) in both_jails() {
         let ctx = format!("interactive claude, {jail}, {who:?}");
         let mock = Mock::start(&["api.anthropic.com", "allowed.test", "denied.test"]);
@@ -838,7 +859,15 @@ fn claude_interactive(who: As) {
             ]
             .map(String::from),
         );
-        let run = InTmux::start(who, &jail_flags, &mock, &rules, home.path(), &program, &ctx);
+        let run = InTmux::start(
+            who,
+            &jail_flags,
+            &mock,
+            &policy,
+            home.path(),
+            &program,
+            &ctx,
+        );
         let (session, done, audit_file) = (&run.session, &run.done, &run.audit);
         wait_for_screen(session, "? for shortcuts", &ctx);
         type_prompt(session, "Fetch the two URLs with the Bash tool.", &ctx);
@@ -928,7 +957,7 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 fn claude_tool_under_sigterm(who: As) {
     require_root().unwrap();
     let claude = agent_bin("claude");
-    let rules = doc_allowlist("claude-code");
+    let policy = policy_flags("claude-code", false);
     for (n, (jail, jail_flags)) in both_jails().into_iter().enumerate() {
         let ctx = format!("claude's Bash tool under SIGTERM, {jail}, {who:?}");
         let marker = format!("{}.{}{n}", 87000 + who as u32, std::process::id());
@@ -944,9 +973,7 @@ fn claude_tool_under_sigterm(who: As) {
         let program = claude_print(&claude, home.path(), "Run the command.");
         let mut cmd = boundary_cmd(who, config.path(), &[]);
         cmd.args(&jail_flags).args(mock.flags());
-        for r in &rules {
-            cmd.arg("--allow").arg(r);
-        }
+        cmd.args(&policy);
         cmd.arg("--").args(&program);
         let mut child = cmd
             .stdin(Stdio::null())
@@ -1027,10 +1054,7 @@ fn processes_with_env(entry: &str) -> Vec<u32> {
 fn codex_interactive_under_sigterm(who: As) {
     require_root().unwrap();
     let codex = agent_bin("codex");
-    let rules: Vec<String> = doc_allowlist("codex")
-        .into_iter()
-        .chain([TOOL_RULE.to_string()])
-        .collect();
+    let policy = policy_flags("codex", true);
     for (jail, jail_flags) in both_jails() {
         let ctx = format!("interactive codex, {jail}, {who:?}");
         let mock = Mock::start(&["api.openai.com", "allowed.test", "denied.test"]);
@@ -1065,7 +1089,15 @@ fn codex_interactive_under_sigterm(who: As) {
             ]
             .map(String::from),
         );
-        let run = InTmux::start(who, &jail_flags, &mock, &rules, home.path(), &program, &ctx);
+        let run = InTmux::start(
+            who,
+            &jail_flags,
+            &mock,
+            &policy,
+            home.path(),
+            &program,
+            &ctx,
+        );
         wait_for_screen(&run.session, "? for shortcuts", &ctx);
         type_prompt(
             &run.session,
