@@ -19,8 +19,10 @@ use boundary::config::{Config, JailType, Source};
 
 /// Variables naming a CA file, in the spellings clients and the agents read (docs/interop.md
 /// §4). Codex reads `CODEX_CA_CERTIFICATE` before `SSL_CERT_FILE`, so a user's own value would
-/// otherwise win inside the jail; Claude Code reads `NODE_EXTRA_CA_CERTS` only.
-const CA_FILE_VARS: [&str; 10] = [
+/// otherwise win inside the jail; Claude Code reads `NODE_EXTRA_CA_CERTS` only. npm, pnpm and
+/// yarn 1 take `npm_config_cafile` over an npmrc's `cafile`, which replaces Node's trust store
+/// (and so `NODE_EXTRA_CA_CERTS`): with one on the host, npm refused our certificate.
+const CA_FILE_VARS: [&str; 11] = [
     "SSL_CERT_FILE",
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
@@ -31,6 +33,7 @@ const CA_FILE_VARS: [&str; 10] = [
     "AWS_CA_BUNDLE",
     "CARGO_HTTP_CAINFO",
     "CODEX_CA_CERTIFICATE",
+    "npm_config_cafile",
 ];
 
 /// Variables that make common clients and the agents trust our CA.

@@ -14,7 +14,7 @@ use std::process::Stdio;
 /// Every variable that must name the CA file (Codex: `CODEX_CA_CERTIFICATE`, then
 /// `SSL_CERT_FILE`; Claude Code: `NODE_EXTRA_CA_CERTS`; the rest for the tools agents run).
 /// Written out here on purpose, not taken from boundary's own list: the test is the oracle.
-const CA_FILE_VARS: [&str; 10] = [
+const CA_FILE_VARS: [&str; 11] = [
     "SSL_CERT_FILE",
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
@@ -25,6 +25,7 @@ const CA_FILE_VARS: [&str; 10] = [
     "AWS_CA_BUNDLE",
     "CARGO_HTTP_CAINFO",
     "CODEX_CA_CERTIFICATE",
+    "npm_config_cafile",
 ];
 
 /// The subject of the CA boundary makes for each run (`proxy/src/ca.rs`).

@@ -1,0 +1,323 @@
+//! The registry presets checked with the real clients (issue 16 item 2): npm, pip, cargo and git
+//! run unmodified in both jails, as root, against local mirrors of the names they really
+//! contact (`integration/registries/mirror.py`: registry.npmjs.org; pypi.org and
+//! files.pythonhosted.org; index.crates.io and static.crates.io; github.com). boundary maps
+//! those names to the mirror with `--resolve` and trusts its CA with `--upstream-ca-file`, so
+//! nothing reaches the internet.
+//!
+//! Both directions: with the client's preset the command succeeds, every audit record is an
+//! allow whose rule is one of the preset's, and the mirror saw a request for each of the
+//! preset's hosts the client needs (so a host missing from a preset would show up as a denied
+//! record and a failed command); with another preset the same command fails, the audit names
+//! the denied host, and the mirror saw nothing at all (its request count is unchanged).
+//!
+//! Root only: cargo is the rustup toolchain under /root. Needs npm, python3 with pip
+//! (python3-pip), git, openssl and `cargo build -p boundary` first.
+
+mod nsjail_common;
+use nsjail_common::*;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Every name the mirror answers for.
+const NAMES: [&str; 6] = [
+    "registry.npmjs.org",
+    "pypi.org",
+    "files.pythonhosted.org",
+    "index.crates.io",
+    "static.crates.io",
+    "github.com",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+/// The mirror on a loopback address of its own, port 443.
+struct Mirror {
+    dir: tempfile::TempDir,
+    addr: String,
+    child: Child,
+}
+
+impl Mirror {
+    fn start() -> Mirror {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let addr = format!("127.{}.{}.{}", 200 + n, (pid >> 8) & 255, pid % 250 + 2);
+        let dir = shared_tempdir();
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("integration/registries/mirror.py"))
+            .arg(dir.path())
+            .arg(&addr)
+            .args(NAMES)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the registry mirror");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "READY",
+            "the mirror did not start on {addr}:443"
+        );
+        Mirror { dir, addr, child }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        for n in NAMES {
+            f.extend(["--resolve".to_string(), format!("{n}={}", self.addr)]);
+        }
+        let ca = self.dir.path().join("ca.pem");
+        f.extend(["--upstream-ca-file".into(), ca.display().to_string()]);
+        f
+    }
+
+    /// Hosts of the requests the mirror answered, in order.
+    fn hosts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["host"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One client, the preset it needs, and what a successful run prints.
+struct Client {
+    preset: &'static str,
+    /// The hosts the client must have asked for.
+    hosts: &'static [&'static str],
+    /// A shell script run in the jail in a fresh work directory `$W` (HOME is `$W/home`).
+    script: String,
+    /// Printed by the script when the client got the package.
+    success: &'static str,
+}
+
+/// The rustup toolchain's own cargo and rustc (a rustup proxy would need its home under /root
+/// while the client runs with HOME elsewhere).
+fn toolchain_bin() -> PathBuf {
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("rustc on PATH");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin")
+}
+
+fn npm() -> Client {
+    Client {
+        preset: "npm",
+        hosts: &["registry.npmjs.org"],
+        // The npmrc names the system bundle as `cafile`, as some hosts' global npmrc does: it
+        // replaces Node's trust store, so npm trusts boundary's CA only through
+        // `npm_config_cafile`, which boundary sets.
+        script: "printf 'cafile=/etc/ssl/certs/ca-certificates.crt\\n' > \"$HOME/.npmrc\"
+            mkdir \"$W/p\" && cd \"$W/p\"
+            npm install --no-audit --no-fund --no-update-notifier --fetch-retries=0 \
+                --cache \"$W/npm-cache\" tinypkg && node -e 'console.log(require(\"tinypkg\"))'"
+            .into(),
+        success: "tinypkg-from-the-mirror",
+    }
+}
+
+fn pip() -> Client {
+    Client {
+        preset: "pypi",
+        hosts: &["pypi.org", "files.pythonhosted.org"],
+        script: "PIP_CONFIG_FILE=/dev/null python3 -m pip download --no-cache-dir \
+                --disable-pip-version-check --retries 0 --no-deps -d \"$W/dl\" tinypkg \
+            && ls \"$W/dl\""
+            .into(),
+        success: "tinypkg-1.0-py3-none-any.whl",
+    }
+}
+
+fn cargo() -> Client {
+    let bin = toolchain_bin();
+    Client {
+        preset: "crates",
+        hosts: &["index.crates.io", "static.crates.io"],
+        script: format!(
+            "mkdir -p \"$W/c/src\" && cd \"$W/c\" && : > src/lib.rs
+            printf '[package]\\nname = \"user\"\\nversion = \"0.1.0\"\\nedition = \"2021\"\\n\
+[dependencies]\\ntinycrate = \"0.1\"\\n' > Cargo.toml
+            CARGO_HOME=\"$W/cargo-home\" CARGO_NET_RETRY=0 RUSTC={bin}/rustc {bin}/cargo fetch \
+            && ls \"$W\"/cargo-home/registry/cache/*/",
+            bin = bin.display()
+        ),
+        success: "tinycrate-0.1.0.crate",
+    }
+}
+
+fn git() -> Client {
+    Client {
+        preset: "github",
+        hosts: &["github.com"],
+        script:
+            "GIT_CONFIG_NOSYSTEM=1 git clone -q https://github.com/example/tiny.git \"$W/tiny\" \
+            && cat \"$W/tiny/README\""
+                .into(),
+        success: "tiny-from-the-mirror",
+    }
+}
+
+/// The records of an `--audit-log` file as (decision, host, matched rule).
+fn audit(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let url = v["http_url"].as_str().unwrap_or_default();
+            let host = url
+                .split_once("://")
+                .map_or(url, |x| x.1)
+                .split(['/', ':', '?'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (
+                v["decision"].as_str().unwrap_or_default().to_string(),
+                host,
+                v["matched_rule"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The preset's rules, from the binary.
+fn preset_rules(name: &str) -> Vec<String> {
+    let out = Command::new(boundary_binary().unwrap())
+        .args(["presets", "--json", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `client.script` jailed with `--preset preset`; the output and the audit records.
+fn run(
+    mirror: &Mirror,
+    jail_flags: &[String],
+    preset: &str,
+    client: &Client,
+) -> (Output, Vec<(String, String, String)>) {
+    let work = shared_tempdir();
+    let w = work.path();
+    std::fs::create_dir(w.join("home")).unwrap();
+    let config = config_home(As::Root);
+    let log = config.path().join("audit.jsonl");
+    let script = format!(
+        "export W='{}' HOME='{}/home'\n{}",
+        w.display(),
+        w.display(),
+        client.script
+    );
+    let o = boundary_cmd(As::Root, config.path(), &["timeout", "300"])
+        .args(jail_flags)
+        .args(mirror.flags())
+        .args(["--preset", preset, "--audit-log"])
+        .arg(&log)
+        .args(["--", "sh", "-c", &script])
+        .current_dir(w)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (o, audit(&log))
+}
+
+fn check(client: Client, other: &str) {
+    require_root().unwrap();
+    let rules = preset_rules(client.preset);
+    for (jail, jail_flags) in both_jails() {
+        let mirror = Mirror::start();
+        let ctx = format!("{} preset, {jail}", client.preset);
+        // With the preset: the client gets its package, through the preset's rules only.
+        let (o, records) = run(&mirror, &jail_flags, client.preset, &client);
+        let t = format!("{ctx}: {}\naudit: {records:?}", text(&o));
+        assert_eq!(o.status.code(), Some(0), "{t}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(client.success),
+            "{t}"
+        );
+        assert!(!records.is_empty(), "{t}");
+        for (decision, host, rule) in &records {
+            assert_eq!(decision, "allow", "{host} was denied: {t}");
+            assert!(
+                rules.contains(rule),
+                "{host}: rule {rule:?} is not the preset's: {t}"
+            );
+        }
+        let seen = mirror.hosts();
+        for h in client.hosts {
+            assert!(
+                seen.iter().any(|s| s == h),
+                "the mirror saw no {h}: {seen:?}\n{t}"
+            );
+        }
+        // With another preset: the same command fails, the audit names the client's first
+        // host as denied, and nothing reached the mirror.
+        let before = mirror.hosts().len();
+        let (o, records) = run(&mirror, &jail_flags, other, &client);
+        let t = format!(
+            "{ctx}, run with --preset {other}: {}\naudit: {records:?}",
+            text(&o)
+        );
+        assert_ne!(o.status.code(), Some(0), "{t}");
+        assert!(
+            records
+                .iter()
+                .any(|(d, h, _)| d == "deny" && h == client.hosts[0]),
+            "{t}"
+        );
+        assert!(records.iter().all(|(d, _, _)| d == "deny"), "{t}");
+        assert_eq!(mirror.hosts().len(), before, "{t}");
+    }
+}
+
+#[test]
+fn npm_install_works_with_the_npm_preset_and_only_with_it() {
+    check(npm(), "pypi");
+}
+
+#[test]
+fn pip_download_works_with_the_pypi_preset_and_only_with_it() {
+    check(pip(), "npm");
+}
+
+#[test]
+fn cargo_fetch_works_with_the_crates_preset_and_only_with_it() {
+    check(cargo(), "npm");
+}
+
+#[test]
+fn git_clone_works_with_the_github_preset_and_only_with_it() {
+    check(git(), "npm");
+}
