@@ -509,3 +509,52 @@ fn presets_are_listed_named_by_check_and_shown_by_config() {
         "{line}"
     );
 }
+
+/// `boundary suggest` on top of a config file with `presets: [npm]`: a denied request the
+/// preset now allows is not proposed again, and a denied host another preset covers is
+/// proposed as a rule with a hint naming that preset.
+#[test]
+fn suggest_knows_the_presets() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let cfg = h.join("config.yaml");
+    std::fs::write(&cfg, "presets:\n  - npm\n").unwrap();
+    let log = h.join("audit.jsonl");
+    std::fs::write(
+        &log,
+        concat!(
+            r#"{"decision":"deny","http_method":"GET","http_url":"https://registry.npmjs.org/left-pad"}"#,
+            "\n",
+            r#"{"decision":"deny","http_method":"GET","http_url":"https://pypi.org/simple/x/"}"#,
+            "\n",
+            r#"{"decision":"deny","http_method":"GET","http_url":"https://other.test/"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let o = boundary(
+        h,
+        &[
+            "suggest",
+            "--from",
+            log.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let proposed = std::fs::read_to_string(h.join("config.yaml.proposed")).unwrap();
+    assert_eq!(
+        proposed, "presets:\n  - npm\nallowlist:\n  - 'domain=other.test'\n  - 'domain=pypi.org'\n",
+        "{out}{err}"
+    );
+    assert!(
+        err.contains("preset pypi@1")
+            && err.contains("allows pypi.org")
+            && err.contains("--preset pypi"),
+        "{err}"
+    );
+    assert!(!err.contains("preset npm@1"), "npm is in use: {err}");
+}

@@ -88,6 +88,9 @@ fn finish(
     for why in &proposal.skipped {
         eprintln!("boundary: no rule proposed for {why}");
     }
+    for line in preset_hints(&cfg, denied) {
+        eprintln!("boundary: {line}");
+    }
     if proposal.rules.is_empty() {
         let line = if proposal.skipped.is_empty() {
             "no new denied requests: the policy allows everything that was asked for\n"
@@ -136,6 +139,48 @@ fn finish(
     } else {
         Err("cannot write the output".into())
     }
+}
+
+/// For each built-in preset not in use that would allow some of the denied requests, a line
+/// naming it and those hosts: a preset may fit better than one rule per host.
+fn preset_hints(cfg: &config::Config, denied: &[Denied]) -> Vec<String> {
+    let mut covered: Vec<(&boundary::presets::Preset, Vec<String>)> = Vec::new();
+    for d in denied {
+        let Ok((host, path)) = crate::check::split_url(&d.url) else {
+            continue;
+        };
+        let host = boundary_proxy::host::normal_form(&host);
+        // The host comes from the jail: shown escaped, as every proposal shows it.
+        let shown = boundary_audit::escape::escape_text(&host).into_owned();
+        for p in crate::check::presets_allowing(cfg, &d.method, &host, &path) {
+            let at = match covered.iter().position(|(q, _)| *q == p) {
+                Some(i) => i,
+                None => {
+                    covered.push((p, Vec::new()));
+                    covered.len() - 1
+                }
+            };
+            if !covered[at].1.contains(&shown) {
+                covered[at].1.push(shown.clone());
+            }
+        }
+    }
+    covered
+        .into_iter()
+        .map(|(p, hosts)| {
+            format!(
+                "preset {} ({}) allows {}: instead of the rules for them you can use \
+                 --preset {} or `presets: [{}]` in the config file (`boundary presets {}` \
+                 lists its rules)",
+                p.label(),
+                p.description,
+                hosts.join(", "),
+                p.name,
+                p.name,
+                p.name
+            )
+        })
+        .collect()
 }
 
 /// The config file's text; a file that does not exist yet is empty.
