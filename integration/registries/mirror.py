@@ -14,7 +14,9 @@ git run unmodified against their default hosts. Before listening it writes, unde
   linking to the wheel on files.pythonhosted.org, with its sha256;
 - index.crates.io and static.crates.io: the sparse index (`/config.json`, `/ti/ny/tinycrate`)
   and the crate file at `/crates/tinycrate/0.1.0/download`, with the sha256 cargo checks;
-- github.com: the repository `/example/tiny.git`, served over git's dumb HTTP protocol.
+- github.com: the repository `/example/tiny.git`, served over git's dumb HTTP protocol;
+- proxy.golang.org: the module `example.com/tiny` v1.0.0 in the GOPROXY protocol
+  (`/example.com/tiny/@v/list`, `.info`, `.mod`, `.zip`).
 
 A path whose file is a directory is answered with the directory's `_index` file. Query strings
 are ignored (git's `info/refs?service=...` gets the plain file, so git falls back to dumb HTTP).
@@ -159,6 +161,21 @@ def github():
     run("git", "-C", bare, "update-server-info")
 
 
+def go():
+    base = "/example.com/tiny/@v/"
+    mod = "module example.com/tiny\n\ngo 1.19\n"
+    put("proxy.golang.org", base + "list", "v1.0.0\n")
+    put("proxy.golang.org", base + "v1.0.0.info",
+        json.dumps({"Version": "v1.0.0", "Time": "2024-01-01T00:00:00Z"}))
+    put("proxy.golang.org", base + "v1.0.0.mod", mod)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("example.com/tiny@v1.0.0/go.mod", mod)
+        z.writestr("example.com/tiny@v1.0.0/tiny.go",
+                   "package tiny\n\nconst Value = \"tiny-from-the-mirror\"\n")
+    put("proxy.golang.org", base + "v1.0.0.zip", buf.getvalue())
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -203,6 +220,7 @@ def main():
     pypi()
     crates()
     github()
+    go()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(leaf, key)
     server = http.server.ThreadingHTTPServer((ADDR, 443), Handler)

@@ -1,7 +1,10 @@
 //! The registry presets checked with the real clients (issue 16 item 2): npm, pip, cargo and git
 //! run unmodified in both jails, as root, against local mirrors of the names they really
 //! contact (`integration/registries/mirror.py`: registry.npmjs.org; pypi.org and
-//! files.pythonhosted.org; index.crates.io and static.crates.io; github.com). boundary maps
+//! files.pythonhosted.org; index.crates.io and static.crates.io; github.com; proxy.golang.org)
+//! and `go mod download` (with `GOSUMDB=off`: the checksum database sum.golang.org serves
+//! signed tree heads no local mirror can sign, so that host of the go preset is not checked
+//! by a client). boundary maps
 //! those names to the mirror with `--resolve` and trusts its CA with `--upstream-ca-file`, so
 //! nothing reaches the internet.
 //!
@@ -12,7 +15,7 @@
 //! the denied host, and the mirror saw nothing at all (its request count is unchanged).
 //!
 //! Root only: cargo is the rustup toolchain under /root. Needs npm, python3 with pip
-//! (python3-pip), git, openssl and `cargo build -p boundary` first.
+//! (python3-pip), git, go (golang-go), openssl and `cargo build -p boundary` first.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -24,13 +27,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Every name the mirror answers for.
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 7] = [
     "registry.npmjs.org",
     "pypi.org",
     "files.pythonhosted.org",
     "index.crates.io",
     "static.crates.io",
     "github.com",
+    "proxy.golang.org",
 ];
 
 fn repo_root() -> PathBuf {
@@ -182,6 +186,20 @@ fn git() -> Client {
     }
 }
 
+fn go() -> Client {
+    Client {
+        preset: "go",
+        hosts: &["proxy.golang.org"],
+        script: "mkdir \"$W/g\" && cd \"$W/g\"
+            printf 'module user\\n\\ngo 1.19\\n\\nrequire example.com/tiny v1.0.0\\n' > go.mod
+            GOPATH=\"$W/gopath\" GOMODCACHE=\"$W/gopath/pkg/mod\" GOCACHE=\"$W/gocache\" \
+                GOSUMDB=off GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -x \
+            && ls \"$W/gopath/pkg/mod/example.com\""
+            .into(),
+        success: "tiny@v1.0.0",
+    }
+}
+
 /// The records of an `--audit-log` file as (decision, host, matched rule).
 fn audit(path: &Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
@@ -315,6 +333,11 @@ fn pip_download_works_with_the_pypi_preset_and_only_with_it() {
 #[test]
 fn cargo_fetch_works_with_the_crates_preset_and_only_with_it() {
     check(cargo(), "npm");
+}
+
+#[test]
+fn go_mod_download_works_with_the_go_preset_and_only_with_it() {
+    check(go(), "npm");
 }
 
 #[test]
