@@ -2,7 +2,8 @@
 """Local mirrors of public package registries and GitHub for the preset tests
 (integration/tests/presets.rs). Stdlib only.
 
-One HTTPS server on a loopback address of its own, port 443, with a certificate for every name
+One HTTPS server on a loopback address of its own, port 443 (and the same over plain HTTP on
+port 80, for apt), with a certificate for every name
 given, issued by a CA made here with openssl (`DIR/ca.pem`, given to boundary as
 --upstream-ca-file). boundary maps the real names to it with --resolve, so npm, pip, cargo and
 git run unmodified against their default hosts. Before listening it writes, under
@@ -15,6 +16,10 @@ git run unmodified against their default hosts. Before listening it writes, unde
 - index.crates.io and static.crates.io: the sparse index (`/config.json`, `/ti/ny/tinycrate`)
   and the crate file at `/crates/tinycrate/0.1.0/download`, with the sha256 cargo checks;
 - github.com: the repository `/example/tiny.git`, served over git's dumb HTTP protocol;
+- deb.debian.org and security.debian.org, archive.ubuntu.com and security.ubuntu.com: apt
+  repositories (`/debian`, `/debian-security`, `/ubuntu`: an unsigned `Release`, a
+  `Packages` index and the package `tinypkg` built with dpkg-deb), over plain HTTP on port 80
+  as apt's default sources use them;
 - proxy.golang.org: the module `example.com/tiny` v1.0.0 in the GOPROXY protocol
   (`/example.com/tiny/@v/list`, `.info`, `.mod`, `.zip`).
 
@@ -176,6 +181,43 @@ def go():
     put("proxy.golang.org", base + "v1.0.0.zip", buf.getvalue())
 
 
+APT_REPOS = [
+    ("deb.debian.org", "debian", "bookworm"),
+    ("security.debian.org", "debian-security", "bookworm-security"),
+    ("archive.ubuntu.com", "ubuntu", "noble"),
+    ("security.ubuntu.com", "ubuntu", "noble-security"),
+]
+
+
+def apt():
+    pkg = os.path.join(DIR, "deb")
+    os.makedirs(os.path.join(pkg, "DEBIAN"))
+    os.makedirs(os.path.join(pkg, "usr/share/tinypkg"))
+    with open(os.path.join(pkg, "DEBIAN/control"), "w") as f:
+        f.write("Package: tinypkg\nVersion: 1.0\nArchitecture: all\n"
+                "Maintainer: mirror <m@example.com>\nDescription: a package from the mirror\n")
+    with open(os.path.join(pkg, "usr/share/tinypkg/README"), "w") as f:
+        f.write("tinypkg-from-the-mirror\n")
+    deb_file = os.path.join(DIR, "tinypkg_1.0_all.deb")
+    run("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", pkg, deb_file)
+    with open(deb_file, "rb") as f:
+        deb = f.read()
+    for host, root, suite in APT_REPOS:
+        filename = "pool/main/t/tinypkg/tinypkg_1.0_all.deb"
+        put(host, "/%s/%s" % (root, filename), deb)
+        packages = ("Package: tinypkg\nVersion: 1.0\nArchitecture: all\n"
+                    "Maintainer: mirror <m@example.com>\nFilename: %s\nSize: %d\nSHA256: %s\n"
+                    "Description: a package from the mirror\n\n"
+                    % (filename, len(deb), hashlib.sha256(deb).hexdigest()))
+        index = "main/binary-amd64/Packages"
+        put(host, "/%s/dists/%s/%s" % (root, suite, index), packages)
+        release = ("Suite: %s\nCodename: %s\nArchitectures: amd64\nComponents: main\n"
+                   "Date: Mon, 01 Jan 2024 00:00:00 UTC\nSHA256:\n %s %d %s\n"
+                   % (suite, suite, hashlib.sha256(packages.encode()).hexdigest(),
+                      len(packages), index))
+        put(host, "/%s/dists/%s/Release" % (root, suite), release)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -221,6 +263,10 @@ def main():
     crates()
     github()
     go()
+    apt()
+    plain = http.server.ThreadingHTTPServer((ADDR, 80), Handler)
+    plain.daemon_threads = True
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(leaf, key)
     server = http.server.ThreadingHTTPServer((ADDR, 443), Handler)

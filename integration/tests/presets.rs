@@ -4,7 +4,10 @@
 //! files.pythonhosted.org; index.crates.io and static.crates.io; github.com; proxy.golang.org)
 //! and `go mod download` (with `GOSUMDB=off`: the checksum database sum.golang.org serves
 //! signed tree heads no local mirror can sign, so that host of the go preset is not checked
-//! by a client). boundary maps
+//! by a client), and `apt-get update` + `apt-get download` over plain HTTP with Debian's and
+//! Ubuntu's default hosts (deb.debian.org, security.debian.org; archive.ubuntu.com,
+//! security.ubuntu.com; with apt's state, cache and configuration in the test's own directory
+//! and `[trusted=yes]` sources, since the mirror cannot sign as Debian). boundary maps
 //! those names to the mirror with `--resolve` and trusts its CA with `--upstream-ca-file`, so
 //! nothing reaches the internet.
 //!
@@ -15,7 +18,7 @@
 //! the denied host, and the mirror saw nothing at all (its request count is unchanged).
 //!
 //! Root only: cargo is the rustup toolchain under /root. Needs npm, python3 with pip
-//! (python3-pip), git, go (golang-go), openssl and `cargo build -p boundary` first.
+//! (python3-pip), git, go (golang-go), apt-get and dpkg-deb, openssl and `cargo build -p boundary` first.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -27,7 +30,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Every name the mirror answers for.
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 11] = [
     "registry.npmjs.org",
     "pypi.org",
     "files.pythonhosted.org",
@@ -35,6 +38,10 @@ const NAMES: [&str; 7] = [
     "static.crates.io",
     "github.com",
     "proxy.golang.org",
+    "deb.debian.org",
+    "security.debian.org",
+    "archive.ubuntu.com",
+    "security.ubuntu.com",
 ];
 
 fn repo_root() -> PathBuf {
@@ -200,6 +207,32 @@ fn go() -> Client {
     }
 }
 
+/// `apt-get update` and `apt-get download tinypkg` with `sources` (one `deb` line each) and
+/// nothing of the host's apt configuration or state.
+fn apt(preset: &'static str, hosts: &'static [&'static str], sources: &[&str]) -> Client {
+    let lines: String = sources
+        .iter()
+        .map(|s| format!("deb [trusted=yes] {s}\\n"))
+        .collect();
+    Client {
+        preset,
+        hosts,
+        script: format!(
+            "mkdir -p \"$W/etc/apt.conf.d\" \"$W/state/lists/partial\" \
+                \"$W/cache/archives/partial\" \"$W/dl\"
+            : > \"$W/status\"
+            printf '{lines}' > \"$W/etc/sources.list\"
+            o=\"-o Dir::Etc=$W/etc -o Dir::Etc::SourceParts=$W/etc/sources.list.d \
+                -o Dir::Etc::Parts=$W/etc/apt.conf.d -o Dir::State=$W/state \
+                -o Dir::State::status=$W/status -o Dir::Cache=$W/cache \
+                -o APT::Sandbox::User=root -o Debug::NoLocking=1 -o APT::Architecture=amd64 \
+                -o Acquire::Retries=0 -o Acquire::Languages=none\"
+            apt-get $o update && cd \"$W/dl\" && apt-get $o download tinypkg && ls"
+        ),
+        success: "tinypkg_1.0_all.deb",
+    }
+}
+
 /// The records of an `--audit-log` file as (decision, host, matched rule).
 fn audit(path: &Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
@@ -338,6 +371,26 @@ fn cargo_fetch_works_with_the_crates_preset_and_only_with_it() {
 #[test]
 fn go_mod_download_works_with_the_go_preset_and_only_with_it() {
     check(go(), "npm");
+}
+
+#[test]
+fn apt_get_works_with_the_debian_apt_preset_and_only_with_it() {
+    let sources = [
+        "http://deb.debian.org/debian bookworm main",
+        "http://security.debian.org/debian-security bookworm-security main",
+    ];
+    let hosts = &["deb.debian.org", "security.debian.org"];
+    check(apt("debian-apt", hosts, &sources), "ubuntu-apt");
+}
+
+#[test]
+fn apt_get_works_with_the_ubuntu_apt_preset_and_only_with_it() {
+    let sources = [
+        "http://archive.ubuntu.com/ubuntu noble main",
+        "http://security.ubuntu.com/ubuntu noble-security main",
+    ];
+    let hosts = &["archive.ubuntu.com", "security.ubuntu.com"];
+    check(apt("ubuntu-apt", hosts, &sources), "debian-apt");
 }
 
 #[test]
