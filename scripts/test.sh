@@ -12,12 +12,13 @@ cd "$(dirname "$0")/.."
 # (keyutils) for the kernel keyring probes; setpriv/unshare (util-linux), useradd (passwd),
 # ps (procps) for the jail tests; openssl for test certificates; gcc (cc) for the C helper of
 # landjail's race test; sudo and setcap (libcap2-bin) for nsjail without user namespaces;
-# python3-pip and golang-go for `pip download` and `go mod download` in the presets test (npm
-# comes with the agents below, cargo with the Rust toolchain that builds the tests).
+# python3-pip, golang-go and skopeo for `pip download`, `go mod download` and `skopeo copy` in
+# the presets test (npm comes with the agents below, cargo with the Rust toolchain that builds
+# the tests, apt-get and dpkg-deb with Debian).
 DEBIAN_PACKAGES=(
   nftables iptables iproute2 curl git tmux procps passwd util-linux ca-certificates openssl
-  nodejs python3 python3-requests python3-pip golang-go gcc nginx keyutils sudo libcap2-bin
-  bubblewrap socat
+  nodejs python3 python3-requests python3-pip golang-go skopeo gcc nginx keyutils sudo
+  libcap2-bin bubblewrap socat
 )
 # Python modules (import name, pinned pip requirement): the Coder module check parses HCL; the
 # metrics test reads /metrics with the Prometheus text-format parser.

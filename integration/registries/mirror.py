@@ -20,6 +20,10 @@ git run unmodified against their default hosts. Before listening it writes, unde
   repositories (`/debian`, `/debian-security`, `/ubuntu`: an unsigned `Release`, a
   `Packages` index and the package `tinypkg` built with dpkg-deb), over plain HTTP on port 80
   as apt's default sources use them;
+- registry-1.docker.io, auth.docker.io and production.cloudflare.docker.com: the image
+  `library/tiny:latest` as Docker Hub serves it: the registry answers 401 naming the token
+  service at auth.docker.io, takes the bearer token, serves the manifest, and redirects blob
+  downloads to the CDN host;
 - proxy.golang.org: the module `example.com/tiny` v1.0.0 in the GOPROXY protocol
   (`/example.com/tiny/@v/list`, `.info`, `.mod`, `.zip`).
 
@@ -218,6 +222,59 @@ def apt():
         put(host, "/%s/dists/%s/Release" % (root, suite), release)
 
 
+REGISTRY = "registry-1.docker.io"
+CDN = "production.cloudflare.docker.com"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+IMAGE = {}
+
+
+def docker():
+    layer = tar_gz({"tiny.txt": "tiny-from-the-mirror\n"})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": []}}).encode()
+    blobs = {}
+    for data in (config, layer):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        hexd = digest.split(":")[1]
+        put(CDN, "/registry-v2/docker/registry/v2/blobs/sha256/%s/%s/data" % (hexd[:2], hexd),
+            data)
+        blobs[digest] = len(data)
+    digests = list(blobs)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digests[0], "size": blobs[digests[0]]},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digests[1], "size": blobs[digests[1]]}],
+    }).encode()
+    IMAGE["manifest"] = manifest
+    IMAGE["blobs"] = blobs
+
+
+def registry(path, headers):
+    """Docker Hub's registry API: (status, extra headers, body, content type)."""
+    if headers.get("Authorization") != "Bearer mirror-token":
+        scope = ""
+        if path.startswith("/v2/library/tiny/"):
+            scope = ',scope="repository:library/tiny:pull"'
+        challenge = ('Bearer realm="https://auth.docker.io/token",'
+                     'service="registry.docker.io"' + scope)
+        return 401, {"WWW-Authenticate": challenge}, b'{"errors":[]}', "application/json"
+    if path == "/v2/":
+        return 200, {}, b"{}", "application/json"
+    if path in ("/v2/library/tiny/manifests/latest",):
+        m = IMAGE["manifest"]
+        digest = "sha256:" + hashlib.sha256(m).hexdigest()
+        return 200, {"Docker-Content-Digest": digest}, m, MANIFEST_TYPE
+    prefix = "/v2/library/tiny/blobs/"
+    if path.startswith(prefix) and path[len(prefix):] in IMAGE["blobs"]:
+        hexd = path[len(prefix):].split(":")[1]
+        where = "https://%s/registry-v2/docker/registry/v2/blobs/sha256/%s/%s/data" % (
+            CDN, hexd[:2], hexd)
+        return 307, {"Location": where}, b"", "text/plain"
+    return 404, {}, b'{"errors":[{"code":"NOT_FOUND"}]}', "application/json"
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -231,7 +288,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if os.path.isdir(full):
             full = os.path.join(full, "_index")
         inside = full.startswith(os.path.join(WWW, host) + os.sep)
-        if host in NAMES and inside and os.path.isfile(full):
+        extra = {}
+        if host == REGISTRY and host in NAMES:
+            status, extra, body, kind = registry(path, self.headers)
+        elif host == "auth.docker.io" and host in NAMES and path == "/token":
+            status, body, kind = 200, b'{"token":"mirror-token"}', "application/json"
+        elif host in NAMES and inside and os.path.isfile(full):
             with open(full, "rb") as f:
                 body = f.read()
             status = 200
@@ -243,6 +305,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             f.write(json.dumps({"host": host, "method": self.command, "path": self.path,
                                 "status": status}) + "\n")
         self.send_response(status)
+        for k, v in extra.items():
+            self.send_header(k, v)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -264,6 +328,7 @@ def main():
     github()
     go()
     apt()
+    docker()
     plain = http.server.ThreadingHTTPServer((ADDR, 80), Handler)
     plain.daemon_threads = True
     threading.Thread(target=plain.serve_forever, daemon=True).start()

@@ -7,7 +7,9 @@
 //! by a client), and `apt-get update` + `apt-get download` over plain HTTP with Debian's and
 //! Ubuntu's default hosts (deb.debian.org, security.debian.org; archive.ubuntu.com,
 //! security.ubuntu.com; with apt's state, cache and configuration in the test's own directory
-//! and `[trusted=yes]` sources, since the mirror cannot sign as Debian). boundary maps
+//! and `[trusted=yes]` sources, since the mirror cannot sign as Debian), and `skopeo copy` of a
+//! Docker Hub image (registry-1.docker.io, its token service auth.docker.io, and the CDN host
+//! production.cloudflare.docker.com its blob redirects name). boundary maps
 //! those names to the mirror with `--resolve` and trusts its CA with `--upstream-ca-file`, so
 //! nothing reaches the internet.
 //!
@@ -18,7 +20,7 @@
 //! the denied host, and the mirror saw nothing at all (its request count is unchanged).
 //!
 //! Root only: cargo is the rustup toolchain under /root. Needs npm, python3 with pip
-//! (python3-pip), git, go (golang-go), apt-get and dpkg-deb, openssl and `cargo build -p boundary` first.
+//! (python3-pip), git, go (golang-go), apt-get and dpkg-deb, skopeo, openssl and `cargo build -p boundary` first.
 
 mod nsjail_common;
 use nsjail_common::*;
@@ -30,7 +32,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Every name the mirror answers for.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 14] = [
     "registry.npmjs.org",
     "pypi.org",
     "files.pythonhosted.org",
@@ -42,6 +44,9 @@ const NAMES: [&str; 11] = [
     "security.debian.org",
     "archive.ubuntu.com",
     "security.ubuntu.com",
+    "registry-1.docker.io",
+    "auth.docker.io",
+    "production.cloudflare.docker.com",
 ];
 
 fn repo_root() -> PathBuf {
@@ -233,6 +238,22 @@ fn apt(preset: &'static str, hosts: &'static [&'static str], sources: &[&str]) -
     }
 }
 
+fn skopeo() -> Client {
+    Client {
+        preset: "docker-hub",
+        hosts: &[
+            "registry-1.docker.io",
+            "auth.docker.io",
+            "production.cloudflare.docker.com",
+        ],
+        script: "skopeo --insecure-policy copy --retry-times 0 \
+                docker://docker.io/library/tiny:latest \"dir:$W/img\" \
+            && cat \"$W/img/manifest.json\""
+            .into(),
+        success: "application/vnd.oci.image.layer.v1.tar+gzip",
+    }
+}
+
 /// The records of an `--audit-log` file as (decision, host, matched rule).
 fn audit(path: &Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
@@ -391,6 +412,11 @@ fn apt_get_works_with_the_ubuntu_apt_preset_and_only_with_it() {
     ];
     let hosts = &["archive.ubuntu.com", "security.ubuntu.com"];
     check(apt("ubuntu-apt", hosts, &sources), "debian-apt");
+}
+
+#[test]
+fn skopeo_copy_works_with_the_docker_hub_preset_and_only_with_it() {
+    check(skopeo(), "github");
 }
 
 #[test]
