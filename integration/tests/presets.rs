@@ -295,10 +295,19 @@ fn preset_rules(name: &str) -> Vec<String> {
 }
 
 /// `client.script` jailed with `--preset preset`; the output and the audit records.
+/// How a run names its preset: `--preset`, `BOUNDARY_PRESETS`, or the config file's `presets:`.
+#[derive(Debug, Clone, Copy)]
+enum Given<'a> {
+    Flag(&'a str),
+    Env(&'a str),
+    File(&'a str),
+}
+
+/// `client.script` jailed with the preset `given`; the output and the audit records.
 fn run(
     mirror: &Mirror,
     jail_flags: &[String],
-    preset: &str,
+    given: Given,
     client: &Client,
 ) -> (Output, Vec<(String, String, String)>) {
     let work = shared_tempdir();
@@ -312,10 +321,23 @@ fn run(
         w.display(),
         client.script
     );
-    let o = boundary_cmd(As::Root, config.path(), &["timeout", "300"])
-        .args(jail_flags)
-        .args(mirror.flags())
-        .args(["--preset", preset, "--audit-log"])
+    let mut cmd = boundary_cmd(As::Root, config.path(), &["timeout", "300"]);
+    cmd.args(jail_flags).args(mirror.flags());
+    match given {
+        Given::Flag(name) => {
+            cmd.args(["--preset", name]);
+        }
+        Given::Env(name) => {
+            cmd.env("BOUNDARY_PRESETS", name);
+        }
+        Given::File(name) => {
+            let file = config.path().join("policy.yaml");
+            std::fs::write(&file, format!("presets:\n  - {name}\n")).unwrap();
+            cmd.arg("--config").arg(file);
+        }
+    }
+    let o = cmd
+        .arg("--audit-log")
         .arg(&log)
         .args(["--", "sh", "-c", &script])
         .current_dir(w)
@@ -332,7 +354,7 @@ fn check(client: Client, other: &str) {
         let mirror = Mirror::start();
         let ctx = format!("{} preset, {jail}", client.preset);
         // With the preset: the client gets its package, through the preset's rules only.
-        let (o, records) = run(&mirror, &jail_flags, client.preset, &client);
+        let (o, records) = run(&mirror, &jail_flags, Given::Flag(client.preset), &client);
         let t = format!("{ctx}: {}\naudit: {records:?}", text(&o));
         assert_eq!(o.status.code(), Some(0), "{t}");
         assert!(
@@ -357,7 +379,7 @@ fn check(client: Client, other: &str) {
         // With another preset: the same command fails, the audit names the client's first
         // host as denied, and nothing reached the mirror.
         let before = mirror.hosts().len();
-        let (o, records) = run(&mirror, &jail_flags, other, &client);
+        let (o, records) = run(&mirror, &jail_flags, Given::Flag(other), &client);
         let t = format!(
             "{ctx}, run with --preset {other}: {}\naudit: {records:?}",
             text(&o)
@@ -422,4 +444,33 @@ fn skopeo_copy_works_with_the_docker_hub_preset_and_only_with_it() {
 #[test]
 fn git_clone_works_with_the_github_preset_and_only_with_it() {
     check(git(), "npm");
+}
+
+/// The preset named by `BOUNDARY_PRESETS` or by the config file's `presets:` works as with
+/// `--preset`; the file naming another preset leaves the clone denied.
+#[test]
+fn a_preset_from_the_environment_or_the_config_file_works_like_the_flag() {
+    require_root().unwrap();
+    let client = git();
+    for (jail, jail_flags) in both_jails() {
+        let mirror = Mirror::start();
+        for given in [
+            Given::Env("github"),
+            Given::File("github"),
+            Given::File("npm"),
+        ] {
+            let (o, records) = run(&mirror, &jail_flags, given, &client);
+            let t = format!("{jail}, {given:?}: {}\naudit: {records:?}", text(&o));
+            let allowed = !matches!(given, Given::File("npm"));
+            assert_eq!(o.status.code() == Some(0), allowed, "{t}");
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout).contains(client.success),
+                allowed,
+                "{t}"
+            );
+            let want = if allowed { "allow" } else { "deny" };
+            assert!(!records.is_empty(), "{t}");
+            assert!(records.iter().all(|(d, _, _)| d == want), "{t}");
+        }
+    }
 }
