@@ -153,6 +153,7 @@ mod tests {
             matched_rule: None,
             sequence_number: 0,
             trace: boundary_audit::TraceContext::from_traceparent(None),
+            requester: None,
         }
     }
 

@@ -314,7 +314,7 @@ pub fn run(
     tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
     let spec = jail_spec(&cfg, &command, &ca)?;
-    let pconf = proxy_config(&cfg, &run)?;
+    let mut pconf = proxy_config(&cfg, &run)?;
     let early = connect_agent_early(&cfg);
     let spool = prepare_spool(&cfg, early.is_some());
     let files = match cfg.jail_type {
@@ -322,6 +322,12 @@ pub fn run(
         JailType::Nsjail => None, // read-only inside the jail
     };
     let mut jail = start_jail(&cfg, &spec)?;
+    // Each audit record names the jailed process that made its connection.
+    pconf.requesters = jail
+        .attributor()
+        .map(|a| -> boundary_proxy::RequesterLookup {
+            Arc::new(move |peer, dest| a.requester(peer, dest))
+        });
     tracing::info!(session_id = %run.session_id, jail = %cfg.jail_type, "jail started");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

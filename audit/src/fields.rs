@@ -1,6 +1,8 @@
 //! The fields of coderd's `boundary_request` line (docs/interop.md §7), computed once per
 //! record, in coderd's order. The local log, the JSON file and our coderd sink all use these
-//! names, so the same Loki queries work with and without coderd.
+//! names, so the same Loki queries work with and without coderd. After them come our
+//! extension fields, the requesting process ([`ProcessFields`]), when the request came from a
+//! jail.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -51,6 +53,38 @@ pub struct RequestFields {
     pub matched_rule: Option<String>,
     pub trace: String,
     pub span: String,
+    /// Extension: the jailed process that made the request; absent outside a jail.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessFields>,
+}
+
+/// The requesting process, after coderd's fields (our extension; `process_pid` absent when
+/// unknown, the text fields then saying why, e.g. `unknown (exited)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessFields {
+    /// Its pid as seen inside the jail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_pid: Option<u32>,
+    /// Its name (`comm`).
+    pub process_name: String,
+    /// Its executable's path.
+    pub process_exe: String,
+    /// The first words of its command line.
+    pub process_args: String,
+    /// Its parent's name.
+    pub process_parent_name: String,
+}
+
+impl ProcessFields {
+    fn new(r: &crate::Requester) -> Self {
+        Self {
+            process_pid: r.pid,
+            process_name: r.name.clone(),
+            process_exe: r.exe.clone(),
+            process_args: r.args.clone(),
+            process_parent_name: r.parent.clone(),
+        }
+    }
 }
 
 impl RequestFields {
@@ -78,6 +112,7 @@ impl RequestFields {
             },
             trace: hex(&record.trace.trace_id),
             span: hex(&record.trace.span_id),
+            process: record.requester.as_deref().map(ProcessFields::new),
         }
     }
 }

@@ -35,4 +35,6 @@ mod record;
 pub use pipeline::{
     AuditError, AuditOptions, AuditPipeline, AuditProtocol, LogLevel, ShutdownReport,
 };
-pub use record::{AuditRecord, AuditSink, Identity, NullSink, RunContext, TraceContext, VecSink};
+pub use record::{
+    AuditRecord, AuditSink, Identity, NullSink, Requester, RunContext, TraceContext, VecSink,
+};

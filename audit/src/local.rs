@@ -1,6 +1,8 @@
 //! The local audit log: one `tracing` event per record, target [`TARGET`], message
 //! `boundary_request`, WARN for deny and INFO for allow, with the §7 field names. Which of
 //! them appear is the subscriber's level filter: `warn` shows denies only, `info` everything.
+//! The requesting process's fields (`process_*`, quoted: a command line has spaces) follow
+//! when the request came from a jail.
 
 use crate::fields::RequestFields;
 
@@ -29,6 +31,11 @@ macro_rules! request_event {
             $($key = %$value,)?
             trace = %$f.trace,
             span = %$f.span,
+            process_pid = $f.process.as_ref().and_then(|p| p.process_pid),
+            process_name = $f.process.as_ref().map(|p| &p.process_name),
+            process_exe = $f.process.as_ref().map(|p| &p.process_exe),
+            process_args = $f.process.as_ref().map(|p| &p.process_args),
+            process_parent_name = $f.process.as_ref().map(|p| &p.process_parent_name),
             "boundary_request"
         )
     };

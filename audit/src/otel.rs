@@ -6,6 +6,10 @@
 //! `tracing-opentelemetry`: the bridge mints its own span ids, and the audit record's ids must
 //! be the exported ones. Export is OTLP over gRPC (tonic) with the SDK's batch processor on
 //! the tokio runtime, configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
+//!
+//! The requesting jailed process is in `boundary.process.*` attributes (`pid`, `name`, `exe`,
+//! `args`, `parent_name`), not OpenTelemetry's `process.*`, which describe the process that
+//! emits the span (boundary).
 
 use std::time::{Duration, SystemTime};
 
@@ -89,6 +93,19 @@ impl Otel {
         ];
         if let Some(rule) = &f.matched_rule {
             attrs.push(KeyValue::new("boundary.matched_rule", text(rule)));
+        }
+        if let Some(p) = &f.process {
+            if let Some(pid) = p.process_pid {
+                attrs.push(KeyValue::new("boundary.process.pid", i64::from(pid)));
+            }
+            for (k, v) in [
+                ("boundary.process.name", &p.process_name),
+                ("boundary.process.exe", &p.process_exe),
+                ("boundary.process.args", &p.process_args),
+                ("boundary.process.parent_name", &p.process_parent_name),
+            ] {
+                attrs.push(KeyValue::new(k, text(v)));
+            }
         }
         let start: SystemTime = record.time.into();
         let builder = self

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use uuid::Uuid;
 
+pub use boundary_jail::Requester;
+
 /// Who the jailed work belongs to, as Coder knows it. Every field is optional because boundary
 /// also runs outside Coder; ids are validated as UUIDs by the CLI before they get here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,6 +144,9 @@ pub struct AuditRecord {
     /// Dense from 0 per run, one per evaluated request.
     pub sequence_number: i32,
     pub trace: TraceContext,
+    /// The jailed process that made the request (found when its connection was accepted);
+    /// `None` outside a jail. Shared by every request on one connection.
+    pub requester: Option<Arc<Requester>>,
 }
 
 /// Where the proxy delivers records. `record` must return quickly and never wait on I/O:

@@ -22,6 +22,7 @@ fn record(seq: i32) -> AuditRecord {
         matched_rule: Some("domain=example.com".into()),
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
+        requester: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn record(seq: i32) -> AuditRecord {
         matched_rule: allowed.then(|| "domain=example.com".to_string()),
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
+        requester: None,
     }
 }
 

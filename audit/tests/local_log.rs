@@ -70,6 +70,7 @@ fn record(seq: i32, allowed: bool) -> AuditRecord {
         matched_rule: allowed.then(|| "domain=example.com".to_string()),
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
+        requester: None,
     }
 }
 

@@ -77,6 +77,7 @@ async fn records_become_spans_with_their_own_ids() {
             matched_rule: (i != 1).then(|| "domain=example.com".to_string()),
             sequence_number: i,
             trace: TraceContext::from_traceparent((i == 2).then_some(caller)),
+            requester: None,
         })
         .collect();
     for r in &records {

@@ -2,7 +2,8 @@
 //! HTTP/1.1, HTTP/2 and a CONNECT tunnel; the audit records go through the agent socket to
 //! `boundary-agent-log-proxy`, over DRPC to `boundary-coderd-sink`, whose lines are parsed with
 //! a logfmt parser and checked: exactly one line per request, every §7 field plus trace and
-//! span, sequence numbers 0..n-1 each once, `matched_rule` only on allows. Variants: the agent
+//! span, sequence numbers 0..n-1 each once, `matched_rule` only on allows, and after them the
+//! process that made each request (curl, its parent the shell). Variants: the agent
 //! log proxy killed and restarted mid-run, a v1-only agent, the socket created 2 s after
 //! boundary started, the target exiting non-zero right after its last request.
 //!
@@ -39,6 +40,15 @@ const PART_TWO: &str = r#"
 echo "tunnel: $(c --http1.1 -p -x http://fixture.test:$HTTP_PORT -o /dev/null -o /dev/null -o /dev/null $S/allowed.txt $S/denied.txt $S/allowed.txt?again=1 | tr '\n' ' ')"
 echo "h1-post: $(c --http1.1 -o /dev/null -d x=1 $S/denied.txt)"
 "#;
+
+/// Our extension fields after coderd's: the process that made the request.
+const PROCESS_FIELDS: [&str; 5] = [
+    "process_pid",
+    "process_name",
+    "process_exe",
+    "process_args",
+    "process_parent_name",
+];
 
 /// Allowed and denied requests the script makes: PART_ONE 3 + 3, PART_TWO 2 + 2.
 const ALLOWED: usize = 5;
@@ -168,12 +178,22 @@ fn check(lines: &[String], out: &str) {
             Some("deny") => false,
             other => panic!("decision {other:?}"),
         };
+        // coderd's fields in its order, then our extension: the process that made the request.
         let want: Vec<&str> = boundary_integration::coder::logfmt::SECTION7_FIELDS
             .iter()
             .copied()
             .filter(|k| allowed || *k != "matched_rule")
+            .chain(PROCESS_FIELDS)
             .collect();
         assert_eq!(l.keys(), want, "fields of {l:?}");
+        assert_eq!(l.get("process_name"), Some("curl"), "{l:?}");
+        assert_eq!(l.get("process_parent_name"), Some("sh"), "{l:?}");
+        assert!(
+            l.get("process_args").unwrap().starts_with("curl -sS"),
+            "{l:?}"
+        );
+        let pid: u32 = l.get("process_pid").unwrap().parse().unwrap();
+        assert!(pid > 1, "a pid inside the jail: {l:?}");
         assert_eq!(l.get("owner"), Some("joe"));
         assert_eq!(l.get("workspace_name"), Some("some-task-c88d"));
         assert_eq!(l.get("agent_name"), Some("dev"));

@@ -59,6 +59,7 @@ fn record(seq: i32) -> AuditRecord {
             .then(|| format!("domain=host{}.example.com method=GET,POST", seq % 7)),
         sequence_number: seq,
         trace: TraceContext::from_traceparent((seq % 3 == 0).then_some(tp.as_str())),
+        requester: None,
     }
 }
 

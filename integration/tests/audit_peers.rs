@@ -46,6 +46,7 @@ fn request(seqs: std::ops::Range<i32>) -> ReportBoundaryLogsRequest {
                 trace_id: "478b2b45577307c4fd1bcfc64fad6ffb".into(),
                 span_id: format!("{:016x}", s + 1),
                 parent_span_id: String::new(),
+                ..Default::default()
             })
             .collect(),
         session_id: "5b0f4a52-8d7e-4a39-9a51-0c6c0e6f2a11".into(),

@@ -35,6 +35,7 @@
 //! yes, container runtimes and other host services no) and, in landjail, the TCP destinations and
 //! loopback-only listeners (`supervisor::tcp`).
 
+pub mod attribution;
 pub mod landjail;
 
 use std::ffi::OsString;
@@ -52,6 +53,7 @@ mod writable;
 
 pub use supervisor::unix::UnixSocketRules;
 
+pub use attribution::{Attributor, Requester};
 pub use process::RunningJail;
 pub use reexec::init_hook;
 /// Socket facts other crates need and have no safe call for (the audit forwarder's).

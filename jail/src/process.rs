@@ -67,6 +67,7 @@ pub struct RunningJail {
     tty: Option<RawFd>,
     exit: Option<i32>,
     guards: Vec<Box<dyn Send>>,
+    attributor: Option<std::sync::Arc<crate::attribution::Attributor>>,
 }
 
 impl std::fmt::Debug for RunningJail {
@@ -134,6 +135,7 @@ impl RunningJail {
             tty: None,
             exit: None,
             guards: Vec::new(),
+            attributor: None,
         })
     }
 
@@ -154,6 +156,18 @@ impl RunningJail {
     pub(crate) fn keep_alive(mut self, guard: impl Send + 'static) -> Self {
         self.guards.push(Box::new(guard));
         self
+    }
+
+    /// Names the process behind each proxy connection with `attributor`.
+    pub(crate) fn with_attributor(mut self, attributor: crate::attribution::Attributor) -> Self {
+        self.attributor = Some(std::sync::Arc::new(attributor));
+        self
+    }
+
+    /// Finds which jailed process made a connection the proxy accepted (see
+    /// [`Attributor::requester`](crate::attribution::Attributor::requester)).
+    pub fn attributor(&self) -> Option<std::sync::Arc<crate::attribution::Attributor>> {
+        self.attributor.clone()
     }
 
     /// Pid of the process boundary waits for (nsjail: the namespace helper; landjail: target).

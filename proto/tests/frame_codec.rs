@@ -49,6 +49,7 @@ fn record() -> impl Strategy<Value = BoundaryLog> {
                 trace_id: trace,
                 span_id: span,
                 parent_span_id: String::new(),
+                ..Default::default()
             },
         )
 }

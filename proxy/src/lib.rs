@@ -48,7 +48,7 @@ mod stall;
 pub mod upstream;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,7 +108,17 @@ pub struct ProxyConfig {
     pub upstream_total: usize,
     /// Client connections kept open; at the cap the oldest idle one is closed for a new one.
     pub client_connections: usize,
+    /// Names the jailed process behind a client connection from its peer address and the
+    /// address it connected to (see [`RequesterLookup`]); `None` outside a jail.
+    pub requesters: Option<RequesterLookup>,
 }
+
+/// Asked once per accepted connection with `(peer, destination)`: the peer's address and the
+/// address the client connected to (the original destination of a redirected connection, else
+/// the proxy's own); its answer goes into every audit record of the connection. The jail
+/// provides it; the proxy knows nothing of how it finds the process.
+pub type RequesterLookup =
+    Arc<dyn Fn(SocketAddr, SocketAddr) -> boundary_audit::Requester + Send + Sync>;
 
 impl ProxyConfig {
     /// Defaults: no overrides, no upstream proxy, no correlation, [`DEFAULT_IDLE_TIMEOUT`] idle,
@@ -130,6 +140,7 @@ impl ProxyConfig {
             upstream_per_origin: upstream::DEFAULT_PER_ORIGIN,
             upstream_total: upstream::default_connection_total(),
             client_connections: slots::default_client_connections(),
+            requesters: None,
         }
     }
 }
@@ -153,6 +164,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream_per_origin", &self.upstream_per_origin)
             .field("upstream_total", &self.upstream_total)
             .field("client_connections", &self.client_connections)
+            .field("requesters", &self.requesters.is_some())
             .finish()
     }
 }

@@ -37,7 +37,20 @@ pub fn to_proto(r: &AuditRecord) -> BoundaryLog {
         trace_id: hex(&r.trace.trace_id),
         span_id: hex(&r.trace.span_id),
         parent_span_id: r.trace.parent_span_id.map(|p| hex(&p)).unwrap_or_default(),
+        process_pid: r.requester.as_ref().and_then(|p| p.pid).unwrap_or(0),
+        process_name: requester_text(r, |p| &p.name),
+        process_exe: requester_text(r, |p| &p.exe),
+        process_args: requester_text(r, |p| &p.args),
+        process_parent_name: requester_text(r, |p| &p.parent),
     }
+}
+
+fn requester_text(r: &AuditRecord, field: impl Fn(&crate::Requester) -> &String) -> String {
+    r.requester
+        .as_deref()
+        .map(field)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Bytes a log adds to a request (field key, length, body).
@@ -183,6 +196,7 @@ mod tests {
             matched_rule: Some("domain=example.com".into()),
             sequence_number: seq,
             trace: TraceContext::from_traceparent(None),
+            requester: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! `coderd.agentrpc`, fields in coderd's order, `matched_rule` only on allows. Owner,
 //! workspace, template and agent come from boundary's extension fields (coderd takes them from
 //! its database), `request_id` is a fresh UUID per record, `trace`/`span` the record's own
-//! (random when a record carries none, as coderd's own span would be).
+//! (random when a record carries none, as coderd's own span would be). After `span` come the
+//! requesting process's fields (`process_pid`, `process_name`, `process_exe`, `process_args`,
+//! `process_parent_name`) when the record carries them (boundary's extension fields 1003-1007).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -54,6 +56,33 @@ pub struct LineFields {
     pub trace: String,
     #[serde(skip)]
     pub span: String,
+    /// Extension: the jailed process that made the request, when the record names one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessFields>,
+}
+
+/// The requesting process's fields, named as in boundary's own log lines (after `span`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProcessFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_pid: Option<u32>,
+    pub process_name: String,
+    pub process_exe: String,
+    pub process_args: String,
+    pub process_parent_name: String,
+}
+
+impl ProcessFields {
+    /// `None` for a record without a requester (boundary outside a jail, or an older one).
+    fn of(log: &boundary_proto::pb::BoundaryLog) -> Option<Self> {
+        (!log.process_name.is_empty()).then(|| Self {
+            process_pid: (log.process_pid != 0).then_some(log.process_pid),
+            process_name: log.process_name.clone(),
+            process_exe: log.process_exe.clone(),
+            process_args: log.process_args.clone(),
+            process_parent_name: log.process_parent_name.clone(),
+        })
+    }
 }
 
 fn random_hex(n: usize) -> String {
@@ -102,6 +131,7 @@ pub fn fields_of(req: &ReportBoundaryLogsRequest) -> Vec<LineFields> {
                 } else {
                     log.span_id.clone()
                 },
+                process: ProcessFields::of(log),
             }
         })
         .collect()
@@ -143,6 +173,20 @@ pub fn format_line(f: &LineFields, format: Format, now: chrono::DateTime<chrono:
             pairs.push(("request_id", &f.request_id));
             pairs.push(("trace", &f.trace));
             pairs.push(("span", &f.span));
+            let pid = f
+                .process
+                .as_ref()
+                .and_then(|p| p.process_pid)
+                .map(|p| p.to_string());
+            if let Some(p) = &f.process {
+                if let Some(pid) = &pid {
+                    pairs.push(("process_pid", pid));
+                }
+                pairs.push(("process_name", &p.process_name));
+                pairs.push(("process_exe", &p.process_exe));
+                pairs.push(("process_args", &p.process_args));
+                pairs.push(("process_parent_name", &p.process_parent_name));
+            }
             format!(
                 "{} [info] coderd.agentrpc: boundary_request {}",
                 now.format("%Y-%m-%d %H:%M:%S%.3f"),

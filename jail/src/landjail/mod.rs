@@ -322,6 +322,12 @@ fn start_inner(
                 source: e.into(),
             }
         })?;
+    let connects = Arc::new(crate::attribution::ConnectLog::default());
+    let diag = supervisor::diag::open().map_err(|source| LandjailError::Setup {
+        what: "creating a sock_diag socket (to name the process behind each request)",
+        source,
+    })?;
+    let attributor = crate::attribution::Attributor::new(diag, connects.clone());
     let policy = Arc::new(supervisor::Policy {
         net: supervisor::Net::Host { proxy: allowed },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
@@ -329,6 +335,7 @@ fn start_inner(
         files: Some(supervisor::meta::WritableRoots::new(
             landlock_rules::writable_roots(writable)?,
         )),
+        connects,
     });
     std::thread::Builder::new()
         .name("landjail-supervisor".into())
@@ -402,5 +409,8 @@ fn start_inner(
         what: "opening a pidfd for the target",
         source,
     })?;
-    Ok(jail.reclaim_terminal(tty).keep_alive(orphans))
+    Ok(jail
+        .reclaim_terminal(tty)
+        .keep_alive(orphans)
+        .with_attributor(attributor))
 }

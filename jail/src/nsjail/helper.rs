@@ -137,6 +137,9 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     let diag = crate::supervisor::diag::open()
         .map_err(|e| format!("creating a sock_diag socket in the jail's network namespace: {e}"))?;
     sockets.push((wire::SocketKind::UnixDiag, diag));
+    let inet_diag = crate::supervisor::diag::open()
+        .map_err(|e| format!("creating a sock_diag socket in the jail's network namespace: {e}"))?;
+    sockets.push((wire::SocketKind::InetDiag, inet_diag));
     sockets.push((wire::SocketKind::Sender, sender));
     if !req.skip_netfilter {
         net::install_rules(&req.nft_tool, proxy_port, dns_port)?;

@@ -235,11 +235,12 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
     let mut listeners = Vec::new();
     let mut dns_sockets = DnsSockets::default();
     let mut init_pidfd = None;
-    let (mut listener, mut diag, mut sender) = (None, None, None);
+    let (mut listener, mut diag, mut sender, mut inet_diag) = (None, None, None, None);
     for (kind, fd) in sockets {
         match kind {
             SocketKind::SeccompListener => listener = Some(fd),
             SocketKind::UnixDiag => diag = Some(fd),
+            SocketKind::InetDiag => inet_diag = Some(fd),
             SocketKind::Sender => sender = Some(fd),
             SocketKind::ProxyTcp => listeners.push(TcpListener::from(fd)),
             SocketKind::DnsUdp => dns_sockets.udp.push(UdpSocket::from(fd)),
@@ -253,15 +254,19 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
             JailError::Setup("the jail helper sent no pidfd for init".into()),
         ));
     };
-    let (Some(listener), Some(diag), Some(sender)) = (listener, diag, sender) else {
+    let (Some(listener), Some(diag), Some(sender), Some(inet_diag)) =
+        (listener, diag, sender, inet_diag)
+    else {
         return Err(fail(
             &mut child,
             JailError::Setup(
-                "the jail helper sent no seccomp listener, sock_diag socket or sender channel"
+                "the jail helper sent no seccomp listener, sock_diag sockets or sender channel"
                     .into(),
             ),
         ));
     };
+    let connects = std::sync::Arc::new(crate::attribution::ConnectLog::default());
+    let attributor = crate::attribution::Attributor::new(inet_diag, connects.clone());
     let policy = std::sync::Arc::new(supervisor::Policy {
         net: supervisor::Net::Namespace {
             diag,
@@ -270,6 +275,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: Default::default(),
         files: None,
+        connects: connects.clone(),
     });
     if let Err(e) = supervisor::spawn(listener, policy) {
         return Err(fail(
@@ -284,7 +290,8 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         .forward_signals_to(init_pidfd, init_pid)
         .reclaim_terminal(req.tty_fd)
         .keep_alive(ours)
-        .keep_alive(dns);
+        .keep_alive(dns)
+        .with_attributor(attributor);
     tracing::debug!(init_pid, "nsjail started");
     Ok(jail)
 }

@@ -58,6 +58,10 @@ pub enum SocketKind {
     /// Boundary's end of the channel to the jail's sender process, which carries out the
     /// supervisor's checked sends with the jail's credentials (`supervisor::sender`).
     Sender = 7,
+    /// A second sock_diag socket from the jail's network namespace, for the proxy to find
+    /// which jailed socket (and process) a connection it accepted comes from
+    /// (`crate::attribution`); its own, so its lookups never interleave with the supervisor's.
+    InetDiag = 8,
 }
 
 impl SocketKind {
@@ -70,6 +74,7 @@ impl SocketKind {
             5 => SocketKind::SeccompListener,
             6 => SocketKind::UnixDiag,
             7 => SocketKind::Sender,
+            8 => SocketKind::InetDiag,
             _ => return Err(bad("unknown socket kind")),
         })
     }

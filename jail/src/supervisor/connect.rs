@@ -184,6 +184,11 @@ pub(super) fn check_connect(
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
+    let disconnect = u16::from_ne_bytes([addr[0], addr[1]]) == libc::AF_UNSPEC as u16;
+    if matches!(domain, libc::AF_INET | libc::AF_INET6) && !disconnect {
+        // Before the connect is made: the proxy may accept it before our connect returns.
+        crate::attribution::note_connect(&policy.connects, &sock, tid);
+    }
     let via = match &policy.net {
         Net::Namespace { sender, .. } => Some(std::sync::Arc::clone(sender)),
         Net::Host { .. } => None,

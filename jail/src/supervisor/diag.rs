@@ -10,11 +10,15 @@
 //! query costs the same on a host with ten thousand connections as on an idle one (reading
 //! `/proc/net/tcp` costs tens of milliseconds there).
 //!
+//! TCP connections: the inode of the one socket with a given address pair
+//! ([`tcp_socket_inode`], an exact lookup), which tells the proxy which jailed socket (and so
+//! which process, see `crate::attribution`) a connection it accepted comes from.
+//!
 //! A dump covers the network namespace the netlink socket was created in: boundary's own, or
 //! the jail's (nsjail hands one over from inside the jail's namespace).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -114,15 +118,97 @@ pub(crate) fn tcp_listeners(
     Ok(out)
 }
 
+/// The inode of the TCP socket of `sock`'s network namespace whose local address is `local`
+/// and whose peer is `remote` (the client's side of a connection the proxy accepted: `local`
+/// is the accepted connection's peer); `None` when there is none, or it was closed (a closed
+/// socket keeps its addresses but loses its inode). An exact lookup: the kernel finds the one
+/// socket by its addresses, whatever else the namespace holds. IPv4 addresses on an IPv6
+/// socket are found too (the kernel looks IPv4-mapped addresses up as IPv4).
+pub(crate) fn tcp_socket_inode(
+    sock: &OwnedFd,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> io::Result<Option<u64>> {
+    let (family, src, dst) = match (canonical(local), canonical(remote)) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => {
+            let word = |ip: Ipv4Addr| {
+                let mut w = [0u8; 16];
+                w[..4].copy_from_slice(&ip.octets());
+                w
+            };
+            (libc::AF_INET, word(*l.ip()), word(*r.ip()))
+        }
+        (l, r) => (libc::AF_INET6, v6_octets(l.ip()), v6_octets(r.ip())),
+    };
+    // struct inet_diag_req_v2 with the full socket id: ports (network order), addresses,
+    // interface 0 and INET_DIAG_NOCOOKIE, answered by the kernel's exact lookup.
+    let mut body = Vec::with_capacity(56);
+    body.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    body.extend_from_slice(&u32::MAX.to_ne_bytes());
+    body.extend_from_slice(&local.port().to_be_bytes());
+    body.extend_from_slice(&remote.port().to_be_bytes());
+    body.extend_from_slice(&src);
+    body.extend_from_slice(&dst);
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    body.extend_from_slice(&[0xff; 8]);
+    let mut found = None;
+    match request_flags(sock, &body, NLM_F_REQUEST, |p| {
+        found = found.or(parse_inode(p));
+    }) {
+        Ok(()) => Ok(found.filter(|&i| i != 0)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+fn v6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The inode of an `inet_diag_msg` that is not a listener (a lookup by addresses may fall
+/// back to the listener on that port).
+fn parse_inode(p: &[u8]) -> Option<u64> {
+    if p.len() < 72 || p[1] == TCP_LISTEN {
+        return None;
+    }
+    Some(u64::from(u32::from_ne_bytes(p[68..72].try_into().ok()?)))
+}
+
 /// Sends one `SOCK_DIAG_BY_FAMILY` dump request with `body` and hands each answer's payload
 /// to `each` until the dump is complete.
-fn request(sock: &OwnedFd, body: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+fn request(sock: &OwnedFd, body: &[u8], each: impl FnMut(&[u8])) -> io::Result<()> {
+    request_flags(sock, body, NLM_F_REQUEST | NLM_F_DUMP, each)
+}
+
+/// Sends one `SOCK_DIAG_BY_FAMILY` request with netlink `flags`: a dump is complete at its
+/// `NLMSG_DONE`, an exact lookup at its one answer (or error).
+fn request_flags(
+    sock: &OwnedFd,
+    body: &[u8],
+    flags: u16,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let dump = flags & NLM_F_DUMP != 0;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let len = u32::try_from(16 + body.len()).expect("small request");
     let mut req = Vec::with_capacity(16 + body.len());
     req.extend_from_slice(&len.to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&flags.to_ne_bytes());
     req.extend_from_slice(&seq.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
     req.extend_from_slice(body);
@@ -139,7 +225,12 @@ fn request(sock: &OwnedFd, body: &[u8], mut each: impl FnMut(&[u8])) -> io::Resu
         if n == 0 {
             return Err(io::Error::other("sock_diag: netlink socket closed"));
         }
-        if parse_batch(&buf[..n], seq, &mut each)? {
+        let mut answered = false;
+        let mut counting = |p: &[u8]| {
+            answered = true;
+            each(p)
+        };
+        if parse_batch(&buf[..n], seq, &mut counting)? || (!dump && answered) {
             return Ok(());
         }
     }

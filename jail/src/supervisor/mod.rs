@@ -90,6 +90,9 @@ pub(crate) struct Policy {
     /// landjail: where the target may change file metadata ([`meta`]); `None` in nsjail,
     /// whose filter does not send those calls.
     pub(crate) files: Option<meta::WritableRoots>,
+    /// Who made each TCP connect, for the proxy to name the requesting process
+    /// (`crate::attribution`).
+    pub(crate) connects: Arc<crate::attribution::ConnectLog>,
 }
 
 /// The network the jailed processes' sockets live in.

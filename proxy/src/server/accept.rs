@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::Leg;
+use super::sniff::Who;
 use super::Proxy;
 use crate::io::original_dst;
 
@@ -53,11 +54,24 @@ impl Proxy {
         original_dst: Option<SocketAddr>,
     ) {
         let _ = stream.set_nodelay(true);
+        let requester = self.requester(&stream, original_dst);
         let leg = match original_dst {
             Some(d) if !self.settings.is_self(d) => Leg::Transparent(d),
             _ => Leg::Explicit,
         };
-        self.serve_stream(stream, leg).await;
+        self.serve_stream(stream, leg, requester).await;
+    }
+
+    /// The process behind a connection, asked once when it is accepted (before any request:
+    /// the process may exit soon after), when the proxy serves a jail.
+    fn requester(&self, stream: &TcpStream, original_dst: Option<SocketAddr>) -> Who {
+        let lookup = self.config.requesters.as_ref()?;
+        let (peer, local) = (stream.peer_addr().ok()?, stream.local_addr().ok()?);
+        // The address the client connected to: the original destination when redirected.
+        let dest = original_dst
+            .or_else(|| crate::io::original_dst(stream))
+            .unwrap_or(local);
+        Some(Arc::new(lookup(peer, dest)))
     }
 }
 

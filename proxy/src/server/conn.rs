@@ -101,7 +101,10 @@ impl Proxy {
                 host,
                 port,
                 unruled,
-            } => self.open_tunnel(req, host, port, unruled),
+            } => {
+                let requester = ctx.requester.clone();
+                self.open_tunnel(req, host, port, unruled, requester)
+            }
             Verdict::Refuse(refusal) => {
                 // A client waiting for `100 Continue` has sent nothing yet: let it be.
                 if !req.headers().contains_key(header::EXPECT) {

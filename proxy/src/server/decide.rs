@@ -8,7 +8,7 @@ use boundary_audit::{AuditRecord, TraceContext};
 use http::{HeaderMap, Method, Request, StatusCode};
 use hyper::body::Body;
 
-use super::sniff::ConnCtx;
+use super::sniff::{ConnCtx, Who};
 use super::target::Target;
 use super::Proxy;
 use super::{framing, overrides};
@@ -163,7 +163,7 @@ impl Proxy {
             }
         }
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
-        self.audit(sequence, &judged, req.headers());
+        self.audit(sequence, &judged, req.headers(), ctx.requester.clone());
         ctx.decided();
         self.metrics.decided(judged.outcome.is_ok());
         self.metrics.decision.observe(started.elapsed());
@@ -183,7 +183,7 @@ impl Proxy {
         }
     }
 
-    fn audit(&self, sequence: i32, j: &Judged, headers: &HeaderMap) {
+    fn audit(&self, sequence: i32, j: &Judged, headers: &HeaderMap, requester: Who) {
         if let Err(kind) = &j.outcome {
             tracing::info!(sequence, method = %j.method, url = %j.url, reason = %kind.reason(), "denied");
         }
@@ -196,6 +196,7 @@ impl Proxy {
             matched_rule: j.outcome.as_ref().ok().cloned(),
             sequence_number: sequence,
             trace: TraceContext::from_traceparent(traceparent),
+            requester,
         });
     }
 
@@ -300,7 +301,7 @@ impl Proxy {
 
     /// Audits, once, a CONNECT to a host no rule allows whose tunnel carried no request that
     /// could be decided (the client did not speak TLS or HTTP, or refused our certificate).
-    pub(super) fn refuse_tunnel_after(&self, host: Host, port: u16) {
+    pub(super) fn refuse_tunnel_after(&self, host: Host, port: u16, requester: Who) {
         let suggestions = vec![format!("domain={}", host.as_str())];
         let judged = connect_judged(
             host,
@@ -309,7 +310,7 @@ impl Proxy {
             suggestions,
         );
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
-        self.audit(sequence, &judged, &HeaderMap::new());
+        self.audit(sequence, &judged, &HeaderMap::new(), requester);
         self.metrics.decided(false);
     }
 

@@ -190,6 +190,7 @@ impl Proxy {
         host: Host,
         port: u16,
         unruled: bool,
+        requester: super::sniff::Who,
     ) -> Response<ProxyBody> {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let flag = unruled.then(|| Arc::new(AtomicBool::new(false)));
@@ -200,6 +201,7 @@ impl Proxy {
             host: host.clone(),
             port,
             decided,
+            requester: requester.clone(),
         });
         let tunnel = async move {
             let _audit_once = audit_once;
@@ -209,7 +211,10 @@ impl Proxy {
                 unruled: flag,
             };
             match on_upgrade.await {
-                Ok(upgraded) => self.serve_stream(TokioIo::new(upgraded), leg).await,
+                Ok(upgraded) => {
+                    self.serve_stream(TokioIo::new(upgraded), leg, requester)
+                        .await
+                }
                 Err(e) => tracing::debug!(error = %e, "CONNECT tunnel was not established"),
             }
         };
@@ -226,12 +231,15 @@ struct UnruledTunnel {
     host: Host,
     port: u16,
     decided: Arc<AtomicBool>,
+    requester: super::sniff::Who,
 }
 
 impl Drop for UnruledTunnel {
     fn drop(&mut self) {
         if !self.decided.load(Ordering::Acquire) {
-            self.proxy.refuse_tunnel_after(self.host.clone(), self.port);
+            let who = self.requester.take();
+            self.proxy
+                .refuse_tunnel_after(self.host.clone(), self.port, who);
         }
     }
 }

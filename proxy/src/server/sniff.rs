@@ -32,6 +32,9 @@ pub(super) enum Leg {
     },
 }
 
+/// The jailed process behind a client connection, when the proxy serves a jail.
+pub(super) type Who = Option<Arc<boundary_audit::Requester>>;
+
 /// What every request on one client connection shares.
 #[derive(Debug, Clone)]
 pub(super) struct ConnCtx {
@@ -43,6 +46,8 @@ pub(super) struct ConnCtx {
     /// When the connection's own names disagree (SNI vs CONNECT authority), every request on it
     /// is denied with this reason.
     pub mismatch: Option<String>,
+    /// The process that made the connection (every record of it names it).
+    pub requester: Who,
 }
 
 impl ConnCtx {
@@ -71,7 +76,7 @@ impl ConnCtx {
 
 impl Proxy {
     /// Sniffs the first byte and serves TLS (intercepted) or plain HTTP on `io`.
-    pub(super) async fn serve_stream<S>(self: Arc<Self>, mut io: S, leg: Leg)
+    pub(super) async fn serve_stream<S>(self: Arc<Self>, mut io: S, leg: Leg, requester: Who)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -93,7 +98,7 @@ impl Proxy {
         }
         let io = Rewind::new(io, Bytes::copy_from_slice(&first));
         if first[0] == 0x16 {
-            self.serve_tls(io, leg).await;
+            self.serve_tls(io, leg, requester).await;
         } else {
             let fixed = match &leg {
                 Leg::Tunnel { host, port, .. } => Some((host.clone(), *port)),
@@ -104,12 +109,13 @@ impl Proxy {
                 tls: false,
                 fixed,
                 mismatch: None,
+                requester,
             };
             self.serve_http(io, ctx).await;
         }
     }
 
-    async fn serve_tls<S>(self: Arc<Self>, io: S, leg: Leg)
+    async fn serve_tls<S>(self: Arc<Self>, io: S, leg: Leg, requester: Who)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -167,6 +173,7 @@ impl Proxy {
             tls: true,
             fixed: Some((host, port)),
             mismatch,
+            requester,
         };
         self.serve_http(tls, ctx).await;
     }
