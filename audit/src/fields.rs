@@ -32,6 +32,16 @@ pub const FIELD_ORDER: [&str; 16] = [
     "span",
 ];
 
+/// Our extension fields after coderd's, in their order: the process that made the request
+/// (present on records from a jail; `process_pid` absent when it is unknown).
+pub const PROCESS_FIELDS: [&str; 5] = [
+    "process_pid",
+    "process_name",
+    "process_exe",
+    "process_args",
+    "process_parent_name",
+];
+
 /// One record's line fields. Serialises in coderd's field order; `matched_rule` only on allow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestFields {

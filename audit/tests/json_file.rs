@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use boundary_audit::{
-    AuditOptions, AuditPipeline, AuditRecord, Identity, RunContext, TraceContext,
+    AuditOptions, AuditPipeline, AuditRecord, Identity, Requester, RunContext, TraceContext,
 };
 
 fn record(seq: i32) -> AuditRecord {
@@ -61,7 +61,16 @@ async fn every_decision_is_one_json_line_written_at_once() {
     let session = opts.run.session_id.to_string();
     let pipe = AuditPipeline::start(opts).unwrap();
     let sink = pipe.sink();
-    let records: Vec<AuditRecord> = (0..20).map(record).collect();
+    let mut records: Vec<AuditRecord> = (0..20).map(record).collect();
+    // Requests from a jail name their process; one that exited says so, without a pid.
+    records[3].requester = Some(std::sync::Arc::new(Requester {
+        pid: Some(7),
+        name: "node".into(),
+        exe: "/usr/bin/node".into(),
+        args: "node -e x".into(),
+        parent: "sh".into(),
+    }));
+    records[4].requester = Some(std::sync::Arc::new(Requester::unknown("unknown (exited)")));
     for r in &records {
         sink.record(r.clone());
     }
@@ -85,7 +94,21 @@ async fn every_decision_is_one_json_line_written_at_once() {
         assert_eq!(l["span"], r.trace.span_id_hex().as_str());
         assert_eq!(l.get("matched_rule").is_some(), r.allowed);
         assert_eq!(l["confined_process_name"], "claude");
+        match r.requester.as_deref() {
+            None => assert!(l.get("process_name").is_none(), "{l}"),
+            Some(p) => {
+                assert_eq!(
+                    l.get("process_pid").and_then(|v| v.as_u64()),
+                    p.pid.map(u64::from)
+                );
+                assert_eq!(l["process_name"], p.name.as_str());
+                assert_eq!(l["process_exe"], p.exe.as_str());
+                assert_eq!(l["process_args"], p.args.as_str());
+                assert_eq!(l["process_parent_name"], p.parent.as_str());
+            }
+        }
     }
+    assert_eq!(lines[4]["process_exe"], "unknown (exited)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boundary_audit::{
-    AuditOptions, AuditPipeline, AuditRecord, Identity, RunContext, TraceContext,
+    AuditOptions, AuditPipeline, AuditRecord, Identity, Requester, RunContext, TraceContext,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -77,7 +77,20 @@ async fn records_become_spans_with_their_own_ids() {
             matched_rule: (i != 1).then(|| "domain=example.com".to_string()),
             sequence_number: i,
             trace: TraceContext::from_traceparent((i == 2).then_some(caller)),
-            requester: None,
+            // A known process, one that exited before its connection was accepted, none.
+            requester: match i {
+                0 => Some(std::sync::Arc::new(Requester {
+                    pid: Some(42),
+                    name: "curl".into(),
+                    exe: "/usr/bin/curl".into(),
+                    args: "curl -s https://example.com/0".into(),
+                    parent: "bash".into(),
+                })),
+                1 => Some(std::sync::Arc::new(Requester::unknown(
+                    boundary_jail::attribution::EXITED,
+                ))),
+                _ => None,
+            },
         })
         .collect();
     for r in &records {
@@ -113,6 +126,19 @@ async fn records_become_spans_with_their_own_ids() {
             attr(s, "boundary.sequence_number"),
             Some(r.sequence_number.to_string())
         );
+        let p = r.requester.as_deref();
+        assert_eq!(
+            attr(s, "boundary.process.pid"),
+            p.and_then(|p| p.pid).map(|p| p.to_string())
+        );
+        for (key, want) in [
+            ("boundary.process.name", p.map(|p| p.name.clone())),
+            ("boundary.process.exe", p.map(|p| p.exe.clone())),
+            ("boundary.process.args", p.map(|p| p.args.clone())),
+            ("boundary.process.parent_name", p.map(|p| p.parent.clone())),
+        ] {
+            assert_eq!(attr(s, key), want, "{key} of record {}", r.sequence_number);
+        }
     }
     let continued = spans.iter().find(|s| !s.parent_span_id.is_empty()).unwrap();
     assert_eq!(

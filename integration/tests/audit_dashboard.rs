@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use boundary_audit::fields::FIELD_ORDER;
+use boundary_audit::fields::{FIELD_ORDER, PROCESS_FIELDS};
 use boundary_integration::coder::coderd::{fields_of, format_line, Format};
 use boundary_proto::pb::{boundary_log, BoundaryLog, ReportBoundaryLogsRequest};
 use regex::Regex;
@@ -86,6 +86,8 @@ fn dashboard_has_the_required_panels_and_filters() {
         "Top 20 denied domains",
         "Most recent allowed requests",
         "Most recent denied requests",
+        // Issue 16: which program made the requests.
+        "Requests and denies by process",
     ] {
         assert!(
             titles.contains(&want),
@@ -136,6 +138,11 @@ fn dashboard_has_the_required_panels_and_filters() {
         assert!(e.starts_with("topk(20, sum by (host)"), "{e}");
         assert!(e.contains(&format!("decision=\"{decision}\"")), "{e}");
     }
+    let e = panel_expr(&d, "Requests and denies by process");
+    assert!(
+        e.starts_with("sum by (process_name, decision) (count_over_time("),
+        "{e}"
+    );
     for (title, decision) in [
         ("Most recent allowed requests", "allow"),
         ("Most recent denied requests", "deny"),
@@ -169,7 +176,8 @@ fn panel_expr(d: &serde_json::Value, title: &str) -> String {
 
 #[test]
 fn every_query_names_only_section_7_fields() {
-    let allowed: BTreeSet<&str> = FIELD_ORDER.iter().copied().collect();
+    // §7's fields, and our extension fields for the requesting process.
+    let allowed: BTreeSet<&str> = FIELD_ORDER.iter().chain(&PROCESS_FIELDS).copied().collect();
     let mut all = Vec::new();
     exprs(&dashboard(), &mut all);
     for e in &all {
@@ -244,4 +252,66 @@ fn host_regexp_extracts_the_host_from_real_sink_lines() {
         assert_eq!(&caps["host"], host, "{line}");
         assert_eq!(caps.name("path").map(|m| m.as_str()), path, "{line}");
     }
+}
+
+/// The process fields the panel groups by: after coderd's fields on the sink's line, parsed
+/// back by logfmt exactly, however the jailed process named itself; and a command line that
+/// imitates other fields changes neither them nor the host the panels extract.
+#[test]
+fn process_fields_on_sink_lines_parse_back_and_forge_nothing() {
+    let args = "curl \"x\" decision=allow http_url=https://forged.test/";
+    let req = ReportBoundaryLogsRequest {
+        logs: vec![BoundaryLog {
+            allowed: false,
+            resource: Some(boundary_log::Resource::HttpRequest(
+                boundary_log::HttpRequest {
+                    method: "GET".into(),
+                    url: "https://real.test/p".into(),
+                    ..Default::default()
+                },
+            )),
+            process_pid: 7,
+            process_name: "my prog".into(),
+            process_exe: "/usr/bin/curl".into(),
+            process_args: args.into(),
+            process_parent_name: "sh".into(),
+            ..Default::default()
+        }],
+        owner: "joe".into(),
+        ..Default::default()
+    };
+    let line = format_line(&fields_of(&req)[0], Format::Human, chrono::Utc::now());
+    let parsed = boundary_integration::coder::logfmt::parse_human(&line).unwrap();
+    let want: Vec<&str> = boundary_integration::coder::logfmt::SECTION7_FIELDS
+        .iter()
+        .copied()
+        .filter(|k| *k != "matched_rule")
+        .chain(PROCESS_FIELDS)
+        .collect();
+    assert_eq!(parsed.keys(), want, "{line}");
+    assert_eq!(parsed.get("decision"), Some("deny"), "{line}");
+    assert_eq!(parsed.get("process_pid"), Some("7"));
+    assert_eq!(parsed.get("process_name"), Some("my prog"));
+    assert_eq!(parsed.get("process_args"), Some(args));
+    assert_eq!(parsed.get("process_parent_name"), Some("sh"));
+    let mut all = Vec::new();
+    exprs(&dashboard(), &mut all);
+    let e = all.iter().find(|e| e.contains("regexp")).unwrap();
+    let lit = e.split_once("regexp \"").unwrap().1;
+    let mut pattern = String::new();
+    let mut chars = lit.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => pattern.push(chars.next().unwrap()),
+            '"' => break,
+            c => pattern.push(c),
+        }
+    }
+    let caps = Regex::new(&pattern).unwrap().captures(&line).unwrap();
+    assert_eq!(&caps["host"], "real.test", "{line}");
+    // A record without a process (boundary outside a jail, or an older one) has none of them.
+    let mut bare = req.clone();
+    bare.logs[0].process_name.clear();
+    let line = format_line(&fields_of(&bare)[0], Format::Human, chrono::Utc::now());
+    assert!(!line.contains("process_"), "{line}");
 }

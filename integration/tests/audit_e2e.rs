@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use boundary_audit::fields::PROCESS_FIELDS;
 use boundary_integration::coder::logfmt::{self, HumanLine};
 use boundary_integration::coder::peers::{LogProxyProcess, SinkProcess};
 use nsjail_common::*;
@@ -40,15 +41,6 @@ const PART_TWO: &str = r#"
 echo "tunnel: $(c --http1.1 -p -x http://fixture.test:$HTTP_PORT -o /dev/null -o /dev/null -o /dev/null $S/allowed.txt $S/denied.txt $S/allowed.txt?again=1 | tr '\n' ' ')"
 echo "h1-post: $(c --http1.1 -o /dev/null -d x=1 $S/denied.txt)"
 "#;
-
-/// Our extension fields after coderd's: the process that made the request.
-const PROCESS_FIELDS: [&str; 5] = [
-    "process_pid",
-    "process_name",
-    "process_exe",
-    "process_args",
-    "process_parent_name",
-];
 
 /// Allowed and denied requests the script makes: PART_ONE 3 + 3, PART_TWO 2 + 2.
 const ALLOWED: usize = 5;

@@ -3,7 +3,7 @@
 //! Both jails send every `connect()` to the connect supervisor, which sees the calling thread
 //! while it is blocked in the call. Before it makes a TCP connect, the supervisor notes the
 //! socket's inode and the calling process (its host pid and start time) in a small bounded
-//! table ([`ConnectLog`]). When the proxy accepts a connection it asks the [`Attributor`]:
+//! table (`ConnectLog`). When the proxy accepts a connection it asks the [`Attributor`]:
 //! one `sock_diag` lookup of the client's socket by its address pair, in the jail's network
 //! namespace (nsjail: a netlink socket made inside it; landjail: the host's), gives the
 //! inode; the table gives the process that connected, so a socket shared after a `fork` is
@@ -148,13 +148,17 @@ pub struct Attributor {
     /// A sock_diag socket in the network namespace of the jail's sockets.
     diag: Mutex<OwnedFd>,
     connects: Arc<ConnectLog>,
+    /// The jail has its own PID namespace (nsjail).
+    own_pid_ns: bool,
 }
 
 impl Attributor {
-    pub(crate) fn new(diag: OwnedFd, connects: Arc<ConnectLog>) -> Self {
+    /// `own_pid_ns`: the jail's processes have a PID namespace of their own (nsjail).
+    pub(crate) fn new(diag: OwnedFd, connects: Arc<ConnectLog>, own_pid_ns: bool) -> Self {
         Self {
             diag: Mutex::new(diag),
             connects,
+            own_pid_ns,
         }
     }
 
@@ -179,23 +183,33 @@ impl Attributor {
             }
         };
         match self.connects.take(inode) {
-            Some(caller) => describe(caller),
+            Some(caller) => describe(caller, self.own_pid_ns),
             None => Requester::unknown(NOT_SEEN),
         }
     }
 }
 
 /// Reads what the requester record says about `caller`, or [`EXITED`] when it is gone.
-fn describe(caller: Caller) -> Requester {
+/// `own_pid_ns`: the jail has a PID namespace of its own (nsjail), so the pid it sees is read
+/// from `NSpid`; otherwise it is the host's. A pidfd opened first, still running after the
+/// reads, shows they were all of that process (a pid is not reused while its process lives);
+/// the start time shows the pidfd is the process that connected.
+fn describe(caller: Caller, own_pid_ns: bool) -> Requester {
     let pid = caller.pid;
-    let alive = |s: &Stat| s.start == caller.start;
-    let Some(stat) = Stat::read(pid).ok().filter(alive) else {
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
         return Requester::unknown(EXITED);
     };
-    let jail_pid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| status_field(&s, "NSpid:").map(|v| v.to_string()))
-        .and_then(|v| v.split_whitespace().last().and_then(|p| p.parse().ok()));
+    let Some(stat) = Stat::read(pid).ok().filter(|s| s.start == caller.start) else {
+        return Requester::unknown(EXITED);
+    };
+    let jail_pid = if own_pid_ns {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| status_field(&s, "NSpid:").map(|v| v.to_string()))
+            .and_then(|v| v.split_whitespace().last().and_then(|p| p.parse().ok()))
+    } else {
+        Some(pid)
+    };
     let exe = match std::fs::read_link(format!("/proc/{pid}/exe")) {
         Ok(p) => p.to_string_lossy().into_owned(),
         Err(e) => format!("unknown ({})", e.kind()),
@@ -203,11 +217,10 @@ fn describe(caller: Caller) -> Requester {
     let args = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| first_words(&b))
         .unwrap_or_else(|_| EXITED.into());
-    let parent = Stat::read(stat.ppid)
-        .map(|p| p.comm)
+    let parent = std::fs::read_to_string(format!("/proc/{}/comm", stat.ppid))
+        .map(|c| c.trim_end_matches('\n').to_string())
         .unwrap_or_else(|_| EXITED.into());
-    // Read again: if the pid went away meanwhile, what was read may be another process's.
-    if !Stat::read(pid).is_ok_and(|s| alive(&s)) {
+    if !still_running(&pidfd) {
         return Requester::unknown(EXITED);
     }
     Requester {
@@ -247,6 +260,14 @@ impl Stat {
             start: fields.get(19)?.parse().ok()?,
         })
     }
+}
+
+/// True while the process runs (a pidfd turns readable when it exits).
+fn still_running(pidfd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }
 
 fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
@@ -310,7 +331,7 @@ mod tests {
     #[test]
     fn this_process_is_described_as_itself() {
         let me = Caller::of_thread(std::process::id()).unwrap();
-        let r = describe(me);
+        let r = describe(me, true);
         assert_eq!(r.pid, Some(std::process::id()));
         assert_eq!(
             r.exe,
@@ -329,14 +350,14 @@ mod tests {
         let caller = Caller::of_thread(child.id()).ok();
         child.wait().unwrap();
         if let Some(caller) = caller {
-            assert_eq!(describe(caller), Requester::unknown(EXITED));
+            assert_eq!(describe(caller, true), Requester::unknown(EXITED));
         }
         let me = Caller::of_thread(std::process::id()).unwrap();
         let reused = Caller {
             start: me.start + 1,
             ..me
         };
-        assert_eq!(describe(reused), Requester::unknown(EXITED));
+        assert_eq!(describe(reused, false), Requester::unknown(EXITED));
     }
 
     #[test]
@@ -353,6 +374,55 @@ mod tests {
         assert_eq!(g.by_inode.len(), g.order.len());
     }
 
+    /// The cost per new connection, for BENCHMARKS.md (prints, asserts nothing about time):
+    /// `cargo test --release -p boundary-jail --lib attribution::tests::cost_per_connection
+    /// -- --ignored --nocapture`. The supervisor's note before a connect, and the proxy's
+    /// lookup when it accepts (sock_diag + /proc), against a plain connect + accept.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn cost_per_connection() {
+        const N: u32 = 2000;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dest = l.local_addr().unwrap();
+        let log = Arc::new(ConnectLog::default());
+        let a = Attributor::new(crate::supervisor::diag::open().unwrap(), log.clone(), true);
+        let (mut plain, mut note, mut lookup) = (0u128, 0u128, 0u128);
+        for _ in 0..N {
+            let t = std::time::Instant::now();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let fd: OwnedFd = sock.try_clone().unwrap().into();
+            let t_note = std::time::Instant::now();
+            note_connect(&log, &fd, std::process::id());
+            note += t_note.elapsed().as_nanos();
+            sock.connect(&dest.into()).unwrap();
+            let (_acc, peer) = l.accept().unwrap();
+            let t_lookup = std::time::Instant::now();
+            let r = a.requester(peer, dest);
+            lookup += t_lookup.elapsed().as_nanos();
+            plain += t.elapsed().as_nanos();
+            assert_eq!(r.pid, Some(std::process::id()));
+        }
+        // The two halves of the lookup: the /proc reads alone.
+        let me = Caller::of_thread(std::process::id()).unwrap();
+        let us = |ns: u128| ns as f64 / f64::from(N) / 1000.0;
+        for (jail, own_pid_ns) in [("nsjail", true), ("landjail", false)] {
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                assert!(describe(me, own_pid_ns).pid.is_some());
+            }
+            let proc_reads = t.elapsed().as_nanos();
+            println!("{jail}: of which /proc reads {:.1} us", us(proc_reads));
+        }
+        println!(
+            "per connection: note {:.1} us, lookup {:.1} us, whole round (socket, note, \
+             connect, accept, lookup) {:.1} us",
+            us(note),
+            us(lookup),
+            us(plain)
+        );
+    }
+
     /// End to end in this process: a connect noted by inode is found again from the
     /// accepted side's addresses; one never noted says so.
     #[test]
@@ -366,7 +436,7 @@ mod tests {
         note_connect(&log, &fd, std::process::id());
         sock.connect(&dest.into()).unwrap();
         let (_accepted, peer) = l.accept().unwrap();
-        let a = Attributor::new(crate::supervisor::diag::open().unwrap(), log.clone());
+        let a = Attributor::new(crate::supervisor::diag::open().unwrap(), log.clone(), true);
         let r = a.requester(peer, dest);
         assert_eq!(r.pid, Some(std::process::id()));
         assert_eq!(

@@ -34,6 +34,10 @@
 //! `docs/unix-sockets.md`: the agent's socket never, the jail's own listeners and allowed sockets
 //! yes, container runtimes and other host services no) and, in landjail, the TCP destinations and
 //! loopback-only listeners (`supervisor::tcp`).
+//!
+//! Before it makes a TCP connect the supervisor notes which process is connecting which socket;
+//! [`RunningJail::attributor`] hands the proxy an [`Attributor`] that, for a connection it
+//! accepted, names that process ([`Requester`], `attribution`).
 
 pub mod attribution;
 pub mod landjail;

@@ -327,7 +327,7 @@ fn start_inner(
         what: "creating a sock_diag socket (to name the process behind each request)",
         source,
     })?;
-    let attributor = crate::attribution::Attributor::new(diag, connects.clone());
+    let attributor = crate::attribution::Attributor::new(diag, connects.clone(), false);
     let policy = Arc::new(supervisor::Policy {
         net: supervisor::Net::Host { proxy: allowed },
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),

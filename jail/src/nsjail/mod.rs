@@ -269,7 +269,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         ));
     };
     let connects = std::sync::Arc::new(crate::attribution::ConnectLog::default());
-    let attributor = crate::attribution::Attributor::new(inet_diag, connects.clone());
+    let attributor = crate::attribution::Attributor::new(inet_diag, connects.clone(), true);
     let policy = std::sync::Arc::new(supervisor::Policy {
         net: supervisor::Net::Namespace {
             diag,
