@@ -4,7 +4,9 @@
 //! record of the `--audit-log` JSON file names the program that sent it: its pid as seen in
 //! the jail (the shell prints `$$` and `exec`s the client, so the pid is the client's), its
 //! name, its executable (the resolved path of the program on PATH), the first words of its
-//! command line, and its parent (`sh`). The local log carries the same fields.
+//! command line, and its parent (`sh`). The local log carries the same fields. In nsjail a
+//! connection made by TCP Fast Open (`sendto` with `MSG_FASTOPEN`, no `connect()`) is
+//! attributed too.
 //!
 //! Needs root and `cargo build -p boundary` first; packages: curl, python3, nodejs, openssl,
 //! util-linux (runuser).
@@ -29,6 +31,26 @@ except urllib.error.HTTPError:
 " "$2/$1.txt?who=python3"' sh $f "$S"
 sh -c 'echo "node-$1=$$"; exec node -e "$NODE_GET" "$2/$1.txt?who=node"' sh $f "$S"
 done
+"#;
+
+/// nsjail only (landjail refuses TCP Fast Open): a connection made by `sendto(MSG_FASTOPEN)`,
+/// without `connect()`, is attributed too.
+const FAST_OPEN: &str = r#"
+sh -c 'echo "tfo=$$"; exec python3 "$1" "$2"' sh "$TFO_PY" "$HTTP_PORT"
+"#;
+
+/// The Fast Open client: one plain HTTP request sent with the SYN's `sendto`.
+const TFO_PY: &str = r#"
+import socket, sys
+port = int(sys.argv[1])
+s = socket.socket()
+req = b"GET /allowed.txt?who=tfo HTTP/1.1\r\nHost: fixture.test:%d\r\nConnection: close\r\n\r\n" % port
+try:
+    s.sendto(req, socket.MSG_FASTOPEN, ("fixture.test", port))
+except BlockingIOError:
+    # The supervised send is tried without waiting: the SYN is out, the data goes next.
+    s.sendall(req)
+print("tfo-status=" + s.recv(100).split(b" ")[1].decode())
 "#;
 
 /// https.get, through the proxy's CONNECT when a proxy variable names one (landjail), else
@@ -74,9 +96,15 @@ fn attributes(who: As, jail: &str, jail_flags: &[String]) {
     flags[1] = "info".into();
     flags.extend(jail_flags.iter().cloned());
     flags.extend(["--audit-log".into(), json.to_string_lossy().into_owned()]);
+    let fast_open = jail == "nsjail";
+    let tfo_py = config.path().join("tfo.py");
+    std::fs::write(&tfo_py, TFO_PY).unwrap();
     let script = format!(
-        "HTTPS_PORT={}\nNODE_GET=$(cat <<'JS'\n{NODE_GET}\nJS\n)\nexport NODE_GET\n{SCRIPT}",
-        fx.https_port
+        "HTTPS_PORT={} HTTP_PORT={} TFO_PY={}\nNODE_GET=$(cat <<'JS'\n{NODE_GET}\nJS\n)\nexport NODE_GET\n{SCRIPT}\n{}",
+        fx.https_port,
+        fx.http_port,
+        tfo_py.display(),
+        if fast_open { FAST_OPEN } else { "" }
     );
     let out = boundary_cmd(who, config.path(), &[])
         .args(&flags)
@@ -93,7 +121,27 @@ fn attributes(who: As, jail: &str, jail_flags: &[String]) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 6, "one record per request\n{file}\n{t}");
+    assert_eq!(
+        records.len(),
+        6 + usize::from(fast_open),
+        "one record per request\n{file}\n{t}"
+    );
+    if fast_open {
+        assert!(stdout.contains("tfo-status=200"), "{t}");
+        let pid: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("tfo="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let url = format!("http://fixture.test:{}/allowed.txt?who=tfo", fx.http_port);
+        let r = records
+            .iter()
+            .find(|r| r["http_url"] == url.as_str())
+            .unwrap_or_else(|| panic!("no record for {url}\n{file}\n{t}"));
+        assert_eq!(r["process_name"], "python3", "{r}\n{t}");
+        assert_eq!(r["process_pid"], pid, "{r}\n{t}");
+    }
     for program in ["curl", "python3", "node"] {
         let exe = exe_of(program);
         for (file_name, decision) in [("allowed", "allow"), ("denied", "deny")] {

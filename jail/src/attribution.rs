@@ -1,7 +1,8 @@
 //! Which jailed process made a connection to the proxy.
 //!
 //! Both jails send every `connect()` to the connect supervisor, which sees the calling thread
-//! while it is blocked in the call. Before it makes a TCP connect, the supervisor notes the
+//! while it is blocked in the call (and every `sendto`/`sendmsg` with `MSG_FASTOPEN`, which
+//! connects without `connect()` in nsjail). Before it makes a TCP connect, the supervisor notes the
 //! socket's inode and the calling process (its host pid and start time) in a small bounded
 //! table (`ConnectLog`). When the proxy accepts a connection it asks the [`Attributor`]:
 //! one `sock_diag` lookup of the client's socket by its address pair, in the jail's network
@@ -24,8 +25,8 @@ use std::sync::{Arc, Mutex};
 /// Stands for every field of a requester whose process has exited before the proxy accepted
 /// its connection.
 pub const EXITED: &str = "unknown (exited)";
-/// Stands for every field of a requester whose connect the supervisor did not see (the table
-/// was full, or the connection was not made with `connect()`).
+/// Stands for every field of a requester whose connect the supervisor did not see (its note
+/// was forgotten: more than 4,096 connects waited to be accepted).
 pub const NOT_SEEN: &str = "unknown (connect not seen)";
 
 /// Words of the command line kept (the program and its first arguments).

@@ -102,6 +102,14 @@ pub(super) fn check_send(
         Err(e) => return Some(Err(errno(&e))),
     };
     let stream = is_stream(&sock);
+    if stream
+        && matches!(domain, libc::AF_INET | libc::AF_INET6)
+        && raw.flags & libc::MSG_FASTOPEN != 0
+    {
+        // TCP Fast Open connects without connect() (nsjail allows it): note the caller the
+        // same way, before the send that makes the connection.
+        crate::attribution::note_connect(&policy.connects, &sock, tid);
+    }
     let mut msgs = Vec::with_capacity(raw.msgs.len());
     for (name, mut data, control) in raw.msgs {
         if data.len() > MAX_DATA {
