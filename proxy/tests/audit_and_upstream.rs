@@ -307,3 +307,62 @@ fn records_continue_the_callers_trace_and_carry_the_decision_time() {
         );
     });
 }
+
+/// The requester lookup (the jail's, in boundary) is asked once per client connection with the
+/// client's address and the address it connected to, and its answer is in every record of that
+/// connection: plain requests, and requests inside a CONNECT tunnel, allowed or denied.
+#[test]
+fn every_record_carries_its_connections_requester() {
+    use std::sync::{Arc, Mutex};
+    run(async {
+        let asked: Arc<Mutex<Vec<(std::net::SocketAddr, std::net::SocketAddr)>>> = Arc::default();
+        let log = asked.clone();
+        let h = Harness::with(&["domain=origin.test path=/echo"], move |c| {
+            c.requesters = Some(Arc::new(move |peer, dest| {
+                log.lock().unwrap().push((peer, dest));
+                boundary_audit::Requester {
+                    pid: Some(u32::from(peer.port())),
+                    name: format!("client-{}", peer.port()),
+                    exe: "/usr/bin/curl".into(),
+                    args: "curl".into(),
+                    parent: "sh".into(),
+                }
+            }))
+        })
+        .await;
+        let tls = Origin::start(Some(h.origin_tls()), None).await;
+        let plain = Origin::start(None, None).await;
+        let out = curl(&[
+            "--proxy",
+            &h.proxy_url(),
+            "--cacert",
+            &h.ca_cert.display().to_string(),
+            &format!("https://{ORIGIN}:{}/echo", tls.port()),
+            &format!("https://{ORIGIN}:{}/denied", tls.port()),
+            &format!("http://{ORIGIN}:{}/echo", plain.port()),
+        ])
+        .await;
+        assert_eq!(out.statuses, vec![200, 403, 200], "{out:?}");
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(
+            asked.len(),
+            2,
+            "one lookup per client connection: {asked:?}"
+        );
+        for (_, dest) in &asked {
+            assert_eq!(*dest, h.addr, "an explicit client connected to the proxy");
+        }
+        let recs = h.records();
+        assert_eq!(recs.len(), 3);
+        let names: BTreeSet<String> = asked
+            .iter()
+            .map(|(peer, _)| format!("client-{}", peer.port()))
+            .collect();
+        for r in &recs {
+            let who = r.requester.as_deref().unwrap_or_else(|| panic!("{r:?}"));
+            assert!(names.contains(&who.name), "{r:?} {asked:?}");
+        }
+        // The two tunnel requests came on one connection: the same requester.
+        assert_eq!(recs[0].requester, recs[1].requester);
+    });
+}

@@ -184,8 +184,7 @@ pub(super) fn check_connect(
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
-    let disconnect = u16::from_ne_bytes([addr[0], addr[1]]) == libc::AF_UNSPEC as u16;
-    if matches!(domain, libc::AF_INET | libc::AF_INET6) && !disconnect {
+    if reaches_proxy(domain, &addr, &policy.net) {
         // Before the connect is made: the proxy may accept it before our connect returns.
         crate::attribution::note_connect(&policy.connects, &sock, tid);
     }
@@ -194,4 +193,18 @@ pub(super) fn check_connect(
         Net::Host { .. } => None,
     };
     Some(Ok(CheckedConnect { sock, action, via }))
+}
+
+/// Whether a checked connect may lead to the proxy, so its caller is noted for attribution:
+/// in landjail only one to a proxy address (not the jail's own loopback servers); in nsjail
+/// any TCP connect (netfilter redirects them, and the proxy's address is the jail's loopback).
+fn reaches_proxy(domain: i32, addr: &[u8], net: &Net) -> bool {
+    if !matches!(domain, libc::AF_INET | libc::AF_INET6) {
+        return false;
+    }
+    match (tcp::parse_inet(addr), net) {
+        (Err(_), _) => false, // AF_UNSPEC (disconnect)
+        (Ok(dest), Net::Host { proxy }) => tcp::allowed(dest, proxy),
+        (Ok(_), Net::Namespace { .. }) => true,
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::Leg;
-use super::sniff::Who;
+use super::sniff::Pending;
 use super::Proxy;
 use crate::io::original_dst;
 
@@ -63,15 +63,22 @@ impl Proxy {
     }
 
     /// The process behind a connection, asked once when it is accepted (before any request:
-    /// the process may exit soon after), when the proxy serves a jail.
-    fn requester(&self, stream: &TcpStream, original_dst: Option<SocketAddr>) -> Who {
-        let lookup = self.config.requesters.as_ref()?;
-        let (peer, local) = (stream.peer_addr().ok()?, stream.local_addr().ok()?);
+    /// the process may exit soon after), when the proxy serves a jail. The lookup reads
+    /// `/proc`, so it runs on a blocking thread while the client's first bytes arrive.
+    fn requester(&self, stream: &TcpStream, original_dst: Option<SocketAddr>) -> Pending {
+        let Some(lookup) = self.config.requesters.clone() else {
+            return Pending::Known(None);
+        };
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            return Pending::Known(None);
+        };
         // The address the client connected to: the original destination when redirected.
         let dest = original_dst
             .or_else(|| crate::io::original_dst(stream))
             .unwrap_or(local);
-        Some(Arc::new(lookup(peer, dest)))
+        Pending::Looking(tokio::task::spawn_blocking(move || {
+            Some(Arc::new(lookup(peer, dest)))
+        }))
     }
 }
 

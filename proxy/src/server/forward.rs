@@ -212,8 +212,8 @@ impl Proxy {
             };
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    self.serve_stream(TokioIo::new(upgraded), leg, requester)
-                        .await
+                    let known = super::sniff::Pending::Known(requester);
+                    self.serve_stream(TokioIo::new(upgraded), leg, known).await
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT tunnel was not established"),
             }

@@ -35,6 +35,26 @@ pub(super) enum Leg {
 /// The jailed process behind a client connection, when the proxy serves a jail.
 pub(super) type Who = Option<Arc<boundary_audit::Requester>>;
 
+/// The requester of a connection being looked up (on a blocking thread, while the client's
+/// first bytes and TLS handshake arrive), or already known (inside a tunnel).
+pub(super) enum Pending {
+    Known(Who),
+    Looking(tokio::task::JoinHandle<Who>),
+}
+
+impl Pending {
+    /// The answer; a lookup that failed to run names no process.
+    pub(super) async fn resolve(self) -> Who {
+        match self {
+            Pending::Known(who) => who,
+            Pending::Looking(task) => task.await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the requester lookup failed; the records name no process");
+                None
+            }),
+        }
+    }
+}
+
 /// What every request on one client connection shares.
 #[derive(Debug, Clone)]
 pub(super) struct ConnCtx {
@@ -76,7 +96,7 @@ impl ConnCtx {
 
 impl Proxy {
     /// Sniffs the first byte and serves TLS (intercepted) or plain HTTP on `io`.
-    pub(super) async fn serve_stream<S>(self: Arc<Self>, mut io: S, leg: Leg, requester: Who)
+    pub(super) async fn serve_stream<S>(self: Arc<Self>, mut io: S, leg: Leg, requester: Pending)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -109,13 +129,13 @@ impl Proxy {
                 tls: false,
                 fixed,
                 mismatch: None,
-                requester,
+                requester: requester.resolve().await,
             };
             self.serve_http(io, ctx).await;
         }
     }
 
-    async fn serve_tls<S>(self: Arc<Self>, io: S, leg: Leg, requester: Who)
+    async fn serve_tls<S>(self: Arc<Self>, io: S, leg: Leg, requester: Pending)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -173,7 +193,7 @@ impl Proxy {
             tls: true,
             fixed: Some((host, port)),
             mismatch,
-            requester,
+            requester: requester.resolve().await,
         };
         self.serve_http(tls, ctx).await;
     }
