@@ -450,5 +450,18 @@ mod tests {
         drop(fd);
         let r = a.requester(peer, dest);
         assert!(r.pid.is_none(), "{r:?}");
+        // An IPv6 socket connected to the IPv4 listener's IPv4-mapped address (the accepted
+        // side sees plain IPv4) is found too.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        let fd: OwnedFd = sock.try_clone().unwrap().into();
+        note_connect(&log, &fd, std::process::id());
+        let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", dest.port())
+            .parse()
+            .unwrap();
+        sock.connect(&mapped.into()).unwrap();
+        let (_accepted, peer) = l.accept().unwrap();
+        assert!(peer.is_ipv4());
+        assert_eq!(a.requester(peer, dest).pid, Some(std::process::id()));
     }
 }
