@@ -210,6 +210,59 @@ mod tests {
         )
     }
 
+    /// The requesting process rides in the extension fields; none, or an exited one (no pid),
+    /// leaves them empty or says so, and a record with the longest values still fits a frame.
+    #[test]
+    fn the_requester_is_in_the_extension_fields() {
+        let mut r = rec(0, "https://example.com/".into());
+        assert_eq!(to_proto(&r).process_name, "");
+        r.requester = Some(std::sync::Arc::new(crate::Requester {
+            pid: Some(12),
+            name: "curl".into(),
+            exe: "/usr/bin/curl".into(),
+            args: "curl -s https://example.com/".into(),
+            parent: "bash".into(),
+        }));
+        let p = to_proto(&r);
+        assert_eq!(
+            (
+                p.process_pid,
+                p.process_name.as_str(),
+                p.process_exe.as_str(),
+                p.process_args.as_str(),
+                p.process_parent_name.as_str()
+            ),
+            (
+                12,
+                "curl",
+                "/usr/bin/curl",
+                "curl -s https://example.com/",
+                "bash"
+            )
+        );
+        r.requester = Some(std::sync::Arc::new(crate::Requester::unknown(
+            "unknown (exited)",
+        )));
+        let p = to_proto(&r);
+        assert_eq!(
+            (p.process_pid, p.process_exe.as_str()),
+            (0, "unknown (exited)")
+        );
+        // PATH_MAX executable, 128-byte arguments, a URL as long as a frame: still one frame.
+        r.requester = Some(std::sync::Arc::new(crate::Requester {
+            pid: Some(u32::MAX),
+            name: "n".repeat(16),
+            exe: "/".repeat(4096),
+            args: "a".repeat(128),
+            parent: "p".repeat(16),
+        }));
+        r.url = format!("https://example.com/{}", "x".repeat(MAX_PAYLOAD));
+        let base = base_request(&run());
+        let mut log = to_proto(&r);
+        fit_record(&mut log, base.encoded_len());
+        assert!(payload_len(base.encoded_len() + entry_len(&log)) <= MAX_PAYLOAD);
+    }
+
     #[test]
     fn batches_fill_frames_without_exceeding_them() {
         let mut b = Batcher::new(base_request(&run()), Duration::from_secs(1));
