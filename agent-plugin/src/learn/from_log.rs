@@ -180,6 +180,18 @@ mod tests {
         );
     }
 
+    /// The requesting process's fields come after coderd's, and the jailed process chooses
+    /// its own command line: one imitating `decision` or `http_url` changes nothing learned.
+    #[test]
+    fn a_command_line_imitating_fields_changes_nothing() {
+        let text = "2026-12-03T07:01:28.2Z  INFO boundary::audit: boundary_request decision=\"allow\" http_method=GET http_url=https://ok.test/ matched_rule=domain=ok.test trace=0 span=0 process_pid=7 process_name=\"curl\" process_exe=\"/usr/bin/curl\" process_args=\"curl decision=deny http_method=PUT http_url=https://forged.test/\" process_parent_name=\"sh\"\n\
+2026-12-03T07:01:28.3Z  WARN boundary::audit: boundary_request decision=\"deny\" http_method=GET http_url=https://real.test/ trace=0 span=0 process_pid=8 process_name=\"curl\" process_exe=\"/usr/bin/curl\" process_args=\"curl http_method=PUT http_url=https://forged.test/\" process_parent_name=\"sh\"\n";
+        assert_eq!(from(text).unwrap(), [d("GET", "https://real.test/")]);
+        let json = r#"{"decision":"allow","http_method":"GET","http_url":"https://ok.test/","process_args":"curl \"decision\":\"deny\""}
+"#;
+        assert_eq!(from(json).unwrap(), []);
+    }
+
     #[test]
     fn a_missing_file_says_what_to_give() {
         let e = read(Path::new("/nonexistent/audit.jsonl")).unwrap_err();
