@@ -189,6 +189,16 @@ fn each_record_names_the_program_that_made_it_as_root() {
     require_root().unwrap();
     attributes(As::Root, "nsjail", &["--jail-type".into(), "nsjail".into()]);
     attributes(As::Root, "landjail", &landjail_flags());
+    // nsjail built without a user namespace (hosts that forbid them).
+    attributes(
+        As::Root,
+        "nsjail",
+        &[
+            "--jail-type".into(),
+            "nsjail".into(),
+            "--no-user-namespace".into(),
+        ],
+    );
 }
 
 #[test]
