@@ -14,7 +14,8 @@
 //!
 //! Never a guess: a process that has exited (or whose pid now names another process, which
 //! the start time read at connect time shows) is reported as [`EXITED`]; a connection the
-//! supervisor did not see being made is reported as [`NOT_SEEN`].
+//! supervisor did not see being made as [`NOT_SEEN`]; a client socket already closed when the
+//! proxy looks as [`CLOSED`]; a failed kernel query as [`LOOKUP_FAILED`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -28,6 +29,13 @@ pub const EXITED: &str = "unknown (exited)";
 /// Stands for every field of a requester whose connect the supervisor did not see (its note
 /// was forgotten: more than 4,096 connects waited to be accepted).
 pub const NOT_SEEN: &str = "unknown (connect not seen)";
+
+/// Stands for every field of a requester whose socket was already closed when the proxy
+/// looked (a closed socket has no inode left to find its connect by).
+pub const CLOSED: &str = "unknown (socket closed)";
+/// Stands for every field of a requester the kernel could not be asked about (the
+/// `sock_diag` lookup failed; boundary's log says why).
+pub const LOOKUP_FAILED: &str = "unknown (lookup failed)";
 
 /// Words of the command line kept (the program and its first arguments).
 const ARG_WORDS: usize = 3;
@@ -176,11 +184,11 @@ impl Attributor {
                 // The client closed its socket before we looked: it may still be running,
                 // but which process it was cannot be told any more.
                 tracing::debug!(%peer, %dest, "attribution: the client socket is gone");
-                return Requester::unknown(EXITED);
+                return Requester::unknown(CLOSED);
             }
             Err(e) => {
                 tracing::warn!(%peer, %dest, error = %e, "attribution: sock_diag lookup failed");
-                return Requester::unknown(NOT_SEEN);
+                return Requester::unknown(LOOKUP_FAILED);
             }
         };
         match self.connects.take(inode) {
@@ -450,6 +458,15 @@ mod tests {
         drop(fd);
         let r = a.requester(peer, dest);
         assert!(r.pid.is_none(), "{r:?}");
+        // Closed and its note still there: the socket cannot be told any more.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let fd: OwnedFd = sock.try_clone().unwrap().into();
+        note_connect(&log, &fd, std::process::id());
+        sock.connect(&dest.into()).unwrap();
+        let (_accepted2, peer2) = l.accept().unwrap();
+        drop((sock, fd));
+        assert_eq!(a.requester(peer2, dest), Requester::unknown(CLOSED));
         // An IPv6 socket connected to the IPv4 listener's IPv4-mapped address (the accepted
         // side sees plain IPv4) is found too.
         let sock =
