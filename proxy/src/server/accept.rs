@@ -1,5 +1,6 @@
-//! Phase 1, accepting: the accept loop, and telling a redirected connection from one made to
-//! the proxy on purpose.
+//! Phase 1, accepting: the accept loop, telling a redirected connection from one made to the
+//! proxy on purpose, and, when the proxy serves a jail, asking once which jailed process made
+//! the connection (`ProxyConfig::requesters`; every record of the connection names it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,8 +8,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::sniff::Leg;
-use super::sniff::Pending;
+use super::sniff::{Leg, Pending};
 use super::Proxy;
 use crate::io::original_dst;
 
