@@ -154,6 +154,7 @@ mod tests {
             sequence_number: 0,
             trace: boundary_audit::TraceContext::from_traceparent(None),
             requester: None,
+            policy_generation: 1,
         }
     }
 

@@ -10,6 +10,7 @@ mod check;
 mod denials;
 mod learn;
 mod logging;
+mod reload;
 mod run;
 mod selftest;
 mod stats;
@@ -191,7 +192,7 @@ pub(crate) fn run_jailed(
         Ok((before, now)) => tracing::debug!(before, now, "descriptor limit raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
     }
-    let result = run::run(cfg, command, denials);
+    let result = run::run(cfg, flags, command, denials);
     // The log lines went to a file the user is not watching: say once what was denied.
     if let logging::LogTarget::StateFile(path) = &target {
         if let Some(line) = denials.summary(path) {

@@ -15,7 +15,7 @@ use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
 use boundary_jail::{JailKind, JailSpec, LandjailOptions, NsjailOptions, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
-use boundary::config::{Config, JailType, Source};
+use boundary::config::{cli::Flags, Config, JailType, Source};
 
 /// Variables naming a CA file, in the spellings clients and the agents read (docs/interop.md
 /// §4). Codex reads `CODEX_CA_CERTIFICATE` before `SSL_CERT_FILE`, so a user's own value would
@@ -297,8 +297,10 @@ fn check_files(cfg: &Config) -> Result<()> {
 
 /// Runs `command` jailed and returns the exit code boundary should exit with.
 /// Every audit record also passes `denials`, which counts the denied ones for the exit summary.
+/// `flags` are kept for live reloads, which resolve the configuration again from them.
 pub fn run(
     cfg: Config,
+    flags: &Flags,
     command: Vec<OsString>,
     denials: &Arc<crate::denials::DenyTally>,
 ) -> Result<i32> {
@@ -311,10 +313,17 @@ pub fn run(
     if cfg.allow.is_empty() {
         tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");
     }
-    tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy loaded");
+    tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy generation 1 loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
     let spec = jail_spec(&cfg, &command, &ca)?;
     let mut pconf = proxy_config(&cfg, &run)?;
+    let reloader = crate::reload::Reloader::new(
+        flags.clone(),
+        boundary::config::process_env,
+        cfg.clone(),
+        pconf.policy.clone(),
+        crate::reload::jail_writes(&cfg, &spec)?,
+    );
     let early = connect_agent_early(&cfg);
     let spool = prepare_spool(&cfg, early.is_some());
     let files = match cfg.jail_type {
@@ -350,6 +359,10 @@ pub fn run(
             }
         };
         let mut tasks = Vec::new();
+        match crate::reload::watch::spawn(reloader) {
+            Ok(t) => tasks.push(t),
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP: live reload is off"),
+        }
         if cfg.stats {
             let forwarder = audit.forwarder_stats();
             match crate::stats::serve(cfg.stats_port, proxy.clone(), forwarder).await {

@@ -1,8 +1,8 @@
 //! The fields of coderd's `boundary_request` line (docs/interop.md §7), computed once per
 //! record, in coderd's order. The local log, the JSON file and our coderd sink all use these
 //! names, so the same Loki queries work with and without coderd. After them come our
-//! extension fields, the requesting process ([`ProcessFields`]), when the request came from a
-//! jail.
+//! extension fields: the requesting process ([`ProcessFields`]), when the request came from a
+//! jail, and the policy generation that decided it (`policy_generation`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -42,7 +42,8 @@ pub const PROCESS_FIELDS: [&str; 5] = [
     "process_parent_name",
 ];
 
-/// One record's line fields. Serialises in coderd's field order; `matched_rule` only on allow.
+/// One record's line fields. Serialises in coderd's field order, then ours; `matched_rule` only
+/// on allow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestFields {
     pub owner: String,
@@ -66,6 +67,8 @@ pub struct RequestFields {
     /// Extension: the jailed process that made the request; absent outside a jail.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessFields>,
+    /// Ours: the policy generation that decided the request (1 at start, +1 per live reload).
+    pub policy_generation: u64,
 }
 
 /// The requesting process, after coderd's fields (our extension; `process_pid` absent when
@@ -123,6 +126,7 @@ impl RequestFields {
             trace: hex(&record.trace.trace_id),
             span: hex(&record.trace.span_id),
             process: record.requester.as_deref().map(ProcessFields::new),
+            policy_generation: record.policy_generation,
         }
     }
 }

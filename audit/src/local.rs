@@ -1,8 +1,8 @@
 //! The local audit log: one `tracing` event per record, target [`TARGET`], message
 //! `boundary_request`, WARN for deny and INFO for allow, with the §7 field names. Which of
 //! them appear is the subscriber's level filter: `warn` shows denies only, `info` everything.
-//! The requesting process's fields (`process_*`, quoted: a command line has spaces) follow
-//! when the request came from a jail.
+//! Our fields follow: the requesting process's (`process_*`, quoted: a command line has
+//! spaces) when the request came from a jail, then `policy_generation`.
 
 use crate::fields::RequestFields;
 
@@ -36,6 +36,7 @@ macro_rules! request_event {
             process_exe = $f.process.as_ref().map(|p| &p.process_exe),
             process_args = $f.process.as_ref().map(|p| &p.process_args),
             process_parent_name = $f.process.as_ref().map(|p| &p.process_parent_name),
+            policy_generation = $f.policy_generation,
             "boundary_request"
         )
     };

@@ -90,6 +90,10 @@ impl Otel {
             KeyValue::new("http.request.method", text(&f.http_method)),
             KeyValue::new("url.full", text(&f.http_url)),
             KeyValue::new("boundary.sequence_number", i64::from(f.sequence_number)),
+            KeyValue::new(
+                "boundary.policy_generation",
+                i64::try_from(f.policy_generation).unwrap_or(i64::MAX),
+            ),
         ];
         if let Some(rule) = &f.matched_rule {
             attrs.push(KeyValue::new("boundary.matched_rule", text(rule)));

@@ -147,6 +147,9 @@ pub struct AuditRecord {
     /// The jailed process that made the request (found when its connection was accepted);
     /// `None` outside a jail. Shared by every request on one connection.
     pub requester: Option<Arc<Requester>>,
+    /// Which generation of the policy decided it: 1 for the rules the run started with, one
+    /// more per live reload. Ours, not a Coder field (an extension field on the wire).
+    pub policy_generation: u64,
 }
 
 /// Where the proxy delivers records. `record` must return quickly and never wait on I/O:

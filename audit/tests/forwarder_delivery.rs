@@ -23,6 +23,7 @@ fn record(seq: i32) -> AuditRecord {
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
         requester: None,
+        policy_generation: 1,
     }
 }
 

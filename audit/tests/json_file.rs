@@ -19,6 +19,7 @@ fn record(seq: i32) -> AuditRecord {
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
         requester: None,
+        policy_generation: 1 + seq as u64 / 3,
     }
 }
 
@@ -107,6 +108,7 @@ async fn every_decision_is_one_json_line_written_at_once() {
                 assert_eq!(l["process_parent_name"], p.parent.as_str());
             }
         }
+        assert_eq!(l["policy_generation"], r.policy_generation);
     }
     assert_eq!(lines[4]["process_exe"], "unknown (exited)");
 }

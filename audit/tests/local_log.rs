@@ -71,6 +71,7 @@ fn record(seq: i32, allowed: bool) -> AuditRecord {
         sequence_number: seq,
         trace: TraceContext::from_traceparent(None),
         requester: None,
+        policy_generation: 1 + seq as u64,
     }
 }
 
@@ -150,7 +151,8 @@ fn info_level_logs_every_decision_with_section_7_fields() {
         if r.allowed {
             want.push("matched_rule");
         }
-        want.extend(["trace", "span"]);
+        // Ours after coderd's: which policy generation decided it.
+        want.extend(["trace", "span", "policy_generation"]);
         assert_eq!(names, want);
         assert_eq!(e.get("message"), Some("boundary_request"));
         assert_eq!(
@@ -171,6 +173,10 @@ fn info_level_logs_every_decision_with_section_7_fields() {
         assert_eq!(e.get("matched_rule"), r.matched_rule.as_deref());
         assert_eq!(e.get("trace"), Some(r.trace.trace_id_hex().as_str()));
         assert_eq!(e.get("span"), Some(r.trace.span_id_hex().as_str()));
+        assert_eq!(
+            e.get("policy_generation"),
+            Some(r.policy_generation.to_string().as_str())
+        );
     }
 }
 

@@ -91,6 +91,7 @@ async fn records_become_spans_with_their_own_ids() {
                 ))),
                 _ => None,
             },
+            policy_generation: 1 + i as u64,
         })
         .collect();
     for r in &records {
@@ -139,6 +140,10 @@ async fn records_become_spans_with_their_own_ids() {
         ] {
             assert_eq!(attr(s, key), want, "{key} of record {}", r.sequence_number);
         }
+        assert_eq!(
+            attr(s, "boundary.policy_generation"),
+            Some(r.policy_generation.to_string())
+        );
     }
     let continued = spans.iter().find(|s| !s.parent_span_id.is_empty()).unwrap();
     assert_eq!(

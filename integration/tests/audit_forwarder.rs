@@ -60,6 +60,7 @@ fn record(seq: i32) -> AuditRecord {
         sequence_number: seq,
         trace: TraceContext::from_traceparent((seq % 3 == 0).then_some(tp.as_str())),
         requester: None,
+        policy_generation: 1,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The jailed command as a process: exit codes (0, 3, 128+signal), signals to boundary
-//! forwarded (and SIGKILL after the grace period), stdin/stdout pass-through of 100 MiB, an
+//! forwarded (SIGHUP in live_reload.rs; SIGKILL after the grace period), stdin/stdout pass-through of 100 MiB, an
 //! interactive shell driven through tmux, and ten jails at once each with its own policy.
 
 mod nsjail_common;
@@ -57,11 +57,8 @@ fn sigterm_and_sigint_to_boundary_reach_the_target() {
         start_ready("trap 'exit 43' INT; echo ready; while :; do sleep 0.05; done");
     signal(&child, nix::sys::signal::Signal::SIGINT);
     assert_eq!(child.wait().unwrap().code(), Some(43));
-    let (mut child, _c) =
-        start_ready("trap 'exit 44' HUP; echo ready; while :; do sleep 0.05; done");
-    signal(&child, nix::sys::signal::Signal::SIGHUP);
-    let st = child.wait().unwrap();
-    assert_eq!(st.code(), Some(44), "{st:?}");
+    // SIGHUP reloads the policy instead, and reaches the target only when boundary's terminal
+    // hangs up: see live_reload.rs.
 }
 
 #[test]

@@ -58,10 +58,10 @@ mod writable;
 pub use supervisor::unix::UnixSocketRules;
 
 pub use attribution::{Attributor, Requester};
-pub use process::RunningJail;
+pub use process::{sighup_is_terminal_hangup, RunningJail};
 pub use reexec::init_hook;
 /// Socket facts other crates need and have no safe call for (the audit forwarder's).
-pub use sys::{make_undumpable, peer_pidfd, pidfd_open, unix_unread_bytes};
+pub use sys::{async_readable, make_undumpable, peer_pidfd, pidfd_open, unix_unread_bytes};
 
 /// Why a jail could not be started; every message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,14 @@ pub enum JailKind {
     Nsjail(NsjailOptions),
     /// Landlock and seccomp, for hosts without namespaces.
     Landjail(LandjailOptions),
+}
+
+/// The paths a target started by root may change (the rest of the host is read-only to it),
+/// or `None` when it may change whatever its uid may (an unprivileged caller, or
+/// `root_filesystem_writable`). Lets the caller tell whether a jailed process could have
+/// changed a file the caller trusts (landjail cannot make single files read-only).
+pub fn target_writable_roots(spec: &JailSpec) -> Result<Option<Vec<PathBuf>>, JailError> {
+    writable::plan(spec)
 }
 
 /// Starts `spec` in a jail of `kind`. Call it before the tokio runtime starts (the backends

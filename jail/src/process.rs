@@ -17,7 +17,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::sys::{pidfd_open, pidfd_signal, take_foreground};
 
 /// Signals `wait()` forwards (and nsjail's init forwards on to the target); caught from the
-/// moment the jail starts (see [`catch_early`]).
+/// moment the jail starts (see [`catch_early`]). SIGHUP only when it is the terminal closing
+/// (see [`sighup_is_terminal_hangup`]); otherwise it asks boundary to reload its policy.
 pub(crate) const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
@@ -43,12 +44,42 @@ extern "C" fn note_early(sig: libc::c_int) {
 /// caught into flags that `wait()` replays once it listens. Backends call it before they start
 /// the target; calling it again is harmless.
 pub(crate) fn catch_early() {
+    HAD_TERMINAL.get_or_init(has_controlling_terminal);
     for sig in FORWARDED {
         // SAFETY: `note_early` only stores to an atomic, which is async-signal-safe.
         if let Err(e) = unsafe { crate::sys::catch_if_default(sig, note_early) } {
             tracing::debug!("catching {sig} early: {e}");
         }
     }
+}
+
+/// Whether boundary had a controlling terminal when the jail started.
+static HAD_TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// `/dev/tty` opens only while the process has a controlling terminal; after a hangup the
+/// kernel has detached it from every process of the session.
+fn has_controlling_terminal() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// What a SIGHUP to boundary means. A closing terminal hangs up the whole session first (the
+/// kernel detaches the terminal from each of its processes) and the shell then sends SIGHUP
+/// to its jobs: boundary had a terminal when the jail started and has none now, and the
+/// signal goes on to the jailed command as before, so the run ends with its terminal. Any
+/// other SIGHUP (`kill -HUP`, a supervisor) asks boundary to reload its policy and is not
+/// forwarded.
+pub fn sighup_is_terminal_hangup() -> bool {
+    *HAD_TERMINAL.get().unwrap_or(&false) && !has_controlling_terminal()
+}
+
+/// Whether `sig`, received by boundary, goes on to the jail.
+fn forwards(sig: Signal) -> bool {
+    sig != Signal::SIGHUP || sighup_is_terminal_hangup()
 }
 
 /// How long the jail may take to exit after SIGINT/SIGTERM was forwarded before it is SIGKILLed.
@@ -193,8 +224,8 @@ impl RunningJail {
         }
     }
 
-    /// Waits for the target; forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1 and
-    /// SIGUSR2. After SIGINT/SIGTERM to us the jail gets the grace period, then SIGKILL. Returns
+    /// Waits for the target; forwards SIGINT, SIGTERM, SIGQUIT, SIGWINCH, SIGUSR1, SIGUSR2,
+    /// and SIGHUP when it is the terminal closing ([`sighup_is_terminal_hangup`]). After SIGINT/SIGTERM to us the jail gets the grace period, then SIGKILL. Returns
     /// the exit code (code, or 128+signal). Needs a tokio runtime with IO and signals enabled.
     pub async fn wait(&mut self) -> i32 {
         if let Some(code) = self.exit {
@@ -248,6 +279,10 @@ impl RunningJail {
         // Signals that arrived before tokio listened: forward them now.
         for sig in FORWARDED {
             if EARLY[sig as usize].swap(false, std::sync::atomic::Ordering::SeqCst) {
+                if !forwards(sig) {
+                    tracing::info!("{sig} arrived during startup: the policy was just loaded");
+                    continue;
+                }
                 tracing::debug!("forwarding {sig} (arrived during startup) to the jail");
                 let _ = self.signal(sig);
                 if matches!(sig, Signal::SIGINT | Signal::SIGTERM) && deadline.is_none() {
@@ -269,7 +304,7 @@ impl RunningJail {
                 }
                 _ = int.recv() => Some(Signal::SIGINT),
                 _ = term.recv() => Some(Signal::SIGTERM),
-                _ = hup.recv() => Some(Signal::SIGHUP),
+                _ = hup.recv() => Some(Signal::SIGHUP).filter(|s| forwards(*s)),
                 _ = quit.recv() => Some(Signal::SIGQUIT),
                 _ = winch.recv() => Some(Signal::SIGWINCH),
                 _ = usr1.recv() => Some(Signal::SIGUSR1),

@@ -842,8 +842,9 @@ pub(crate) unsafe fn catch_if_default(
 }
 
 /// Registers `fd` with the current tokio runtime for readiness to read (a pidfd turns readable
-/// when its process exits). Panics outside a runtime, like tokio.
-pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+/// when its process exits; an inotify descriptor when it has events). Panics outside a
+/// runtime, like tokio.
+pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd owns this OwnedFd, so the descriptor stays open and names the same
     // file for the AsyncFd's whole lifetime.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

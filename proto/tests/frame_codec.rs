@@ -237,6 +237,13 @@ fn coder_field_numbers_are_exact() {
             0x20, 0x05, // sequence_number = 4
         ]
     );
+    // Our policy generation rides after Coder's fields, which stay byte for byte the same:
+    // field 1008, wire type 0 => key varint 8064 (0x80 0x3f).
+    let mut with_generation = log.clone();
+    with_generation.policy_generation = 2;
+    let mut want = log.encode_to_vec();
+    want.extend([0x80, 0x3f, 0x02]);
+    assert_eq!(with_generation.encode_to_vec(), want);
     let req = ReportBoundaryLogsRequest {
         logs: vec![BoundaryLog::default()],
         session_id: "s".into(),

@@ -78,8 +78,9 @@ pub fn check_upstream_ca_file(path: &Path) -> Result<(), String> {
 /// Everything the proxy needs to know about one run. Its `Debug` hides the upstream proxy's
 /// password.
 pub struct ProxyConfig {
-    /// The allow rules every request is decided against.
-    pub policy: Arc<rules::Policy>,
+    /// The allow rules every request is decided against; a reload replaces them while the
+    /// proxy runs (keep a clone of this handle to do so).
+    pub policy: Arc<rules::LivePolicy>,
     /// `--resolve NAME=ADDR` overrides (lowercase names), consulted before system resolution.
     pub resolve: HashMap<String, IpAddr>,
     /// Extra trust anchors for origins (PEM, may hold several), added to the system store.
@@ -127,7 +128,7 @@ impl ProxyConfig {
     /// quarter of the descriptor limit in total, client connections up to half of it.
     pub fn new(policy: Arc<rules::Policy>) -> Self {
         Self {
-            policy,
+            policy: Arc::new(rules::LivePolicy::new(policy)),
             resolve: HashMap::new(),
             upstream_ca_file: None,
             upstream_proxy: None,

@@ -68,27 +68,35 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
         let Some(row) = SETTINGS.iter().find(|s| s.yaml == Some(key.as_str())) else {
             return Err(unknown_key(text, &key));
         };
-        let values = match (&v, row.shape) {
-            (Value::Null, _) => continue,
-            (Value::Mapping(m), Shape::Map) => m
-                .iter()
-                .map(|(n, a)| Some(format!("{}={}", scalar(n)?, scalar(a)?)))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| format!("key {key:?}: write a map of NAME: VALUE"))?,
-            (Value::Sequence(items), Shape::List { .. }) => items
-                .iter()
-                .map(scalar)
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| format!("key {key:?}: write a list of strings"))?,
-            (v, Shape::One | Shape::Switch) => {
-                vec![scalar(v).ok_or_else(|| format!("key {key:?}: write a single value"))?]
-            }
-            (_, Shape::Map) => return Err(format!("key {key:?}: write a map of NAME: VALUE")),
-            (_, Shape::List { .. }) => return Err(format!("key {key:?}: write a list")),
-        };
-        out.insert(row.key, values);
+        let values = shaped(&key, &v, row.shape).map_err(|e| format!("{e}{}", at(text, &key)))?;
+        if !matches!(v, Value::Null) {
+            out.insert(row.key, values);
+        }
     }
     Ok(out)
+}
+
+/// One key's value as the texts its shape takes (none for an empty value), or what to write
+/// instead.
+fn shaped(key: &str, v: &Value, shape: Shape) -> Result<Vec<String>, String> {
+    Ok(match (v, shape) {
+        (Value::Null, _) => Vec::new(),
+        (Value::Mapping(m), Shape::Map) => m
+            .iter()
+            .map(|(n, a)| Some(format!("{}={}", scalar(n)?, scalar(a)?)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("key {key:?}: write a map of NAME: VALUE"))?,
+        (Value::Sequence(items), Shape::List { .. }) => items
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("key {key:?}: write a list of strings"))?,
+        (v, Shape::One | Shape::Switch) => {
+            vec![scalar(v).ok_or_else(|| format!("key {key:?}: write a single value"))?]
+        }
+        (_, Shape::Map) => return Err(format!("key {key:?}: write a map of NAME: VALUE")),
+        (_, Shape::List { .. }) => return Err(format!("key {key:?}: write a list")),
+    })
 }
 
 /// A YAML scalar as the text a flag would carry (booleans and numbers may arrive unquoted).
@@ -101,8 +109,8 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// `unknown key "x" at line N`, the line found by the key at the start of a line.
-fn unknown_key(text: &str, key: &str) -> String {
+/// ` at line N`: the line where `key` starts a line (empty if none does).
+fn at(text: &str, key: &str) -> String {
     let line = text.lines().position(|l| {
         let l = l.trim_start_matches(['"', '\'']);
         l.strip_prefix(key).is_some_and(|r| {
@@ -111,12 +119,27 @@ fn unknown_key(text: &str, key: &str) -> String {
                 .starts_with(':')
         })
     });
-    let at = line
-        .map(|n| format!(" at line {}", n + 1))
-        .unwrap_or_default();
+    line.map(|n| format!(" at line {}", n + 1))
+        .unwrap_or_default()
+}
+
+/// `unknown key "x" at line N`, with the keys the file may have.
+fn unknown_key(text: &str, key: &str) -> String {
     let known: Vec<&str> = SETTINGS.iter().filter_map(|s| s.yaml).collect();
     format!(
-        "unknown key {key:?}{at}; remove it or fix its spelling (known keys: {})",
+        "unknown key {key:?}{}; remove it or fix its spelling (known keys: {})",
+        at(text, key),
         known.join(", ")
     )
+}
+
+/// The first line (from 1) of the file at `path` that holds `value`, for errors about a value
+/// the file gave (the file is read again: values carry no position).
+pub fn line_of(path: &Path, value: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    text.lines().position(|l| l.contains(value)).map(|n| n + 1)
 }

@@ -271,7 +271,7 @@ pub fn resolve(flags: &Flags, env: &Lookup) -> Result<Config, ConfigError> {
             c.sources.push((s.key, "(unset)".into(), Source::Default));
         }
         for (text, source) in picked {
-            let shown = (s.apply)(&mut c, &text).map_err(|p| refused(s, &source, p))?;
+            let shown = (s.apply)(&mut c, &text).map_err(|p| refused(s, &source, p, &text))?;
             c.sources.push((s.key, shown, source));
         }
     }
@@ -369,7 +369,7 @@ fn load_file(
     };
     let file = file::load(&path)?;
     let text = path.display().to_string();
-    let shown = (row.apply)(c, &text).map_err(|p| refused(row, &source, p))?;
+    let shown = (row.apply)(c, &text).map_err(|p| refused(row, &source, p, &text))?;
     c.sources.push((row.key, shown, source));
     Ok(file)
 }
@@ -448,19 +448,30 @@ fn env_values(s: &Setting, env: &Lookup) -> Result<Vec<(String, Source)>, Config
     Ok(Vec::new())
 }
 
-/// The error for a value `apply` refused: which setting, from where, and why.
-fn refused(s: &Setting, source: &Source, problem: Problem) -> ConfigError {
+/// The error for a value `apply` refused (`text`): which setting, from where (a file's line
+/// too), and why.
+fn refused(s: &Setting, source: &Source, problem: Problem, text: &str) -> ConfigError {
+    let line = match source {
+        Source::File(p) => file::line_of(p, text),
+        _ => None,
+    };
     match problem {
         Problem::Value(message) => ConfigError::Value {
             key: s.key,
             origin: source.clone(),
-            message,
+            message: match line {
+                Some(n) => format!("{message} (line {n})"),
+                None => message,
+            },
         },
         Problem::Rule(what, error) => {
             let place = match source {
                 Source::Flag(n) => format!("--{n}"),
                 Source::Env(n) => n.to_string(),
-                Source::File(p) => format!("config file {}", p.display()),
+                Source::File(p) => match line {
+                    Some(n) => format!("config file {} line {n}", p.display()),
+                    None => format!("config file {}", p.display()),
+                },
                 Source::Preset(p) => p.origin(),
                 Source::Default => "the default".into(),
             };

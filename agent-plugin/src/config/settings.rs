@@ -92,6 +92,10 @@ pub struct Setting {
     pub empty_env_is_error: bool,
     /// Three valid values (file, env, flag; neighbours differ) for the table-driven tests.
     pub examples: [&'static str; 3],
+    /// A live reload (SIGHUP, a change to the config file) applies a new value while the run
+    /// goes on. Only what the policy is built from can; a change to any other setting is
+    /// reported as needing a restart, and the running value stays.
+    pub live: bool,
 }
 
 /// Field values every row starts from; rows override what they need with `..ROW`.
@@ -107,6 +111,7 @@ const ROW: Setting = Setting {
     apply: |_, v| Ok(v.to_string()),
     empty_env_is_error: false,
     examples: ["", "", ""],
+    live: false,
 };
 
 /// A switch row (boolean, default false).
@@ -160,6 +165,7 @@ pub static SETTINGS: &[Setting] = &[
         },
         empty_env_is_error: true,
         examples: ["domain=y.test", "domain=e.test", "domain=f.test"],
+        live: true,
         ..ROW
     },
     Setting {
@@ -183,6 +189,7 @@ pub static SETTINGS: &[Setting] = &[
             Ok(p.label())
         },
         examples: ["npm", "pypi@1", "crates"],
+        live: true,
         ..ROW
     },
     Setting {

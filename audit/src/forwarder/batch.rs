@@ -42,6 +42,7 @@ pub fn to_proto(r: &AuditRecord) -> BoundaryLog {
         process_exe: requester_text(r, |p| &p.exe),
         process_args: requester_text(r, |p| &p.args),
         process_parent_name: requester_text(r, |p| &p.parent),
+        policy_generation: r.policy_generation,
     }
 }
 
@@ -197,6 +198,7 @@ mod tests {
             sequence_number: seq,
             trace: TraceContext::from_traceparent(None),
             requester: None,
+            policy_generation: 1,
         }
     }
 

@@ -12,6 +12,7 @@
 //! `docs/policies.md` lists them; `proxy/tests/data/rules-conformance.tsv` tests each.
 
 mod domain;
+mod live;
 mod method;
 mod parse;
 mod path;
@@ -19,6 +20,7 @@ mod path_pattern;
 mod policy;
 mod rule;
 
+pub use live::{LivePolicy, PolicySnapshot};
 pub use path::{normalize_path, path_readings};
 pub use policy::{suggested_path, Decision, Policy};
 pub use rule::{DomainPattern, Label, MethodSet, PathPattern, Rule, RuleError, Segment};

@@ -13,18 +13,20 @@ use super::target::Target;
 use super::Proxy;
 use super::{framing, overrides};
 use crate::host::{Authority, Host};
+use crate::rules::{Policy, PolicySnapshot};
 
 /// What the proxy does with one request.
 pub(super) enum Verdict {
     /// Allowed: forward it to the target.
     Forward(Decided),
     /// A CONNECT (not to the proxy itself): open the tunnel and decide each request in it (the
-    /// CONNECT itself is not audited; the requests inside are). `unruled`: no rule can allow
-    /// the host, so if no request inside is decided the CONNECT is audited as denied.
+    /// CONNECT itself is not audited; the requests inside are). `unruled`: no rule of this
+    /// policy generation can allow the host, so if no request inside is decided the CONNECT is
+    /// audited as denied (under that generation).
     Tunnel {
         host: Host,
         port: u16,
-        unruled: bool,
+        unruled: Option<u64>,
     },
     /// Refused, with the reason; audited unless it could not even be routed.
     Refuse(Refusal),
@@ -114,6 +116,8 @@ struct Judged {
     /// The matched rule names the host literally (see `Decision::names_host`).
     names_host: bool,
     suggestions: Vec<String>,
+    /// The policy generation that decided it.
+    generation: u64,
 }
 
 /// The judgement before auditing: some requests are never audited (see [`Verdict`]).
@@ -122,7 +126,7 @@ enum Judgement {
     Tunnel {
         host: Host,
         port: u16,
-        unruled: bool,
+        unruled: Option<u64>,
     },
     Judged(Judged),
 }
@@ -197,12 +201,17 @@ impl Proxy {
             sequence_number: sequence,
             trace: TraceContext::from_traceparent(traceparent),
             requester,
+            policy_generation: j.generation,
         });
     }
 
+    /// Judges one request under one policy generation, taken once here: the verdict, the
+    /// suggestions and the audit record all come from the same rules, whatever a reload does
+    /// meanwhile.
     fn judge<B: Body>(&self, req: &Request<B>, ctx: &ConnCtx) -> Judgement {
+        let snapshot = self.config.policy.snapshot();
         if req.method() == Method::CONNECT {
-            return self.judge_connect(req);
+            return self.judge_connect(req, &snapshot);
         }
         let method = req.method().as_str().to_string();
         let path = req
@@ -227,7 +236,8 @@ impl Proxy {
         } else if let Some(reason) = framing::refusal(req) {
             Err(RefusalKind::Unframeable(reason))
         } else {
-            let (outcome, named) = self.judge_policy(
+            let (outcome, named) = judge_policy(
+                &snapshot.policy,
                 req.headers(),
                 &method,
                 &target.host,
@@ -245,36 +255,14 @@ impl Proxy {
             outcome,
             names_host,
             suggestions,
+            generation: snapshot.generation,
         })
     }
 
     /// The rules' answer, including what override headers ask for: `Ok(matched rule)`, and
     /// whether the matched rule names the host literally.
-    fn judge_policy(
-        &self,
-        headers: &HeaderMap,
-        method: &str,
-        host: &Host,
-        path: &str,
-        suggestions: &mut Vec<String>,
-    ) -> (Result<String, RefusalKind>, bool) {
-        let policy = &self.config.policy;
-        let decision = policy.decide(method, host.as_str(), path);
-        let names_host = decision.names_host;
-        let Some(rule) = decision.matched_rule.filter(|_| decision.allowed) else {
-            *suggestions = policy.suggest(method, host.as_str(), path);
-            return (Err(RefusalKind::NoRule { tunnel: false }), names_host);
-        };
-        if let Some((reason, s)) = overrides::refusal(policy, headers, method, host.as_str(), path)
-        {
-            *suggestions = s;
-            return (Err(RefusalKind::Override(reason)), names_host);
-        }
-        (Ok(rule), names_host)
-    }
-
     /// CONNECT: refused at once when no rule could allow the host, else a tunnel.
-    fn judge_connect<B>(&self, req: &Request<B>) -> Judgement {
+    fn judge_connect<B>(&self, req: &Request<B>, snapshot: &PolicySnapshot) -> Judgement {
         let Some(Authority { host, port }) = req
             .uri()
             .authority()
@@ -289,9 +277,16 @@ impl Proxy {
         let port = port.unwrap_or(443);
         if self.targets_self(&host, port) {
             let outcome = Err(RefusalKind::ProxyItself { tunnel: true });
-            return Judgement::Judged(connect_judged(host, port, outcome, Vec::new()));
+            return Judgement::Judged(connect_judged(
+                host,
+                port,
+                outcome,
+                Vec::new(),
+                snapshot.generation,
+            ));
         }
-        let unruled = !self.config.policy.could_allow_host(host.as_str());
+        let unruled =
+            (!snapshot.policy.could_allow_host(host.as_str())).then_some(snapshot.generation);
         Judgement::Tunnel {
             host,
             port,
@@ -301,13 +296,21 @@ impl Proxy {
 
     /// Audits, once, a CONNECT to a host no rule allows whose tunnel carried no request that
     /// could be decided (the client did not speak TLS or HTTP, or refused our certificate).
-    pub(super) fn refuse_tunnel_after(&self, host: Host, port: u16, requester: Who) {
+    /// `generation` is the policy generation under which no rule could allow the host.
+    pub(super) fn refuse_tunnel_after(
+        &self,
+        host: Host,
+        port: u16,
+        requester: Who,
+        generation: u64,
+    ) {
         let suggestions = vec![format!("domain={}", host.as_str())];
         let judged = connect_judged(
             host,
             port,
             Err(RefusalKind::NoRule { tunnel: true }),
             suggestions,
+            generation,
         );
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
         self.audit(sequence, &judged, &HeaderMap::new(), requester);
@@ -335,6 +338,7 @@ fn connect_judged(
     port: u16,
     outcome: Result<String, RefusalKind>,
     suggestions: Vec<String>,
+    generation: u64,
 ) -> Judged {
     Judged {
         method: "CONNECT".into(),
@@ -348,7 +352,31 @@ fn connect_judged(
         outcome,
         names_host: false,
         suggestions,
+        generation,
     }
+}
+
+/// The rules' answer, including what override headers ask for: `Ok(matched rule)`, and
+/// whether the matched rule names the host literally.
+fn judge_policy(
+    policy: &Policy,
+    headers: &HeaderMap,
+    method: &str,
+    host: &Host,
+    path: &str,
+    suggestions: &mut Vec<String>,
+) -> (Result<String, RefusalKind>, bool) {
+    let decision = policy.decide(method, host.as_str(), path);
+    let names_host = decision.names_host;
+    let Some(rule) = decision.matched_rule.filter(|_| decision.allowed) else {
+        *suggestions = policy.suggest(method, host.as_str(), path);
+        return (Err(RefusalKind::NoRule { tunnel: false }), names_host);
+    };
+    if let Some((reason, s)) = overrides::refusal(policy, headers, method, host.as_str(), path) {
+        *suggestions = s;
+        return (Err(RefusalKind::Override(reason)), names_host);
+    }
+    (Ok(rule), names_host)
 }
 
 fn unroutable(method: String, message: String) -> Judgement {

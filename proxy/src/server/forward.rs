@@ -182,18 +182,18 @@ impl Proxy {
 
     /// Answers an accepted CONNECT and serves what comes through the tunnel as a connection
     /// of its own (every request in it is decided on its own). For a host no rule allows
-    /// (`unruled`), a tunnel in which no request was decided is audited once as the refused
-    /// CONNECT when it ends.
+    /// (`unruled`: the policy generation that said so), a tunnel in which no request was decided
+    /// is audited once as the refused CONNECT when it ends.
     pub(super) fn open_tunnel(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         host: Host,
         port: u16,
-        unruled: bool,
+        unruled: Option<u64>,
         requester: super::sniff::Who,
     ) -> Response<ProxyBody> {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let flag = unruled.then(|| Arc::new(AtomicBool::new(false)));
+        let flag = unruled.map(|_| Arc::new(AtomicBool::new(false)));
         // Audits the refused CONNECT if no request was decided, however the tunnel ends
         // (closed, timed out, or dropped to make room for another connection).
         let audit_once = flag.clone().map(|decided| UnruledTunnel {
@@ -202,6 +202,7 @@ impl Proxy {
             port,
             decided,
             requester: requester.clone(),
+            generation: unruled.unwrap_or_default(),
         });
         let tunnel = async move {
             let _audit_once = audit_once;
@@ -232,6 +233,8 @@ struct UnruledTunnel {
     port: u16,
     decided: Arc<AtomicBool>,
     requester: super::sniff::Who,
+    /// The policy generation under which no rule could allow the host.
+    generation: u64,
 }
 
 impl Drop for UnruledTunnel {
@@ -239,7 +242,7 @@ impl Drop for UnruledTunnel {
         if !self.decided.load(Ordering::Acquire) {
             let who = self.requester.take();
             self.proxy
-                .refuse_tunnel_after(self.host.clone(), self.port, who);
+                .refuse_tunnel_after(self.host.clone(), self.port, who, self.generation);
         }
     }
 }
