@@ -19,7 +19,8 @@
 //! record and a failed command); with another preset the same command fails, the audit names
 //! the denied host, and the mirror saw nothing at all (its request count is unchanged).
 //!
-//! Root only: cargo is the rustup toolchain under /root. Needs npm, python3 with pip
+//! Root, and for npm, pip, go and git also boundary started by an unprivileged user (cargo is
+//! the rustup toolchain under /root, apt-get writes as root). Needs npm, python3 with pip
 //! (python3-pip), git, go (golang-go), apt-get and dpkg-deb, skopeo, openssl and `cargo build -p boundary` first.
 
 mod nsjail_common;
@@ -303,17 +304,33 @@ enum Given<'a> {
     File(&'a str),
 }
 
-/// `client.script` jailed with the preset `given`; the output and the audit records.
+/// `client.script` jailed with the preset `given`, boundary started by root; the output and
+/// the audit records.
 fn run(
     mirror: &Mirror,
     jail_flags: &[String],
     given: Given,
     client: &Client,
 ) -> (Output, Vec<(String, String, String)>) {
-    let work = shared_tempdir();
+    run_as(As::Root, mirror, jail_flags, given, client)
+}
+
+/// [`run`] with boundary started by `who` (the work directory is theirs).
+fn run_as(
+    who: As,
+    mirror: &Mirror,
+    jail_flags: &[String],
+    given: Given,
+    client: &Client,
+) -> (Output, Vec<(String, String, String)>) {
+    let work = config_home(who);
     let w = work.path();
     std::fs::create_dir(w.join("home")).unwrap();
-    let config = config_home(As::Root);
+    if who == As::User {
+        let uid = test_user();
+        std::os::unix::fs::chown(w.join("home"), Some(uid), Some(uid)).unwrap();
+    }
+    let config = config_home(who);
     let log = config.path().join("audit.jsonl");
     let script = format!(
         "export W='{}' HOME='{}/home'\n{}",
@@ -321,7 +338,7 @@ fn run(
         w.display(),
         client.script
     );
-    let mut cmd = boundary_cmd(As::Root, config.path(), &["timeout", "300"]);
+    let mut cmd = boundary_cmd(who, config.path(), &["timeout", "300"]);
     cmd.args(jail_flags).args(mirror.flags());
     match given {
         Given::Flag(name) => {
@@ -471,6 +488,36 @@ fn a_preset_from_the_environment_or_the_config_file_works_like_the_flag() {
             let want = if allowed { "allow" } else { "deny" };
             assert!(!records.is_empty(), "{t}");
             assert!(records.iter().all(|(d, _, _)| d == want), "{t}");
+        }
+    }
+}
+
+/// Started by an unprivileged user, in both jails, the clients that need no root get their
+/// packages with their presets, through the presets' rules only.
+#[test]
+fn registry_clients_work_with_their_presets_as_an_unprivileged_user() {
+    require_root().unwrap();
+    for client in [npm(), pip(), go(), git()] {
+        let rules = preset_rules(client.preset);
+        for (jail, jail_flags) in both_jails() {
+            let mirror = Mirror::start();
+            let given = Given::Flag(client.preset);
+            let (o, records) = run_as(As::User, &mirror, &jail_flags, given, &client);
+            let t = format!(
+                "{} preset, {jail}, User: {}\naudit: {records:?}",
+                client.preset,
+                text(&o)
+            );
+            assert_eq!(o.status.code(), Some(0), "{t}");
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(client.success),
+                "{t}"
+            );
+            assert!(!records.is_empty(), "{t}");
+            for (decision, host, rule) in &records {
+                assert_eq!(decision, "allow", "{host} was denied: {t}");
+                assert!(rules.contains(rule), "{host}: rule {rule:?}: {t}");
+            }
         }
     }
 }
