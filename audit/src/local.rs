@@ -42,6 +42,16 @@ macro_rules! request_event {
     };
 }
 
+/// Whether the subscriber wants the event of an allowed (INFO) or denied (WARN) record, so
+/// the caller formats its fields only when they are shown.
+pub fn enabled(allowed: bool) -> bool {
+    if allowed {
+        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    } else {
+        tracing::enabled!(target: TARGET, tracing::Level::WARN)
+    }
+}
+
 /// Emits the event for one record.
 pub fn emit(f: &RequestFields) {
     match &f.matched_rule {

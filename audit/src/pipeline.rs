@@ -180,12 +180,20 @@ struct PipelineSink {
     inner: Arc<RwLock<Option<Inner>>>,
     // Read-mostly copies so `record` does not hold the lock while formatting.
     run: RunContext,
+    /// The `--audit-log` file or OpenTelemetry is on: they need the formatted fields even
+    /// when the local log's level filter drops the record.
+    file_or_otel: bool,
 }
 
 impl AuditSink for PipelineSink {
     fn record(&self, record: AuditRecord) {
-        let fields = RequestFields::new(&self.run, &record);
-        local::emit(&fields);
+        // The fields are a dozen strings and a formatted time per request: built only when
+        // something reads them (the forwarder takes the record as it is).
+        let local = local::enabled(record.allowed);
+        let fields = (local || self.file_or_otel).then(|| RequestFields::new(&self.run, &record));
+        if let Some(f) = fields.as_ref().filter(|_| local) {
+            local::emit(f);
+        }
         // A read lock: proxy threads record concurrently; only shutdown takes the write lock.
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let Some(inner) = guard.as_ref() else {
@@ -196,11 +204,13 @@ impl AuditSink for PipelineSink {
             );
             return;
         };
-        if let Some(o) = &inner.otel {
-            o.record(&record, &fields);
-        }
-        if let Some(f) = &inner.file {
-            f.push(&fields);
+        if let Some(fields) = &fields {
+            if let Some(o) = &inner.otel {
+                o.record(&record, fields);
+            }
+            if let Some(f) = &inner.file {
+                f.push(fields);
+            }
         }
         if let Some(fw) = &inner.forwarder {
             fw.push(record);
@@ -283,6 +293,7 @@ impl AuditPipeline {
         };
         let forwarder = start_forwarder(&mut opts);
         let has_file = file.is_some();
+        let file_or_otel = has_file || otel.is_some();
         let inner = Arc::new(RwLock::new(Some(Inner {
             run: opts.run.clone(),
             file,
@@ -309,6 +320,7 @@ impl AuditPipeline {
             sink: Arc::new(PipelineSink {
                 inner: inner.clone(),
                 run: opts.run,
+                file_or_otel,
             }),
             inner,
             shutdown_timeout: opts.shutdown_timeout,
