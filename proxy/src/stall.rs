@@ -10,20 +10,22 @@
 //! runs only while the body has a piece ready or waiting to be asked for: while the body waits
 //! for the origin (a slow origin, a quiet event stream) the client is not to blame.
 //!
-//! A stalled body is dropped by a watchdog task: that frees its upstream permit and closes the
-//! upstream stream; the client's next read of it fails (HTTP/1.1: the connection is closed,
-//! HTTP/2: the stream is reset).
+//! A stalled body is dropped by the proxy's sweeper: that frees its upstream permit and closes
+//! the upstream stream; the client's next read of it fails (HTTP/1.1: the connection is
+//! closed, HTTP/2: the stream is reset). One sweeping task per proxy looks at every open
+//! response body every [`Sweeper::tick`] (an eighth of the limit, 10 ms to 1 s), so a stalled
+//! body ends between the limit and the limit plus a tick; a task and a timer per response cost
+//! a spawn, a timer and a cross-thread wake-up on every request.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,18 +38,79 @@ pub const DEFAULT_CLIENT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 #[error("the client read nothing of this response for {0:?}; Boundary ended it")]
 pub(crate) struct Stalled(Duration);
 
+/// Ends the response bodies whose clients stall, for one proxy (see the module text).
+pub(crate) struct Sweeper {
+    limit: Duration,
+    /// Every body handed over and not yet seen gone; the dead are dropped at each sweep.
+    bodies: Mutex<Vec<Weak<dyn Sweep>>>,
+    /// The sweeping task runs; it stops when no body is left and the next one starts it.
+    running: AtomicBool,
+}
+
+/// A watched body, as the sweeper sees it.
+trait Sweep: Send + Sync {
+    /// Ends the body if its client stalled past `limit`; false once the body is over.
+    fn sweep(&self, now: Instant, limit: Duration) -> bool;
+}
+
+impl Sweeper {
+    /// A sweeper for bodies whose clients may take nothing for at most `limit`.
+    pub(crate) fn new(limit: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            bodies: Mutex::new(Vec::new()),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    /// How often the bodies are looked at.
+    fn tick(&self) -> Duration {
+        (self.limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Sweep>>> {
+        self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watch(self: &Arc<Self>, body: Weak<dyn Sweep>) {
+        let mut bodies = self.lock();
+        bodies.push(body);
+        // Under the lock, so the task cannot stop between the push and this check.
+        if !self.running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweeping(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Sweeps every tick while there are bodies; ends when none is left or the proxy is gone.
+async fn sweeping(sweeper: Weak<Sweeper>) {
+    loop {
+        let Some(s) = sweeper.upgrade() else { return };
+        let tick = s.tick();
+        {
+            let now = Instant::now();
+            let mut bodies = s.lock();
+            bodies.retain(|b| b.upgrade().is_some_and(|b| b.sweep(now, s.limit)));
+            if bodies.is_empty() {
+                s.running.store(false, Ordering::Release);
+                return;
+            }
+        }
+        drop(s);
+        tokio::time::sleep(tick).await;
+    }
+}
+
 struct Shared<B, G> {
     start: Instant,
-    /// The body and what it holds (its place among the requests in flight); `None` once the
-    /// watchdog ended it.
+    /// The body and what it holds (its place among the requests in flight); `None` once it
+    /// ended or the sweeper ended it.
     inner: Mutex<Option<(B, G)>>,
     /// Milliseconds after `start` when the client last asked for a piece.
     asked_ms: AtomicU64,
     /// The last ask found nothing ready: the body waits for the origin, not for the client.
     waiting: AtomicBool,
-    /// Cancelled when the body is dropped (done or abandoned): the watchdog stops.
-    gone: CancellationToken,
-    /// The watchdog ended the body (as opposed to its normal end).
+    /// The sweeper ended the body (as opposed to its normal end).
     stalled: AtomicBool,
 }
 
@@ -70,10 +133,29 @@ impl<B, G> Shared<B, G> {
     }
 }
 
+impl<B: Send, G: Send> Sweep for Shared<B, G> {
+    fn sweep(&self, now: Instant, limit: Duration) -> bool {
+        if self.deadline(limit).is_none_or(|d| d > now) {
+            return self.lock().is_some();
+        }
+        if let Some(taken) = self.lock().take() {
+            self.stalled.store(true, Ordering::Release);
+            tracing::warn!(
+                ?limit,
+                "a client read nothing of a response for the stall timeout; ending it \
+                 (its place under the upstream caps is freed)"
+            );
+            drop(taken);
+        }
+        false
+    }
+}
+
 /// A response body under the stall timeout; `G` is held until the body ends or stalls.
 pub(crate) struct Watched<B, G> {
     shared: Arc<Shared<B, G>>,
-    limit: Duration,
+    /// Kept alive while a body may need it.
+    sweeper: Arc<Sweeper>,
 }
 
 impl<B, G> Watched<B, G>
@@ -81,8 +163,8 @@ where
     B: Send + 'static,
     G: Send + 'static,
 {
-    /// Watches `body`; a body already at its end needs no watchdog.
-    pub(crate) fn new(body: B, guard: G, limit: Duration) -> Self
+    /// Watches `body`; a body already at its end needs no sweeping.
+    pub(crate) fn new(body: B, guard: G, sweeper: &Arc<Sweeper>) -> Self
     where
         B: Body,
     {
@@ -92,45 +174,16 @@ where
             inner: Mutex::new(Some((body, guard))),
             asked_ms: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
-            gone: CancellationToken::new(),
             stalled: AtomicBool::new(false),
         });
         if !ended {
-            tokio::spawn(watchdog(shared.clone(), limit));
+            let weak: Weak<Shared<B, G>> = Arc::downgrade(&shared);
+            sweeper.watch(weak);
         }
-        Self { shared, limit }
-    }
-}
-
-/// Sleeps until the stall clock runs out (re-reading it, since every ask restarts it), then
-/// drops the body and what it holds.
-async fn watchdog<B, G>(shared: Arc<Shared<B, G>>, limit: Duration) {
-    loop {
-        let next = shared
-            .deadline(limit)
-            .unwrap_or_else(|| Instant::now() + limit);
-        tokio::select! {
-            _ = shared.gone.cancelled() => return,
-            _ = tokio::time::sleep_until(next.into()) => {}
+        Self {
+            shared,
+            sweeper: sweeper.clone(),
         }
-        if shared.deadline(limit).is_some_and(|d| d <= Instant::now()) {
-            if let Some(taken) = shared.lock().take() {
-                shared.stalled.store(true, Ordering::Release);
-                tracing::warn!(
-                    ?limit,
-                    "a client read nothing of a response for the stall timeout; ending it \
-                     (its place under the upstream caps is freed)"
-                );
-                drop(taken);
-            }
-            return;
-        }
-    }
-}
-
-impl<B, G> Drop for Watched<B, G> {
-    fn drop(&mut self) {
-        self.shared.gone.cancel();
     }
 }
 
@@ -152,14 +205,13 @@ where
             if !shared.stalled.load(Ordering::Acquire) {
                 return Poll::Ready(None); // it ended normally before
             }
-            return Poll::Ready(Some(Err(Box::new(Stalled(self.limit)))));
+            return Poll::Ready(Some(Err(Box::new(Stalled(self.sweeper.limit)))));
         };
         let polled = Pin::new(body).poll_frame(cx);
         shared.waiting.store(polled.is_pending(), Ordering::Release);
         if matches!(polled, Poll::Ready(None)) {
             // Done: free what the body holds now, not when hyper drops it.
             inner.take();
-            shared.gone.cancel();
         }
         polled
     }
@@ -340,7 +392,7 @@ mod tests {
     fn watched() -> (mpsc::UnboundedSender<Bytes>, Watched<Fed, Arc<()>>, Arc<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let held = Arc::new(());
-        let body = Watched::new(Fed(rx), held.clone(), LIMIT);
+        let body = Watched::new(Fed(rx), held.clone(), &Sweeper::new(LIMIT));
         (tx, body, held)
     }
 

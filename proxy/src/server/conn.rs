@@ -30,14 +30,14 @@ impl Proxy {
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
         let act = activity.clone();
-        let stall = self.config.client_stall_timeout;
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let ctx = ctx.clone();
             let guard = act.begin();
             async move {
+                let sweeper = proxy.sweeper.clone();
                 let resp = proxy.route(req, &ctx).await;
-                Ok::<_, Infallible>(resp.map(|b| Watched::new(b, guard, stall).boxed()))
+                Ok::<_, Infallible>(resp.map(|b| Watched::new(b, guard, &sweeper).boxed()))
             }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

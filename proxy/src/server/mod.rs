@@ -75,6 +75,8 @@ pub struct Proxy {
     slots: Arc<crate::slots::Slots>,
     /// Live figures for `/metrics`, shared with the connectors.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Ends responses whose clients stop reading (the client stall timeout).
+    sweeper: Arc<crate::stall::Sweeper>,
 }
 
 impl Proxy {
@@ -137,6 +139,7 @@ impl Proxy {
         let client = build(&[b"h2", b"http/1.1"], requests.per_key());
         let client_h1 = build(&[b"http/1.1"], pipes.per_key());
         let slots = crate::slots::Slots::new(config.client_connections);
+        let sweeper = crate::stall::Sweeper::new(config.client_stall_timeout);
         Ok(Arc::new(Self {
             config,
             ca,
@@ -150,6 +153,7 @@ impl Proxy {
             listen_addrs,
             slots,
             metrics,
+            sweeper,
         }))
     }
 
