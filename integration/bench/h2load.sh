@@ -21,8 +21,9 @@
 # prints the top entries; PERF_CALLGRAPH="--call-graph dwarf" adds call stacks for
 # flame graphs (`perf script | inferno-collapse-perf | inferno-flamegraph`).
 # A/B: SETUPS="direct nsjail nsjail@alt" adds a setup run with ALT_BOUNDARY (another build)
-# and/or ALT_ENV ("NAME=value ..."), interleaved with the others.
-# Knobs: ROUNDS (3) DURATION (4 s) DL_MIB (256) PORT (443; landjail needs 443 because a
+# and/or ALT_ENV ("NAME=value ..."), interleaved with the others; nsjail@NAME runs the binary
+# in $BIN_NAME (e.g. BIN_old=/tmp/boundary-old SETUPS="direct nsjail@old nsjail").
+# Knobs: WORKS ("small1 small8 download"), ROUNDS (3) DURATION (4 s) DL_MIB (256) PORT (443; landjail needs 443 because a
 # connection straight to the proxy is routed to port 443). Needs nginx, h2load
 # (nghttp2-client), curl, openssl, python3; offers the apt-get line when one is missing.
 # Nothing leaves the machine: nginx listens on 127.0.0.1, names are given with --resolve.
@@ -36,6 +37,7 @@ DL_MIB="${DL_MIB:-256}"
 PORT="${PORT:-443}"
 PERF_CALLGRAPH="${PERF_CALLGRAPH:-}"
 SETUPS="${SETUPS:-direct nsjail landjail}"
+WORKS="${WORKS:-small1 small8 download}"
 ALT_BOUNDARY="${ALT_BOUNDARY:-$root/target/release/boundary}"
 ALT_ENV="${ALT_ENV:-}"
 out="$root/target/bench/h2load"
@@ -127,11 +129,13 @@ url="https://bench.test:$PORT"
 [ "$PORT" = 443 ] && url="https://bench.test"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Times the process's threads went to sleep (voluntary context switches): its wake-ups.
+sleeps() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
 
 # The client command of one setup and workload, as run inside the wrapper.
 client_cmd() {
     local setup="$1" work="$2" log="$3" via=()
-    case "${setup%@alt}" in
+    case "${setup%@*}" in
     direct) via=(--connect-to "127.0.0.1:$PORT") ;;
     landjail) via=(--connect-to "127.0.0.1:$lport") ;;
     esac
@@ -141,7 +145,7 @@ client_cmd() {
         ;;
     download)
         local c=(curl -sS -o /dev/null -w '%{speed_download} %{size_download}\n')
-        [ "${setup%@alt}" = direct ] && c+=(--cacert "$out/ca.pem" --resolve "bench.test:$PORT:127.0.0.1")
+        [ "${setup%@*}" = direct ] && c+=(--cacert "$out/ca.pem" --resolve "bench.test:$PORT:127.0.0.1")
         printf '%q ' "${c[@]}" "$url/big"
         ;;
     esac
@@ -160,11 +164,12 @@ touch $tag.done
 while [ ! -e $tag.fin ]; do sleep 0.02; done
 EOF
     local mid="" bin="$boundary" envs=()
-    if [ "${setup%@alt}" != "$setup" ]; then
-        bin="$ALT_BOUNDARY"
+    if [ "${setup%@*}" != "$setup" ]; then
+        local var="BIN_${setup#*@}"
+        bin="${!var:-$ALT_BOUNDARY}"
         read -r -a envs <<<"$ALT_ENV"
     fi
-    case "${setup%@alt}" in
+    case "${setup%@*}" in
     direct) sh "$wrapper" & ;;
     nsjail) env "${envs[@]}" "$bin" "${bflags[@]}" -- sh "$wrapper" >"$tag.boundary" 2>&1 & ;;
     landjail)
@@ -179,6 +184,8 @@ EOF
     sleep 0.3
     local p0 n0 p1 n1
     p0="$([ -n "$mid" ] && ticks "$mid" || echo 0)"
+    local w0 w1
+    w0="$([ -n "$mid" ] && sleeps "$mid" || echo 0)"
     n0="$(ticks "$nginx_pid")"
     local perf_pid=""
     if [ -n "${PERF:-}" ] && [ -n "$mid" ]; then
@@ -190,12 +197,13 @@ EOF
     while [ ! -e "$tag.done" ]; do sleep 0.05; done
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     p1="$([ -n "$mid" ] && ticks "$mid" || echo 0)"
+    w1="$([ -n "$mid" ] && sleeps "$mid" || echo 0)"
     n1="$(ticks "$nginx_pid")"
     touch "$tag.fin"
     wait "$runner" || true
-    python3 - "$tag" "$setup" "$work" "$round" "$((p1 - p0))" "$((n1 - n0))" "$([ -n "$mid" ] && echo 1 || echo 0)" >>"$results" <<'EOF'
+    python3 - "$tag" "$setup" "$work" "$round" "$((p1 - p0))" "$((n1 - n0))" "$([ -n "$mid" ] && echo 1 || echo 0)" "$((w1 - w0))" >>"$results" <<'EOF'
 import json, os, re, sys
-tag, setup, work, rnd, pt, nt, has_proxy = sys.argv[1:]
+tag, setup, work, rnd, pt, nt, has_proxy, wakes = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 text = open(tag + ".out").read()
 tl = open(tag + ".times").read().split("\n")[1].split()
@@ -204,7 +212,8 @@ def secs(s):
     return int(m.group(1)) * 60 + float(m.group(2))
 r = {"setup": setup, "work": work, "round": int(rnd), "load": open("/proc/loadavg").read().split()[0],
      "client_s": secs(tl[0]) + secs(tl[1]), "origin_s": int(nt) / hz,
-     "proxy_s": int(pt) / hz if has_proxy == "1" else None}
+     "proxy_s": int(pt) / hz if has_proxy == "1" else None,
+     "proxy_sleeps": int(wakes) if has_proxy == "1" else None}
 if work == "download":
     try:
         speed, size = text.split()[-2:]
@@ -231,7 +240,7 @@ EOF
 
 read -r -a setups <<<"$SETUPS"
 for round in $(seq "$ROUNDS"); do
-    for work in small1 small8 download; do
+    for work in $WORKS; do
         for setup in "${setups[@]}"; do
             echo "h2load.sh: round $round/$ROUNDS $work $setup (load $(cut -d' ' -f1 /proc/loadavg))" >&2
             measure "$round" "$setup" "$work"
@@ -246,9 +255,9 @@ setups = sys.argv[4].split()
 def med(setup, work, key):
     v = [r[key] for r in rows if r["setup"] == setup and r["work"] == work and r.get(key) is not None]
     return statistics.median(v) if v else None
-def per(setup, work, who):
-    v = [r[who + "_s"] / r["units"] for r in rows
-         if r["setup"] == setup and r["work"] == work and r.get(who + "_s") is not None and r.get("units")]
+def per(setup, work, who, suffix="_s"):
+    v = [r[who + suffix] / r["units"] for r in rows
+         if r["setup"] == setup and r["work"] == work and r.get(who + suffix) is not None and r.get("units")]
     return statistics.median(v) if v else None
 def cell(setup, work, key, scale=1.0, fmt="{:,.0f}", ratio=True):
     v = med(setup, work, key)
@@ -275,8 +284,11 @@ for work, label in [("small1", "1 conn"), ("small8", "8 conns")]:
     for who in ["client", "origin", "proxy"]:
         print(f"| small, {label}: {who} CPU µs/request | " + " | ".join(
             "n/a" if per(s, work, who) is None else f"{per(s, work, who) * 1e6:.1f}" for s in setups) + " |")
-print("| download MB/s | " + " | ".join(cell(s, "download", "mb_per_s") for s in setups) + " |")
-for who in ["client", "origin", "proxy"]:
+    print(f"| small, {label}: proxy thread sleeps/request | " + " | ".join(
+        "n/a" if per(s, work, "proxy_sleeps", "") is None else f"{per(s, work, 'proxy_sleeps', ''):.2f}" for s in setups) + " |")
+if any(r["work"] == "download" for r in rows):
+  print("| download MB/s | " + " | ".join(cell(s, "download", "mb_per_s") for s in setups) + " |")
+  for who in ["client", "origin", "proxy"]:
     print(f"| download: {who} CPU s/GB | " + " | ".join(
         "n/a" if per(s, "download", who) is None else f"{per(s, 'download', who):.2f}" for s in setups) + " |")
 errs = [f"{r['setup']} {r['work']} round {r['round']}: {r.get('error') or str(r.get('failed')) + ' failed'}"
