@@ -85,6 +85,9 @@ pub struct ProxyConfig {
     pub resolve: HashMap<String, IpAddr>,
     /// Extra trust anchors for origins (PEM, may hold several), added to the system store.
     pub upstream_ca_file: Option<PathBuf>,
+    /// The trust store already being loaded ([`TrustStoreLoad::start`], with the same
+    /// `upstream_ca_file`); `None` loads it in [`Proxy::new`].
+    pub trust_store: Option<TrustStoreLoad>,
     /// `http://host:port` or `https://...`: reach origins through CONNECT on this proxy.
     pub upstream_proxy: Option<String>,
     /// Session correlation headers (docs/interop.md §6), when enabled.
@@ -131,6 +134,7 @@ impl ProxyConfig {
             policy: Arc::new(rules::LivePolicy::new(policy)),
             resolve: HashMap::new(),
             upstream_ca_file: None,
+            trust_store: None,
             upstream_proxy: None,
             correlation: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -152,6 +156,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("policy", &self.policy)
             .field("resolve", &self.resolve)
             .field("upstream_ca_file", &self.upstream_ca_file)
+            .field("trust_store", &self.trust_store.is_some())
             .field(
                 "upstream_proxy",
                 &self.upstream_proxy.as_deref().map(hide_password),
@@ -167,6 +172,26 @@ impl std::fmt::Debug for ProxyConfig {
             .field("client_connections", &self.client_connections)
             .field("requesters", &self.requesters.is_some())
             .finish()
+    }
+}
+
+/// The origins' trust anchors (the system store plus `--upstream-ca-file`) loaded on a thread
+/// of their own: reading and parsing a few hundred certificates takes milliseconds that a run
+/// can spend starting its jail instead (`boundary -- true` never needs them at all).
+pub struct TrustStoreLoad(std::thread::JoinHandle<Result<rustls::RootCertStore, String>>);
+
+impl TrustStoreLoad {
+    /// Starts loading; [`Proxy::new`] waits for the result.
+    pub fn start(extra: Option<PathBuf>) -> Self {
+        Self(std::thread::spawn(move || {
+            upstream::root_store(extra.as_deref())
+        }))
+    }
+
+    pub(crate) fn wait(self) -> Result<rustls::RootCertStore, String> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err("loading the trust store panicked".into()))
     }
 }
 

@@ -82,14 +82,15 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy: loads trust anchors and prepares the pooled upstream clients.
     pub fn new(
-        config: ProxyConfig,
+        mut config: ProxyConfig,
         ca: Arc<CertificateAuthority>,
         sink: Arc<dyn AuditSink>,
     ) -> Result<Arc<Self>, ProxyError> {
-        let roots = Arc::new(
-            upstream::root_store(config.upstream_ca_file.as_deref())
-                .map_err(ProxyError::TrustStore)?,
-        );
+        let roots = match config.trust_store.take() {
+            Some(load) => load.wait(),
+            None => upstream::root_store(config.upstream_ca_file.as_deref()),
+        };
+        let roots = Arc::new(roots.map_err(ProxyError::TrustStore)?);
         let upstream_proxy = config
             .upstream_proxy
             .as_deref()
