@@ -327,6 +327,7 @@ pub fn run(
         crate::reload::jail_writes(&cfg, &spec)?,
     );
     pconf.trust_store = Some(trust_store);
+    let watch = crate::reload::watch::watch(&reloader);
     let early = connect_agent_early(&cfg);
     let spool = prepare_spool(&cfg, early.is_some());
     let files = match cfg.jail_type {
@@ -362,7 +363,7 @@ pub fn run(
             }
         };
         let mut tasks = Vec::new();
-        match crate::reload::watch::spawn(reloader) {
+        match crate::reload::watch::spawn(reloader, watch) {
             Ok(t) => tasks.push(t),
             Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP: live reload is off"),
         }

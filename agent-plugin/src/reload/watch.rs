@@ -20,19 +20,21 @@ use super::Reloader;
 /// How long a burst of changes may last before the file is read.
 pub const SETTLE: Duration = Duration::from_millis(250);
 
-/// A watch on the config file's directory.
-struct Watch {
+/// A watch on the config file's directory, made before the jailed command starts so that no
+/// change after that is missed.
+pub struct Watch {
     ino: Inotify,
     /// A duplicate of `ino`'s descriptor (the same inotify instance), registered with tokio
-    /// for readiness.
-    ready: AsyncFd<OwnedFd>,
+    /// for readiness once the runtime runs.
+    ready: Option<AsyncFd<OwnedFd>>,
     path: PathBuf,
     /// The file's content at the last reload (None: it could not be read).
     last: Option<Vec<u8>>,
 }
 
 impl Watch {
-    fn new(path: &Path) -> std::io::Result<Self> {
+    /// Watches `path`'s directory (no runtime needed yet).
+    pub fn new(path: &Path) -> std::io::Result<Self> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -47,10 +49,9 @@ impl Watch {
                 | AddWatchFlags::IN_DELETE
                 | AddWatchFlags::IN_ATTRIB,
         )?;
-        let ready = boundary_jail::async_readable(ino.as_fd().try_clone_to_owned()?)?;
         Ok(Self {
             ino,
-            ready,
+            ready: None,
             path: path.to_path_buf(),
             last: std::fs::read(path).ok(),
         })
@@ -70,8 +71,15 @@ impl Watch {
 
     /// Returns once the file's content differs from the last time.
     async fn changed(&mut self) -> std::io::Result<()> {
+        if self.ready.is_none() {
+            let fd = self.ino.as_fd().try_clone_to_owned()?;
+            self.ready = Some(boundary_jail::async_readable(fd)?);
+        }
         loop {
-            let mut ready = self.ready.readable().await?;
+            let Some(ready) = self.ready.as_ref() else {
+                return Ok(());
+            };
+            let mut ready = ready.readable().await?;
             let names = self.drain();
             ready.clear_ready();
             if names.is_empty() {
@@ -88,11 +96,10 @@ impl Watch {
     }
 }
 
-/// Reloads on SIGHUP (unless it is the terminal closing, which goes to the jailed command)
-/// and on every change to the config file, until the run ends.
-pub fn spawn(mut reloader: Reloader) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut watch = match reloader.config_file().map(Watch::new).transpose() {
+/// The watch on the config file `reloader` follows, if any; a failure is logged (SIGHUP
+/// still reloads).
+pub fn watch(reloader: &Reloader) -> Option<Watch> {
+    match reloader.config_file().map(Watch::new).transpose() {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(
@@ -101,7 +108,16 @@ pub fn spawn(mut reloader: Reloader) -> std::io::Result<tokio::task::JoinHandle<
             );
             None
         }
-    };
+    }
+}
+
+/// Reloads on SIGHUP (unless it is the terminal closing, which goes to the jailed command)
+/// and on every change `watch` sees, until the run ends. Needs the tokio runtime.
+pub fn spawn(
+    mut reloader: Reloader,
+    mut watch: Option<Watch>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         loop {
             let file_changed = async {
