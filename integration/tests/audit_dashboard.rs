@@ -315,3 +315,37 @@ fn process_fields_on_sink_lines_parse_back_and_forge_nothing() {
     let line = format_line(&fields_of(&bare)[0], Format::Human, chrono::Utc::now());
     assert!(!line.contains("process_"), "{line}");
 }
+
+/// The policy generation rides after the process fields on the sink's line (human and JSON),
+/// and a record without one (an older boundary) has no such field.
+#[test]
+fn policy_generation_follows_on_sink_lines() {
+    let mut req = ReportBoundaryLogsRequest {
+        logs: vec![BoundaryLog {
+            allowed: true,
+            resource: Some(boundary_log::Resource::HttpRequest(
+                boundary_log::HttpRequest {
+                    method: "GET".into(),
+                    url: "https://real.test/p".into(),
+                    matched_rule: "domain=real.test".into(),
+                    ..Default::default()
+                },
+            )),
+            process_name: "curl".into(),
+            policy_generation: 3,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let f = &fields_of(&req)[0];
+    let line = format_line(f, Format::Human, chrono::Utc::now());
+    let parsed = boundary_integration::coder::logfmt::parse_human(&line).unwrap();
+    assert_eq!(parsed.keys().last(), Some(&"policy_generation"), "{line}");
+    assert_eq!(parsed.get("policy_generation"), Some("3"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&format_line(f, Format::Json, chrono::Utc::now())).unwrap();
+    assert_eq!(json["fields"]["policy_generation"], 3, "{json}");
+    req.logs[0].policy_generation = 0;
+    let line = format_line(&fields_of(&req)[0], Format::Human, chrono::Utc::now());
+    assert!(!line.contains("policy_generation"), "{line}");
+}

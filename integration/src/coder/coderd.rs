@@ -5,7 +5,8 @@
 //! its database), `request_id` is a fresh UUID per record, `trace`/`span` the record's own
 //! (random when a record carries none, as coderd's own span would be). After `span` come the
 //! requesting process's fields (`process_pid`, `process_name`, `process_exe`, `process_args`,
-//! `process_parent_name`) when the record carries them (boundary's extension fields 1003-1007).
+//! `process_parent_name`) when the record carries them (boundary's extension fields 1003-1007),
+//! then `policy_generation` (field 1008) when it does.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -59,6 +60,9 @@ pub struct LineFields {
     /// Extension: the jailed process that made the request, when the record names one.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessFields>,
+    /// Extension: the policy generation that decided it (absent: a record without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_generation: Option<u64>,
 }
 
 /// The requesting process's fields, named as in boundary's own log lines (after `span`).
@@ -132,6 +136,7 @@ pub fn fields_of(req: &ReportBoundaryLogsRequest) -> Vec<LineFields> {
                     log.span_id.clone()
                 },
                 process: ProcessFields::of(log),
+                policy_generation: (log.policy_generation != 0).then_some(log.policy_generation),
             }
         })
         .collect()
@@ -186,6 +191,10 @@ pub fn format_line(f: &LineFields, format: Format, now: chrono::DateTime<chrono:
                 pairs.push(("process_exe", &p.process_exe));
                 pairs.push(("process_args", &p.process_args));
                 pairs.push(("process_parent_name", &p.process_parent_name));
+            }
+            let generation = f.policy_generation.map(|g| g.to_string());
+            if let Some(g) = &generation {
+                pairs.push(("policy_generation", g));
             }
             format!(
                 "{} [info] coderd.agentrpc: boundary_request {}",
