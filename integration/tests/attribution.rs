@@ -21,7 +21,7 @@ const SCRIPT: &str = r#"
 set -u
 S=https://fixture.test:$HTTPS_PORT
 for f in allowed denied; do
-sh -c 'echo "curl-$1=$$"; exec curl -sS --max-time 20 -o /dev/null "$2/$1.txt?who=curl"' sh $f "$S"
+sh -c 'echo "curl-$1=$$"; exec curl -u alice:s3cret-pw -sS --max-time 20 -o /dev/null "$2/$1.txt?who=curl"' sh $f "$S"
 sh -c 'echo "python3-$1=$$"; exec python3 -c "
 import sys, urllib.request, urllib.error
 try:
@@ -172,6 +172,14 @@ fn attributes(who: As, jail: &str, jail_flags: &[String]) {
     }
     // The local log names them too (quoted, the values are logfmt-safe).
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // curl's `-u user:password` is in its first words, and in no record.
+    for (what, text) in [("JSON file", file.as_str()), ("local log", &*stderr)] {
+        assert!(
+            !text.contains("s3cret-pw"),
+            "a password in the {what}:\n{text}"
+        );
+    }
+    assert!(stderr.contains("process_args=\"curl -u ***\""), "{t}");
     for program in ["curl", "python3", "node"] {
         let exe = exe_of(program);
         assert!(

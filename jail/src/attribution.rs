@@ -284,14 +284,20 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The first [`ARG_WORDS`] NUL-separated words of a command line, space-joined and cut to
-/// [`ARG_BYTES`] on a character boundary.
+/// [`ARG_BYTES`] on a character boundary, with the secrets a command line often carries
+/// replaced by `***` ([`hide_secret`]): audit records go to the workspace owner's log system,
+/// which must not learn `curl -u user:password` from them.
 fn first_words(cmdline: &[u8]) -> String {
-    let words: Vec<String> = cmdline
+    let mut words: Vec<String> = Vec::new();
+    for w in cmdline
         .split(|&b| b == 0)
         .filter(|w| !w.is_empty())
         .take(ARG_WORDS)
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
+    {
+        let w = String::from_utf8_lossy(w);
+        let after = words.last().map(String::as_str);
+        words.push(hide_secret(after, &w));
+    }
     let mut s = words.join(" ");
     if s.len() > ARG_BYTES {
         let mut end = ARG_BYTES;
@@ -301,6 +307,67 @@ fn first_words(cmdline: &[u8]) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// Options whose next word is a credential (curl, wget, git, database clients, CLIs).
+const SECRET_OPTIONS: [&str; 14] = [
+    "-u",
+    "--user",
+    "-U",
+    "--proxy-user",
+    "-H",
+    "--header",
+    "--oauth2-bearer",
+    "-p",
+    "--password",
+    "--http-password",
+    "--token",
+    "--api-key",
+    "--auth",
+    "-E",
+];
+
+/// Words whose value after `=` (or after the option name) is a credential.
+const SECRET_KEYS: [&str; 7] = [
+    "pass",
+    "token",
+    "secret",
+    "key",
+    "auth",
+    "credential",
+    "bearer",
+];
+
+/// `word`, or `***` where it is (or holds) a credential: the word after a credential option,
+/// `--password=x` and `TOKEN=x` forms, `-pPASSWORD`, and a URL's password (or its user part
+/// alone, which is often a token).
+fn hide_secret(previous: Option<&str>, word: &str) -> String {
+    if previous.is_some_and(|p| SECRET_OPTIONS.contains(&p)) {
+        return "***".into();
+    }
+    if let Some((key, _)) = word.split_once('=') {
+        let k = key.to_ascii_lowercase();
+        if SECRET_KEYS.iter().any(|s| k.contains(s)) || SECRET_OPTIONS.contains(&key) {
+            return format!("{key}=***");
+        }
+    }
+    // `mysql -pPASSWORD`, `curl -uuser:password`.
+    for short in ["-p", "-u"] {
+        if word.len() > 2 && word.starts_with(short) && !word.starts_with("--") {
+            return format!("{short}***");
+        }
+    }
+    if let Some((scheme, rest)) = word.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some((user_info, host)) = rest[..end].rsplit_once('@') {
+            // A user part alone is often the token itself (`https://TOKEN@github.com`).
+            let shown = user_info
+                .split_once(':')
+                .map_or("***".into(), |u| format!("{}:***", u.0));
+            return format!("{scheme}://{shown}@{host}{}", &rest[end..]);
+        }
+    }
+    word.to_string()
 }
 
 #[cfg(test)]
@@ -331,6 +398,33 @@ mod tests {
             "curl -s https://example.com/"
         );
         assert_eq!(first_words(b"python3\0"), "python3");
+        // Credentials never reach the record.
+        for (cmdline, want) in [
+            (&b"curl\0-u\0alice:s3cret\0https://x/\0"[..], "curl -u ***"),
+            (b"curl\0-H\0Authorization: Bearer abc\0", "curl -H ***"),
+            (b"mysql\0-pS3cret\0db\0", "mysql -p*** db"),
+            (b"curl\0-ualice:s3cret\0", "curl -u***"),
+            (
+                b"git\0clone\0https://bob:ghp_tok@github.com/o/r\0",
+                "git clone https://bob:***@github.com/o/r",
+            ),
+            (
+                b"git\0clone\0https://ghp_tok@github.com/o/r\0",
+                "git clone https://***@github.com/o/r",
+            ),
+            (b"tool\0--password=hunter2\0", "tool --password=***"),
+            (
+                b"env\0GITHUB_TOKEN=abc\0node\0",
+                "env GITHUB_TOKEN=*** node",
+            ),
+            (b"python3\0-c\0print(1)\0", "python3 -c print(1)"),
+        ] {
+            let got = first_words(cmdline);
+            assert_eq!(got, want);
+            for secret in ["s3cret", "abc", "S3cret", "ghp_tok", "hunter2"] {
+                assert!(!got.contains(secret), "{got}");
+            }
+        }
         assert_eq!(first_words(b""), "");
         let long = format!("{}\0", "é".repeat(100));
         let w = first_words(long.as_bytes());
