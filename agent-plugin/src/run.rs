@@ -304,6 +304,9 @@ pub fn run(
     command: Vec<OsString>,
     denials: &Arc<crate::denials::DenyTally>,
 ) -> Result<i32> {
+    // Before anything slow: a SIGHUP from a terminal that closes during start-up must still be
+    // told from a reload request.
+    boundary_jail::remember_terminal();
     check_files(&cfg)?;
     // Before the CA key exists in memory: no core dump can carry it out, and landjail's
     // target (same uid) cannot read boundary's memory through /proc.

@@ -58,7 +58,7 @@ mod writable;
 pub use supervisor::unix::UnixSocketRules;
 
 pub use attribution::{Attributor, Requester};
-pub use process::{sighup_is_terminal_hangup, RunningJail};
+pub use process::{remember_terminal, sighup_is_terminal_hangup, RunningJail};
 pub use reexec::init_hook;
 /// Socket facts other crates need and have no safe call for (the audit forwarder's).
 pub use sys::{async_readable, make_undumpable, peer_pidfd, pidfd_open, unix_unread_bytes};

@@ -77,6 +77,13 @@ pub fn sighup_is_terminal_hangup() -> bool {
     *HAD_TERMINAL.get().unwrap_or(&false) && !has_controlling_terminal()
 }
 
+/// Notes whether boundary has a controlling terminal now, for [`sighup_is_terminal_hangup`].
+/// Call it before anything that takes time, so a terminal that closes while the jail starts
+/// is still known to have been there; the jail's start notes it too if this was not called.
+pub fn remember_terminal() {
+    HAD_TERMINAL.get_or_init(has_controlling_terminal);
+}
+
 /// Whether `sig`, received by boundary, goes on to the jail.
 fn forwards(sig: Signal) -> bool {
     sig != Signal::SIGHUP || sighup_is_terminal_hangup()
@@ -280,7 +287,12 @@ impl RunningJail {
         for sig in FORWARDED {
             if EARLY[sig as usize].swap(false, std::sync::atomic::Ordering::SeqCst) {
                 if !forwards(sig) {
-                    tracing::info!("{sig} arrived during startup: the policy was just loaded");
+                    // Not for the jail: raised again now that boundary's own listeners (the
+                    // policy reload, the audit log reopen) are installed.
+                    tracing::debug!("{sig} arrived during startup; raising it again for boundary");
+                    if let Err(e) = nix::sys::signal::raise(sig) {
+                        tracing::warn!("{sig} arrived during startup and is lost: {e}");
+                    }
                     continue;
                 }
                 tracing::debug!("forwarding {sig} (arrived during startup) to the jail");

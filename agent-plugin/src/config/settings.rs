@@ -137,7 +137,8 @@ pub static SETTINGS: &[Setting] = &[
         flag: "config",
         env: &["BOUNDARY_CONFIG"],
         value_name: "PATH",
-        help: "YAML config file",
+        help: "YAML config file; a running boundary loads its allowlist and presets again when it \
+               changes or on SIGHUP",
         default: Fallback::Unset(Some("~/.config/coder_boundary/config.yaml, if present")),
         apply: |c, v| {
             c.config_file = Some(PathBuf::from(v));

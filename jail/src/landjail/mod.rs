@@ -389,6 +389,9 @@ fn start_inner(
     // SAFETY: `setup.run` only makes raw syscalls on data prepared before the fork (see
     // child.rs); it allocates nothing and takes no locks.
     unsafe { crate::sys::pre_exec(&mut cmd, move || setup.run()) };
+    // From here on a signal must reach the target (or, SIGHUP, boundary's reload), not kill
+    // boundary by default before `RunningJail` exists.
+    crate::process::catch_early();
     let starting = orphans.starting();
     let spawned = cmd.spawn();
     // Closes the parent's copies of the child's descriptors (held by `setup`).
