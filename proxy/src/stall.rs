@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sweeper_stops_when_no_body_is_left_and_starts_again_for_the_next() {
+        let sweeper = Sweeper::new(LIMIT);
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        drop(Watched::new(Fed(rx), (), &sweeper));
+        drop(tx);
+        tokio::time::sleep(LIMIT).await;
+        assert!(
+            !sweeper.running.load(Ordering::Acquire),
+            "stopped: nothing to watch"
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let held = Arc::new(());
+        let mut body = Watched::new(Fed(rx), held.clone(), &sweeper);
+        tx.send(Bytes::from_static(b"a")).unwrap();
+        assert!(body.frame().await.is_some());
+        tokio::time::sleep(LIMIT * 4).await;
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the next stalled body is still ended"
+        );
+    }
+
+    #[tokio::test]
     async fn a_body_that_ended_stays_ended_and_frees_at_once() {
         let (tx, mut body, held) = watched();
         tx.send(Bytes::from_static(b"a")).unwrap();
