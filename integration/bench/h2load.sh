@@ -50,6 +50,7 @@ missing=()
 for t in nginx:nginx h2load:nghttp2-client curl:curl openssl:openssl python3:python3; do
     command -v "${t%%:*}" >/dev/null || [ -x "/usr/sbin/${t%%:*}" ] || missing+=("${t#*:}")
 done
+if [ -n "${PERF:-}" ] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "h2load.sh: missing tools; install them with: apt-get install -y ${missing[*]}" >&2
     exit 1
