@@ -165,6 +165,24 @@ fn settings(jail: &str, port: u16, rules: &[&str]) -> String {
     text
 }
 
+/// boundary's flags for a run with `config`, writing `audit`, against the fixture `fx`.
+fn run_flags(config: &Path, audit: &Path, fx: &Fixture) -> Vec<String> {
+    [
+        "--config",
+        &config.display().to_string(),
+        "--audit-log",
+        &audit.display().to_string(),
+        "--log-level",
+        "info",
+        "--resolve",
+        "fixture.test=127.0.0.1",
+        "--upstream-ca-file",
+        &fx.ca_cert.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -196,20 +214,7 @@ fn sighup_and_file_changes_reload_the_policy_in_both_jails() {
         std::os::unix::fs::symlink(&real, &config).unwrap();
         let home = config_home(who);
         let audit = home.path().join("audit.jsonl");
-        let flags: Vec<String> = [
-            "--config",
-            &config.display().to_string(),
-            "--audit-log",
-            &audit.display().to_string(),
-            "--log-level",
-            "info",
-            "--resolve",
-            "fixture.test=127.0.0.1",
-            "--upstream-ca-file",
-            &fx.ca_cert.display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let flags = run_flags(&config, &audit, &fx);
         let mut run = Run::start(who, home.path(), &flags, fx.https_port, &what);
         assert_eq!(run.get("denied.txt"), "403", "{}", run.context());
         // SIGHUP: the edit is in the directory the symlink points into, unwatched.
@@ -292,20 +297,7 @@ fn landjail_refuses_to_reload_a_file_its_jailed_user_can_write() {
     let uid = test_user();
     std::os::unix::fs::chown(&config, Some(uid), Some(uid)).unwrap();
     let audit = home.path().join("audit.jsonl");
-    let flags: Vec<String> = [
-        "--config",
-        &config.display().to_string(),
-        "--audit-log",
-        &audit.display().to_string(),
-        "--log-level",
-        "info",
-        "--resolve",
-        "fixture.test=127.0.0.1",
-        "--upstream-ca-file",
-        &fx.ca_cert.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let flags = run_flags(&config, &audit, &fx);
     let mut run = Run::start(As::User, home.path(), &flags, fx.https_port, "landjail");
     std::fs::write(&config, settings("landjail", port, &[a, d])).unwrap();
     run.logged("live reload refused", 1);
