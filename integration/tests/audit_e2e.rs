@@ -170,14 +170,17 @@ fn check(lines: &[String], out: &str) {
             Some("deny") => false,
             other => panic!("decision {other:?}"),
         };
-        // coderd's fields in its order, then our extension: the process that made the request.
+        // coderd's fields in its order, then our extension: the process that made the request
+        // and the policy generation that decided it.
         let want: Vec<&str> = boundary_integration::coder::logfmt::SECTION7_FIELDS
             .iter()
             .copied()
             .filter(|k| allowed || *k != "matched_rule")
             .chain(PROCESS_FIELDS)
+            .chain(["policy_generation"])
             .collect();
         assert_eq!(l.keys(), want, "fields of {l:?}");
+        assert_eq!(l.get("policy_generation"), Some("1"), "{l:?}");
         assert_eq!(l.get("process_name"), Some("curl"), "{l:?}");
         assert_eq!(l.get("process_parent_name"), Some("sh"), "{l:?}");
         assert!(
