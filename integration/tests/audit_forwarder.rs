@@ -88,8 +88,11 @@ fn check_lines(lines: &[HumanLine], sent: &[AuditRecord], run: &RunContext) {
             .iter()
             .copied()
             .filter(|k| r.allowed || *k != "matched_rule")
+            .chain(["policy_generation"])
             .collect();
         assert_eq!(l.keys(), want_keys, "field order of record {seq}");
+        let generation = r.policy_generation.to_string();
+        assert_eq!(l.get("policy_generation"), Some(generation.as_str()));
         let id = &run.identity;
         assert_eq!(l.get("owner"), id.owner.as_deref());
         assert_eq!(l.get("workspace_name"), id.workspace_name.as_deref());
