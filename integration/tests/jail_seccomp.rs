@@ -229,6 +229,18 @@ fn processes_with(marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Pids of `sleep DURATION` processes (their whole command line: not a shell whose script
+/// names the same duration).
+fn sleeps(duration: &str) -> Vec<u32> {
+    let want = format!("sleep\0{duration}\0");
+    processes_with(&format!("sleep {duration}"))
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
 /// A jailed process that detaches (double fork, `setsid`) would keep the terminal after
 /// boundary exits and read what the user types next. landjail (no PID namespace) makes
 /// boundary their subreaper and ends them; positive control: the same script outside a jail
@@ -245,7 +257,16 @@ fn detached_landjail_processes_do_not_outlive_boundary() {
         );
         let o = outside(who, &["sh", "-c", &script]).output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
-        let left = processes_with(&format!("sleep {marker}"));
+        // The detached sleeps may still be between fork and exec when `sh` has exited (under
+        // load `setsid` forks once more): wait for both to have become `sleep`.
+        let mut left = Vec::new();
+        for _ in 0..200 {
+            left = sleeps(&marker);
+            if left.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         for pid in &left {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(*pid as i32),
