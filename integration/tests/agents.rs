@@ -407,11 +407,10 @@ fn claude_prompt(who: As) {
 /// user (issue 17 item 2): the Bash tool runs nested (more PID namespaces and seccomp filters
 /// than the jail's) and boundary still decides its fetches. `enableWeakerNestedSandbox` makes
 /// Claude bind the jail's `/proc` instead of mounting a fresh one, which the kernel refuses
-/// under the jail's masked `/proc`.
-#[test]
-fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+/// under the jail's masked `/proc`. Started by root, the jail's uid 0 keeps `CAP_SETFCAP` for
+/// bubblewrap's uid map.
+fn claude_code_with_its_own_sandbox(who: As) {
     require_root().unwrap();
-    let who = As::User;
     let claude = agent_bin("claude");
     let policy = policy_flags("claude-code", true);
     let ctx = format!("claude -p with its sandbox, nsjail --nested-sandboxes, {who:?}");
@@ -427,9 +426,11 @@ fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
         r#"{"sandbox": {"enabled": true, "autoAllowBashIfSandboxed": true, "enableWeakerNestedSandbox": true, "network": {"allowedDomains": ["allowed.test", "denied.test"]}}}"#,
     )
     .unwrap();
-    let uid = test_user();
-    std::os::unix::fs::chown(&settings, Some(uid), Some(uid)).unwrap();
-    std::os::unix::fs::chown(settings.join("settings.json"), Some(uid), Some(uid)).unwrap();
+    if who == As::User {
+        let uid = test_user();
+        std::os::unix::fs::chown(&settings, Some(uid), Some(uid)).unwrap();
+        std::os::unix::fs::chown(settings.join("settings.json"), Some(uid), Some(uid)).unwrap();
+    }
     let program = claude_print(
         &claude,
         home.path(),
@@ -464,6 +465,16 @@ fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     assert_tool_output(out, ctx);
     let audit = audit_records(&config.path().join("audit.jsonl"));
     assert_audit_is_exact(&audit, &mock.requests(), &doc_allowlist("claude-code"), ctx);
+}
+
+#[test]
+fn claude_code_with_its_own_sandbox_in_nsjail_as_root() {
+    claude_code_with_its_own_sandbox(As::Root);
+}
+
+#[test]
+fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+    claude_code_with_its_own_sandbox(As::User);
 }
 
 #[test]
@@ -592,11 +603,10 @@ impl Drop for CodexHome {
 /// user, PID and IPC namespaces, and Codex's seccomp filter) in nsjail with
 /// `--nested-sandboxes`, started by an unprivileged user (issue 17 item 2): the tool runs
 /// nested (its status shows two PID namespaces, the jail's and bubblewrap's, and more seccomp
-/// filters than the jail's one), and boundary still decides its fetches.
-#[test]
-fn codex_exec_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+/// filters than the jail's one), and boundary still decides its fetches. Started by root, the
+/// jail's uid 0 keeps `CAP_SETFCAP` for bubblewrap's uid map.
+fn codex_exec_with_its_own_sandbox(who: As) {
     require_root().unwrap();
-    let who = As::User;
     let codex = agent_bin("codex");
     let api_rules = doc_allowlist("codex");
     let policy = policy_flags("codex", true);
@@ -669,6 +679,16 @@ fn codex_exec_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     assert_tool_output(out, ctx);
     let audit = audit_records(&config.path().join("audit.jsonl"));
     assert_audit_is_exact(&audit, &requests, &api_rules, ctx);
+}
+
+#[test]
+fn codex_exec_with_its_own_sandbox_in_nsjail_as_root() {
+    codex_exec_with_its_own_sandbox(As::Root);
+}
+
+#[test]
+fn codex_exec_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
+    codex_exec_with_its_own_sandbox(As::User);
 }
 
 fn tmux(args: &[&str]) -> String {

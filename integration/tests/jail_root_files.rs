@@ -361,3 +361,71 @@ fn root_target_makes_no_setuid_files() {
         assert!(o.contains("PLAIN-OK"), "{name}: plain modes must work: {o}");
     }
 }
+
+/// Files in `dir` (and `tmp`) that carry a file capability, by `getcap` (libcap2-bin).
+fn file_capabilities(dir: &Path, tmp: &Path) -> String {
+    let out = Command::new("getcap")
+        .arg("-r")
+        .arg(dir)
+        .arg(tmp)
+        .output()
+        .expect("getcap (libcap2-bin)");
+    let _ = std::fs::remove_file(tmp);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `--nested-sandboxes` started by root: the uid 0 target keeps `CAP_SETFCAP` so bubblewrap
+/// can map uid 0 into its own user namespace (Codex's arguments; the sandbox is uid 0 with
+/// `0 0 1` as its map), but neither it, nor a user namespace it makes (every capability there,
+/// its root the host's root), nor the bubblewrap sandbox can put a file capability on a file:
+/// written there it would hold on the host (`cap_setuid` on an interpreter copy in `/tmp`, for
+/// every user). Judged by `getcap` on the host after the run; the positive control is the same
+/// script as root outside a jail, which makes three such files.
+#[test]
+fn root_target_with_nested_sandboxes_makes_no_file_capabilities() {
+    require_root().unwrap();
+    let bwrap = "bwrap --as-pid-1 --new-session --die-with-parent --ro-bind / / --dev /dev \
+                 --bind \"$PWD\" \"$PWD\" --unshare-user --unshare-pid --unshare-ipc";
+    let script = |tmp: &Path| {
+        format!(
+            "cp /bin/true c1 && setcap cap_setuid+ep c1; \
+             cp /bin/true c2 && unshare -Ur setcap cap_setuid+ep c2; \
+             cp /bin/true {tmp} && setcap cap_net_raw+ep {tmp}; \
+             {bwrap} -- sh -c 'echo map=$(cat /proc/self/uid_map); cp /bin/true c3; \
+             setcap cap_setuid+ep c3'; echo bwrap=$?",
+            tmp = tmp.display()
+        )
+    };
+    let work = shared_tempdir();
+    let tmp = Path::new("/tmp").join(tag("fcaps-control"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script(&tmp))
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let found = file_capabilities(work.path(), &tmp);
+    assert_eq!(found.lines().count(), 4, "control: {found}\n{}", text(&out));
+
+    let work = shared_tempdir();
+    let tmp = Path::new("/tmp").join(tag("fcaps-nsjail"));
+    let jail = ["--jail-type".to_string(), "nsjail".into()];
+    let out = run_in(
+        &jail,
+        As::Root,
+        work.path(),
+        Path::new("/root"),
+        &["--nested-sandboxes"],
+        &script(&tmp),
+    );
+    let o = text(&out);
+    let found = file_capabilities(work.path(), &tmp);
+    assert!(found.is_empty(), "file capabilities made: {found}\n{o}");
+    // bubblewrap did run, as uid 0 mapped to the jail's uid 0.
+    let map = o.lines().find(|l| l.starts_with("map="));
+    assert!(
+        map.is_some_and(|l| l.split_whitespace().collect::<Vec<_>>() == ["map=", "0", "0", "1"]),
+        "bubblewrap did not run as root: {o}"
+    );
+    assert!(o.contains("bwrap=1"), "{o}");
+}

@@ -151,7 +151,7 @@ pub struct NsjailOptions {
     /// Let the target create user, mount, PID, network, IPC, UTS and cgroup namespaces and
     /// mount in them, so an agent's own sandbox (bubblewrap) runs inside the jail. Off by
     /// default: a nested user namespace reaches kernel code the jail otherwise keeps out of
-    /// reach. Refused when started by root (see `nsjail::filter`).
+    /// reach. Started by root the target keeps `CAP_SETFCAP` for it (see `nsjail::filter`).
     pub nested_sandboxes: bool,
 }
 

@@ -145,7 +145,13 @@ pub(crate) fn foreground_terminal() -> Option<RawFd> {
 /// Drops every capability in every set (bounding, ambient, effective, permitted, inheritable)
 /// and sets no_new_privs, so neither this process nor anything it execs can regain privilege.
 pub(crate) fn drop_all_privileges() -> io::Result<()> {
-    crate::sys::drop_all_capabilities(crate::sys::cap_last_cap())?;
+    drop_privileges_but(None)
+}
+
+/// [`drop_all_privileges`], but capability `keep` stays, for this process and what it execs
+/// (a root-started nsjail's init with nested sandboxes keeps `CAP_SETFCAP`).
+pub(crate) fn drop_privileges_but(keep: Option<u32>) -> io::Result<()> {
+    crate::sys::drop_capabilities_but(crate::sys::cap_last_cap(), keep)?;
     crate::sys::set_no_new_privs()
 }
 

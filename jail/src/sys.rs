@@ -204,6 +204,15 @@ fn capset(data: &[CapData; 2]) -> io::Result<()> {
 /// `exec` (bounding set left and securebits not set). An ordinary user cannot empty its
 /// bounding set; with `no_new_privs` nothing can be gained from it. Async-signal-safe.
 pub(crate) fn drop_all_capabilities(last_cap: c_int) -> io::Result<()> {
+    drop_capabilities_but(last_cap, None)
+}
+
+/// [`drop_all_capabilities`], but `keep` (which must be permitted) stays in every set,
+/// ambient included, so the programs the caller execs hold it too and nothing else: a
+/// root-started nsjail's init keeps `CAP_SETFCAP` for nested sandboxes. Securebits are set
+/// after the ambient raise (`SECBIT_NO_CAP_AMBIENT_RAISE` forbids later ones) and before the
+/// last `capset` gives up `CAP_SETPCAP`. Async-signal-safe.
+pub(crate) fn drop_capabilities_but(last_cap: c_int, keep: Option<u32>) -> io::Result<()> {
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
         | libc::SECBIT_NO_SETUID_FIXUP
@@ -211,20 +220,37 @@ pub(crate) fn drop_all_capabilities(last_cap: c_int) -> io::Result<()> {
         | libc::SECBIT_KEEP_CAPS_LOCKED
         | libc::SECBIT_NO_CAP_AMBIENT_RAISE
         | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    let clear_all = libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong;
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, clear_all, 0, 0, 0) })?;
+    let mut kept = [CapData::default(); 2];
+    if let Some(c) = keep {
+        let (word, bit) = ((c / 32) as usize, 1u32 << (c % 32));
+        let mut now = capget()?;
+        if now[word].permitted & bit == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        now[word].inheritable |= bit;
+        capset(&now)?;
+        raise_ambient(&[c])?;
+        kept[word] = CapData {
+            effective: bit,
+            permitted: bit,
+            inheritable: bit,
+        };
+    }
     // SAFETY: prctl with integer arguments. Needs CAP_SETPCAP; without it (an ordinary user)
     // it fails, which is checked below where it matters (uid 0).
     let secbits_set =
         unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as c_ulong, 0, 0, 0) } == 0;
-    for cap in 0..=last_cap {
+    let others = (0..=last_cap).filter(|&cap| Some(cap as u32) != keep);
+    for cap in others.clone() {
         // SAFETY: prctl with integer arguments; EPERM (no CAP_SETPCAP) is checked below.
         unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) };
     }
-    let clear_all = libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong;
-    // SAFETY: prctl with integer arguments.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, clear_all, 0, 0, 0) })?;
-    capset(&[CapData::default(); 2])?;
+    capset(&kept)?;
     let mut bounding_left = false;
-    for cap in 0..=last_cap {
+    for cap in others {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) } == 1 {
             bounding_left = true;

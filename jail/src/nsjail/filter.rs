@@ -24,7 +24,8 @@
 //! unmounted or made writable), and the kernel refuses a fresh procfs or sysfs because the
 //! jail's are partly masked. A nested network namespace starts empty. The cost is kernel
 //! attack surface: capabilities over its own namespaces reach code (netfilter among it) that
-//! the jail otherwise keeps away from the target, hence off by default.
+//! the jail otherwise keeps away from the target, hence off by default. A root-started jail's
+//! target (uid 0) also keeps `CAP_SETFCAP` and cannot write extended attributes ([`Nested::of`]).
 //!
 //! The filter is installed by the jail's init after it dropped its privileges and before it
 //! starts the target, so it binds init and everything the target starts. The jail's sender
@@ -36,13 +37,51 @@ use std::os::fd::OwnedFd;
 use crate::seccomp::{Action, Filter, NetNs};
 use crate::JailError;
 
-/// nsjail's rules (see the module documentation), with nested sandboxes allowed or not;
-/// callers may add their own (a connect supervisor's) before installing them.
-pub(crate) fn rules(nested_sandboxes: bool) -> Filter {
+/// `CAP_SETFCAP`'s number (capabilities(7); not in the libc crate).
+const CAP_SETFCAP: u32 = 31;
+
+/// Whether, and for whom, the target may build sandboxes of its own (bubblewrap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nested {
+    /// No new namespaces, no mounts (the default).
+    Off,
+    /// Namespaces and mounts for a target that is not uid 0 in the jail.
+    Allowed,
+    /// The same for a uid 0 target, which also keeps `CAP_SETFCAP` (see [`Nested::of`]).
+    AllowedAsRoot,
+}
+
+impl Nested {
+    /// The setting for a target with uid `uid` in the jail's user namespace. A uid 0 target
+    /// (boundary started by root: the jail maps uid 0 to the host's root) can map uid 0 into a
+    /// user namespace of its own only with `CAP_SETFCAP` (Linux 5.12+), which is what
+    /// bubblewrap does; so it keeps that capability. Its risk is the capability's other use:
+    /// a file capability written by a holder whose namespace's root is the host's root is a
+    /// file capability on the host (a `cap_setuid` copy of an interpreter in `/tmp`, for
+    /// every user). So the rules then refuse writing extended attributes altogether
+    /// (`EOPNOTSUPP`, which tools read as "this file system keeps none"): seccomp cannot read
+    /// the attribute's name, and the nested namespaces inherit the refusal.
+    pub(crate) fn of(nested_sandboxes: bool, uid: u32) -> Nested {
+        match (nested_sandboxes, uid) {
+            (false, _) => Nested::Off,
+            (true, 0) => Nested::AllowedAsRoot,
+            (true, _) => Nested::Allowed,
+        }
+    }
+
+    /// The capability the target keeps, if any.
+    pub(crate) fn kept_capability(self) -> Option<u32> {
+        (self == Nested::AllowedAsRoot).then_some(CAP_SETFCAP)
+    }
+}
+
+/// nsjail's rules (see the module documentation) for `nested`; callers may add their own (a
+/// connect supervisor's) before installing them.
+pub(crate) fn rules(nested: Nested) -> Filter {
     let mut f = Filter::common();
     f.sockets(NetNs::Own);
     f.no_set_id_modes();
-    if nested_sandboxes {
+    if nested != Nested::Off {
         for n in [
             libc::SYS_unshare,
             libc::SYS_clone,
@@ -53,23 +92,16 @@ pub(crate) fn rules(nested_sandboxes: bool) -> Filter {
             f.set(n, Action::Allow);
         }
     }
+    if nested == Nested::AllowedAsRoot {
+        for n in [libc::SYS_setxattr, libc::SYS_lsetxattr, libc::SYS_fsetxattr] {
+            f.set(n, Action::Errno(libc::EOPNOTSUPP));
+        }
+        f.set(
+            crate::supervisor::meta::SYS_SETXATTRAT,
+            Action::Errno(libc::ENOSYS),
+        );
+    }
     f
-}
-
-/// Why `nested_sandboxes` cannot work for a jail started by root, and what to do instead.
-pub(crate) fn nested_as_root() -> JailError {
-    JailError::Unsupported(
-        "nested_sandboxes is refused when boundary is started by root: the jailed command is \
-         uid 0 without capabilities, and the kernel (Linux 5.12+) lets only a holder of \
-         CAP_SETFCAP map uid 0 into a new user namespace (bubblewrap: \"setting up uid map: \
-         Operation not permitted\"). Granting it would give every nested namespace the host's \
-         root as its root, and from there an overlay mount copies a setuid-root program into a \
-         writable directory where a shared writable mapping rewrites it without the kernel \
-         clearing the bit: root outside the jail. Run boundary as the unprivileged workspace \
-         user, or leave nested_sandboxes off and run the agent without its own sandbox \
-         (codex --dangerously-bypass-approvals-and-sandbox)"
-            .into(),
-    )
 }
 
 /// Why `nested_sandboxes` cannot work for a jail built without a user namespace
@@ -102,7 +134,7 @@ mod tests {
     use crate::seccomp::{eval, Action, AUDIT_ARCH};
 
     fn sys(nr: libc::c_long, args: [u64; 6]) -> u32 {
-        eval(rules(false).program().insns(), AUDIT_ARCH, nr, args)
+        eval(rules(Nested::Off).program().insns(), AUDIT_ARCH, nr, args)
     }
 
     #[test]
@@ -121,7 +153,7 @@ mod tests {
         assert_eq!(sys(libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]), eperm);
         // No supervisor here (yet): connects go straight to the kernel.
         assert_eq!(sys(libc::SYS_connect, [3, 0, 16, 0, 0, 0]), allow);
-        assert!(!rules(false).has_notify());
+        assert!(!rules(Nested::Off).has_notify());
     }
 
     #[test]
@@ -156,7 +188,12 @@ mod tests {
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWCGROUP) as u64;
-        for (nested, want) in [(false, eperm), (true, allow)] {
+        let nested_modes = [
+            (Nested::Off, eperm),
+            (Nested::Allowed, allow),
+            (Nested::AllowedAsRoot, allow),
+        ];
+        for (nested, want) in nested_modes {
             let f = rules(nested);
             let sys = |nr, args| eval(f.program().insns(), AUDIT_ARCH, nr, args);
             assert_eq!(sys(libc::SYS_unshare, [all_ns, 0, 0, 0, 0, 0]), want);
@@ -175,6 +212,26 @@ mod tests {
             assert_eq!(sys(libc::SYS_socket, [vsock, stream, 0, 0, 0, 0]), eacces);
             assert_eq!(sys(libc::SYS_bpf, [0, 0, 0, 0, 0, 0]), eperm);
             assert_eq!(sys(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]), enosys);
+            // Extended attributes (file capabilities among them) only for a non-root target.
+            let xattrs = if nested == Nested::AllowedAsRoot {
+                Action::Errno(libc::EOPNOTSUPP).ret()
+            } else {
+                allow
+            };
+            for n in [libc::SYS_setxattr, libc::SYS_lsetxattr, libc::SYS_fsetxattr] {
+                assert_eq!(sys(n, [0, 0, 0, 0, 0, 0]), xattrs);
+            }
+            assert_eq!(sys(libc::SYS_removexattr, [0, 0, 0, 0, 0, 0]), allow);
         }
+    }
+
+    #[test]
+    fn only_a_root_target_with_nested_sandboxes_keeps_a_capability() {
+        assert_eq!(Nested::of(false, 0), Nested::Off);
+        assert_eq!(Nested::of(false, 1000), Nested::Off);
+        assert_eq!(Nested::of(true, 1000), Nested::Allowed);
+        assert_eq!(Nested::of(true, 0), Nested::AllowedAsRoot);
+        assert_eq!(Nested::Allowed.kept_capability(), None);
+        assert_eq!(Nested::AllowedAsRoot.kept_capability(), Some(CAP_SETFCAP));
     }
 }

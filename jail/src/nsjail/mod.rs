@@ -164,9 +164,6 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         find_tool("nft", "nftables")?
     };
     let as_root = nix::unistd::geteuid().is_root();
-    if opts.nested_sandboxes && as_root {
-        return Err(filter::nested_as_root());
-    }
     if opts.nested_sandboxes && opts.no_user_namespace {
         return Err(filter::nested_without_user_namespace());
     }

@@ -17,7 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::wire::{Failure, Request, SetupStatus};
-use crate::process::{drop_all_privileges, FORWARDED};
+use crate::process::{drop_privileges_but, FORWARDED};
 
 /// Runs init; never returns.
 pub fn main(req: &Request, status: OwnedFd, listener_to: UnixStream) -> ! {
@@ -77,14 +77,16 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     }
     crate::sys::join_new_session_keyring()
         .map_err(|e| format!("giving the jail a fresh session keyring: {e}"))?;
-    drop_all_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
+    let nested = super::filter::Nested::of(req.nested_sandboxes, nix::unistd::getuid().as_raw());
+    drop_privileges_but(nested.kept_capability())
+        .map_err(|e| format!("dropping privileges: {e}"))?;
     // A helper that became the caller with capabilities (sudo, file capabilities) is not
     // dumpable, and init inherits that; with nothing privileged left init is dumpable again,
     // as in the other modes, so the helper (without CAP_SYS_PTRACE) can take the listener.
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("making init dumpable: {e}"))?;
     // Binds init and everything it starts (see nsjail/filter.rs); connects go to boundary's
     // supervisor (jail/src/supervisor), which gets the listener through the helper.
-    let mut rules = super::filter::rules(req.nested_sandboxes);
+    let mut rules = super::filter::rules(nested);
     crate::supervisor::add_rules(&mut rules);
     crate::supervisor::add_send_rules(&mut rules);
     let listener = super::filter::install(&rules)

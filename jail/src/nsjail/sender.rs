@@ -64,6 +64,6 @@ fn confine() -> std::io::Result<()> {
     nix::unistd::fchdir(dir.as_raw_fd())?;
     crate::process::drop_all_privileges()?;
     nix::sys::prctl::set_dumpable(false)?;
-    super::filter::install(&super::filter::rules(false))?;
+    super::filter::install(&super::filter::rules(super::filter::Nested::Off))?;
     Ok(())
 }

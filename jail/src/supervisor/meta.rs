@@ -65,7 +65,7 @@ impl WritableRoots {
 }
 
 // Not in the libc crate yet; the numbers are the same on every architecture.
-const SYS_SETXATTRAT: c_long = 463;
+pub(crate) const SYS_SETXATTRAT: c_long = 463;
 const SYS_REMOVEXATTRAT: c_long = 466;
 const SYS_FILE_SETATTR: c_long = 469;
 
