@@ -429,3 +429,126 @@ fn root_target_with_nested_sandboxes_makes_no_file_capabilities() {
     );
     assert!(o.contains("bwrap=1"), "{o}");
 }
+
+/// Set-id files anywhere beneath `dir`, by mode (`find -perm /6000`, so copied-up files in an
+/// overlay's upper directory count).
+fn set_id_files_beneath(dir: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-xdev", "-type", "f", "-perm", "/6000"])
+        .output()
+        .expect("find (findutils)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Mounts the file system type in a buffer that another thread keeps switching between
+/// `tmpfs` and `overlay` (with overlay's options, which tmpfs refuses): a supervisor that
+/// checked the type and then let the kernel read it again would sometimes mount the overlay.
+/// Prints how many overlay mounts got through and copies `su` up through each one. Then bind
+/// mounts each `/proc/self/fd/<n>`: made by the supervisor, that path must not name one of
+/// boundary's own descriptors (its CA key, its sockets); the caller's own are not reachable
+/// that way either (`ENOENT`).
+const TYPE_RACE: &str = r#"
+import ctypes, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(b"tmpfs\0\0\0", 8)
+done = False
+def flip():
+    while not done:
+        ctypes.memmove(buf, b"overlay\0", 8)
+        ctypes.memmove(buf, b"tmpfs\0\0\0", 8)
+t = threading.Thread(target=flip)
+t.start()
+opts = b"lowerdir=/usr/bin,upperdir=ru,workdir=rw"
+won = 0
+for _ in range(1500):
+    if libc.mount(b"x", b"rm", buf, 0, opts) == 0:
+        if " overlay " in open("/proc/self/mountinfo").read():
+            won += 1
+            os.utime("rm/su")
+        libc.umount2(b"rm", 2)
+done = True
+t.join()
+print("RACE-OVERLAY-MOUNTS=%d" % won)
+os.open("/usr", os.O_RDONLY | os.O_DIRECTORY)
+fds = [n for n in range(256)
+       if libc.mount(b"/proc/self/fd/%d" % n, b"rm", None, 4096, None) == 0
+       and libc.umount2(b"rm", 2) == 0]
+print("FD-BINDS=%s" % fds)
+"#;
+
+/// `--nested-sandboxes` started by root: a nested user namespace's root is the host's root,
+/// and an overlay mount there (lower `/usr/bin`, upper in the working directory) would copy
+/// `su` up, setuid root, onto the host, inside the kernel. The jail's supervisor makes every
+/// mount from its own copy of the arguments and mounts only memory and kernel file systems
+/// fresh: the overlay fails, also when another thread swaps the type under the check, and
+/// bubblewrap (tmpfs, binds, remounts) still works. Judged by the working directory's files
+/// on the host after the run. Positive control: the same script as root outside a jail (in
+/// its own `unshare -Urm`) leaves setuid-root copies of `su`, by the plain mount and by the race.
+#[test]
+fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
+    require_root().unwrap();
+    let script = format!(
+        "mkdir -p u w m ru rw rm; \
+         unshare -Urm sh -c 'mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=u,workdir=w m \
+         && touch m/su && echo OVERLAY-MOUNTED; \
+         mount -t tmpfs scratch m && echo TMPFS-MOUNTED; \
+         python3 -c \"$0\"' '{TYPE_RACE}'; \
+         bwrap --unshare-all --ro-bind / / --dev /dev --tmpfs /tmp --bind \"$PWD\" \"$PWD\" \
+         -- sh -c 'touch /tmp/t && echo BWRAP-OK $(cat /proc/self/uid_map)'",
+    );
+    let control = shared_tempdir();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(control.path())
+        .output()
+        .unwrap();
+    let o = text(&out);
+    let found = set_id_files_beneath(control.path());
+    assert!(
+        o.contains("OVERLAY-MOUNTED") && found.iter().any(|f| f.ends_with("/u/su")),
+        "control: the plain overlay should copy su up: {found:?}\n{o}"
+    );
+    assert!(
+        !o.contains("RACE-OVERLAY-MOUNTS=0") && found.iter().any(|f| f.ends_with("/ru/su")),
+        "control: the race should mount the overlay: {found:?}\n{o}"
+    );
+    assert!(
+        o.contains("FD-BINDS=[") && !o.contains("FD-BINDS=[]"),
+        "control: descriptors should bind: {o}"
+    );
+
+    let work = shared_tempdir();
+    let jail = ["--jail-type".to_string(), "nsjail".into()];
+    let out = run_in(
+        &jail,
+        As::Root,
+        work.path(),
+        Path::new("/root"),
+        &["--nested-sandboxes"],
+        &script,
+    );
+    let o = text(&out);
+    let found = set_id_files_beneath(work.path());
+    assert!(found.is_empty(), "set-id files copied up: {found:?}\n{o}");
+    assert!(!o.contains("OVERLAY-MOUNTED"), "{o}");
+    assert!(o.contains("RACE-OVERLAY-MOUNTS=0"), "{o}");
+    assert!(
+        o.contains("FD-BINDS=[]"),
+        "a descriptor was bind-mounted: {o}"
+    );
+    assert!(
+        o.contains("refused a nested sandbox's mount"),
+        "no reason logged: {o}"
+    );
+    // What nested sandboxes need still works: a fresh tmpfs, and bubblewrap as uid 0.
+    assert!(o.contains("TMPFS-MOUNTED"), "{o}");
+    assert!(
+        o.contains("BWRAP-OK 0 0 1"),
+        "bubblewrap did not run as root: {o}"
+    );
+}

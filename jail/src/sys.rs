@@ -991,3 +991,211 @@ pub(crate) fn become_user_keeping_capabilities(
     nix::sys::prctl::set_keepcaps(false)?;
     Ok(())
 }
+
+/// A `mount` call to make on a jailed thread's behalf ([`mount_as`]): the thread's namespaces,
+/// root, working directory, groups and effective capabilities, and the call's own arguments,
+/// copied out of its memory. Everything is prepared before the fork: the child allocates
+/// nothing.
+pub(crate) struct MountAs {
+    /// Its namespaces, in [`MOUNT_NAMESPACES`] order (`/proc/<tid>/ns/...`).
+    pub(crate) namespaces: [OwnedFd; 6],
+    /// Its root directory (`/proc/<tid>/root`).
+    pub(crate) root: OwnedFd,
+    /// Its working directory (`/proc/<tid>/cwd`).
+    pub(crate) cwd: OwnedFd,
+    /// Its supplementary groups, as the host numbers them.
+    pub(crate) groups: Vec<libc::gid_t>,
+    /// Its effective capabilities (two 32-bit words), relative to its own user namespace.
+    pub(crate) caps: [u32; 2],
+    /// The call's arguments: source, target, file system type, flags, options.
+    pub(crate) source: Option<std::ffi::CString>,
+    pub(crate) target: std::ffi::CString,
+    pub(crate) fstype: Option<std::ffi::CString>,
+    pub(crate) flags: c_ulong,
+    pub(crate) data: Option<std::ffi::CString>,
+}
+
+/// Why [`mount_as`] failed.
+#[derive(Debug)]
+pub(crate) enum MountAsError {
+    /// The mount itself failed with this errno: the thread's own call would have.
+    Mount(i32),
+    /// Becoming the thread failed at `step` (named for the log) with this errno.
+    Setup(&'static str, i32),
+}
+
+/// The caller's namespaces a mount depends on, in the order the child joins them: those
+/// that decide what a fresh file system shows (network for sysfs, IPC for mqueue, cgroup for
+/// cgroup2, PID for proc, which takes the mounting process's own) while the child still has
+/// its rights over the jail's namespaces, then the mount namespace, then the user namespace,
+/// after which it holds rights only where the caller does.
+pub(crate) const MOUNT_NAMESPACES: [(&str, c_int); 6] = [
+    ("net", libc::CLONE_NEWNET),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("pid", libc::CLONE_NEWPID),
+    ("mnt", libc::CLONE_NEWNS),
+    ("user", libc::CLONE_NEWUSER),
+];
+
+const MOUNT_STEPS: [&str; 14] = [
+    "raising the supervisor's permitted capabilities, not dumpable",
+    "taking the caller's groups",
+    "joining its network namespace",
+    "joining its IPC namespace",
+    "joining its cgroup namespace",
+    "joining its PID namespace",
+    "joining its mount namespace",
+    "joining its user namespace",
+    "entering its root",
+    "chroot to its root",
+    "entering its working directory and closing every descriptor",
+    "taking its capabilities",
+    "forking into its PID namespace",
+    "waiting in its PID namespace",
+];
+
+/// Makes the `mount` call `m` describes exactly as the calling thread would: a forked child of
+/// the supervisor takes the thread's groups, joins its namespaces ([`MOUNT_NAMESPACES`]; the
+/// supervisor's owner rights over the jail's user namespace reach every namespace below it),
+/// takes its root and working directory, narrows its capabilities to the thread's effective
+/// ones, and forks once more so the mount is made from inside the thread's PID namespace;
+/// that grandchild calls `mount` with the copied arguments. Used by nsjail's mount supervisor
+/// (`supervisor::mount`), which has decided the copied file system type: the kernel never reads
+/// the thread's memory again, so no other thread can swap the type after the check.
+pub(crate) fn mount_as(m: &MountAs) -> Result<(), MountAsError> {
+    use std::ffi::CStr;
+    let full = capget().map_err(|e| MountAsError::Setup(MOUNT_STEPS[0], raw(&e)))?;
+    let mut raised = full;
+    for d in &mut raised {
+        d.effective = d.permitted;
+    }
+    let mut narrowed = [CapData::default(); 2];
+    for (d, &c) in narrowed.iter_mut().zip(&m.caps) {
+        *d = CapData {
+            effective: c,
+            permitted: c,
+            inheritable: 0,
+        };
+    }
+    let opt = |s: &Option<std::ffi::CString>| s.as_deref().map_or(std::ptr::null(), CStr::as_ptr);
+    let (source, fstype, data) = (opt(&m.source), opt(&m.fstype), opt(&m.data));
+    let data = data.cast::<libc::c_void>();
+    let ns = m.namespaces.each_ref().map(AsRawFd::as_raw_fd);
+    let (root, cwd) = (m.root.as_raw_fd(), m.cwd.as_raw_fd());
+    // The child's exit status: 0, the mount's errno (all below 200), or 200 + the set-up step
+    // that failed.
+    let child = move || -> c_int {
+        let fail = |step: usize| 200 + step as c_int;
+        if capset(&raised).is_err() {
+            return fail(0);
+        }
+        // Not dumpable: a copy of boundary's memory (the CA key among it) enters the caller's
+        // namespaces, where the caller may ptrace what is dumpable and as uid 0 as itself;
+        // a non-dumpable process needs CAP_SYS_PTRACE over boundary's own user namespace.
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } < 0 {
+            return fail(0);
+        }
+        // SAFETY: setgroups reads `groups.len()` gids from a live Vec; raw so it changes this
+        // (only) thread and nothing broadcasts to threads that do not exist after fork.
+        let r = unsafe {
+            libc::syscall(libc::SYS_setgroups, m.groups.len(), m.groups.as_ptr()) as c_int
+        };
+        if r < 0 {
+            return fail(1);
+        }
+        for (i, (&fd, &(_, kind))) in ns.iter().zip(&MOUNT_NAMESPACES).enumerate() {
+            // SAFETY: setns with a namespace descriptor owned by `m`.
+            if unsafe { libc::setns(fd, kind) } < 0 {
+                return fail(2 + i);
+            }
+        }
+        // SAFETY: fchdir/chroot take descriptors owned by `m` and a static C string.
+        unsafe {
+            if libc::fchdir(root) < 0 {
+                return fail(8);
+            }
+            if libc::chroot(c".".as_ptr()) < 0 {
+                return fail(9);
+            }
+            if libc::fchdir(cwd) < 0 {
+                return fail(10);
+            }
+            // Every descriptor goes, boundary's included: a path through `/proc/self/fd/<n>`
+            // must not name one of boundary's files to the caller's mount.
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) < 0 {
+                return fail(10);
+            }
+        }
+        if capset(&narrowed).is_err() {
+            return fail(11);
+        }
+        // SAFETY: still one thread, async-signal-safe calls only on both sides.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return fail(12);
+        }
+        if pid == 0 {
+            // SAFETY: every pointer is NULL or a NUL-terminated string owned by `m`.
+            let r = unsafe { libc::mount(source, m.target.as_ptr(), fstype, m.flags, data) };
+            let code = if r < 0 {
+                io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EPERM)
+            } else {
+                0
+            };
+            // SAFETY: ends the grandchild without running exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the grandchild just forked, into a local.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return fail(13);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            fail(13)
+        }
+    };
+    // SAFETY: the child makes only async-signal-safe calls (raw system calls on prepared data,
+    // no allocation, no locks) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(MountAsError::Setup(
+            "forking",
+            raw(&io::Error::last_os_error()),
+        ));
+    }
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let status = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(MountAsError::Setup("waiting for the mount", e as i32)),
+            Ok(s) => break s,
+        }
+    };
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        nix::sys::wait::WaitStatus::Exited(_, c) if (200..214).contains(&c) => Err(
+            MountAsError::Setup(MOUNT_STEPS[(c - 200) as usize], libc::EPERM),
+        ),
+        nix::sys::wait::WaitStatus::Exited(_, c) => Err(MountAsError::Mount(c)),
+        _ => Err(MountAsError::Setup(
+            "the mount's child ended by a signal",
+            libc::EPERM,
+        )),
+    }
+}
+
+fn raw(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EPERM)
+}

@@ -335,6 +335,7 @@ fn start_inner(
         files: Some(supervisor::meta::WritableRoots::new(
             landlock_rules::writable_roots(writable)?,
         )),
+        nested_mounts: false,
         connects,
     });
     std::thread::Builder::new()

@@ -25,7 +25,9 @@
 //! jail's are partly masked. A nested network namespace starts empty. The cost is kernel
 //! attack surface: capabilities over its own namespaces reach code (netfilter among it) that
 //! the jail otherwise keeps away from the target, hence off by default. A root-started jail's
-//! target (uid 0) also keeps `CAP_SETFCAP` and cannot write extended attributes ([`Nested::of`]).
+//! target (uid 0) also keeps `CAP_SETFCAP` and cannot write extended attributes, and its
+//! `mount` calls are made by the supervisor, which refuses overlay and FUSE
+//! ([`Nested::of`], `supervisor::mount`).
 //!
 //! The filter is installed by the jail's init after it dropped its privileges and before it
 //! starts the target, so it binds init and everything the target starts. The jail's sender
@@ -60,7 +62,12 @@ impl Nested {
     /// file capability on the host (a `cap_setuid` copy of an interpreter in `/tmp`, for
     /// every user). So the rules then refuse writing extended attributes altogether
     /// (`EOPNOTSUPP`, which tools read as "this file system keeps none"): seccomp cannot read
-    /// the attribute's name, and the nested namespaces inherit the refusal.
+    /// the attribute's name, and the nested namespaces inherit the refusal. The other way to
+    /// a set-id or capable host file is a mount whose file system copies files with their
+    /// mode: overlayfs copies a lower file up into an upper directory on the host, as the
+    /// mounter (the host's root). So every `mount` goes to the supervisor, which reads the
+    /// type from its own copy and allows fresh mounts only of memory and kernel file systems
+    /// (`supervisor::mount`).
     pub(crate) fn of(nested_sandboxes: bool, uid: u32) -> Nested {
         match (nested_sandboxes, uid) {
             (false, _) => Nested::Off,
@@ -93,6 +100,9 @@ pub(crate) fn rules(nested: Nested) -> Filter {
         }
     }
     if nested == Nested::AllowedAsRoot {
+        // A nested namespace's root is the host's root here: its mounts are made by the
+        // supervisor, after it has read the file system type (`supervisor::mount`).
+        f.set(libc::SYS_mount, Action::Notify);
         for n in [libc::SYS_setxattr, libc::SYS_lsetxattr, libc::SYS_fsetxattr] {
             f.set(n, Action::Errno(libc::EOPNOTSUPP));
         }
@@ -198,12 +208,27 @@ mod tests {
             let sys = |nr, args| eval(f.program().insns(), AUDIT_ARCH, nr, args);
             assert_eq!(sys(libc::SYS_unshare, [all_ns, 0, 0, 0, 0, 0]), want);
             assert_eq!(sys(libc::SYS_clone, [all_ns, 0, 0, 0, 0, 0]), want);
-            assert_eq!(sys(libc::SYS_mount, [0, 0, 0, 0, 0, 0]), want);
+            // Started by root, the supervisor reads the file system type first.
+            let mount = if nested == Nested::AllowedAsRoot {
+                Action::Notify.ret()
+            } else {
+                want
+            };
+            assert_eq!(sys(libc::SYS_mount, [0, 0, 0, 0, 0, 0]), mount);
             assert_eq!(sys(libc::SYS_umount2, [0, 0, 0, 0, 0, 0]), want);
             assert_eq!(sys(libc::SYS_pivot_root, [0, 0, 0, 0, 0, 0]), want);
             assert_eq!(sys(libc::SYS_setns, [3, 0, 0, 0, 0, 0]), eperm);
             assert_eq!(sys(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]), enosys);
-            for n in [libc::SYS_fsopen, libc::SYS_move_mount, libc::SYS_open_tree] {
+            for n in [
+                libc::SYS_fsopen,
+                libc::SYS_fsconfig,
+                libc::SYS_fsmount,
+                libc::SYS_fspick,
+                libc::SYS_move_mount,
+                libc::SYS_open_tree,
+                libc::SYS_mount_setattr,
+                467, // open_tree_attr
+            ] {
                 assert_eq!(sys(n, [0, 0, 0, 0, 0, 0]), eperm);
             }
             let vsock = libc::AF_VSOCK as u64;

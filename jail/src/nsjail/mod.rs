@@ -275,6 +275,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         unix: supervisor::unix::UnixPolicy::new(&spec.hide_paths, &spec.unix_sockets),
         jail_listeners: Default::default(),
         files: None,
+        nested_mounts: opts.nested_sandboxes && as_root,
         connects: connects.clone(),
     });
     if let Err(e) = supervisor::spawn(listener, policy) {

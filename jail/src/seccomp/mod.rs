@@ -372,6 +372,10 @@ fn cond(a: &mut Asm, c: &Cond, fail: Label) {
 /// user, with no `no_new_privs` (a setuid-root copy of an interpreter in `/tmp`).
 pub(crate) const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
 
+/// `open_tree_attr` (Linux 6.15: `open_tree` that also sets the new tree's attributes); not in
+/// the libc crate yet, the same number on every architecture.
+const SYS_OPEN_TREE_ATTR: c_long = 467;
+
 /// Administrator-only or non-namespaced kernel interfaces both jails refuse with `EPERM`.
 const KERNEL_ADMIN: &[c_long] = &[
     libc::SYS_bpf,
@@ -405,6 +409,7 @@ const KERNEL_ADMIN: &[c_long] = &[
     libc::SYS_move_mount,
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
+    SYS_OPEN_TREE_ATTR,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_iopl,
     #[cfg(target_arch = "x86_64")]

@@ -42,6 +42,9 @@
 //! - File metadata (landjail: `chmod`, `chown`, times, extended attributes): resolved like a
 //!   Unix socket path, changed here through our own descriptor when the file lies beneath the
 //!   paths the target may write ([`meta`]).
+//! - `mount` (nsjail started by root, with nested sandboxes): a new mount only of memory and
+//!   kernel file systems, made here from the copied arguments with the caller's rights
+//!   ([`mount`]).
 //! - Sends that name a destination (`sendto` with an address, every `sendmsg`, `sendmmsg`):
 //!   copied out of the caller, a filesystem Unix destination decided by the same policy as
 //!   `connect()` ([`send`]), and sent: by the supervisor in landjail, by nsjail's sender
@@ -59,6 +62,7 @@
 mod connect;
 pub(crate) mod diag;
 pub(crate) mod meta;
+pub(crate) mod mount;
 mod send;
 pub(crate) mod sender;
 mod target;
@@ -90,6 +94,9 @@ pub(crate) struct Policy {
     /// landjail: where the target may change file metadata ([`meta`]); `None` in nsjail,
     /// whose filter does not send those calls.
     pub(crate) files: Option<meta::WritableRoots>,
+    /// nsjail started by root with nested sandboxes: `mount` calls come here and are made
+    /// from the supervisor's copy of their arguments ([`mount`]); otherwise none are sent.
+    pub(crate) nested_mounts: bool,
     /// Who made each TCP connect, for the proxy to name the requesting process
     /// (`crate::attribution`).
     pub(crate) connects: Arc<crate::attribution::ConnectLog>,
@@ -340,6 +347,15 @@ fn check_notification(req: &libc::seccomp_notif, policy: &Policy, notify: RawFd)
         }
     } else if nr == libc::SYS_listen {
         Work::Answer(handle_listen(req, policy, notify))
+    } else if nr == libc::SYS_mount && policy.nested_mounts {
+        match mount::check(req, notify) {
+            None => Work::Answer(None),
+            Some(Err(e)) => Work::Answer(Some(Reply::Result(Err(e)))),
+            Some(Ok(m)) => Work::Perform {
+                may_block: true,
+                job: Box::new(move || m.perform()),
+            },
+        }
     } else if let (true, Some(roots)) = (meta::handles(nr), &policy.files) {
         Work::Answer(meta::check_change(req, roots, notify).map(Reply::Result))
     } else {
