@@ -485,7 +485,8 @@ print("FD-BINDS=%s" % fds)
 /// `su` up, setuid root, onto the host, inside the kernel. The jail's supervisor makes every
 /// mount from its own copy of the arguments and mounts only memory and kernel file systems
 /// fresh: the overlay fails, also when another thread swaps the type under the check, and
-/// bubblewrap (tmpfs, binds, remounts) still works. Judged by the working directory's files
+/// bubblewrap (tmpfs, binds, remounts) still works. A fresh `cgroup2` (host cgroup settings
+/// the host's root owns) fails too. Judged by the working directory's files
 /// on the host after the run. Positive control: the same script as root outside a jail (in
 /// its own `unshare -Urm`) leaves setuid-root copies of `su`, by the plain mount and by the race.
 #[test]
@@ -495,7 +496,8 @@ fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
         "mkdir -p u w m ru rw rm; \
          unshare -Urm sh -c 'mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=u,workdir=w m \
          && touch m/su && echo OVERLAY-MOUNTED; \
-         mount -t tmpfs scratch m && echo TMPFS-MOUNTED; \
+         mount -t tmpfs scratch m && echo TMPFS-MOUNTED && umount m; \
+         unshare -C mount -t cgroup2 none m && echo CGROUP2-MOUNTED && umount m; \
          python3 -c \"$0\"' '{TYPE_RACE}'; \
          bwrap --unshare-all --ro-bind / / --dev /dev --tmpfs /tmp --bind \"$PWD\" \"$PWD\" \
          -- sh -c 'touch /tmp/t && echo BWRAP-OK $(cat /proc/self/uid_map)'",
@@ -516,6 +518,10 @@ fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
     assert!(
         !o.contains("RACE-OVERLAY-MOUNTS=0") && found.iter().any(|f| f.ends_with("/ru/su")),
         "control: the race should mount the overlay: {found:?}\n{o}"
+    );
+    assert!(
+        o.contains("CGROUP2-MOUNTED"),
+        "control: cgroup2 should mount: {o}"
     );
     assert!(
         o.contains("FD-BINDS=[") && !o.contains("FD-BINDS=[]"),
@@ -540,6 +546,10 @@ fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
     assert!(
         o.contains("FD-BINDS=[]"),
         "a descriptor was bind-mounted: {o}"
+    );
+    assert!(
+        !o.contains("CGROUP2-MOUNTED"),
+        "a fresh cgroup2 was mounted: {o}"
     );
     assert!(
         o.contains("refused a nested sandbox's mount"),

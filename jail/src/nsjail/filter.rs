@@ -66,7 +66,7 @@ impl Nested {
     /// a set-id or capable host file is a mount whose file system copies files with their
     /// mode: overlayfs copies a lower file up into an upper directory on the host, as the
     /// mounter (the host's root). So every `mount` goes to the supervisor, which reads the
-    /// type from its own copy and allows fresh mounts only of memory and kernel file systems
+    /// type from its own copy and allows fresh mounts only of memory file systems
     /// (`supervisor::mount`).
     pub(crate) fn of(nested_sandboxes: bool, uid: u32) -> Nested {
         match (nested_sandboxes, uid) {

@@ -42,8 +42,8 @@
 //! - File metadata (landjail: `chmod`, `chown`, times, extended attributes): resolved like a
 //!   Unix socket path, changed here through our own descriptor when the file lies beneath the
 //!   paths the target may write ([`meta`]).
-//! - `mount` (nsjail started by root, with nested sandboxes): a new mount only of memory and
-//!   kernel file systems, made here from the copied arguments with the caller's rights
+//! - `mount` (nsjail started by root, with nested sandboxes): a new mount only of memory
+//!   file systems, made here from the copied arguments with the caller's rights
 //!   ([`mount`]).
 //! - Sends that name a destination (`sendto` with an address, every `sendmsg`, `sendmmsg`):
 //!   copied out of the caller, a filesystem Unix destination decided by the same policy as

@@ -17,8 +17,8 @@
 //! never reads the caller's memory again. Decisions, on the call the kernel would make (the flags read as the kernel
 //! reads them, [`Kind::of`]):
 //! - a new mount (no remount, bind, move or propagation flag) only of the file systems in
-//!   [`NEW_MOUNT_TYPES`], which keep their files in memory or show the kernel's own state:
-//!   what bubblewrap and container tools mount. overlay, fuse and every other type fail with
+//!   [`NEW_MOUNT_TYPES`], which keep their files in memory: what bubblewrap mounts fresh
+//!   besides `proc`. overlay, FUSE, `proc`, `sysfs`, `cgroup2` and every other type fail with
 //!   `EPERM` (and a log line naming the type);
 //! - bind mounts, moves, propagation changes and remounts keep the kernel's own checks, made
 //!   with the caller's rights: the jail's mounts are locked in every nested namespace (no
@@ -41,11 +41,13 @@ use super::id_valid;
 use super::target::read_cstr;
 use crate::sys::{MountAs, MountAsError, MOUNT_NAMESPACES};
 
-/// File systems a nested sandbox may mount fresh: memory-backed or views of the kernel's own
-/// state, none of which copies a host file with its mode.
-pub(crate) const NEW_MOUNT_TYPES: &[&str] = &[
-    "tmpfs", "ramfs", "proc", "sysfs", "devpts", "mqueue", "cgroup2",
-];
+/// File systems a nested sandbox may mount fresh: those that keep their files in memory, owned
+/// by whoever makes them, none of which copies a host file with its mode. Not `proc`, `sysfs`
+/// or `cgroup2`: a fresh one shows host kernel settings whose files the host's root owns
+/// (`/proc/sys/kernel/core_pattern`, the limits and freezer of the cgroup boundary runs in),
+/// which a nested namespace's root here may write; the jail's own are masked and read-only.
+/// (The kernel refuses a fresh `proc` or `sysfs` under the jail's masked ones anyway.)
+pub(crate) const NEW_MOUNT_TYPES: &[&str] = &["tmpfs", "ramfs", "devpts", "mqueue"];
 
 const PATH_MAX: usize = 4096;
 const FSTYPE_MAX: usize = 255;
@@ -179,9 +181,10 @@ pub(super) fn check(req: &libc::seccomp_notif, notify: i32) -> Option<Result<Che
             warn!(
                 fstype = %String::from_utf8_lossy(name),
                 "jail supervisor: refused a nested sandbox's mount: in a jail started by root \
-                 only {NEW_MOUNT_TYPES:?} may be mounted fresh (an overlay or FUSE mount there \
-                 has the host's root as its owner and can leave setuid-root files on the \
-                 host); start boundary as the workspace user for other file systems"
+                 only {NEW_MOUNT_TYPES:?} may be mounted fresh (there a nested namespace's \
+                 root is the host's root: an overlay copies setuid-root files onto the host, \
+                 a fresh proc, sysfs or cgroup2 shows host settings it may write); start \
+                 boundary as the workspace user for other file systems"
             );
             return Some(Err(libc::EPERM));
         }
@@ -296,21 +299,26 @@ mod tests {
     }
 
     #[test]
-    fn only_memory_and_kernel_file_systems_are_mounted_fresh() {
-        for t in [
-            "tmpfs", "proc", "devpts", "mqueue", "sysfs", "ramfs", "cgroup2",
-        ] {
+    fn only_memory_file_systems_are_mounted_fresh() {
+        for t in ["tmpfs", "devpts", "mqueue", "ramfs"] {
             assert!(type_allowed(t.as_bytes()), "{t}");
         }
-        for t in [
+        // Copy-up, user-space file systems, and fresh views of host kernel settings.
+        let refused = [
             "overlay",
             "fuse",
             "fuse.sshfs",
+            "proc",
+            "sysfs",
+            "cgroup2",
+            "cgroup",
             "binfmt_misc",
+            "bpf",
             "ext4",
             "",
             "tmpfs\n",
-        ] {
+        ];
+        for t in refused {
             assert!(!type_allowed(t.as_bytes()), "{t}");
         }
     }
