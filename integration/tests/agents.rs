@@ -477,6 +477,26 @@ fn claude_code_with_its_own_sandbox_in_nsjail_as_an_unprivileged_user() {
     claude_code_with_its_own_sandbox(As::User);
 }
 
+/// Two jailed Claude Code sessions with their sandboxes at once, as the same user: jails share
+/// the host's `/tmp`, and Claude names its socket there by pid (`/tmp/cc-socks-<uid>/<pid>.sock`).
+/// When every jail numbered its processes from 1, both sessions were pid 2, the second took the
+/// first's socket, and the first's tool fetches failed (`CONNECT tunnel failed, response 502`,
+/// no request reached boundary); the jail now starts its pids at a random point.
+#[test]
+fn two_claude_code_sandboxes_side_by_side_in_nsjail() {
+    std::thread::scope(|s| {
+        let runs = [
+            s.spawn(|| claude_code_with_its_own_sandbox(As::User)),
+            s.spawn(|| claude_code_with_its_own_sandbox(As::User)),
+        ];
+        for r in runs {
+            if let Err(panic) = r.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
+
 #[test]
 fn claude_code_prompt_with_a_tool_call_as_root() {
     claude_prompt(As::Root);

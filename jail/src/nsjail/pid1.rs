@@ -1,6 +1,7 @@
 //! The jail's init (PID 1 of the jail's PID namespace): mounts a fresh `/proc`, builds the
 //! jail's view of the kernel's files and hides the paths the target must not reach (see
-//! [`super::mounts`]), gives the target a fresh session keyring, drops every privilege, starts the target, forwards signals to it,
+//! [`super::mounts`]), starts the jail's process numbers at a random point, gives the target a
+//! fresh session keyring, drops every privilege, starts the target, forwards signals to it,
 //! reaps every zombie and exits with the target's status (code, or 128+signal). When init exits
 //! the kernel kills whatever else is left in the namespace.
 
@@ -71,6 +72,7 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
                fully visible, or use --jail-type landjail"
             .into(),
     })?;
+    spread_pids();
     super::mounts::build(&req.hide_paths, &req.readonly_paths)?;
     if req.writable_paths.is_some() {
         super::rootfs::reenter_workdir()?;
@@ -95,6 +97,33 @@ fn setup(req: &Request, listener_to: &UnixStream) -> Result<(), Failure> {
     crate::supervisor::offer_listener(listener_to, &listener)
         .map_err(|e| format!("handing the seccomp listener to boundary: {e}"))?;
     Ok(())
+}
+
+/// Starts the jail's process numbers at a random point (`ns_last_pid`, writable by init while
+/// it holds its capabilities over the namespace). Every jail numbers its processes from 1 and
+/// concurrent jails share the host's `/tmp`, so programs that name files there by pid collided
+/// across runs: two jailed Claude Code sessions are both pid 2 and both bind
+/// `/tmp/cc-socks-<uid>/2.sock`, and the second broke the first's sandbox proxy (its tool's
+/// fetches failed with 502). With a random start they collide no more often than on a host
+/// whose pids wrap. Best effort: a kernel or build route that refuses the write leaves the
+/// numbering as it was, which costs nothing in enforcement.
+fn spread_pids() {
+    use std::io::Read;
+    let pid_max = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(32768);
+    let mut r = [0u8; 4];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .is_err()
+    {
+        return;
+    }
+    // Low pids stay free (init is 1); the upper half stays free for the jail to grow into.
+    let span = (pid_max / 2).saturating_sub(300).max(1);
+    let start = 300 + u32::from_ne_bytes(r) % span;
+    let _ = fs::write("/proc/sys/kernel/ns_last_pid", start.to_string());
 }
 
 fn run(req: &Request, blocked: &SigSet) -> i32 {
