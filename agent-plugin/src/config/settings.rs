@@ -311,7 +311,7 @@ pub static SETTINGS: &[Setting] = &[
         flag: "nested-sandboxes",
         env: &["BOUNDARY_NESTED_SANDBOXES"],
         yaml: Some("nested_sandboxes"),
-        help: "nsjail: let the jailed command create its own user, mount, PID and network namespaces, so an agent's bubblewrap sandbox works (more kernel attack surface; not when started by root, never in landjail)",
+        help: "nsjail: let the jailed command create its own user, mount, PID and network namespaces, so an agent's bubblewrap sandbox works (more kernel attack surface; started by root, boundary makes the mounts and only of memory file systems; never in landjail)",
         apply: |c, v| {
             c.nested_sandboxes = parse_bool(v)?;
             Ok(c.nested_sandboxes.to_string())
