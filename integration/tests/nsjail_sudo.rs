@@ -395,21 +395,23 @@ fn file_capabilities_build_the_jail_without_sudo() {
     }
 }
 
-/// Plays a caller that runs a binary with file capabilities as the namespace helper itself and
-/// sends a crafted request: its own `ip`/`nft` (which would run with CAP_NET_ADMIN), then the
-/// test hook that leaves netfilter out. Prints the helper's reply kind and text for each.
+/// Plays a caller that runs a binary with file capabilities as the namespace helper itself, with
+/// its own `ip` and `nft` first on PATH (they would run with CAP_NET_ADMIN), and sends a crafted
+/// request: a plain one, then the test hook that leaves netfilter out. Prints the helper's reply
+/// kind and text for each.
 const CRAFTED: &str = r#"
 import os, socket, struct, subprocess, sys
-helper, tool = sys.argv[1], sys.argv[2].encode()
+helper, tools = sys.argv[1], sys.argv[2]
 def b(x): return struct.pack(">I", len(x)) + x
 def u(n): return b(struct.pack(">I", n))
+env = dict(os.environ, PATH=tools + ":/usr/sbin:/usr/bin:/sbin:/bin")
 for skip in (0, 1):
     # program, args, env, port, user_namespace=0, hide, read-only, writable=None, tty=None,
-    # ip tool, nft tool, skip_netfilter, nested_sandboxes=0
-    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + b(tool) + b(tool) + u(skip) + u(0)
+    # skip_netfilter, nested_sandboxes=0
+    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + u(skip) + u(0)
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen([helper, "__boundary-nsjail-helper", str(theirs.fileno())],
-                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
     theirs.close()
     ours.sendall(struct.pack(">I", len(p)) + p)
     reply = ours.recv(65536)
@@ -436,23 +438,28 @@ fn a_capable_helper_runs_no_tool_or_hook_its_caller_chooses() {
     let marks = dir.path().join("marks");
     std::fs::create_dir(&marks).unwrap();
     std::os::unix::fs::chown(&marks, Some(uid), Some(uid)).unwrap();
-    let tool = dir.path().join("callers-tool");
-    std::fs::write(
-        &tool,
-        format!(
-            "#!/bin/sh\ngrep CapEff /proc/self/status > {}/ran-$$\ncat >/dev/null\n",
-            marks.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The caller's own `ip` and `nft`, first on the helper's PATH.
+    let tools = dir.path().join("callers-tools");
+    std::fs::create_dir(&tools).unwrap();
+    for name in ["ip", "nft"] {
+        let tool = tools.join(name);
+        std::fs::write(
+            &tool,
+            format!(
+                "#!/bin/sh\ngrep CapEff /proc/self/status > {}/ran-$$\ncat >/dev/null\n",
+                marks.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let script = dir.path().join("crafted.py");
     std::fs::write(&script, CRAFTED).unwrap();
     let o = Command::new("runuser")
         .args(["-u", TEST_USER, "--", "python3"])
         .arg(&script)
         .arg(&copy)
-        .arg(&tool)
+        .arg(&tools)
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .output()
@@ -465,7 +472,7 @@ fn a_capable_helper_runs_no_tool_or_hook_its_caller_chooses() {
         "the helper ran the caller's tool with its capabilities ({} times):\n{t}",
         ran.len()
     );
-    // The jail itself is built (with the system's own ip and nft) ...
+    // The jail itself is built (its links and rules are the helper's own netlink requests) ...
     assert!(out.contains("skip=0 reply=R"), "{t}");
     // ... but never without its netfilter rules.
     assert!(

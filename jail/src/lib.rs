@@ -46,6 +46,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 mod dns;
+mod netlink;
 pub mod nsjail;
 pub mod probe;
 mod process;
@@ -73,16 +74,6 @@ pub enum JailError {
         detail: String,
         /// How to fix it, naming the alternatives.
         hint: String,
-    },
-    /// A tool the backend runs is not installed.
-    #[error(
-        "`{tool}` not found on PATH or in /usr/sbin, /sbin: install the Debian package `{package}`"
-    )]
-    MissingTool {
-        /// Program name.
-        tool: String,
-        /// Package that provides it.
-        package: String,
     },
     /// Setting up the jail failed at a named step.
     #[error("setting up the jail failed: {0}")]

@@ -266,7 +266,8 @@ pub(crate) fn drop_capabilities_but(last_cap: c_int, keep: Option<u32>) -> io::R
 }
 
 /// Raises `caps` into the inheritable and ambient sets, so a program we `exec` keeps them
-/// although its uid would not (the namespace helper's `ip` and `nft`). Each must be permitted.
+/// although its uid would not (a root-started init keeps CAP_SETFCAP for nested sandboxes).
+/// Each must be permitted.
 /// Async-signal-safe.
 pub(crate) fn raise_ambient(caps: &[u32]) -> io::Result<()> {
     let mut data = capget()?;
@@ -665,14 +666,6 @@ pub(crate) fn inherit_across_exec(cmd: &mut Command, fd: RawFd) {
             Ok(())
         })
     };
-}
-
-/// Makes `cmd`'s child raise `caps` as ambient capabilities before `exec` (see
-/// [`raise_ambient`]), so a tool run by the namespace helper keeps them.
-pub(crate) fn exec_with_ambient(cmd: &mut Command, caps: &'static [u32]) {
-    // SAFETY: the closure runs in the forked child before exec and only makes capget, capset
-    // and prctl calls on locals (raise_ambient is async-signal-safe).
-    unsafe { cmd.pre_exec(move || raise_ambient(caps)) };
 }
 
 /// Makes `cmd`'s child start with no blocked signals (init blocks the ones it forwards), with

@@ -50,7 +50,7 @@ fn serve(mut sock: UnixStream) -> i32 {
         eprintln!("boundary jail helper: control socket: {e}");
         return 125;
     }
-    let mut req = match wire::recv_frame(&mut sock).and_then(|f| match f {
+    let req = match wire::recv_frame(&mut sock).and_then(|f| match f {
         Some(f) => Request::decode(&f),
         None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no request")),
     }) {
@@ -61,7 +61,7 @@ fn serve(mut sock: UnixStream) -> i32 {
             return 125;
         }
     };
-    if let Err(failure) = super::privilege::confine_request(&mut req) {
+    if let Err(failure) = super::privilege::confine_request(&req) {
         let _ = wire::send_reply(&sock, &Reply::Failed(failure));
         return 125;
     }
@@ -131,8 +131,8 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
             e,
         )
     })?;
-    let sender = super::sender::spawn(&[sock.as_raw_fd()])?;
-    let ipv6 = net::setup_links(&req.ip_tool)?;
+    let (sender, sender_start) = super::sender::spawn(&[sock.as_raw_fd()])?;
+    let ipv6 = net::setup_links()?;
     let (mut sockets, proxy_port, dns_port) = net::create_sockets(req.proxy_port, ipv6)?;
     let diag = crate::supervisor::diag::open()
         .map_err(|e| format!("creating a sock_diag socket in the jail's network namespace: {e}"))?;
@@ -142,8 +142,9 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     sockets.push((wire::SocketKind::InetDiag, inet_diag));
     sockets.push((wire::SocketKind::Sender, sender));
     if !req.skip_netfilter {
-        net::install_rules(&req.nft_tool, proxy_port, dns_port)?;
+        super::nft::install(proxy_port, dns_port)?;
     }
+    sender_start.wait()?;
     unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| namespace_failure(req, "creating a PID namespace", e))?;
     let (status_r, status_w) =

@@ -2,112 +2,172 @@
 //! the listening sockets, and the nftables ruleset that sends all TCP to the proxy, DNS to the
 //! stub and drops everything else leaving the namespace.
 //!
-//! `ip` and `nft` are run as tools (Debian `iproute2`, `nftables`) with CAP_NET_ADMIN raised as
-//! an ambient capability so they keep it across exec even though our uid in the user namespace
-//! is not 0. Both are checked for at start so a missing one is a clear error, not a jail that
-//! half works.
+//! Links, addresses and routes are made over rtnetlink by the helper itself (it holds
+//! CAP_NET_ADMIN in the jail's user namespace, or in the host's for a jail without one); the
+//! ruleset is loaded the same way over nf_tables netlink (`nft`). No program is started.
 
-use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
+use nix::sys::socket::SockProtocol;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::wire::SocketKind;
+use crate::netlink::{self, Message, REQUEST_ACK};
 
 /// Name of the veth end that carries the default routes (its peer is also inside the jail).
 pub const ROUTE_DEV: &str = "bnd0";
-/// Address of the jail's only non-loopback device (link-local: it names nothing outside).
-pub const JAIL_V4: &str = "169.254.253.1/32";
-/// IPv6 address of that device (ULA; nothing routes it).
-pub const JAIL_V6: &str = "fd62:6f75:6e64::1/128";
+/// The other end of the veth pair.
+const PEER_DEV: &str = "bnd1";
+/// Address (/32) of the jail's only non-loopback device (link-local: it names nothing outside).
+pub const JAIL_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 253, 1);
+/// IPv6 address (/128) of that device (ULA; nothing routes it).
+pub const JAIL_V6: Ipv6Addr = Ipv6Addr::new(0xfd62, 0x6f75, 0x6e64, 0, 0, 0, 0, 1);
 
-/// Capability numbers (linux/capability.h) the helper's tools keep.
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_NET_RAW: u32 = 13;
+/// Link flags and kinds (linux/if.h, linux/rtnetlink.h, linux/veth.h).
+const IFF_UP: u32 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFA_F_NODAD: u8 = 0x02;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+const CREATE_NEW: u16 = REQUEST_ACK | (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
 
-fn run_tool(tool: &Path, args: &[&str], input: &str) -> Result<(), String> {
-    let mut cmd = Command::new(tool);
-    // CAP_NET_RAW only where the helper holds it (in its own user namespace); a privileged
-    // helper without one holds CAP_NET_ADMIN, all `ip` and `nft` need.
-    let caps: &'static [u32] = if crate::sys::caps_permitted(rustix::thread::CapabilitySet::NET_RAW)
-    {
-        &[CAP_NET_ADMIN, CAP_NET_RAW]
-    } else {
-        &[CAP_NET_ADMIN]
-    };
-    // The caller's environment (LD_PRELOAD and the like) must not reach a capable tool.
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    crate::sys::exec_with_ambient(&mut cmd, caps);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| format!("writing to {}: {e}", tool.display()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for {}: {e}", tool.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} {} failed ({}): {}\ninput was:\n{input}",
-            tool.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+/// `struct ifinfomsg` naming no link by index, with `flags` to set.
+fn ifinfomsg(flags: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[8..12].copy_from_slice(&flags.to_ne_bytes()); // ifi_flags
+    b[12..16].copy_from_slice(&flags.to_ne_bytes()); // ifi_change: only those bits
+    b
 }
 
-/// Loopback up, the veth pair, addresses and the IPv4/IPv6 default routes into it, in one
-/// `ip -force -batch` (one program start fewer than a batch per family). Returns whether IPv6
-/// is usable in the jail: it may be disabled on this host, and then only IPv6 lines fail and
-/// no IPv6 path exists at all, which is fine; a failed IPv4 line fails the start.
-pub fn setup_links(ip: &Path) -> Result<bool, String> {
-    let v4 = format!(
-        "link set lo up\n\
-         link add {ROUTE_DEV} type veth peer name bnd1\n\
-         link set bnd1 up\n\
-         link set {ROUTE_DEV} up\n\
-         addr add {JAIL_V4} dev {ROUTE_DEV}\n\
-         route add default dev {ROUTE_DEV}\n"
-    );
-    let v6 = format!(
-        "addr add {JAIL_V6} dev {ROUTE_DEV} nodad\n\
-         route add ::/0 dev {ROUTE_DEV}\n"
-    );
-    match run_tool(ip, &["-force", "-batch", "-"], &format!("{v4}{v6}")) {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            let failed = failed_batch_lines(&e);
-            let v4_lines = v4.lines().count();
-            if failed.is_empty() || failed.iter().any(|&n| n <= v4_lines) {
-                Err(e)
-            } else {
-                tracing::debug!(error = %e, "IPv6 is not usable in the jail");
-                Ok(false)
-            }
+/// Brings the link called `name` up.
+fn link_up(name: &str) -> Message {
+    let mut m = Message::new(libc::RTM_NEWLINK, REQUEST_ACK, &ifinfomsg(IFF_UP));
+    m.str(IFLA_IFNAME, name);
+    m
+}
+
+/// Adds `addr/prefix` to link `index` (`ip addr add`: the local and the peer address alike).
+fn add_addr(addr: IpAddr, prefix: u8, index: u32, flags: u8) -> Message {
+    let (family, octets) = family_octets(addr);
+    let mut body = vec![family, prefix, flags, RT_SCOPE_UNIVERSE];
+    body.extend_from_slice(&index.to_ne_bytes());
+    let mut m = Message::new(libc::RTM_NEWADDR, CREATE_NEW, &body);
+    m.attr(libc::IFA_LOCAL, &octets)
+        .attr(libc::IFA_ADDRESS, &octets);
+    m
+}
+
+/// Adds the default route of `addr`'s family out of link `index`, no gateway
+/// (`ip route add default dev ...`).
+fn add_default_route(addr: IpAddr, index: u32) -> Message {
+    let (family, _) = family_octets(addr);
+    // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type, flags }
+    let mut body = vec![
+        family,
+        0,
+        0,
+        0,
+        RT_TABLE_MAIN,
+        RTPROT_BOOT,
+        RT_SCOPE_LINK,
+        RTN_UNICAST,
+    ];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Message::new(libc::RTM_NEWROUTE, CREATE_NEW, &body);
+    m.u32(libc::RTA_OIF, index);
+    m
+}
+
+fn family_octets(addr: IpAddr) -> (u8, Vec<u8>) {
+    match addr {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    }
+}
+
+/// Sends the `(message, what it does)` pairs in one go and returns the kernel's answer to
+/// each, with what it does.
+fn send<'a>(
+    sock: &OwnedFd,
+    msgs: &[(Message, &'a str)],
+) -> Result<Vec<(io::Result<()>, &'a str)>, String> {
+    let only: Vec<Message> = msgs.iter().map(|(m, _)| m.clone()).collect();
+    let answers = netlink::exchange(sock, &only)
+        .map_err(|e| format!("rtnetlink in the jail's network namespace: {e}"))?;
+    Ok(answers
+        .into_iter()
+        .zip(msgs)
+        .map(|(a, (_, what))| (a.unwrap_or(Ok(())), *what))
+        .collect())
+}
+
+/// Loopback up, the veth pair, addresses and the IPv4/IPv6 default routes into it, over
+/// rtnetlink in this process (what `ip` would send, without starting it). Returns whether IPv6
+/// is usable in the jail: it may be disabled on this host, and then only the IPv6 address and
+/// route fail and no IPv6 path exists at all, which is fine; any other failure fails the start.
+pub fn setup_links() -> Result<bool, String> {
+    let sock = netlink::open(SockProtocol::NetlinkRoute)
+        .map_err(|e| format!("opening an rtnetlink socket in the jail: {e}"))?;
+    let mut veth = Message::new(libc::RTM_NEWLINK, CREATE_NEW, &ifinfomsg(0));
+    veth.str(IFLA_IFNAME, ROUTE_DEV).nest(IFLA_LINKINFO, |m| {
+        m.str(IFLA_INFO_KIND, "veth").nest(IFLA_INFO_DATA, |m| {
+            m.nest(VETH_INFO_PEER, |m| {
+                m.raw(&ifinfomsg(0));
+                m.str(IFLA_IFNAME, PEER_DEV);
+            });
+        });
+    });
+    let links = [
+        (link_up("lo"), "bringing loopback up"),
+        (
+            veth,
+            "creating the veth pair (the kernel needs veth: CONFIG_VETH)",
+        ),
+        (link_up(PEER_DEV), "bringing the veth peer up"),
+        (link_up(ROUTE_DEV), "bringing the veth device up"),
+    ];
+    for (answer, what) in send(&sock, &links)? {
+        answer.map_err(|e| format!("{what} in the jail's network namespace: {e}"))?;
+    }
+    let index = nix::net::if_::if_nametoindex(ROUTE_DEV)
+        .map_err(|e| format!("finding {ROUTE_DEV} in the jail's network namespace: {e}"))?;
+    let v4 = IpAddr::V4(JAIL_V4);
+    let v6 = IpAddr::V6(JAIL_V6);
+    let routes = [
+        (add_addr(v4, 32, index, 0), "adding the jail's IPv4 address"),
+        (
+            add_default_route(v4, index),
+            "adding the IPv4 default route",
+        ),
+        (
+            add_addr(v6, 128, index, IFA_F_NODAD),
+            "adding the jail's IPv6 address",
+        ),
+        (
+            add_default_route(v6, index),
+            "adding the IPv6 default route",
+        ),
+    ];
+    let answers = send(&sock, &routes)?;
+    for (answer, what) in &answers[..2] {
+        if let Err(e) = answer {
+            return Err(format!("{what} in the jail's network namespace: {e}"));
         }
     }
-}
-
-/// The line numbers `ip -force -batch -` reports as failed (`Command failed -:N`).
-fn failed_batch_lines(output: &str) -> Vec<usize> {
-    output
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Command failed -:"))
-        .filter_map(|n| n.trim().parse().ok())
-        .collect()
+    if let Some(e) = answers[2..].iter().find_map(|(a, _)| a.as_ref().err()) {
+        tracing::debug!(error = %e, "IPv6 is not usable in the jail");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn bind(domain: Domain, ty: Type, addr: SocketAddr) -> Result<Socket, String> {
@@ -180,55 +240,89 @@ pub fn create_sockets(proxy_port: u16, ipv6: bool) -> Result<(Sockets, u16, u16)
     Ok((out, proxy, dns))
 }
 
-/// The ruleset: DNS (UDP and TCP port 53, any address) to the stub; TCP to the jail's own
-/// loopback left alone; every other TCP connection, v4 and v6, to the proxy. On the way out
-/// (postrouting, where the packet has its final interface) only loopback passes.
-pub fn ruleset(proxy_port: u16, dns_port: u16) -> String {
-    format!(
-        "table inet boundary {{\n\
-         \tchain redirect_out {{\n\
-         \t\ttype nat hook output priority -100; policy accept;\n\
-         \t\tmeta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns_port}\n\
-         \t\tip daddr 127.0.0.0/8 return\n\
-         \t\tip6 daddr ::1 return\n\
-         \t\tmeta l4proto tcp redirect to :{proxy_port}\n\
-         \t}}\n\
-         \tchain leave {{\n\
-         \t\ttype filter hook postrouting priority 100; policy drop;\n\
-         \t\toifname \"lo\" accept\n\
-         \t}}\n\
-         }}\n"
-    )
-}
-
-/// Loads [`ruleset`] with `nft -f -`.
-pub fn install_rules(nft: &Path, proxy_port: u16, dns_port: u16) -> Result<(), String> {
-    run_tool(nft, &["-f", "-"], &ruleset(proxy_port, dns_port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::testns::{in_new_netns, run};
 
-    #[test]
-    fn only_failed_ipv6_lines_leave_the_jail_without_ipv6() {
-        let out = "Error: ipv6: IPv6 is disabled on this device.\nCommand failed -:7\n\
-                   Error: IPv6 is disabled on nexthop device.\nCommand failed -:8";
-        assert_eq!(failed_batch_lines(out), vec![7, 8]);
-        assert_eq!(
-            failed_batch_lines("Cannot find device\nCommand failed -:2"),
-            vec![2]
-        );
-        assert!(failed_batch_lines("exit status 1, nothing else").is_empty());
+    /// Links, addresses and routes, without what comes from the veth pair's random MAC
+    /// addresses (their own and the IPv6 link-local addresses made of them).
+    fn read_back() -> String {
+        let links = run(&["ip", "-o", "link", "show"], "");
+        let links: Vec<&str> = links
+            .lines()
+            .map(|l| l.split(" link/").next().unwrap_or(l))
+            .collect();
+        let mut out = links.join("\n");
+        out.push('\n');
+        let addrs = run(&["ip", "-o", "addr", "show"], "");
+        let addrs: Vec<&str> = addrs
+            .lines()
+            .filter(|l| !l.contains("inet6 fe80::"))
+            .collect();
+        out.push_str(&addrs.join("\n"));
+        for cmd in [
+            &["ip", "-4", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+        ] {
+            out.push('\n');
+            out.push_str(&run(cmd, ""));
+        }
+        out
+    }
+
+    /// [`read_back`] once the veth pair's carrier is up on both ends: the kernel brings it up
+    /// and adds the routes that follow from it a moment after the request (link watch), on its
+    /// own schedule whoever made the link.
+    fn settled() -> String {
+        for _ in 0..100 {
+            let now = read_back();
+            let up = |dev: &str| {
+                now.lines()
+                    .any(|l| l.contains(&format!(": {dev}@")) && l.contains("state UP"))
+            };
+            if up(ROUTE_DEV) && up(PEER_DEV) {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the veth pair never came up:\n{}", read_back());
     }
 
     #[test]
-    fn ruleset_redirects_dns_before_the_loopback_exception() {
-        let r = ruleset(8080, 5353);
-        let dns = r.find("dport 53 redirect to :5353").expect("dns rule");
-        let lo = r.find("127.0.0.0/8 return").expect("loopback exception");
-        let tcp = r.find("tcp redirect to :8080").expect("tcp rule");
-        assert!(dns < lo && lo < tcp, "{r}");
-        assert!(r.contains("hook postrouting") && r.contains("policy drop"));
+    fn links_addresses_and_routes_are_what_ip_made() {
+        let ours = in_new_netns(|| {
+            assert!(setup_links().unwrap(), "IPv6 is usable on this host");
+            settled()
+        });
+        // What boundary ran before issue 15.
+        let batch = format!(
+            "link set lo up\n\
+             link add {ROUTE_DEV} type veth peer name {PEER_DEV}\n\
+             link set {PEER_DEV} up\n\
+             link set {ROUTE_DEV} up\n\
+             addr add {JAIL_V4}/32 dev {ROUTE_DEV}\n\
+             route add default dev {ROUTE_DEV}\n\
+             addr add {JAIL_V6}/128 dev {ROUTE_DEV} nodad\n\
+             route add ::/0 dev {ROUTE_DEV}\n"
+        );
+        let ips = in_new_netns(move || {
+            run(&["ip", "-force", "-batch", "-"], &batch);
+            settled()
+        });
+        assert_eq!(ours, ips);
+        assert!(ours.contains("default dev bnd0"), "{ours}");
+    }
+
+    #[test]
+    fn a_second_veth_of_the_same_name_is_an_error_naming_the_step() {
+        let e = in_new_netns(|| {
+            setup_links().unwrap();
+            setup_links().unwrap_err()
+        });
+        assert!(
+            e.contains("creating the veth pair") && e.contains("exists"),
+            "{e}"
+        );
     }
 }

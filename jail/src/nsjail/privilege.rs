@@ -26,9 +26,9 @@
 //! runs as the calling user with no capabilities, and every other nsjail hardening holds as in
 //! the root mode. The request comes from a caller the helper must not trust beyond what it could
 //! do itself (anyone may run a capability-holding binary with a crafted control socket):
-//! [`confine_request`] refuses the test hook, picks `ip` and `nft` from the system directories
-//! itself (never the caller's paths), runs them with a cleared environment, and everything the
-//! request may still choose (hidden and read-only paths, the program, its environment) only
+//! [`confine_request`] refuses the test hook and nested sandboxes, the helper starts no program
+//! with its capabilities (links, routes and rules are its own netlink requests), and everything
+//! the request may still choose (hidden and read-only paths, the program, its environment) only
 //! narrows what the calling user could already do, in a mount namespace nobody else uses.
 
 use std::ffi::OsString;
@@ -290,9 +290,9 @@ fn process_groups(pid: i32, uid: Uid) -> Result<Vec<Gid>, String> {
 }
 
 /// In the helper, for a jail without a user namespace built by a non-root user: holds exactly
-/// [`HELPER_CAPS`] (or fails with the three ways out), refuses the test hook, and replaces the
-/// caller's tool paths with the system's own.
-pub(crate) fn confine_request(req: &mut Request) -> Result<(), Failure> {
+/// [`HELPER_CAPS`] (or fails with the three ways out), and refuses the test hook and nested
+/// sandboxes.
+pub(crate) fn confine_request(req: &Request) -> Result<(), Failure> {
     if req.user_namespace || nix::unistd::geteuid().is_root() {
         return Ok(());
     }
@@ -304,12 +304,13 @@ pub(crate) fn confine_request(req: &mut Request) -> Result<(), Failure> {
             hint: USER_HINT.into(),
         });
     }
-    system_tools_only(req)
+    refuse_unprivileged_options(req)
 }
 
 /// Refuses the test hook and nested sandboxes (boundary itself refuses them without a user
-/// namespace), and replaces the request's tool paths with the system's own.
-fn system_tools_only(req: &mut Request) -> Result<(), Failure> {
+/// namespace). The helper runs no program but the target (links and ruleset are netlink
+/// requests), so nothing in the request chooses what runs with its privileges.
+fn refuse_unprivileged_options(req: &Request) -> Result<(), Failure> {
     if req.skip_netfilter {
         return Err("the privileged jail helper refuses the insecure test hook".into());
     }
@@ -320,15 +321,6 @@ fn system_tools_only(req: &mut Request) -> Result<(), Failure> {
                 .into(),
         );
     }
-    let tool = |name: &str, package: &str| {
-        super::find_system_tool(name).ok_or_else(|| {
-            Failure::Setup(format!(
-                "{name} is not in /usr/sbin, /sbin, /usr/bin or /bin (install `{package}`)"
-            ))
-        })
-    };
-    req.ip_tool = tool("ip", "iproute2")?;
-    req.nft_tool = tool("nft", "nftables")?;
     Ok(())
 }
 
@@ -337,24 +329,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_privileged_helper_runs_the_systems_tools_not_the_callers() {
-        let mut req = Request {
-            ip_tool: "/tmp/caller-chosen/ip".into(),
-            nft_tool: "/home/someone/nft".into(),
-            ..Request::default()
-        };
-        system_tools_only(&mut req).unwrap();
-        for tool in [&req.ip_tool, &req.nft_tool] {
-            assert!(
-                ["/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"]
-                    .iter()
-                    .any(|d| tool.starts_with(d)),
-                "{}",
-                tool.display()
-            );
-        }
+    fn a_privileged_helper_refuses_the_test_hook_and_nested_sandboxes() {
+        let mut req = Request::default();
+        refuse_unprivileged_options(&req).unwrap();
         req.skip_netfilter = true;
-        assert!(system_tools_only(&mut req).is_err());
+        assert!(refuse_unprivileged_options(&req).is_err());
+        req.skip_netfilter = false;
+        req.nested_sandboxes = true;
+        assert!(refuse_unprivileged_options(&req).is_err());
     }
 
     #[test]

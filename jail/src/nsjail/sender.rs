@@ -16,8 +16,10 @@ static SENDER: OnceLock<Pid> = OnceLock::new();
 /// network namespaces and before it forks init (so the sender is outside the jail's PID
 /// namespace and `/proc` is still one where it has a pid). `close`: the helper's descriptors
 /// the sender must not keep (boundary's control socket). Returns boundary's end of the
-/// channel.
-pub(super) fn spawn(close: &[RawFd]) -> Result<OwnedFd, Failure> {
+/// channel and the sender's start, which [`Starting::wait`] must see through before init is
+/// forked: init mounts the jail's own `/proc` over the one the sender opens its `fd` directory
+/// in (with no `ip` and `nft` to start in between, init would otherwise win that race).
+pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -25,23 +27,56 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<OwnedFd, Failure> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("creating the sender's channel: {e}"))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the sender's start pipe: {e}"))?;
     // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
     // arbitrary code after fork.
     match unsafe { crate::sys::fork() }.map_err(|e| format!("forking the jail's sender: {e}"))? {
         ForkResult::Child => {
             drop(ours);
+            drop(ready_r);
             for &fd in close {
                 let _ = nix::unistd::close(fd);
             }
             match confine() {
-                Ok(()) => crate::supervisor::sender::serve(theirs),
+                Ok(()) => {
+                    let _ = nix::unistd::write(&ready_w, &[1]);
+                    drop(ready_w);
+                    crate::supervisor::sender::serve(theirs)
+                }
+                // The helper reads the end of the pipe without a byte and fails the start.
                 Err(e) => eprintln!("boundary jail sender: {e}"),
             }
             std::process::exit(0)
         }
         ForkResult::Parent { child } => {
             let _ = SENDER.set(child);
-            Ok(ours)
+            Ok((ours, Starting(ready_r)))
+        }
+    }
+}
+
+/// A sender that is confining itself; it writes one byte when it is ready to serve.
+pub(super) struct Starting(OwnedFd);
+
+impl Starting {
+    /// Waits until the sender has confined itself (its `/proc/self/fd` is open); an error if
+    /// it could not.
+    pub(super) fn wait(self) -> Result<(), Failure> {
+        let mut b = [0u8; 1];
+        loop {
+            match nix::unistd::read(self.0.as_raw_fd(), &mut b) {
+                Ok(1) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {
+                    return Err(
+                        "the jail's sender process could not confine itself (its error \
+                                is above)"
+                            .into(),
+                    )
+                }
+                Err(e) => return Err(format!("waiting for the jail's sender process: {e}").into()),
+            }
         }
     }
 }

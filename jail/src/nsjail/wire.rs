@@ -32,8 +32,6 @@ pub struct Request {
     pub writable_paths: Option<Vec<PathBuf>>,
     /// Standard stream that is the controlling terminal the target should take over.
     pub tty_fd: Option<i32>,
-    pub ip_tool: PathBuf,
-    pub nft_tool: PathBuf,
     /// Test builds only (feature `insecure-test-hooks`): leave netfilter out.
     pub skip_netfilter: bool,
     /// The target may build sandboxes of its own ([`NsjailOptions::nested_sandboxes`](crate::NsjailOptions)).
@@ -284,8 +282,6 @@ impl Request {
             e.bytes(p.as_os_str().as_bytes());
         }
         e.u32(self.tty_fd.map(|f| f as u32 + 1).unwrap_or(0));
-        e.bytes(self.ip_tool.as_os_str().as_bytes());
-        e.bytes(self.nft_tool.as_os_str().as_bytes());
         e.u32(self.skip_netfilter.into());
         e.u32(self.nested_sandboxes.into());
         e.0
@@ -321,8 +317,6 @@ impl Request {
         };
         let tty = d.u32()?;
         let tty_fd = (tty != 0).then(|| tty as i32 - 1);
-        let ip_tool = PathBuf::from(d.os()?);
-        let nft_tool = PathBuf::from(d.os()?);
         let skip_netfilter = d.u32()? != 0;
         let nested_sandboxes = d.u32()? != 0;
         Ok(Request {
@@ -335,8 +329,6 @@ impl Request {
             readonly_paths,
             writable_paths,
             tty_fd,
-            ip_tool,
-            nft_tool,
             skip_netfilter,
             nested_sandboxes,
         })
@@ -465,8 +457,6 @@ mod tests {
             readonly_paths: vec!["/tmp/conf".into(), "/tmp/audit.log".into()],
             writable_paths: Some(vec!["/work".into(), "/tmp".into()]),
             tty_fd: Some(0),
-            ip_tool: "/usr/sbin/ip".into(),
-            nft_tool: "/usr/sbin/nft".into(),
             skip_netfilter: false,
             nested_sandboxes: true,
         };

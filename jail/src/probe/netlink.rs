@@ -6,45 +6,11 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr, SockProtocol};
+
+use crate::netlink::{
+    Message, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, REQUEST_ACK,
 };
-
-fn nl_socket(proto: SockProtocol) -> io::Result<OwnedFd> {
-    socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        proto,
-    )
-    .map_err(io::Error::from)
-}
-
-fn nlmsg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len();
-    let mut m = Vec::with_capacity(len + 3);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(payload);
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
-    m
-}
-
-fn nlattr(ty: u16, data: &[u8]) -> Vec<u8> {
-    let mut a = Vec::new();
-    a.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    a.extend_from_slice(&ty.to_ne_bytes());
-    a.extend_from_slice(data);
-    while a.len() % 4 != 0 {
-        a.push(0);
-    }
-    a
-}
 
 /// Sends `msg` and returns the first error code the kernel acknowledges (0 = success).
 fn nl_exchange(sock: &OwnedFd, msg: &[u8]) -> io::Result<i32> {
@@ -85,17 +51,16 @@ fn errno_text(code: i32) -> String {
 /// `netlink`: ask rtnetlink to delete an address that does not exist on `lo` (EPERM without
 /// CAP_NET_ADMIN; EADDRNOTAVAIL with it, which means the change would have been allowed).
 pub(super) fn netlink(_: &[String]) -> Result<String, String> {
-    let sock = match nl_socket(SockProtocol::NetlinkRoute) {
+    let sock = match crate::netlink::open(SockProtocol::NetlinkRoute) {
         Ok(s) => s,
         Err(e) => return Ok(format!("refused socket: {e}")),
     };
     // struct ifaddrmsg { family, prefixlen, flags, scope, index }
-    let mut payload = vec![libc::AF_INET as u8, 32, 0, 0];
-    payload.extend_from_slice(&1u32.to_ne_bytes());
-    payload.extend(nlattr(libc::IFA_LOCAL, &[10, 254, 254, 254]));
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let msg = nlmsg(libc::RTM_DELADDR, flags, 1, &payload);
-    match nl_exchange(&sock, &msg) {
+    let mut body = vec![libc::AF_INET as u8, 32, 0, 0];
+    body.extend_from_slice(&1u32.to_ne_bytes());
+    let mut msg = Message::new(libc::RTM_DELADDR, REQUEST_ACK, &body);
+    msg.attr(libc::IFA_LOCAL, &[10, 254, 254, 254]);
+    match nl_exchange(&sock, &msg.bytes(1)) {
         Ok(0) => Ok("changed (address deleted)".into()),
         Ok(code) if code == -libc::EPERM => Ok(format!("refused: {}", errno_text(code))),
         Ok(code) => Ok(format!(
@@ -109,12 +74,9 @@ pub(super) fn netlink(_: &[String]) -> Result<String, String> {
 /// `nft`: ask nf_tables to delete a table that does not exist (EPERM without CAP_NET_ADMIN;
 /// ENOENT with it, which means the ruleset could have been changed).
 pub(super) fn nft(_: &[String]) -> Result<String, String> {
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-    const NFNL_MSG_BATCH_END: u16 = 0x11;
     const NFT_MSG_DELTABLE: u16 = 2;
     const NFTA_TABLE_NAME: u16 = 1;
-    let sock = match nl_socket(SockProtocol::NetlinkNetFilter) {
+    let sock = match crate::netlink::open(SockProtocol::NetlinkNetFilter) {
         Ok(s) => s,
         Err(e) => return Ok(format!("refused socket: {e}")),
     };
@@ -125,26 +87,16 @@ pub(super) fn nft(_: &[String]) -> Result<String, String> {
         g
     };
     let req = libc::NLM_F_REQUEST as u16;
-    let mut batch = nlmsg(
-        NFNL_MSG_BATCH_BEGIN,
-        req,
-        1,
-        &genmsg(0, NFNL_SUBSYS_NFTABLES),
-    );
-    let mut del = genmsg(1 /* NFPROTO_INET */, 0);
-    del.extend(nlattr(NFTA_TABLE_NAME, b"boundary_selftest_absent\0"));
-    batch.extend(nlmsg(
+    let mut batch =
+        Message::new(NFNL_MSG_BATCH_BEGIN, req, &genmsg(0, NFNL_SUBSYS_NFTABLES)).bytes(1);
+    let mut del = Message::new(
         (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE,
-        req | libc::NLM_F_ACK as u16,
-        2,
-        &del,
-    ));
-    batch.extend(nlmsg(
-        NFNL_MSG_BATCH_END,
-        req,
-        3,
-        &genmsg(0, NFNL_SUBSYS_NFTABLES),
-    ));
+        REQUEST_ACK,
+        &genmsg(1 /* NFPROTO_INET */, 0),
+    );
+    del.str(NFTA_TABLE_NAME, "boundary_selftest_absent");
+    batch.extend(del.bytes(2));
+    batch.extend(Message::new(NFNL_MSG_BATCH_END, req, &genmsg(0, NFNL_SUBSYS_NFTABLES)).bytes(3));
     match nl_exchange(&sock, &batch) {
         Ok(0) => Ok("changed (table deleted)".into()),
         Ok(code) if code == -libc::EPERM => Ok(format!("refused: {}", errno_text(code))),
