@@ -23,6 +23,8 @@
 # A/B: SETUPS="direct nsjail nsjail@alt" adds a setup run with ALT_BOUNDARY (another build)
 # and/or ALT_ENV ("NAME=value ..."), interleaved with the others; nsjail@NAME runs the binary
 # in $BIN_NAME (e.g. BIN_old=/tmp/boundary-old SETUPS="direct nsjail@old nsjail").
+# AGENT_SINK=1: the audit records go to a stand-in agent socket (read and discarded), as in a
+# Coder workspace; without it boundary runs with --disable-audit-logs.
 # Knobs: WORKS ("small1 small8 download"), ROUNDS (3) DURATION (4 s) DL_MIB (256) PORT (443; landjail needs 443 because a
 # connection straight to the proxy is routed to port 443). Needs nginx, h2load
 # (nghttp2-client), curl, openssl, python3; offers the apt-get line when one is missing.
@@ -124,14 +126,37 @@ lport=18290
 while ss -ltn | grep -q ":$lport "; do lport=$((lport + 1)); done
 export XDG_CONFIG_HOME="$out/config"
 mkdir -p "$XDG_CONFIG_HOME"
-bflags=(--log-level error --disable-audit-logs --resolve bench.test=127.0.0.1
+bflags=(--log-level error --resolve bench.test=127.0.0.1
     --upstream-ca-file "$out/ca.pem" --allow "domain=bench.test")
+if [ -n "${AGENT_SINK:-}" ]; then
+    # A stand-in for the Coder agent: reads the audit socket and discards what it reads, so
+    # every request's record goes through the forwarder as in a workspace.
+    python3 - "$out/agent.sock" <<'PY' &
+import os, socket, sys, threading
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(16)
+def drain(c):
+    while c.recv(1 << 16):
+        pass
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+PY
+    pids+=("$!")
+    bflags+=(--log-proxy-socket-path "$out/agent.sock")
+else
+    bflags+=(--disable-audit-logs)
+fi
 url="https://bench.test:$PORT"
 [ "$PORT" = 443 ] && url="https://bench.test"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Times the process's threads went to sleep (voluntary context switches): its wake-ups.
 sleeps() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
+# Nanoseconds the process's threads were runnable but waited for a CPU (schedstat field 2).
+rqwait() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%d\n", s}'; }
 
 # The client command of one setup and workload, as run inside the wrapper.
 client_cmd() {
@@ -188,6 +213,9 @@ EOF
     local w0 w1
     w0="$([ -n "$mid" ] && sleeps "$mid" || echo 0)"
     n0="$(ticks "$nginx_pid")"
+    local q0 q1 o0 o1
+    q0="$([ -n "$mid" ] && rqwait "$mid" || echo 0)"
+    o0="$(rqwait "$nginx_pid")"
     local perf_pid=""
     if [ -n "${PERF:-}" ] && [ -n "$mid" ]; then
         perf record -q -F 1999 $PERF_CALLGRAPH -p "$mid" -o "$out/perf-$setup-$work.data" \
@@ -200,11 +228,14 @@ EOF
     p1="$([ -n "$mid" ] && ticks "$mid" || echo 0)"
     w1="$([ -n "$mid" ] && sleeps "$mid" || echo 0)"
     n1="$(ticks "$nginx_pid")"
+    q1="$([ -n "$mid" ] && rqwait "$mid" || echo 0)"
+    o1="$(rqwait "$nginx_pid")"
     touch "$tag.fin"
     wait "$runner" || true
-    python3 - "$tag" "$setup" "$work" "$round" "$((p1 - p0))" "$((n1 - n0))" "$([ -n "$mid" ] && echo 1 || echo 0)" "$((w1 - w0))" >>"$results" <<'EOF'
+    python3 - "$tag" "$setup" "$work" "$round" "$((p1 - p0))" "$((n1 - n0))" "$([ -n "$mid" ] && echo 1 || echo 0)" "$((w1 - w0))" \
+        "$((q1 - q0))" "$((o1 - o0))" >>"$results" <<'EOF'
 import json, os, re, sys
-tag, setup, work, rnd, pt, nt, has_proxy, wakes = sys.argv[1:]
+tag, setup, work, rnd, pt, nt, has_proxy, wakes, prq, orq = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 text = open(tag + ".out").read()
 tl = open(tag + ".times").read().split("\n")[1].split()
@@ -214,7 +245,8 @@ def secs(s):
 r = {"setup": setup, "work": work, "round": int(rnd), "load": open("/proc/loadavg").read().split()[0],
      "client_s": secs(tl[0]) + secs(tl[1]), "origin_s": int(nt) / hz,
      "proxy_s": int(pt) / hz if has_proxy == "1" else None,
-     "proxy_sleeps": int(wakes) if has_proxy == "1" else None}
+     "proxy_sleeps": int(wakes) if has_proxy == "1" else None,
+     "proxy_rq": int(prq) / 1e9 if has_proxy == "1" else None, "origin_rq": int(orq) / 1e9}
 if work == "download":
     try:
         speed, size = text.split()[-2:]
@@ -287,6 +319,9 @@ for work, label in [("small1", "1 conn"), ("small8", "8 conns")]:
             "n/a" if per(s, work, who) is None else f"{per(s, work, who) * 1e6:.1f}" for s in setups) + " |")
     print(f"| small, {label}: proxy thread sleeps/request | " + " | ".join(
         "n/a" if per(s, work, "proxy_sleeps", "") is None else f"{per(s, work, 'proxy_sleeps', ''):.2f}" for s in setups) + " |")
+    for who in ["origin", "proxy"]:
+        print(f"| small, {label}: {who} run-queue wait µs/request | " + " | ".join(
+            "n/a" if per(s, work, who + "_rq", "") is None else f"{per(s, work, who + '_rq', '') * 1e6:.1f}" for s in setups) + " |")
 if any(r["work"] == "download" for r in rows):
   print("| download MB/s | " + " | ".join(cell(s, "download", "mb_per_s") for s in setups) + " |")
   for who in ["client", "origin", "proxy"]:

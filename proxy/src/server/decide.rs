@@ -37,6 +37,8 @@ pub(super) struct Decided {
     pub target: Target,
     /// Path and query as the request wrote them.
     pub path: String,
+    /// The audited URL (`target` and `path`), formatted once per request.
+    pub url: String,
     /// The sequence number of its audit record (also sent as a correlation header).
     pub sequence: i32,
 }
@@ -175,6 +177,7 @@ impl Proxy {
             Ok(_) => Verdict::Forward(Decided {
                 target: judged.target,
                 path: judged.path,
+                url: judged.url,
                 sequence,
             }),
             Err(kind) => Verdict::Refuse(Refusal {

@@ -61,17 +61,21 @@ impl Proxy {
         let Decided {
             target,
             path,
+            url,
             sequence,
         } = decided;
         let upgrade = wants_upgrade(req.method(), req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let uri: Uri = target
-            .url(if path.starts_with('/') { &path } else { "/" })
-            .parse()
-            .map_err(|e| {
-                Failure::BadTarget(format!("cannot forward the request target {path:?}: {e}"))
-            })?;
+        // The audited URL is the upstream one whenever the path is in origin form.
+        let url = if path.starts_with('/') {
+            url
+        } else {
+            target.url("/")
+        };
+        let uri = Uri::try_from(url).map_err(|e| {
+            Failure::BadTarget(format!("cannot forward the request target {path:?}: {e}"))
+        })?;
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
@@ -328,33 +332,39 @@ fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers: `Connection` and every header it lists, `Proxy-Connection`,
 /// `Proxy-Authorization`, `Proxy-Authenticate`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`,
-/// and `TE` unless it is exactly `trailers` (gRPC needs that one).
+/// and `TE` unless it is exactly `trailers` (gRPC needs that one). Runs twice per request.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Only names present are looked up: `Connection: keep-alive` allocates nothing.
     let listed: Vec<HeaderName> = tokens(headers, header::CONNECTION)
+        .filter(|t| headers.contains_key(*t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| name != header::TE)
         .collect();
     for name in listed {
-        if name != header::TE {
-            headers.remove(&name);
-        }
+        headers.remove(&name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("keep-alive"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    let te_trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if headers.contains_key(header::TE) {
+        let te_trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
+
+/// The hop-by-hop headers removed whatever `Connection` lists.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 #[cfg(test)]
 mod tests {

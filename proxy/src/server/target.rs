@@ -101,22 +101,18 @@ impl Target {
     /// Checks that every host the request names (Host, :authority, absolute URI) agrees with
     /// this target; returns why not.
     pub fn mismatch<B>(&self, req: &Request<B>, ctx: &ConnCtx) -> Option<String> {
-        let mut claims: Vec<String> = Vec::new();
-        if let Some(h) = req.headers().get(header::HOST) {
-            match h.to_str() {
-                Ok(s) => claims.push(s.to_string()),
-                Err(_) => return Some("the Host header is not valid text".into()),
-            }
-        }
-        if let Some(a) = req.uri().authority() {
-            claims.push(a.as_str().to_string());
-        }
+        let host_header = match req.headers().get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(_)) => return Some("the Host header is not valid text".into()),
+            None => None,
+        };
+        let claims = [host_header, req.uri().authority().map(|a| a.as_str())];
         let transparent = matches!(ctx.leg, Leg::Transparent(_));
-        for claim in claims {
-            let Some(Authority { host, port }) = Authority::parse(&claim) else {
+        for claim in claims.into_iter().flatten() {
+            let Some(Authority { host, port }) = Authority::parse(claim) else {
                 return Some(format!(
                     "the request names a bad host {:?}",
-                    hide_password(&claim)
+                    hide_password(claim)
                 ));
             };
             if host != self.host {

@@ -112,9 +112,14 @@ impl Limits {
                 let full = self.per_key;
                 map.retain(|_, s| s.available_permits() < full);
             }
-            map.entry(key.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key)))
-                .clone()
+            // Looked up by `&str` first: the key is allocated once per origin, not per request.
+            match map.get(key) {
+                Some(sem) => sem.clone(),
+                None => map
+                    .entry(key.to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_key)))
+                    .clone(),
+            }
         };
         let deadline = tokio::time::Instant::now() + patience;
         let key_permit = wait(sem, deadline, key, Cap::PerOrigin).await?;
