@@ -1,10 +1,11 @@
 //! Small I/O helpers: replaying sniffed bytes, tracking connection activity for the idle
-//! timeout, and reading the original destination of a redirected connection.
+//! timeout and for parking an idle connection, and reading the original destination of a
+//! redirected connection.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,6 +23,19 @@ pub(crate) struct Rewind<S> {
 impl<S> Rewind<S> {
     pub(crate) fn new(inner: S, prefix: Bytes) -> Self {
         Self { prefix, inner }
+    }
+
+    /// Puts `bytes` back in front of what is still to be read (what a parked HTTP/1.1
+    /// connection had read and not parsed yet).
+    pub(crate) fn push_front(&mut self, bytes: Bytes) {
+        self.prefix = if self.prefix.is_empty() {
+            bytes
+        } else {
+            let mut joined = Vec::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            joined.into()
+        };
     }
 }
 
@@ -67,12 +81,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Requests in flight on one client connection and when it was last busy, so the idle timer
-/// closes only connections that have nothing going on.
+/// Requests in flight on one client connection (with their request and response bodies) and
+/// when it was last busy, so the idle timer closes only connections that have nothing going
+/// on; and whether bytes written to the client still wait for a flush (see [`FlushMark`]),
+/// so an idle connection is parked only when nothing of it is half done.
 pub(crate) struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    unflushed: AtomicBool,
 }
 
 impl Activity {
@@ -81,7 +98,18 @@ impl Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            unflushed: AtomicBool::new(false),
         })
+    }
+
+    /// When the connection was last busy (a request began or ended).
+    pub(crate) fn last_active(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Nothing in flight and everything written to the client flushed.
+    pub(crate) fn settled(&self) -> bool {
+        self.in_flight() == 0 && !self.unflushed.load(Ordering::Relaxed)
     }
 
     /// Records activity now (restarts the idle clock).
@@ -105,8 +133,7 @@ impl Activity {
     /// Resolves once the connection has been idle (nothing in flight) for `idle`.
     pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
+            let deadline = self.last_active() + idle;
             if Instant::now() < deadline {
                 tokio::time::sleep_until(deadline.into()).await;
                 continue;
@@ -126,6 +153,71 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client connection's byte stream as the HTTP server sees it, marking in the connection's
+/// [`Activity`] whether written bytes still wait for a flush: hyper flushes after every batch
+/// of writes, so a connection whose last flush finished has nothing left in its buffers.
+pub(crate) struct FlushMark<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> FlushMark<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    fn wrote(&self) {
+        self.activity.unflushed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FlushMark<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FlushMark<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.wrote();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let done = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(done, Poll::Ready(Ok(()))) {
+            self.activity.unflushed.store(false, Ordering::Relaxed);
+        }
+        done
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wrote();
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.wrote();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

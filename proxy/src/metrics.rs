@@ -69,13 +69,16 @@ pub struct Metrics {
     denied: AtomicU64,
     failures: [AtomicU64; KINDS.len()],
     upstream_open: Arc<AtomicI64>,
+    /// Idle HTTP/1.1 client connections parked (holding no HTTP buffers) right now.
+    parked: Arc<AtomicI64>,
     /// From the request arriving to the verdict (rules, overrides, address checks).
     pub decision: Histogram,
     /// From asking for an upstream connection to having it (TCP, corporate proxy, TLS).
     pub upstream_connect: Histogram,
 }
 
-/// Counts one open upstream connection for as long as it is held.
+/// Counts one open upstream connection (or one parked client connection) for as long as it
+/// is held.
 #[derive(Debug)]
 pub(crate) struct OpenUpstream(Arc<AtomicI64>);
 
@@ -103,6 +106,17 @@ impl Metrics {
     pub(crate) fn open_upstream(&self) -> OpenUpstream {
         self.upstream_open.fetch_add(1, Ordering::Relaxed);
         OpenUpstream(self.upstream_open.clone())
+    }
+
+    /// A guard that counts a client connection as parked until it is dropped.
+    pub(crate) fn parked(&self) -> OpenUpstream {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        OpenUpstream(self.parked.clone())
+    }
+
+    /// Client connections parked right now (idle HTTP/1.1 connections holding no buffers).
+    pub fn client_connections_parked(&self) -> i64 {
+        self.parked.load(Ordering::Relaxed).max(0)
     }
 
     /// Requests decided so far: (allowed, denied).
@@ -137,11 +151,15 @@ impl Metrics {
             );
         }
         let upstream = self.upstream_open.load(Ordering::Relaxed).max(0);
+        let parked = self.client_connections_parked();
         let _ = writeln!(
             out,
             "# HELP boundary_client_connections Open connections from jailed programs.\n\
              # TYPE boundary_client_connections gauge\n\
              boundary_client_connections {client_connections}\n\
+             # HELP boundary_client_connections_parked Idle HTTP/1.1 client connections holding no HTTP buffers.\n\
+             # TYPE boundary_client_connections_parked gauge\n\
+             boundary_client_connections_parked {parked}\n\
              # HELP boundary_upstream_connections Open (or opening) connections to origins.\n\
              # TYPE boundary_upstream_connections gauge\n\
              boundary_upstream_connections {upstream}"
@@ -190,6 +208,7 @@ mod tests {
         m.render(&mut s, 4);
         assert!(s.contains("boundary_upstream_connections 1\n"), "{s}");
         assert!(s.contains("boundary_client_connections 4\n"), "{s}");
+        assert!(s.contains("boundary_client_connections_parked 0\n"), "{s}");
         drop(b);
     }
 }

@@ -83,6 +83,9 @@ enum Mode {
     Idle {
         #[arg(long, default_value_t = 1000)]
         conns: usize,
+        /// h1 (HTTP/1.1 keep-alive) or h2.
+        #[arg(long, default_value = "h1")]
+        proto: String,
         #[arg(long)]
         hold_file: std::path::PathBuf,
     },
@@ -162,7 +165,11 @@ async fn run(args: Args) -> Result<serde_json::Value> {
         Mode::Rps { conns, requests } => rps(t, conns, requests).await,
         Mode::Download { bytes } => download(t, bytes).await,
         Mode::Connect { conc, count } => connect(t, conc, count).await,
-        Mode::Idle { conns, hold_file } => idle(t, conns, hold_file).await,
+        Mode::Idle {
+            conns,
+            proto,
+            hold_file,
+        } => idle(t, conns, &proto, hold_file).await,
     }
 }
 
@@ -529,16 +536,38 @@ async fn connect(t: Arc<Target>, conc: usize, count: usize) -> Result<serde_json
     }))
 }
 
-async fn idle(t: Arc<Target>, conns: usize, hold: std::path::PathBuf) -> Result<serde_json::Value> {
-    let mut held = Vec::with_capacity(conns);
+async fn idle(
+    t: Arc<Target>,
+    conns: usize,
+    proto: &str,
+    hold: std::path::PathBuf,
+) -> Result<serde_json::Value> {
+    if proto != "h1" && proto != "h2" {
+        bail!("--proto must be h1 or h2, not {proto:?}");
+    }
+    // Each connection's sender: the connection task runs while it lives.
+    let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::with_capacity(conns);
     let mut errors = 0u64;
     for _ in 0..conns {
-        match t.h1().await {
-            Ok(mut s) => match get_h1(&mut s, t.request("/small", false)).await {
-                Ok((200, _)) => held.push(s),
-                _ => errors += 1,
-            },
-            Err(_) => errors += 1,
+        let req = t.request("/small", false);
+        let one = if proto == "h1" {
+            match t.h1().await {
+                Ok(mut s) => get_h1(&mut s, req)
+                    .await
+                    .map(|r| (r, Box::new(s) as Box<_>)),
+                Err(e) => Err(e),
+            }
+        } else {
+            match t.h2().await {
+                Ok(mut s) => get_h2(&mut s, req)
+                    .await
+                    .map(|r| (r, Box::new(s) as Box<_>)),
+                Err(e) => Err(e),
+            }
+        };
+        match one {
+            Ok(((200, _), s)) => held.push(s),
+            _ => errors += 1,
         }
     }
     eprintln!("IDLE_READY {}", held.len());

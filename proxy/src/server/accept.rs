@@ -41,7 +41,10 @@ impl Proxy {
             let dst = original_dst(&stream).filter(|d| !self.settings.is_self(*d) && *d != local);
             tracing::trace!(%peer, ?dst, "accepted");
             let slot = self.slots.admit();
-            tokio::spawn(slot.run(self.clone().handle_connection(stream, dst)));
+            // Boxed: handed down by value, an unboxed future is copied into each wrapper's
+            // state, and the task would hold three copies of it for the connection's life.
+            let conn = Box::pin(self.clone().handle_connection(stream, dst));
+            tokio::spawn(slot.run(conn));
         }
     }
 

@@ -11,11 +11,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::BoxError;
+use crate::io::ActivityGuard;
+
+/// A request body's place among what is in flight on its client connection, held until the
+/// body has been read to its end or dropped: until then the HTTP/1.1 connection is in the
+/// middle of a message and must not be parked. `None` for a request without a body.
+pub(super) type BodyGuard = Option<ActivityGuard>;
 
 /// Reads (and discards) what is left of a refused request's body in the background, so the
 /// client finishes sending and reads our answer: dropping the body unread makes HTTP/2 reset
 /// the stream, which some clients report instead of the 403. Bounded in size and time.
-pub(super) fn drain(body: Incoming) {
+pub(super) fn drain(body: Incoming, guard: BodyGuard) {
     use hyper::body::Body;
     if body.is_end_stream() {
         return;
@@ -34,6 +40,9 @@ pub(super) fn drain(body: Incoming) {
             }
         })
         .await;
+        // The body first: the guard says the connection is past this message.
+        drop(body);
+        drop(guard);
     });
 }
 
@@ -49,6 +58,8 @@ pub(crate) struct RequestBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Told once the whole body has gone upstream (or there is none).
     sent: Arc<Sent>,
+    /// Released once the body has ended (declared last: dropped after the body).
+    guard: BodyGuard,
 }
 
 /// Whether a request's body has been sent in full: from then on the origin owes the answer.
@@ -78,7 +89,7 @@ impl Sent {
 
 impl RequestBody {
     /// The body, and what tells when it has been sent in full.
-    pub(super) fn new(body: Incoming, limit: Duration) -> (Self, Arc<Sent>) {
+    pub(super) fn new(body: Incoming, limit: Duration, guard: BodyGuard) -> (Self, Arc<Sent>) {
         use hyper::body::Body;
         let sent = Arc::new(Sent::default());
         if body.is_end_stream() {
@@ -89,6 +100,7 @@ impl RequestBody {
             limit,
             stall: None,
             sent: sent.clone(),
+            guard,
         };
         (this, sent)
     }
@@ -125,6 +137,7 @@ impl hyper::body::Body for RequestBody {
                 this.stall = None;
                 if matches!(ready, Poll::Ready(None)) {
                     this.sent.mark();
+                    this.guard = None;
                 }
                 ready.map(|f| f.map(|r| r.map_err(Into::into)))
             }
@@ -147,7 +160,7 @@ impl Drop for RequestBody {
     fn drop(&mut self) {
         if let Some(body) = self.body.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                drain(body);
+                drain(body, self.guard.take());
             }
         }
     }

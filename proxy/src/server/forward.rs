@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
-use super::body::{RequestBody, Sent};
+use super::body::{BodyGuard, RequestBody, Sent};
 use super::decide::Decided;
 use super::respond::empty;
 use super::sniff::Leg;
@@ -57,6 +57,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         decided: Decided,
+        body_guard: BodyGuard,
     ) -> Result<Response<ProxyBody>, Failure> {
         let Decided {
             target,
@@ -94,7 +95,7 @@ impl Proxy {
                 headers.insert(HeaderName::from_static(SEQUENCE_HEADER), sequence.into());
             }
         }
-        let (body, sent) = RequestBody::new(body, self.config.client_stall_timeout);
+        let (body, sent) = RequestBody::new(body, self.config.client_stall_timeout, body_guard);
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
@@ -224,7 +225,8 @@ impl Proxy {
             }
         };
         // The tunnel is the same client connection: it keeps its slot.
-        tokio::spawn(crate::slots::carry(tunnel, false));
+        // Boxed: handed down by value, the future would be copied into each wrapper's state.
+        tokio::spawn(crate::slots::carry(Box::pin(tunnel), false));
         Response::new(empty())
     }
 }

@@ -32,6 +32,7 @@ mod decide;
 mod forward;
 mod framing;
 mod overrides;
+mod park;
 mod respond;
 mod sniff;
 mod target;

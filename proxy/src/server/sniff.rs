@@ -142,7 +142,10 @@ impl Proxy {
         let hs = self.config.handshake_timeout;
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-        let start = match tokio::time::timeout(hs, acceptor).await {
+        // The handshake's futures are boxed, so the connection's task does not keep room for
+        // them for its whole life (likewise the TLS stream below: moved from phase to phase,
+        // a stream held by value would be copied into each one's state).
+        let start = match Box::pin(tokio::time::timeout(hs, acceptor)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "bad TLS ClientHello");
@@ -177,7 +180,7 @@ impl Proxy {
                 return;
             }
         };
-        let tls = match tokio::time::timeout(hs, start.into_stream(config)).await {
+        let tls = match Box::pin(tokio::time::timeout(hs, start.into_stream(config))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, host = %cert_host, "client TLS handshake failed");
@@ -188,6 +191,7 @@ impl Proxy {
                 return;
             }
         };
+        let tls = Box::new(tls);
         let ctx = ConnCtx {
             leg,
             tls: true,
