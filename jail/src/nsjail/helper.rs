@@ -144,7 +144,6 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     if !req.skip_netfilter {
         super::nft::install(proxy_port, dns_port)?;
     }
-    sender_start.wait()?;
     unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| namespace_failure(req, "creating a PID namespace", e))?;
     let (status_r, status_w) =
@@ -180,6 +179,11 @@ fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
                 Err(e) => Some(format!("reading the jail's init setup status: {e}").into()),
             };
             if let Some(failure) = failure {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(failure);
+            }
+            if let Err(failure) = sender_start.wait() {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
                 return Err(failure);

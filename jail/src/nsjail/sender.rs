@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{ForkResult, Pid};
+use rustix::fs::{Mode, OFlags};
 
 use super::wire::Failure;
 
@@ -16,9 +17,13 @@ static SENDER: OnceLock<Pid> = OnceLock::new();
 /// network namespaces and before it forks init (so the sender is outside the jail's PID
 /// namespace and `/proc` is still one where it has a pid). `close`: the helper's descriptors
 /// the sender must not keep (boundary's control socket). Returns boundary's end of the
-/// channel and the sender's start, which [`Starting::wait`] must see through before init is
-/// forked: init mounts the jail's own `/proc` over the one the sender opens its `fd` directory
-/// in (with no `ip` and `nft` to start in between, init would otherwise win that race).
+/// channel and the sender's start, which [`Starting::wait`] sees through before the jail is
+/// reported ready.
+///
+/// The sender finds its `fd` directory through this `/proc`, opened before the fork: init
+/// mounts the jail's own `/proc` (where the sender has no pid) over it in the mount namespace
+/// they share, and without `ip` and `nft` to start in between it often does so before the
+/// sender has run at all.
 pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -29,6 +34,12 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
     .map_err(|e| format!("creating the sender's channel: {e}"))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("creating the sender's start pipe: {e}"))?;
+    let proc = rustix::fs::open(
+        "/proc",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening /proc for the jail's sender: {e}"))?;
     // SAFETY: the helper is single-threaded (it never starts a thread), so the child may run
     // arbitrary code after fork.
     match unsafe { crate::sys::fork() }.map_err(|e| format!("forking the jail's sender: {e}"))? {
@@ -38,7 +49,7 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
             for &fd in close {
                 let _ = nix::unistd::close(fd);
             }
-            match confine() {
+            match confine(&proc) {
                 Ok(()) => {
                     let _ = nix::unistd::write(&ready_w, &[1]);
                     drop(ready_w);
@@ -50,6 +61,7 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
             std::process::exit(0)
         }
         ForkResult::Parent { child } => {
+            drop(proc);
             let _ = SENDER.set(child);
             Ok((ours, Starting(ready_r)))
         }
@@ -60,8 +72,8 @@ pub(super) fn spawn(close: &[RawFd]) -> Result<(OwnedFd, Starting), Failure> {
 pub(super) struct Starting(OwnedFd);
 
 impl Starting {
-    /// Waits until the sender has confined itself (its `/proc/self/fd` is open); an error if
-    /// it could not.
+    /// Waits until the sender has confined itself; an error if it could not. By the time
+    /// init has built the jail it has, so the helper calls this last.
     pub(super) fn wait(self) -> Result<(), Failure> {
         let mut b = [0u8; 1];
         loop {
@@ -91,11 +103,16 @@ pub(super) fn end() {
 }
 
 /// Gives the sender the target's credentials and nothing more (see the module documentation
-/// of [`crate::supervisor::sender`]).
-fn confine() -> std::io::Result<()> {
+/// of [`crate::supervisor::sender`]). `proc`: the host's `/proc`, whatever is mounted there now.
+fn confine(proc: &OwnedFd) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let _ = nix::sys::prctl::set_name(c"boundary-send");
-    let dir = std::fs::File::open("/proc/self/fd")?;
+    let dir = rustix::fs::openat(
+        proc,
+        "self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     nix::unistd::fchdir(dir.as_raw_fd())?;
     crate::process::drop_all_privileges()?;
     nix::sys::prctl::set_dumpable(false)?;
