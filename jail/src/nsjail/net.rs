@@ -315,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn without_ipv6_the_links_are_made_and_only_ipv6_is_left_out() {
+        let (ipv6, state) = in_new_netns(|| {
+            // New devices of this namespace get IPv6 disabled, as on a host that turned it off.
+            std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").unwrap();
+            (setup_links().unwrap(), settled())
+        });
+        assert!(!ipv6, "{state}");
+        assert!(
+            state.contains("169.254.253.1/32") && state.contains("default dev bnd0"),
+            "{state}"
+        );
+        assert!(!state.contains("fd62:"), "{state}");
+    }
+
+    #[test]
     fn a_second_veth_of_the_same_name_is_an_error_naming_the_step() {
         let e = in_new_netns(|| {
             setup_links().unwrap();

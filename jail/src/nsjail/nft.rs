@@ -341,6 +341,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_batch_is_an_error_naming_the_cause_not_a_wait() {
+        let answers = in_new_netns(|| {
+            let sock = netlink::open(SockProtocol::NetlinkNetFilter).unwrap();
+            // The table, then a rule for a chain that does not exist: the kernel refuses the
+            // whole batch and answers both.
+            let msgs = batch(8080, 5353);
+            let pick = [0, 1, 6, msgs.len() - 1].map(|i| msgs[i].clone());
+            netlink::exchange(&sock, &pick).unwrap()
+        });
+        let errors: Vec<_> = answers
+            .iter()
+            .flatten()
+            .filter_map(|a| a.as_ref().err())
+            .collect();
+        assert_eq!(errors.len(), 1, "{answers:?}");
+        assert_eq!(errors[0].raw_os_error(), Some(libc::ENOENT), "{answers:?}");
+    }
+
+    #[test]
     fn the_netlink_batch_makes_what_nft_makes_of_the_text() {
         for (proxy, dns) in [(8080, 5353), (41234, 1053)] {
             let ours = in_new_netns(move || {
