@@ -7,7 +7,9 @@
 //! first removes the directories of runs that are gone: the same user's directories whose lock
 //! is free. The lock is taken on a temporary name and renamed to `lock` only once held, so a
 //! directory that is being created is never taken for a dead one. Directories without `lock`
-//! (boundary versions before the lock) are left alone.
+//! (boundary versions before the lock) are left alone, and so are those whose `lock` is not a
+//! plain file of this user (a jailed command can write the directory: a FIFO there would make
+//! every later run wait, a symbolic link would point the lock elsewhere).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -72,9 +74,24 @@ fn sweep(tmp: &Path, uid: u32, own: &Path) {
         if !ours {
             continue;
         }
-        let Ok(f) = OpenOptions::new().write(true).open(path.join(LOCK)) else {
+        // Not followed and never waited on: the directory is writable to a jailed command of
+        // this user, which could leave a FIFO there (the open would wait forever, and so every
+        // later run) or a symbolic link (to any file this user may write and lock).
+        let Ok(f) = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path.join(LOCK))
+        else {
             continue; // no lock: an older version's, or not ours to judge
         };
+        if !f.metadata().is_ok_and(|m| m.is_file() && m.uid() == uid) {
+            tracing::warn!(
+                path = %path.join(LOCK).display(),
+                "a stale CA directory's lock is not a plain file of this user: left alone \
+                 (remove the directory by hand if no boundary run is using it)"
+            );
+            continue;
+        }
         if f.try_lock().is_ok() {
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {
@@ -117,5 +134,35 @@ mod tests {
         drop(lock(&dead2).unwrap());
         sweep(tmp.path(), uid + 1, Path::new("/nonexistent"));
         assert!(dead2.exists());
+    }
+
+    /// A lock that is a FIFO or a symbolic link (planted by a jailed command of the same user)
+    /// neither makes the sweep wait nor is followed: the directory is left alone and the sweep
+    /// returns. Before, the FIFO made every later run hang in `open`.
+    #[test]
+    fn a_planted_fifo_or_link_as_lock_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo_dir = tmp.path().join("boundary-ca-fifo");
+        std::fs::create_dir(&fifo_dir).unwrap();
+        nix::unistd::mkfifo(&fifo_dir.join(LOCK), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let link_dir = tmp.path().join("boundary-ca-link");
+        std::fs::create_dir(&link_dir).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::os::unix::fs::symlink(&victim, link_dir.join(LOCK)).unwrap();
+        let uid = std::fs::metadata(tmp.path()).unwrap().uid();
+        let (done, wait) = std::sync::mpsc::channel();
+        let dir = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            sweep(&dir, uid, Path::new("/nonexistent"));
+            let _ = done.send(());
+        });
+        wait.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the sweep waits on a planted FIFO");
+        assert!(
+            fifo_dir.exists() && link_dir.exists(),
+            "planted directories are left alone"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
     }
 }

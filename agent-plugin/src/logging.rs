@@ -4,7 +4,6 @@
 //! The level also filters the local audit lines (deny at WARN, allow at INFO), which is what
 //! `--log-level` promises.
 
-use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -95,7 +94,7 @@ fn open(path: &Path, private: bool) -> std::io::Result<std::fs::File> {
         b.mode(0o700);
     }
     b.create(dir)?;
-    OpenOptions::new().create(true).append(true).open(path)
+    boundary_audit::open_append(path, 0o666)
 }
 
 /// Writes one field as the default formatter does (`name=value`, the message bare), with every

@@ -281,16 +281,12 @@ fn check_files(cfg: &Config) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}; fix --upstream-ca-file (see `boundary config`)"))?;
     }
     if let Some(path) = &cfg.audit_log {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| {
-                format!(
-                    "cannot open the audit log {}; fix --audit-log (see `boundary config`)",
-                    path.display()
-                )
-            })?;
+        boundary_audit::open_append(path, 0o600).with_context(|| {
+            format!(
+                "cannot open the audit log {}; fix --audit-log (see `boundary config`)",
+                path.display()
+            )
+        })?;
     }
     Ok(())
 }

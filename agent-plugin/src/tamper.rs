@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -58,11 +58,7 @@ fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
     }
     if let Some(audit) = &cfg.audit_log {
         // Created now (as the audit writer would), so it exists when the jail protects it.
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(audit)
+        boundary_audit::open_append(audit, 0o600)
             .with_context(|| format!("cannot open the audit log {}", audit.display()))?;
         out.push((audit.clone(), Kind::AppendOnly));
     }

@@ -44,7 +44,37 @@ pub(crate) struct JsonFile {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    open_append(path, 0o600)
+}
+
+/// Opens a log file of boundary's (created if missing, appended to) without following a
+/// symbolic link in its last component: log files live where a jailed command of the same user
+/// may write (its `$HOME`, `/tmp`), and a link it left there would make the next run, perhaps
+/// started by root, create or append to any file the link names. Paths under `/dev/` and
+/// `/proc/` are streams the caller chose (`--audit-log /dev/stdout`) and are opened as given.
+/// `mode`: the permissions of a file it creates (before the umask).
+pub fn open_append(path: &Path, mode: u32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stream = path.starts_with("/dev") || path.starts_with("/proc");
+    let flags = if stream { 0 } else { nix::libc::O_NOFOLLOW };
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                std::io::Error::other(format!(
+                    "{} is a symbolic link, which boundary does not follow for its log files (a \
+                     jailed command may have left it to make boundary write elsewhere): remove \
+                     it, or name the real file",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })
 }
 
 impl JsonFile {
@@ -182,5 +212,29 @@ fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symbolic link where a log file goes (left by a jailed command of the same user) is not
+    /// followed: the open fails naming the link, and the file it points at is not created.
+    /// A stream under /dev is still opened as given.
+    #[test]
+    fn a_planted_link_is_not_followed_a_stream_is_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        let link = d.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = open_append(&link, 0o600).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        assert!(!victim.exists(), "the link was followed");
+        let plain = d.path().join("plain.jsonl");
+        open_append(&plain, 0o600).unwrap();
+        assert!(plain.is_file());
+        // A link, but the caller's stream: `--audit-log /dev/stdout`.
+        open_append(Path::new("/dev/stdout"), 0o600).unwrap();
     }
 }

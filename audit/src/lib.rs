@@ -26,6 +26,7 @@ pub mod escape;
 pub mod fields;
 pub mod forwarder;
 mod jsonfile;
+pub use jsonfile::open_append;
 pub mod local;
 pub mod otel;
 pub mod peer;

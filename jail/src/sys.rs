@@ -991,7 +991,7 @@ pub(crate) fn become_user_keeping_capabilities(
 /// nothing.
 pub(crate) struct MountAs {
     /// Its namespaces, in [`MOUNT_NAMESPACES`] order (`/proc/<tid>/ns/...`).
-    pub(crate) namespaces: [OwnedFd; 6],
+    pub(crate) namespaces: [OwnedFd; MOUNT_NAMESPACES.len()],
     /// Its root directory (`/proc/<tid>/root`).
     pub(crate) root: OwnedFd,
     /// Its working directory (`/proc/<tid>/cwd`).
@@ -1017,26 +1017,34 @@ pub(crate) enum MountAsError {
     Setup(&'static str, i32),
 }
 
-/// The caller's namespaces a mount depends on, in the order the child joins them: those
-/// that decide what a fresh file system shows (network for sysfs, IPC for mqueue, cgroup for
-/// cgroup2, PID for proc, which takes the mounting process's own) while the child still has
-/// its rights over the jail's namespaces, then the mount namespace, then the user namespace,
-/// after which it holds rights only where the caller does.
-pub(crate) const MOUNT_NAMESPACES: [(&str, c_int); 6] = [
+/// The caller's namespaces, in the order the child joins them: first those that decide what a
+/// fresh file system shows (network for sysfs, IPC for mqueue, cgroup for cgroup2, PID for proc,
+/// which takes the mounting process's own) and the rest (UTS, time), so no handle the child
+/// leaves behind (a bind of `/proc/self/ns/...`) names a namespace of boundary's, all while
+/// the child still has its rights over the jail's namespaces; then the mount namespace; then
+/// the user namespace, after which it holds rights only where the caller does.
+pub(crate) const MOUNT_NAMESPACES: [(&str, c_int); 8] = [
     ("net", libc::CLONE_NEWNET),
     ("ipc", libc::CLONE_NEWIPC),
     ("cgroup", libc::CLONE_NEWCGROUP),
+    ("uts", libc::CLONE_NEWUTS),
+    ("time", libc::CLONE_NEWTIME),
     ("pid", libc::CLONE_NEWPID),
     ("mnt", libc::CLONE_NEWNS),
     ("user", libc::CLONE_NEWUSER),
 ];
 
-const MOUNT_STEPS: [&str; 14] = [
+/// Where the child's steps after the namespaces start in [`MOUNT_STEPS`].
+const AFTER_NS: usize = 2 + MOUNT_NAMESPACES.len();
+
+const MOUNT_STEPS: [&str; AFTER_NS + 6] = [
     "raising the supervisor's permitted capabilities, not dumpable",
     "taking the caller's groups",
     "joining its network namespace",
     "joining its IPC namespace",
     "joining its cgroup namespace",
+    "joining its UTS namespace",
+    "joining its time namespace",
     "joining its PID namespace",
     "joining its mount namespace",
     "joining its user namespace",
@@ -1107,27 +1115,27 @@ pub(crate) fn mount_as(m: &MountAs) -> Result<(), MountAsError> {
         // SAFETY: fchdir/chroot take descriptors owned by `m` and a static C string.
         unsafe {
             if libc::fchdir(root) < 0 {
-                return fail(8);
+                return fail(AFTER_NS);
             }
             if libc::chroot(c".".as_ptr()) < 0 {
-                return fail(9);
+                return fail(AFTER_NS + 1);
             }
             if libc::fchdir(cwd) < 0 {
-                return fail(10);
+                return fail(AFTER_NS + 2);
             }
             // Every descriptor goes, boundary's included: a path through `/proc/self/fd/<n>`
             // must not name one of boundary's files to the caller's mount.
             if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) < 0 {
-                return fail(10);
+                return fail(AFTER_NS + 2);
             }
         }
         if capset(&narrowed).is_err() {
-            return fail(11);
+            return fail(AFTER_NS + 3);
         }
         // SAFETY: still one thread, async-signal-safe calls only on both sides.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return fail(12);
+            return fail(AFTER_NS + 4);
         }
         if pid == 0 {
             // SAFETY: every pointer is NULL or a NUL-terminated string owned by `m`.
@@ -1146,13 +1154,13 @@ pub(crate) fn mount_as(m: &MountAs) -> Result<(), MountAsError> {
         // SAFETY: waits for the grandchild just forked, into a local.
         while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
             if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return fail(13);
+                return fail(AFTER_NS + 5);
             }
         }
         if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else {
-            fail(13)
+            fail(AFTER_NS + 5)
         }
     };
     // SAFETY: the child makes only async-signal-safe calls (raw system calls on prepared data,
@@ -1178,9 +1186,14 @@ pub(crate) fn mount_as(m: &MountAs) -> Result<(), MountAsError> {
     };
     match status {
         nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-        nix::sys::wait::WaitStatus::Exited(_, c) if (200..214).contains(&c) => Err(
-            MountAsError::Setup(MOUNT_STEPS[(c - 200) as usize], libc::EPERM),
-        ),
+        nix::sys::wait::WaitStatus::Exited(_, c)
+            if (200..200 + MOUNT_STEPS.len() as i32).contains(&c) =>
+        {
+            Err(MountAsError::Setup(
+                MOUNT_STEPS[(c - 200) as usize],
+                libc::EPERM,
+            ))
+        }
         nix::sys::wait::WaitStatus::Exited(_, c) => Err(MountAsError::Mount(c)),
         _ => Err(MountAsError::Setup(
             "the mount's child ended by a signal",

@@ -12,8 +12,8 @@
 //!
 //! So every `mount` of such a jail comes here. The supervisor copies the arguments out of the
 //! caller, decides on its copy, and makes the call itself from that copy (`sys::mount_as`: a
-//! child that joins the caller's user, mount, PID, network, IPC and cgroup namespaces, root and
-//! working directory, with its groups and exactly its effective capabilities), so the kernel
+//! child that joins every namespace of the caller's (user, mount, PID, network, IPC, cgroup,
+//! UTS, time), its root and working directory, with its groups and exactly its effective capabilities), so the kernel
 //! never reads the caller's memory again. Decisions, on the call the kernel would make (the flags read as the kernel
 //! reads them, [`Kind::of`]):
 //! - a new mount (no remount, bind, move or propagation flag) only of the file systems in
@@ -206,7 +206,7 @@ pub(super) fn check(req: &libc::seccomp_notif, notify: i32) -> Option<Result<Che
 /// The calling thread's namespaces, root, working directory, groups and capabilities, opened
 /// and read before the notification is confirmed valid.
 struct Caller {
-    namespaces: [OwnedFd; 6],
+    namespaces: [OwnedFd; MOUNT_NAMESPACES.len()],
     root: OwnedFd,
     cwd: OwnedFd,
     groups: Vec<libc::gid_t>,
