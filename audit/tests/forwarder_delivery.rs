@@ -110,3 +110,41 @@ async fn frames_an_agent_read_are_not_sent_again() {
         "nothing agent 1 read is repeated"
     );
 }
+
+/// While a batch is open its records wait in the queue (the task is not woken per record), but
+/// a full frame (1000 records or 32 KiB) still goes out at once, not at the end of the flush
+/// interval; only the last, partial batch waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_frames_go_out_without_waiting_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("a.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut o = options(&sock);
+    o.flush_interval = Duration::from_secs(60);
+    let pipe = AuditPipeline::start(o).unwrap();
+    let sink = pipe.sink();
+    // The forwarder connects once it has a batch to send.
+    let agent = tokio::spawn(async move {
+        let (mut agent, _) = listener.accept().await.unwrap();
+        read_records(&mut agent, Duration::from_secs(3)).await
+    });
+    // The first records open a batch; the rest arrive while it is open.
+    for seq in 0..10 {
+        sink.record(record(seq));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for seq in 10..3000 {
+        sink.record(record(seq));
+        if seq % 100 == 99 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let got = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .expect("the agent got nothing before the flush interval")
+        .unwrap();
+    // At least two full frames, in order, long before the 60 s flush interval ends.
+    assert!(got.len() >= 2000, "only {} records arrived", got.len());
+    assert_eq!(got, (0..got.len() as i32).collect::<Vec<_>>());
+    drop(pipe);
+}

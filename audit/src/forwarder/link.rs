@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher};
@@ -80,6 +80,8 @@ pub(super) enum Frame {
 enum Event {
     Shutdown(Instant),
     Record(Option<AuditRecord>),
+    /// Records piled up while a batch was open (see [`super::Forwarder::push`]).
+    Bell,
     BatchDue,
     ConnectDue,
     Readable,
@@ -93,9 +95,14 @@ enum Event {
 pub(super) struct Inbox {
     rx: mpsc::Receiver<AuditRecord>,
     shutdown_rx: oneshot::Receiver<Instant>,
+    /// Rung by the proxy side once records pile up while a batch is open.
+    bell: Arc<Notify>,
     /// The proxy side may still send records.
     open: bool,
 }
+
+/// Records taken off the queue in one go before other events are looked at again.
+const DRAIN: usize = 4096;
 
 pub(crate) struct Task {
     pub(super) cfg: ForwarderConfig,
@@ -177,6 +184,7 @@ impl Task {
         mut self,
         rx: mpsc::Receiver<AuditRecord>,
         shutdown_rx: oneshot::Receiver<Instant>,
+        bell: Arc<Notify>,
     ) {
         if let Some(s) = self.cfg.early.take() {
             match s
@@ -190,6 +198,7 @@ impl Task {
         let mut inbox = Inbox {
             rx,
             shutdown_rx,
+            bell,
             open: true,
         };
         loop {
@@ -223,11 +232,17 @@ impl Task {
         let has_conn = stream.is_some();
         let blocked = has_conn && self.out.is_some();
         let rx_open = inbox.open;
+        // While a batch is open its records wait in the queue until the batch is due (or the
+        // bell rings): the task is not woken once per request, which cost the proxy a
+        // cross-thread wake-up on every request.
+        let take_each = rx_open && batch_due.is_none();
+        let bell = rx_open && !take_each;
         tokio::select! {
             d = &mut inbox.shutdown_rx, if !shutting_down => {
                 Event::Shutdown(d.unwrap_or_else(|_| Instant::now()))
             }
-            r = inbox.rx.recv(), if rx_open => Event::Record(r),
+            r = inbox.rx.recv(), if take_each => Event::Record(r),
+            _ = inbox.bell.notified(), if bell => Event::Bell,
             _ = sleep_until_opt(batch_due), if batch_due.is_some() => Event::BatchDue,
             _ = sleep_until_opt(connect_at), if connect_at.is_some() => Event::ConnectDue,
             _ = ready(stream, true), if has_conn => Event::Readable,
@@ -256,23 +271,15 @@ impl Task {
             }
             Event::Record(Some(r)) => {
                 self.batcher.push(&r, &mut self.closed);
-                // Take what else is waiting without another trip through the loop.
-                for _ in 0..1024 {
-                    match inbox.rx.try_recv() {
-                        Ok(r) => self.batcher.push(&r, &mut self.closed),
-                        Err(_) => break,
-                    }
-                }
-                if self.store.is_disk() && self.stats.queued.load(Ordering::SeqCst) >= self.spill_at
-                {
-                    // Memory is for the flush interval only: what piles up goes to disk now.
-                    self.close_batch();
-                } else {
-                    self.stash();
-                }
+                self.take_waiting(inbox);
             }
+            Event::Bell => self.take_waiting(inbox),
             Event::Record(None) => inbox.open = false,
-            Event::BatchDue => self.close_batch(),
+            Event::BatchDue => {
+                // The batch's records that waited in the queue belong to it.
+                self.take_waiting(inbox);
+                self.close_batch();
+            }
             Event::ConnectDue => self.connect().await,
             Event::Readable => {
                 if let Some(stream) = self.link.stream() {
@@ -287,6 +294,23 @@ impl Task {
             Event::Deadline => return false,
         }
         true
+    }
+
+    /// Batches what waits in the queue (at most [`DRAIN`] records per call), then stores the
+    /// closed batches.
+    fn take_waiting(&mut self, inbox: &mut Inbox) {
+        for _ in 0..DRAIN {
+            match inbox.rx.try_recv() {
+                Ok(r) => self.batcher.push(&r, &mut self.closed),
+                Err(_) => break,
+            }
+        }
+        if self.store.is_disk() && self.stats.queued.load(Ordering::SeqCst) >= self.spill_at {
+            // Memory is for the flush interval only: what piles up goes to disk now.
+            self.close_batch();
+        } else {
+            self.stash();
+        }
     }
 
     /// Shutting down and nothing more can or need be done.

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boundary_proto::pb::ReportBoundaryLogsRequest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 pub use batch::{fit_record, to_proto};
 pub use spool::SpoolConfig;
@@ -160,6 +160,9 @@ pub struct Forwarder {
     task: Option<tokio::task::JoinHandle<()>>,
     /// Records accepted and not yet stored past which new ones are dropped.
     limit: usize,
+    /// Wakes the task while its batch is open, once `bell_at` records wait in the queue.
+    bell: Arc<Notify>,
+    bell_at: usize,
     /// Why, in the drop log.
     full_reason: &'static str,
 }
@@ -183,7 +186,8 @@ impl Forwarder {
         };
         let (tx, rx) = mpsc::channel(limit);
         let (stx, srx) = oneshot::channel();
-        let task = tokio::spawn(task.run(rx, srx));
+        let bell = Arc::new(Notify::new());
+        let task = tokio::spawn(task.run(rx, srx, bell.clone()));
         Self {
             tx,
             stats,
@@ -191,6 +195,9 @@ impl Forwarder {
             shutdown: Some(stx),
             task: Some(task),
             limit,
+            bell,
+            // Well before the queue is full, and at most a frame's worth.
+            bell_at: (queue_size / 4).clamp(1, MAX_RECORDS_PER_FRAME / 4),
             full_reason,
         }
     }
@@ -208,6 +215,11 @@ impl Forwarder {
         match self.tx.try_send(record) {
             Ok(()) => {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
+                // The task takes the first record of a batch at once and the rest when the
+                // batch is due; records piling up in the queue meanwhile ring it sooner.
+                if self.tx.max_capacity() - self.tx.capacity() >= self.bell_at {
+                    self.bell.notify_one();
+                }
                 // A record got through: the run of drops before it is complete, log it now.
                 self.drops.flush();
             }

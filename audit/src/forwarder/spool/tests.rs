@@ -19,6 +19,9 @@ fn batch(first: i32, n: usize) -> Batch {
 #[test]
 fn crc32_is_the_ieee_one() {
     assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
+    // The parts run on one from another.
+    assert_eq!(crc32(&[b"1234", b"", b"56789"]), 0xCBF4_3926);
+    assert_eq!(crc32(&[]), 0);
 }
 
 #[test]
