@@ -5,6 +5,9 @@
 //!   payload past 32768 bytes, at 1000 records (coderd's limit), or `flush_interval` after its
 //!   first record. A single record too large for a frame has its URL (then rule, then method)
 //!   shortened and marked (`...[truncated]`, extension field `truncated`), never dropped.
+//!   The task takes a batch's first record at once and the others when the batch is due, or
+//!   sooner once a quarter of the queue (at most 250 records) waits: the proxy's threads are
+//!   not woken once per request to hand over its record.
 //! - **The link** (`link.rs`): a state machine, waiting for the socket → probing the protocol
 //!   → open, with one backoff type (`wire.rs`). `auto` opens each connection with a tag-2
 //!   `BoundaryStatus` frame and watches it for [`PROBE_WINDOW`]; an agent closing in that
