@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A little more than the proxy's park delay (1 s).
+/// Well past the proxy's park delay (250 ms), also on a loaded machine.
 const PAST_PARK: Duration = Duration::from_millis(1600);
 
 fn parked_now(h: &Harness) -> i64 {

@@ -29,9 +29,11 @@ use super::{Proxy, ProxyBody};
 use crate::io::{Activity, FlushMark, Rewind};
 
 /// How long an HTTP/1.1 connection stays settled before it is parked: long enough that a
-/// client sending request after request never pays for a rebuild, short next to how long
-/// pooled keep-alive connections sit idle (tens of seconds).
-pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+/// client sending request after request never pays for a rebuild (a few µs of allocations
+/// when it does), short next to how long pooled keep-alive connections sit idle (seconds to
+/// minutes), and short enough that a burst of new connections does not leave many unparked
+/// at once (their freed buffers stay in the allocator: see BENCHMARKS.md).
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// What a client connection's requests go to (`Proxy::serve_http`'s service), cloned into
 /// each HTTP/1.1 connection built on the stream.
