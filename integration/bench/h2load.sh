@@ -156,7 +156,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Times the process's threads went to sleep (voluntary context switches): its wake-ups.
 sleeps() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
 # Nanoseconds the process's threads were runnable but waited for a CPU (schedstat field 2).
-rqwait() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%d\n", s}'; }
+rqwait() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'; }
 
 # The client command of one setup and workload, as run inside the wrapper.
 client_cmd() {
