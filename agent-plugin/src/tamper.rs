@@ -1,7 +1,9 @@
 //! boundary's own files, which the jailed command must not change: the config directory (with
 //! `config.yaml`, the next run's allowlist), an explicit `--config` file, the log file
 //! (`--log-dir`, or the state directory's when stderr is a terminal: `main` puts that directory
-//! in `log_dir`) and the `--audit-log` file.
+//! in `log_dir`), the `--audit-log` file, boundary's own executable (the next run starts it)
+//! and the `protect_paths` the caller names (the Coder module's wrapper script, which starts
+//! the next session: rewritten from the jail, that session would run without a jail).
 //!
 //! nsjail binds them read-only inside the jail (and pins every parent directory with a mount,
 //! so none of them can be renamed away). landjail cannot hide or protect what its own uid owns,
@@ -23,8 +25,11 @@ use boundary::config::Config;
 /// How a protected path is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Must not change at all (config directory, config file).
+    /// Must not change at all (config directory, config file, `protect_paths`).
     Fixed,
+    /// Must not change, judged by identity, size, mode and change time instead of content
+    /// (boundary's own executable: tens of megabytes, and any write moves its change time).
+    Identity,
     /// boundary appends to it: only its identity and the bytes present at start must stay.
     AppendOnly,
 }
@@ -46,6 +51,13 @@ fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
         tracing::debug!(dir = %cfg.config_dir.display(), error = %e, "config directory not created");
     }
     let mut out = vec![(cfg.config_dir.clone(), Kind::Fixed)];
+    // The executable the next run starts: where it sits in a path the jail may write (`$HOME`,
+    // `/tmp`: an install_command's choice), the jail could swap it for a program that runs
+    // unjailed next time.
+    if let Ok(exe) = std::env::current_exe().and_then(fs::canonicalize) {
+        out.push((exe, Kind::Identity));
+    }
+    out.extend(cfg.protect_paths.iter().map(|p| (p.clone(), Kind::Fixed)));
     if let Some(f) = cfg
         .config_file
         .as_ref()
@@ -91,7 +103,7 @@ pub fn snapshot(cfg: &Config) -> Result<Snapshot> {
         listing(cfg)?
             .into_iter()
             .map(|(p, k)| {
-                let s = state(&p, None, &live);
+                let s = state_of(&p, k, None, &live);
                 (p, k, s)
             })
             .collect(),
@@ -120,7 +132,7 @@ impl Snapshot {
                 (Kind::AppendOnly, Some(b)) => Some(b.size),
                 _ => None,
             };
-            let after = state(path, limit, &self.1);
+            let after = state_of(path, *kind, limit, &self.1);
             let shown = path.display();
             match (before, after) {
                 (None, None) => {}
@@ -163,6 +175,22 @@ impl Snapshot {
 /// How much of an append-only file's end (before the run) is digested: enough to catch an
 /// edit of recent records without reading a long audit log at every start.
 const TAIL: u64 = 256 * 1024;
+
+/// The state of `path` as `kind` judges it: [`Kind::Identity`] digests the change time (which
+/// every write, `chmod` or `utime` moves, and which no call sets back) instead of the content.
+fn state_of(path: &Path, kind: Kind, limit: Option<u64>, skip: &[PathBuf]) -> Option<State> {
+    if kind != Kind::Identity {
+        return state(path, limit, skip);
+    }
+    let m = fs::symlink_metadata(path).ok()?;
+    Some(State {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mode: m.mode(),
+        digest: hash(format!("{}.{}", m.ctime(), m.ctime_nsec()).as_bytes()),
+    })
+}
 
 /// The state of `path` (not following a final symlink); `limit` digests only the bytes up to
 /// there (the last [`TAIL`] of them); a directory's entries in `skip` are left out.

@@ -361,4 +361,29 @@ fn module_wrapper_runs_a_jailed_command_as_the_registry_readme_shows() {
             .is_file(),
         "the module's log_dir received boundary's log"
     );
+    // The wrapper starts the next session: the jailed command cannot rewrite it (it names its
+    // directory in BOUNDARY_PROTECT_PATHS; nsjail binds it read-only). Before, it could, and
+    // the next session ran without a jail.
+    let before = std::fs::read_to_string(&wrapper).unwrap();
+    let out = Command::new(&wrapper)
+        .env("HOME", home.path())
+        .env(
+            "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
+            home.path().join("none.sock"),
+        )
+        .arg(format!("--config={}", config.display()))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo 'exec \"$@\"' > {w}; echo ran",
+            w = wrapper.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
+    assert_eq!(
+        std::fs::read_to_string(&wrapper).unwrap(),
+        before,
+        "the jail rewrote the wrapper: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

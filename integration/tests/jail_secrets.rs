@@ -444,3 +444,112 @@ fn boundary_is_not_dumpable_for_landjails_target() {
     );
     assert!(text.contains("environ=refused"), "{text}");
 }
+
+/// `boundary_cmd`, but starting the boundary executable at `bin`.
+fn boundary_cmd_at(who: As, config: &Path, bin: &Path) -> Command {
+    let c = boundary_cmd(who, config, &[]);
+    let mut args: Vec<_> = c.get_args().map(|a| a.to_os_string()).collect();
+    *args.last_mut().expect("boundary_cmd ends with the binary") = bin.as_os_str().into();
+    let mut cmd = Command::new(c.get_program());
+    cmd.args(args);
+    cmd
+}
+
+/// What starts the next session must not be changeable from this one: the Coder module's
+/// wrapper script (named with `--protect-path`, as the module's wrapper does) and boundary's own
+/// executable, here both in a directory the jail may write (as an `install_command` under
+/// `$HOME` would put them). The jailed command rewrites the script, appends to the executable
+/// and renames another file over it. nsjail: nothing changes. landjail (cannot stop its own
+/// uid): each change is reported at exit. Control: the same script against a copy that is not
+/// the running executable, without `--protect-path`, changes both.
+fn starting_files_are_protected(who: As, land: bool) {
+    let work = shared_tempdir();
+    let (bin_dir, scripts) = (work.path().join("bin"), work.path().join("scripts"));
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::fs::create_dir(&scripts).unwrap();
+    let bin = bin_dir.join("boundary");
+    std::fs::copy(boundary_binary().unwrap(), &bin).unwrap();
+    let wrapper = scripts.join("agent-firewall-wrapper.sh");
+    let original = format!("#!/bin/sh\nexec {} \"$@\"\n", bin.display());
+    std::fs::write(&wrapper, &original).unwrap();
+    if who == As::User {
+        let uid = test_user();
+        for p in [work.path(), &bin_dir, &scripts, &bin, &wrapper] {
+            std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&bin).unwrap().len();
+    let script = format!(
+        "echo 'echo UNJAILED' > {w}; echo x >> {b}; cp /bin/true {b}.new && mv {b}.new {b}; \
+         echo TAMPER-DONE",
+        w = wrapper.display(),
+        b = bin.display()
+    );
+    let config = config_home(who);
+    let run = |bin: &Path, protect: bool| {
+        let mut cmd = boundary_cmd_at(who, config.path(), bin);
+        if land {
+            cmd.args(landjail_flags());
+        }
+        if protect {
+            cmd.arg("--protect-path").arg(&scripts);
+        }
+        cmd.args(["--log-level", "error", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&bin, true);
+    let t = text(&out);
+    let ctx = format!("{who:?}, landjail {land}");
+    assert!(t.contains("TAMPER-DONE"), "{ctx}: {t}");
+    if land {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for what in [&scripts, &bin] {
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.contains("WARNING") && l.contains(&*what.to_string_lossy())),
+                "{ctx}: no warning about {}: {t}",
+                what.display()
+            );
+        }
+    } else {
+        assert_eq!(
+            std::fs::read_to_string(&wrapper).unwrap(),
+            original,
+            "{ctx}: {t}"
+        );
+        assert_eq!(std::fs::metadata(&bin).unwrap().len(), size, "{ctx}: {t}");
+    }
+    // Control: the same script changes both when they are not protected.
+    std::fs::write(&wrapper, &original).unwrap();
+    std::fs::copy(boundary_binary().unwrap(), &bin).unwrap();
+    let out = run(&boundary_binary().unwrap(), false);
+    let t = text(&out);
+    assert!(t.contains("TAMPER-DONE"), "{ctx}: control: {t}");
+    assert_ne!(
+        std::fs::read_to_string(&wrapper).unwrap(),
+        original,
+        "{ctx}: control: {t}"
+    );
+    assert_ne!(
+        std::fs::metadata(&bin).unwrap().len(),
+        size,
+        "{ctx}: control: {t}"
+    );
+}
+
+#[test]
+fn nsjail_protects_what_starts_the_next_session() {
+    require_root().unwrap();
+    starting_files_are_protected(As::Root, false);
+    starting_files_are_protected(As::User, false);
+}
+
+#[test]
+fn landjail_reports_changes_to_what_starts_the_next_session() {
+    require_root().unwrap();
+    starting_files_are_protected(As::Root, true);
+    starting_files_are_protected(As::User, true);
+}

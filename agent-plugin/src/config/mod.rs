@@ -185,6 +185,9 @@ pub struct Config {
     pub unix_sockets: boundary_jail::UnixSocketRules,
     /// Started by root: paths the target may change besides the built-in writable list.
     pub writable_paths: Vec<PathBuf>,
+    /// Files and directories the target must not change (the script that starts boundary):
+    /// read-only in nsjail, checked at exit in landjail (`tamper`).
+    pub protect_paths: Vec<PathBuf>,
     /// Started by root: leave every host file writable to the target (warns at start).
     pub root_filesystem_writable: bool,
     pub idle_timeout: Duration,
@@ -232,6 +235,7 @@ impl Config {
             landjail_deny_bind: false,
             unix_sockets: boundary_jail::UnixSocketRules::default(),
             writable_paths: Vec::new(),
+            protect_paths: Vec::new(),
             root_filesystem_writable: false,
             idle_timeout: Duration::ZERO,
             client_stall_timeout: Duration::ZERO,

@@ -732,6 +732,27 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
+        key: "protect_paths",
+        flag: "protect-path",
+        env: &["BOUNDARY_PROTECT_PATHS"],
+        yaml: Some("protect_paths"),
+        shape: Shape::List {
+            merge: true,
+            env_split: Some(','),
+        },
+        value_name: "PATH",
+        help: "A file or directory the jailed command must not change, such as the script that \
+               starts boundary (the Coder module's wrapper): nsjail makes it read-only, landjail \
+               reports a change at exit. boundary's own executable, config and logs are \
+               protected without it. Repeatable",
+        apply: |c, v| {
+            c.protect_paths.push(parse_abs_path(v, "protect paths")?);
+            Ok(v.trim().to_string())
+        },
+        examples: ["/srv/start.sh", "/srv/bin", "/srv/hooks"],
+        ..ROW
+    },
+    Setting {
         key: "root_filesystem",
         flag: "root-filesystem",
         env: &["BOUNDARY_ROOT_FILESYSTEM"],

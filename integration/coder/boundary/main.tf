@@ -218,7 +218,9 @@ resource "coder_script" "agent_firewall" {
     if [ -f "$CONFIG" ]; then
       "$BIN" config --config="$CONFIG" >/dev/null
     fi
-    printf '#!/bin/sh\nexport BOUNDARY_CONFIG="$${BOUNDARY_CONFIG:-%s}"\nexec "%s" "$@"\n' "$CONFIG" "$BIN" > "$WRAPPER"
+    # The wrapper starts the next session: the jail must not be able to rewrite it (nsjail
+    # makes the scripts directory read-only, landjail reports a change at exit).
+    printf '#!/bin/sh\nexport BOUNDARY_CONFIG="$${BOUNDARY_CONFIG:-%s}"\nexport BOUNDARY_PROTECT_PATHS="%s$${BOUNDARY_PROTECT_PATHS:+,$BOUNDARY_PROTECT_PATHS}"\nexec "%s" "$@"\n' "$CONFIG" "$MODULE_DIR/scripts" "$BIN" > "$WRAPPER"
     chmod 755 "$WRAPPER"
     run_user_script post_install '${local.post_install_b64}'
   EOT
