@@ -339,16 +339,20 @@ fn module_wrapper_runs_a_jailed_command_as_the_registry_readme_shows() {
     );
     let wrapper = under(home.path(), &m["locals"]["wrapper"]);
     let config = under(home.path(), &m["locals"]["config_path"]);
-    let out = Command::new(&wrapper)
-        .env("HOME", home.path())
-        .env(
-            "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
-            home.path().join("none.sock"),
-        )
-        .arg(format!("--config={}", config.display()))
-        .args(["--", "sh", "-c", "exit 9"])
-        .output()
-        .unwrap();
+    // The wrapper as a template's agent command runs it, with `sh -c script` as the agent.
+    let jailed = |script: &str| {
+        Command::new(&wrapper)
+            .env("HOME", home.path())
+            .env(
+                "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
+                home.path().join("none.sock"),
+            )
+            .arg(format!("--config={}", config.display()))
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let out = jailed("exit 9");
     assert_eq!(
         out.status.code(),
         Some(9),
@@ -365,20 +369,10 @@ fn module_wrapper_runs_a_jailed_command_as_the_registry_readme_shows() {
     // directory in BOUNDARY_PROTECT_PATHS; nsjail binds it read-only). Before, it could, and
     // the next session ran without a jail.
     let before = std::fs::read_to_string(&wrapper).unwrap();
-    let out = Command::new(&wrapper)
-        .env("HOME", home.path())
-        .env(
-            "CODER_AGENT_FIREWALL_LOG_PROXY_SOCKET_PATH",
-            home.path().join("none.sock"),
-        )
-        .arg(format!("--config={}", config.display()))
-        .args(["--", "sh", "-c"])
-        .arg(format!(
-            "echo 'exec \"$@\"' > {w}; echo ran",
-            w = wrapper.display()
-        ))
-        .output()
-        .unwrap();
+    let out = jailed(&format!(
+        "echo 'exec \"$@\"' > {}; echo ran",
+        wrapper.display()
+    ));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
     assert_eq!(
         std::fs::read_to_string(&wrapper).unwrap(),

@@ -44,6 +44,16 @@ fn run_in(
         .unwrap()
 }
 
+/// `script` as root outside any jail, from working directory `cwd`: the positive controls.
+fn outside_jail(cwd: &Path, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
 fn kernel_log() -> String {
     let out = Command::new("dmesg").output().expect("dmesg (util-linux)");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -333,12 +343,7 @@ fn root_target_makes_no_setuid_files() {
     // Positive control: outside a jail the script makes set-id files.
     let work = shared_tempdir();
     let tmp = Path::new("/tmp").join(tag("setid-control"));
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script(&tmp))
-        .current_dir(work.path())
-        .output()
-        .unwrap();
+    let out = outside_jail(work.path(), &script(&tmp));
     let found = set_id(work.path(), &tmp);
     assert_eq!(found.len(), 6, "control: {found:?} {}", text(&out));
     for (name, jail) in both_jails() {
@@ -398,12 +403,7 @@ fn root_target_with_nested_sandboxes_makes_no_file_capabilities() {
     };
     let work = shared_tempdir();
     let tmp = Path::new("/tmp").join(tag("fcaps-control"));
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script(&tmp))
-        .current_dir(work.path())
-        .output()
-        .unwrap();
+    let out = outside_jail(work.path(), &script(&tmp));
     let found = file_capabilities(work.path(), &tmp);
     assert_eq!(found.lines().count(), 4, "control: {found}\n{}", text(&out));
 
@@ -503,12 +503,7 @@ fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
          -- sh -c 'touch /tmp/t && echo BWRAP-OK $(cat /proc/self/uid_map)'",
     );
     let control = shared_tempdir();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(control.path())
-        .output()
-        .unwrap();
+    let out = outside_jail(control.path(), &script);
     let o = text(&out);
     let found = set_id_files_beneath(control.path());
     assert!(
