@@ -44,6 +44,19 @@ fn run_in(
         .unwrap()
 }
 
+/// `script` in nsjail started by root with `--nested-sandboxes`, from working directory `cwd`.
+fn nested_as_root(cwd: &Path, script: &str) -> Output {
+    let jail = ["--jail-type".to_string(), "nsjail".into()];
+    run_in(
+        &jail,
+        As::Root,
+        cwd,
+        Path::new("/root"),
+        &["--nested-sandboxes"],
+        script,
+    )
+}
+
 /// `script` as root outside any jail, from working directory `cwd`: the positive controls.
 fn outside_jail(cwd: &Path, script: &str) -> Output {
     Command::new("sh")
@@ -409,15 +422,7 @@ fn root_target_with_nested_sandboxes_makes_no_file_capabilities() {
 
     let work = shared_tempdir();
     let tmp = Path::new("/tmp").join(tag("fcaps-nsjail"));
-    let jail = ["--jail-type".to_string(), "nsjail".into()];
-    let out = run_in(
-        &jail,
-        As::Root,
-        work.path(),
-        Path::new("/root"),
-        &["--nested-sandboxes"],
-        &script(&tmp),
-    );
+    let out = nested_as_root(work.path(), &script(&tmp));
     let o = text(&out);
     let found = file_capabilities(work.path(), &tmp);
     assert!(found.is_empty(), "file capabilities made: {found}\n{o}");
@@ -524,15 +529,7 @@ fn root_target_with_nested_sandboxes_cannot_copy_setuid_files_up() {
     );
 
     let work = shared_tempdir();
-    let jail = ["--jail-type".to_string(), "nsjail".into()];
-    let out = run_in(
-        &jail,
-        As::Root,
-        work.path(),
-        Path::new("/root"),
-        &["--nested-sandboxes"],
-        &script,
-    );
+    let out = nested_as_root(work.path(), &script);
     let o = text(&out);
     let found = set_id_files_beneath(work.path());
     assert!(found.is_empty(), "set-id files copied up: {found:?}\n{o}");
