@@ -22,9 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sys::socket::{
-    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::{recv, sendto, MsgFlags, NetlinkAddr, SockProtocol};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
@@ -72,13 +70,7 @@ pub(crate) struct InetListener {
 
 /// A netlink socket for dumps, in the namespace it was created in.
 pub(crate) fn open() -> io::Result<OwnedFd> {
-    socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .map_err(io::Error::from)
+    crate::netlink::open(SockProtocol::NetlinkSockDiag)
 }
 
 /// Every bound Unix socket of `sock`'s network namespace.
@@ -204,14 +196,7 @@ fn request_flags(
 ) -> io::Result<()> {
     let dump = flags & NLM_F_DUMP != 0;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let len = u32::try_from(16 + body.len()).expect("small request");
-    let mut req = Vec::with_capacity(16 + body.len());
-    req.extend_from_slice(&len.to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&flags.to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(body);
+    let req = crate::netlink::Message::new(SOCK_DIAG_BY_FAMILY, flags, body).bytes(seq);
     sendto(
         sock.as_raw_fd(),
         &req,
