@@ -155,6 +155,26 @@ pub(crate) fn drop_privileges_but(keep: Option<u32>) -> io::Result<()> {
     crate::sys::set_no_new_privs()
 }
 
+/// Makes this process and everything it starts the kernel's first choice when memory runs
+/// out (`oom_score_adj` 1000, inherited across fork and exec). A jailed program that makes the
+/// machine run short (by its own allocations, or by opening thousands of connections that
+/// grow boundary's proxy) is then the one killed: the run ends and boundary, the largest
+/// process otherwise, lives to write every audit record. Written by a process with
+/// `CAP_SYS_RESOURCE` (boundary run by root) the kernel also makes it the floor, and landjail's
+/// Landlock rules refuse writes under `/proc`; an unprivileged nsjail's program can lower it
+/// to 0 again (the kernel lets any process go down to its floor, here 0), boundary's own.
+/// Runs between fork and exec (no allocation: a fixed path, one write).
+pub(crate) fn prefer_for_oom_kill() -> io::Result<()> {
+    use rustix::fs::{open, Mode, OFlags};
+    let fd = open(
+        c"/proc/self/oom_score_adj",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::io::write(&fd, b"1000")?;
+    Ok(())
+}
+
 impl RunningJail {
     /// Supervises `child`; signals are forwarded to the child itself until
     /// [`forward_signals_to`](Self::forward_signals_to) names another process.

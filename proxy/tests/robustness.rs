@@ -94,3 +94,62 @@ fn random_and_truncated_input_never_hangs_or_kills_the_proxy() {
         "a connection task panicked"
     );
 }
+
+/// A jailed process that opens connections and sends long request heads it never finishes
+/// must not make the proxy hold each one until the idle timeout: past the head limit the
+/// proxy answers 431 and closes at once, while a long head that fits is still forwarded.
+#[test]
+fn an_overlong_unfinished_request_head_is_refused_not_held() {
+    run(async {
+        let origin = Origin::start(None, None).await;
+        let h = Harness::new(&["domain=origin.test"]).await;
+        let port = origin.port();
+        let head = |pad: usize, end: &str| {
+            format!(
+                "GET http://{ORIGIN}:{port}/echo HTTP/1.1\r\nHost: {ORIGIN}:{port}\r\n\
+                 X-Pad: {}{end}",
+                "a".repeat(pad)
+            )
+        };
+        // 48 KiB of header: a long cookie or token; forwarded.
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(head(48 * 1024, "\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("no answer to a 48 KiB head")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:.200}");
+        assert_eq!(
+            origin.seen().len(),
+            1,
+            "the long head did not reach the origin"
+        );
+
+        // 80 KiB and never finished, the connection kept open by the client: the proxy must
+        // answer and close without waiting for the rest (the idle timeout is minutes).
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(head(80 * 1024, "").as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("the proxy held an unfinished 80 KiB request head");
+        // The proxy stops reading at the limit, so the kernel may reset the connection for
+        // the unread rest and drop the 431 before it is read: a reset also ends it.
+        match read {
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&out);
+                assert!(text.starts_with("HTTP/1.1 431"), "{text:.200}");
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert_eq!(
+            origin.seen().len(),
+            1,
+            "the overlong head reached the origin"
+        );
+    });
+}

@@ -6,7 +6,7 @@
 //! 0. join a new, empty session keyring (the caller's keys stay outside);
 //! 1. lock the root special cases and drop every capability (bounding, ambient, effective,
 //!    permitted, inheritable), and fail if root would regain any on `exec`;
-//! 2. `no_new_privs`;
+//! 2. `no_new_privs`, then become the OOM killer's first choice (`process::prefer_for_oom_kill`);
 //! 3. enter the Landlock domain prepared by the parent;
 //! 4. install the seccomp filter with a user-notification listener;
 //! 5. offer the listener to the supervisor over a Unix socketpair (its number and our pid: the
@@ -74,9 +74,11 @@ pub enum Step {
     HandOver = 10,
     /// The supervisor's "ready" never came.
     SupervisorGone = 11,
+    /// Making the target the OOM killer's first choice.
+    OomScore = 12,
 }
 
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     Step::DeathSignal,
     Step::ParentGone,
     Step::ProcessGroup,
@@ -88,6 +90,7 @@ const STEPS: [Step; 11] = [
     Step::Seccomp,
     Step::HandOver,
     Step::SupervisorGone,
+    Step::OomScore,
 ];
 
 impl Step {
@@ -106,6 +109,10 @@ impl Step {
             Step::HandOver => "handing the seccomp listener to the connect supervisor",
             Step::SupervisorGone => {
                 "waiting for the connect supervisor: it stopped before the target started"
+            }
+            Step::OomScore => {
+                "making the target the first to go when memory runs out \
+                (writing 1000 to /proc/self/oom_score_adj)"
             }
         }
     }
@@ -130,6 +137,10 @@ impl Step {
             }
             Step::ParentGone => "see why boundary was stopped while it started the jail",
             Step::SupervisorGone => "run with RUST_LOG=debug to see why the supervisor stopped",
+            Step::OomScore => {
+                "boundary needs a writable /proc/self/oom_score_adj (a /proc mounted read-only \
+                 by a container?); give it a normal /proc, or use --jail-type nsjail"
+            }
             Step::DeathSignal | Step::ProcessGroup | Step::NoNewPrivs | Step::HandOver => {
                 "this is unexpected on Linux 6.7+; please report it with `uname -r`"
             }
@@ -228,6 +239,13 @@ impl ChildSetup {
             sys::drop_all_capabilities(self.last_cap),
         )?;
         at(Step::NoNewPrivs, sys::set_no_new_privs())?;
+        // `/proc/self` is ours to write only once we are dumpable again (the fork inherited
+        // boundary's flag); the Landlock domain below then refuses every write under `/proc`,
+        // so the target cannot lower the value. Dumpable from here on exposes this copy of
+        // boundary's memory to no one new: only to processes outside any Landlock domain with
+        // our uid, as it is after the hand-over below.
+        at(Step::OomScore, sys::make_dumpable())?;
+        at(Step::OomScore, crate::process::prefer_for_oom_kill())?;
         at(
             Step::Landlock,
             sys::landlock_restrict_self(self.ruleset.as_raw_fd()),
@@ -289,7 +307,7 @@ mod tests {
         assert_eq!(ChildFailure::decode(&[]), None);
         assert_eq!(ChildFailure::decode(&[5, 1, 0, 0]), None);
         assert_eq!(ChildFailure::decode(&[0, 1, 0, 0, 0]), None);
-        assert_eq!(ChildFailure::decode(&[12, 1, 0, 0, 0]), None);
+        assert_eq!(ChildFailure::decode(&[13, 1, 0, 0, 0]), None);
         let text = ChildFailure {
             step: Step::Keyring,
             errno: Some(libc::EPERM),

@@ -104,6 +104,14 @@ fn namespace_failure(req: &Request, step: &str, e: Errno) -> Failure {
 
 fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     let (uid, gid) = (getuid(), getgid());
+    // Before the user namespace: written with CAP_SYS_RESOURCE (boundary run by root), the
+    // kernel also makes 1000 the floor, so the jail cannot lower it again.
+    crate::process::prefer_for_oom_kill().map_err(|e| {
+        Failure::from(format!(
+            "making the jail the first to go when memory runs out (writing 1000 to \
+             /proc/self/oom_score_adj): {e}; boundary needs a writable /proc"
+        ))
+    })?;
     if req.user_namespace {
         unshare(CloneFlags::CLONE_NEWUSER)
             .map_err(|e| userns_failure("creating a user namespace", e))?;

@@ -48,6 +48,12 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// send. Requests keep hyper's 100 (no client needs more), because a larger limit costs a
 /// per-message allocation and initialisation proportional to it.
 const MAX_RESPONSE_HEADERS: usize = 256;
+/// The most an HTTP/1.1 request head may take, in bytes (hyper's read buffer, kept while the
+/// head is incomplete). Without it hyper keeps up to ~400 KB of an unfinished head per
+/// connection until the idle timeout: a jailed process holding thousands of them grows the
+/// proxy by gigabytes. 64 KiB is twice what common servers accept (nginx 32 KiB, Node 16 KiB);
+/// a longer head is answered 431 and the connection closed.
+pub(crate) const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// HTTP/2 header list limit in bytes (large cookies and tokens must pass).
 const MAX_HEADER_LIST: u32 = 256 * 1024;
 /// HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):

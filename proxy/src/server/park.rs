@@ -87,7 +87,10 @@ impl Proxy {
         let mut builder = http1::Builder::new();
         // No header-read timer: it would arm a timer for every request, and the idle watchdog
         // already closes a connection whose headers never finish (nothing in flight).
-        builder.keep_alive(true).half_close(false);
+        builder
+            .keep_alive(true)
+            .half_close(false)
+            .max_buf_size(super::MAX_REQUEST_HEAD);
         if unruled {
             // Every request here is denied: a client that sends no complete request head (SSH
             // and other protocols over CONNECT) is closed after the handshake timeout, not
