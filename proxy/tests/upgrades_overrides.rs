@@ -135,3 +135,56 @@ fn an_override_method_is_decided_as_frameworks_run_it() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     });
 }
+
+/// An origin may honour only one of two override headers (Express reads the method header
+/// and not `X-Original-URL`), so a path header must not make an unallowed method override
+/// pass, nor a method header an unallowed path override: every pair with the request's own
+/// method or path is decided too. WebDAV's `Destination` names the path a `MOVE` or `COPY`
+/// writes: decided like a path header, and another host is refused.
+#[test]
+fn each_override_header_is_decided_with_the_request_s_own_method_and_path() {
+    run(async {
+        let origin = Lenient::start().await;
+        let h = Harness::new(&[
+            "method=GET,POST domain=origin.test path=/api/*",
+            "domain=origin.test path=/ok/*",
+        ])
+        .await;
+        let t = h.transparent(origin.addr).await;
+        let refused = [
+            // An origin honouring only the method header runs DELETE /api/x.
+            "POST /api/x HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\
+             X-HTTP-Method-Override: DELETE\r\nX-Original-URL: /ok/a\r\n\r\n",
+            // An origin honouring only the path header runs DELETE /api/x.
+            "DELETE /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             X-HTTP-Method-Override: GET\r\nX-Original-URL: /api/x\r\n\r\n",
+            // A WebDAV origin moves /ok/a to /admin/owned.
+            "MOVE /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             Destination: http://origin.test/admin/owned\r\n\r\n",
+            "COPY /ok/a HTTP/1.1\r\nHost: origin.test\r\nDestination: /admin/owned\r\n\r\n",
+            // ... or onto another host it serves.
+            "COPY /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             Destination: http://elsewhere.test/ok/b\r\n\r\n",
+        ];
+        for request in refused {
+            let answer = exchange(t, request.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 403"), "{request}\n{answer}");
+        }
+        // Positive controls: the same shapes with everything allowed go through.
+        let allowed = [
+            "POST /ok/a HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\
+             X-HTTP-Method-Override: DELETE\r\nX-Original-URL: /ok/b\r\n\r\n",
+            "MOVE /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             Destination: http://origin.test/ok/b\r\n\r\n",
+        ];
+        for request in allowed {
+            let answer = exchange(t, request.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{request}\n{answer}");
+        }
+        assert_eq!(
+            origin.settled().await.len(),
+            allowed.len(),
+            "a refused request reached the origin"
+        );
+    });
+}

@@ -1,7 +1,11 @@
 //! Part of deciding: method and path override headers. Some frameworks run the method or path
 //! named in a header instead of the request line's (`X-HTTP-Method-Override: DELETE` on a
 //! `POST`, `X-Original-URL: /admin` on `GET /`), so a rule limiting methods or paths must also
-//! allow what the header asks for, or the request is refused.
+//! allow what the header asks for, or the request is refused. An origin may honour one header
+//! and not the other (Express reads the method header, not `X-Original-URL`), so every pair of
+//! a method (the request's own or a header's) and a path (likewise) must be allowed. WebDAV's
+//! `Destination` (`MOVE`, `COPY`) names a second path the origin writes to: it is decided as a
+//! path of the same host, and one naming another host is refused.
 
 use http::{HeaderMap, Uri};
 
@@ -14,8 +18,9 @@ const METHOD_HEADERS: [&str; 3] = [
     "x-http-method",
     "x-method-override",
 ];
-/// Headers that replace the path (Symfony and Zend read them from IIS rewrites).
-const PATH_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+/// Headers that replace the path (Symfony and Zend read them from IIS rewrites), and WebDAV's
+/// `Destination`, the path a `MOVE` or `COPY` writes to.
+const PATH_HEADERS: [&str; 3] = ["x-original-url", "x-rewrite-url", "destination"];
 
 /// Why the override headers of an otherwise allowed request are refused, if they are.
 pub(super) fn refusal(
@@ -40,10 +45,20 @@ pub(super) fn refusal(
     if methods.is_empty() && paths.is_empty() {
         return None;
     }
-    let methods = with_default(methods, method);
-    let paths = with_default(paths, path);
+    if let Some(other) = other_host(headers, host) {
+        let reason = format!(
+            "the destination header names another host ({other}) for the origin to write to"
+        );
+        return Some((reason, Vec::new()));
+    }
+    let methods = with_own(methods, method);
+    let paths = with_own(paths, path);
     for (mh, m) in &methods {
         for (ph, p) in &paths {
+            if mh.is_empty() && ph.is_empty() {
+                // The request line itself: already allowed.
+                continue;
+            }
             let Some(m) = m else {
                 return Some((unreadable(mh), Vec::new()));
             };
@@ -81,13 +96,25 @@ fn values(headers: &HeaderMap, names: &[&str], read: fn(&str) -> Option<String>)
     out
 }
 
-/// The request's own value, when no header replaces it.
-fn with_default(named: Named, own: &str) -> Named {
-    if named.is_empty() {
-        vec![(String::new(), Some(own.to_string()))]
-    } else {
-        named
+/// The request's own value (named by no header) and the headers' values: an origin that
+/// ignores a header runs the request's own.
+fn with_own(mut named: Named, own: &str) -> Named {
+    named.insert(0, (String::new(), Some(own.to_string())));
+    named
+}
+
+/// The host of an absolute-form `Destination` that is not the request's own.
+fn other_host(headers: &HeaderMap, host: &str) -> Option<String> {
+    for v in headers.get_all("destination") {
+        let Ok(uri) = v.to_str().unwrap_or("").trim().parse::<Uri>() else {
+            continue;
+        };
+        let Some(named) = uri.host() else { continue };
+        if crate::host::normal_form(named) != crate::host::normal_form(host) {
+            return Some(named.to_string());
+        }
     }
+    None
 }
 
 /// The path an override value names: origin-form as is, absolute-form's path and query.
