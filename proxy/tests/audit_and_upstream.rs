@@ -44,7 +44,7 @@ fn sequence_numbers_are_dense_and_unique_under_100_concurrent_requests() {
 }
 
 #[test]
-fn correlation_headers_only_on_allowed_matching_requests() {
+fn correlation_headers_only_from_boundary_and_only_on_allowed_matching_requests() {
     run(async {
         let origin = Origin::start(None, None).await;
         let session = uuid::Uuid::new_v4();
@@ -60,22 +60,23 @@ fn correlation_headers_only_on_allowed_matching_requests() {
             "--proxy",
             &h.proxy_url(),
             "-H",
-            "X-Coder-Agent-Firewall-Session-Id: forged",
+            "X-Coder-Agent-Firewall-Session-Id: 11111111-2222-3333-4444-555555555555",
+            "-H",
+            "X-Coder-Agent-Firewall-Sequence-Number: 7",
             &format!("{base}/other"),
             &format!("{base}/api/v2/aibridge/chat"),
         ])
         .await;
         assert_eq!(out.statuses, vec![200, 200]);
         let seen = origin.seen();
-        // Not a target: the client's own value passes untouched, no sequence header added.
-        assert_eq!(
-            seen[0].headers["x-coder-agent-firewall-session-id"],
-            "forged"
-        );
-        assert!(seen[0]
-            .headers
-            .get("x-coder-agent-firewall-sequence-number")
-            .is_none());
+        // Not a target: the jailed client's own pair is removed (coderd would store a pair
+        // that names any session the client likes), and none is added.
+        for name in [
+            "x-coder-agent-firewall-session-id",
+            "x-coder-agent-firewall-sequence-number",
+        ] {
+            assert!(seen[0].headers.get(name).is_none(), "{name} passed");
+        }
         // A target: overwritten with the real session and this request's sequence number.
         assert_eq!(
             seen[1].headers["x-coder-agent-firewall-session-id"],

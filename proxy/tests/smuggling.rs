@@ -35,6 +35,16 @@ fn h1_cases() -> Vec<(String, String)> {
             )
         });
     }
+    // CL.0 on any method: the origin answers `/early` at once without reading the body, and
+    // on a kept-alive connection would read the body as its next request.
+    for m in ["POST", "PUT", "PATCH", "DELETE"] {
+        add(&format!("cl0_early_{m}"), &|c, s| {
+            format!(
+                "{m} /ok/early/{c} HTTP/1.1\r\nHost: origin.test\r\nContent-Length: {}\r\n\r\n{s}",
+                s.len()
+            )
+        });
+    }
     add("cl0_get_chunked", &|c, s| {
         format!("GET /ok/{c} HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{s}\r\n0\r\n\r\n", s.len())
     });

@@ -83,7 +83,17 @@ impl Proxy {
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
+        } else if !hyper::body::Body::is_end_stream(&body) {
+            // An HTTP/1.1 origin that answers before reading a body (an early 401 or 404) would
+            // read the body as its next request on a kept-alive connection: a request no rule
+            // decided. With `close` it answers and stops reading (HTTP/2 strips the header;
+            // its frames cannot be mistaken for a request).
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        // Only boundary speaks for the session: a jailed client's own correlation headers would
+        // tie its traffic to any session it names, on requests that are not inject targets.
+        headers.remove(SESSION_HEADER);
+        headers.remove(SEQUENCE_HEADER);
         if let Some(c) = &self.config.correlation {
             if c.targets
                 .decide(parts.method.as_str(), target.host.as_str(), &path)

@@ -2,7 +2,9 @@
 //! bare LF line ends, ignores the body of GET, HEAD, OPTIONS and TRACE (so any body bytes are
 //! read as the next request), honours method and path override headers, answers `101` to any
 //! `Upgrade` (and to any path containing `/switch`) and then keeps executing what it reads as
-//! requests. It records every request it
+//! requests, and answers a path containing `/early` at once with 401 without reading its body
+//! (stopping after the answer when the request says `Connection: close`, as Python's
+//! `http.server` does). It records every request it
 //! "executed", so a test can check that nothing ran that the proxy did not decide.
 
 use std::net::SocketAddr;
@@ -107,7 +109,7 @@ async fn execute_one(
     let mut parts = request_line.split_whitespace();
     let mut method = parts.next().unwrap_or("").to_string();
     let mut path = parts.next().unwrap_or("").to_string();
-    let (mut length, mut chunked, mut upgrade) = (0usize, false, None);
+    let (mut length, mut chunked, mut upgrade, mut close) = (0usize, false, None, false);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -117,6 +119,7 @@ async fn execute_one(
             "content-length" => length = value.parse().unwrap_or(0),
             "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
             "upgrade" => upgrade = Some(value),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
             "x-http-method-override" | "x-http-method" | "x-method-override" => method = value,
             "x-original-url" | "x-rewrite-url" => path = value,
             _ => {}
@@ -124,7 +127,8 @@ async fn execute_one(
     }
     let mut used = head_end;
     let bodyless = ["GET", "HEAD", "OPTIONS", "TRACE"].contains(&method.as_str());
-    if !bodyless {
+    let early = path.contains("/early");
+    if !bodyless && !early {
         if chunked {
             used += chunked_len(&buf[head_end..])?;
         } else {
@@ -143,9 +147,15 @@ async fn execute_one(
             format!("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: {proto}\r\n\r\n")
         }
         (None, "HEAD") => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_string(),
+        _ if early => "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno".to_string(),
         _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string(),
     };
     let _ = s.write_all(answer.as_bytes()).await;
+    if close {
+        // Answered; nothing after it on this connection is read as a request.
+        let _ = s.shutdown().await;
+        return Some(buf.len());
+    }
     Some(used)
 }
 
