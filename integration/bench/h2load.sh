@@ -23,6 +23,9 @@
 # A/B: SETUPS="direct nsjail nsjail@alt" adds a setup run with ALT_BOUNDARY (another build)
 # and/or ALT_ENV ("NAME=value ..."), interleaved with the others; nsjail@NAME runs the binary
 # in $BIN_NAME (e.g. BIN_old=/tmp/boundary-old SETUPS="direct nsjail@old nsjail").
+# EVENTS="sched:sched_switch,syscalls:sys_enter_epoll_wait,...": counts of these perf events in
+# the proxy's threads (`perf stat --per-thread -p`), per request, one row each (tracepoints
+# are counted in the context they fire in: sched:sched_waking = wake-ups the proxy made).
 # AGENT_SINK=1: the audit records go to a stand-in agent socket (read and discarded), as in a
 # Coder workspace; without it boundary runs with --disable-audit-logs.
 # Knobs: WORKS ("small1 small8 download"), ROUNDS (3) DURATION (4 s) DL_MIB (256) PORT (443; landjail needs 443 because a
@@ -222,9 +225,15 @@ EOF
             >/dev/null 2>&1 &
         perf_pid=$!
     fi
+    local stat_pid=""
+    if [ -n "${EVENTS:-}" ] && [ -n "$mid" ]; then
+        perf stat -x, -e "$EVENTS" --per-thread -p "$mid" -o "$tag.events" >/dev/null 2>&1 &
+        stat_pid=$!
+    fi
     touch "$tag.go"
     while [ ! -e "$tag.done" ]; do sleep 0.05; done
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+    if [ -n "$stat_pid" ]; then kill -INT "$stat_pid"; wait "$stat_pid" || true; fi
     p1="$([ -n "$mid" ] && ticks "$mid" || echo 0)"
     w1="$([ -n "$mid" ] && sleeps "$mid" || echo 0)"
     n1="$(ticks "$nginx_pid")"
@@ -247,6 +256,14 @@ r = {"setup": setup, "work": work, "round": int(rnd), "load": open("/proc/loadav
      "proxy_s": int(pt) / hz if has_proxy == "1" else None,
      "proxy_sleeps": int(wakes) if has_proxy == "1" else None,
      "proxy_rq": int(prq) / 1e9 if has_proxy == "1" else None, "origin_rq": int(orq) / 1e9}
+if os.path.exists(tag + ".events"):
+    # perf stat -x, --per-thread: "thread-tid,count,unit,event,..." summed over the threads
+    ev = {}
+    for l in open(tag + ".events"):
+        f = l.strip().split(",")
+        if len(f) > 3 and f[1].isdigit():
+            ev[f[3]] = ev.get(f[3], 0) + int(f[1])
+    r["events"] = ev
 if work == "download":
     try:
         speed, size = text.split()[-2:]
@@ -322,6 +339,14 @@ for work, label in [("small1", "1 conn"), ("small8", "8 conns")]:
     for who in ["origin", "proxy"]:
         print(f"| small, {label}: {who} run-queue wait µs/request | " + " | ".join(
             "n/a" if per(s, work, who + "_rq", "") is None else f"{per(s, work, who + '_rq', '') * 1e6:.1f}" for s in setups) + " |")
+names = sorted({k for r in rows for k in r.get("events", {})})
+for work, label in [("small1", "1 conn"), ("small8", "8 conns")]:
+    for k in names:
+        def ev(s):
+            v = [r["events"][k] / r["units"] for r in rows if r["setup"] == s and r["work"] == work
+                 and k in r.get("events", {}) and r.get("units")]
+            return f"{statistics.median(v):.2f}" if v else "n/a"
+        print(f"| small, {label}: proxy {k} per request | " + " | ".join(ev(s) for s in setups) + " |")
 if any(r["work"] == "download" for r in rows):
   print("| download MB/s | " + " | ".join(cell(s, "download", "mb_per_s") for s in setups) + " |")
   for who in ["client", "origin", "proxy"]:
