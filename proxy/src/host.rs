@@ -5,6 +5,7 @@
 //! The normal form: ASCII lowercase, IPv6 literals without brackets, one trailing dot removed
 //! (`example.com.` is `example.com`; `example.com..` is not a host name and is refused).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -32,7 +33,24 @@ impl Host {
 
     /// Whether `raw` names this host once normalised.
     pub fn is(&self, raw: &str) -> bool {
-        normal_form(raw) == self.0
+        normal_form_cow(raw) == self.0.as_str()
+    }
+
+    /// Appends the host as written in a URL (IPv6 literals in brackets) to `out`, without
+    /// the formatting machinery (this runs for every request's audited URL).
+    pub fn push_url_form(&self, out: &mut String) {
+        if self.is_v6() {
+            out.push('[');
+            out.push_str(&self.0);
+            out.push(']');
+        } else {
+            out.push_str(&self.0);
+        }
+    }
+
+    /// An IPv6 literal, written in brackets in URLs and authorities.
+    fn is_v6(&self) -> bool {
+        self.0.contains(':')
     }
 
     /// `host:port` as written in a CONNECT line or an audit URL (IPv6 in brackets).
@@ -44,17 +62,28 @@ impl Host {
 /// Lowercase, brackets and one trailing dot removed; the normal form without validation, for
 /// lookup keys (`--resolve` names, certificate cache keys).
 pub fn normal_form(raw: &str) -> String {
+    normal_form_cow(raw).into_owned()
+}
+
+/// [`normal_form`], borrowing `raw` when it is already in normal form (as a [`Host`] is),
+/// so deciding a request does not copy its host.
+pub fn normal_form_cow(raw: &str) -> Cow<'_, str> {
     let h = raw
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(raw);
-    h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
+    let h = h.strip_suffix('.').unwrap_or(h);
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
 }
 
 impl fmt::Display for Host {
     /// The host as written in a URL: IPv6 literals in brackets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.contains(':') {
+        if self.is_v6() {
             write!(f, "[{}]", self.0)
         } else {
             f.write_str(&self.0)
@@ -109,6 +138,25 @@ mod tests {
         assert!(Host::parse("").is_none());
         assert!(Host::parse(".").is_none());
         assert!(Host::parse("a.example").unwrap().is("A.Example."));
+    }
+
+    #[test]
+    fn the_normal_form_borrows_what_is_normal_already() {
+        assert!(matches!(
+            normal_form_cow("api.example"),
+            Cow::Borrowed("api.example")
+        ));
+        assert!(matches!(normal_form_cow("[::1]"), Cow::Borrowed("::1")));
+        assert!(matches!(
+            normal_form_cow("a.example."),
+            Cow::Borrowed("a.example")
+        ));
+        let upper = normal_form_cow("Api.EXAMPLE.");
+        assert!(
+            matches!(&upper, Cow::Owned(h) if h == "api.example"),
+            "{upper}"
+        );
+        assert_eq!(normal_form("[FE80::1]"), "fe80::1");
     }
 
     #[test]

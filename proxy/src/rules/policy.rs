@@ -122,18 +122,17 @@ impl Policy {
     /// The first rule, in the order given, that allows the request (as [`Policy::decide`]
     /// decides it), with its origin; `None` when the request is denied.
     pub fn first_match(&self, method: &str, host: &str, path: &str) -> Option<&Rule> {
-        let candidates = self.candidates(host);
-        if candidates.is_empty() {
-            return None;
-        }
-        let readings = path_readings(path);
-        candidates
+        // The path's readings are worked out only when a candidate rule has paths: most
+        // rules name a host alone, and reading the path is most of a decision's cost.
+        let mut readings = None;
+        self.candidates(host)
             .into_iter()
             .map(|idx| &self.rules[idx as usize])
             .find(|rule| {
                 rule.methods.as_ref().is_none_or(|m| m.matches(method))
                     && rule.paths.as_ref().is_none_or(|ps| {
                         readings
+                            .get_or_insert_with(|| path_readings(path))
                             .iter()
                             .all(|segs| ps.iter().any(|p| path_matches(p, segs)))
                     })
@@ -174,7 +173,7 @@ impl Policy {
 
     /// Indices of the rules whose domain part matches `host`, in ascending order.
     fn candidates(&self, host: &str) -> Vec<u32> {
-        let host = canonical_host(host);
+        let host = crate::host::normal_form_cow(host);
         let mut out = self.any_host.clone();
         if !host.is_empty() {
             let labels: Vec<&str> = host.rsplit('.').collect();

@@ -7,20 +7,26 @@
 //! `Destination` (`MOVE`, `COPY`) names a second path the origin writes to: it is decided as a
 //! path of the same host, and one naming another host is refused.
 
+use http::header::HeaderName;
 use http::{HeaderMap, Uri};
 
 use crate::rules::Policy;
 
 /// Headers that replace the method, as honoured by common frameworks (Express
 /// method-override, Rack, Symfony, ASP.NET, OData, Google APIs).
-const METHOD_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// Names, not text: a lookup by text parses the name first, for every request.
+static METHOD_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 /// Headers that replace the path (Symfony and Zend read them from IIS rewrites), and WebDAV's
 /// `Destination`, the path a `MOVE` or `COPY` writes to.
-const PATH_HEADERS: [&str; 3] = ["x-original-url", "x-rewrite-url", "destination"];
+static PATH_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("destination"),
+];
 
 /// Why the override headers of an otherwise allowed request are refused, if they are.
 pub(super) fn refusal(
@@ -85,12 +91,12 @@ pub(super) fn refusal(
 /// (header name, value) pairs; the value is `None` when it cannot be read.
 type Named = Vec<(String, Option<String>)>;
 
-fn values(headers: &HeaderMap, names: &[&str], read: fn(&str) -> Option<String>) -> Named {
+fn values(headers: &HeaderMap, names: &[HeaderName], read: fn(&str) -> Option<String>) -> Named {
     let mut out = Vec::new();
     for name in names {
-        for v in headers.get_all(*name) {
+        for v in headers.get_all(name) {
             let value = v.to_str().ok().map(str::trim).and_then(read);
-            out.push((name.to_string(), value));
+            out.push((name.as_str().to_string(), value));
         }
     }
     out

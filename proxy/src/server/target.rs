@@ -36,7 +36,21 @@ impl Target {
 
     /// The absolute URL of `path_and_query` on this target, as audited and forwarded.
     pub fn url(&self, path_and_query: &str) -> String {
-        format!("{}://{}{}", self.scheme, self.authority(), path_and_query)
+        // Written piece by piece into one allocation: this runs for every request, and
+        // `format!` with a formatted authority cost two allocations and the formatting
+        // machinery (about 1 µs per request in the profile).
+        let mut url = String::with_capacity(
+            self.scheme.len() + self.host.as_str().len() + path_and_query.len() + 16,
+        );
+        url.push_str(self.scheme);
+        url.push_str("://");
+        self.host.push_url_form(&mut url);
+        if self.port != self.default_port() {
+            url.push(':');
+            url.push_str(&self.port.to_string());
+        }
+        url.push_str(path_and_query);
+        url
     }
 
     /// Works out scheme, host and port of a non-CONNECT request; `Err` says why it cannot be
