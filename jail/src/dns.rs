@@ -7,9 +7,11 @@
 //! resolvers instead, which does let a jailed process exfiltrate data in names.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 /// The address every A query is answered with.
 pub const FAKE_V4: Ipv4Addr = Ipv4Addr::new(6, 6, 6, 6);
@@ -17,6 +19,26 @@ pub const FAKE_V4: Ipv4Addr = Ipv4Addr::new(6, 6, 6, 6);
 pub const FAKE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const TTL: u32 = 60;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much of boundary one jail may hold through the stub: each TCP connection is a descriptor
+/// of boundary's, and each query being answered (relayed with `--use-real-dns`) a task and a
+/// socket. Resolvers use one or two connections; a jail that opens more is refused (closed at
+/// once, datagrams dropped) instead of filling boundary's descriptor table, which would stop
+/// the proxy from accepting the jail's allowed requests.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    tcp_connections: usize,
+    queries_in_flight: usize,
+    /// A TCP connection with no complete query for this long is closed (RFC 7766 asks for
+    /// seconds, not minutes).
+    tcp_idle: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    tcp_connections: 32,
+    queries_in_flight: 128,
+    tcp_idle: Duration::from_secs(10),
+};
 
 /// Sockets the stub serves (created inside the jail).
 #[derive(Debug, Default)]
@@ -191,8 +213,9 @@ async fn respond(query: Vec<u8>, mode: &DnsMode, tcp: bool) -> Option<Vec<u8>> {
     }
 }
 
-async fn serve_udp(sock: tokio::net::UdpSocket, mode: DnsMode) {
-    let sock = std::sync::Arc::new(sock);
+async fn serve_udp(sock: tokio::net::UdpSocket, mode: DnsMode, limits: Limits) {
+    let sock = Arc::new(sock);
+    let in_flight = Arc::new(Semaphore::new(limits.queries_in_flight));
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
@@ -202,23 +225,32 @@ async fn serve_udp(sock: tokio::net::UdpSocket, mode: DnsMode) {
                 continue;
             }
         };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            // As a busy resolver does: the client asks again.
+            continue;
+        };
         let query = buf[..n].to_vec();
         let (sock, mode) = (sock.clone(), mode.clone());
         tokio::spawn(async move {
             if let Some(reply) = respond(query, &mode, false).await {
                 let _ = sock.send_to(&reply, from).await;
             }
+            drop(permit);
         });
     }
 }
 
-async fn serve_tcp_conn(mut s: tokio::net::TcpStream, mode: DnsMode) {
+async fn serve_tcp_conn(mut s: tokio::net::TcpStream, mode: DnsMode, idle: Duration) {
     loop {
-        let Ok(n) = s.read_u16().await else { return };
-        let mut query = vec![0u8; n as usize];
-        if s.read_exact(&mut query).await.is_err() {
+        let query = async {
+            let n = s.read_u16().await?;
+            let mut query = vec![0u8; n as usize];
+            s.read_exact(&mut query).await?;
+            Ok::<_, std::io::Error>(query)
+        };
+        let Ok(Ok(query)) = tokio::time::timeout(idle, query).await else {
             return;
-        }
+        };
         let Some(reply) = respond(query, &mode, true).await else {
             return;
         };
@@ -232,13 +264,29 @@ async fn serve_tcp_conn(mut s: tokio::net::TcpStream, mode: DnsMode) {
     }
 }
 
-async fn serve_tcp(l: tokio::net::TcpListener, mode: DnsMode) {
+async fn serve_tcp(l: tokio::net::TcpListener, mode: DnsMode, limits: Limits) {
+    let open = Arc::new(Semaphore::new(limits.tcp_connections));
     loop {
         match l.accept().await {
             Ok((s, _)) => {
-                tokio::spawn(serve_tcp_conn(s, mode.clone()));
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tracing::debug!(
+                        "dns stub: refused a TCP connection, {} open",
+                        limits.tcp_connections
+                    );
+                    continue;
+                };
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    serve_tcp_conn(s, mode, limits.tcp_idle).await;
+                    drop(permit);
+                });
             }
-            Err(e) => tracing::debug!("dns stub tcp accept: {e}"),
+            Err(e) => {
+                // Out of descriptors (or memory): say so, and do not spin on the error.
+                tracing::warn!("dns stub: accepting a TCP connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -262,13 +310,13 @@ pub fn spawn(sockets: DnsSockets, mode: DnsMode) -> std::io::Result<DnsHandle> {
             rt.block_on(async move {
                 for s in sockets.udp {
                     match tokio::net::UdpSocket::from_std(s) {
-                        Ok(s) => drop(tokio::spawn(serve_udp(s, mode.clone()))),
+                        Ok(s) => drop(tokio::spawn(serve_udp(s, mode.clone(), LIMITS))),
                         Err(e) => tracing::error!("dns stub: {e}"),
                     }
                 }
                 for l in sockets.tcp {
                     match tokio::net::TcpListener::from_std(l) {
-                        Ok(l) => drop(tokio::spawn(serve_tcp(l, mode.clone()))),
+                        Ok(l) => drop(tokio::spawn(serve_tcp(l, mode.clone(), LIMITS))),
                         Err(e) => tracing::error!("dns stub: {e}"),
                     }
                 }
@@ -305,6 +353,77 @@ mod tests {
         assert_eq!(&r[r.len() - 4..], &[6, 6, 6, 6]);
         let r6 = answer(&query("example.com", 28)).unwrap();
         assert_eq!(&r6[r6.len() - 16..], &FAKE_V6.octets());
+    }
+
+    /// A jail opening connections to the stub and holding them silent: past the cap they are
+    /// closed at once, a silent one is closed after the idle time, and a query is answered
+    /// throughout on a connection within the cap (the positive control).
+    #[test]
+    fn the_stub_holds_a_bounded_number_of_tcp_connections_and_none_forever() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let start = |tcp_idle| async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap();
+                let limits = Limits {
+                    tcp_connections: 4,
+                    queries_in_flight: 4,
+                    tcp_idle,
+                };
+                tokio::spawn(serve_tcp(l, DnsMode::Answer, limits));
+                addr
+            };
+            let ask = |mut c: tokio::net::TcpStream| async move {
+                let q = query("example.com", 1);
+                c.write_all(&(q.len() as u16).to_be_bytes()).await?;
+                c.write_all(&q).await?;
+                let n = c.read_u16().await?;
+                let mut r = vec![0u8; n as usize];
+                c.read_exact(&mut r).await?;
+                Ok::<_, std::io::Error>((c, r))
+            };
+            // Closed by the stub (EOF or reset) well before the 60 s idle time below: the
+            // 5 s only keeps a broken stub from hanging the test.
+            let closed = |mut c: tokio::net::TcpStream| async move {
+                let mut b = [0u8; 1];
+                let got = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await;
+                matches!(got, Ok(Ok(0)) | Ok(Err(_)))
+            };
+
+            // The cap, with an idle time too long to matter here.
+            let addr = start(Duration::from_secs(60)).await;
+            let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (first, r) = ask(first).await.unwrap();
+            assert_eq!(&r[r.len() - 4..], &[6, 6, 6, 6]);
+            let mut held = vec![first];
+            for _ in 0..3 {
+                held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            }
+            let extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+            assert!(closed(extra).await, "a fifth connection was kept open");
+            // Positive control: a place freed is taken again and answered.
+            drop(held.pop());
+            let mut answered = None;
+            for _ in 0..50 {
+                // Until the stub has seen the close (the same runtime, so at once in practice).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let again = tokio::net::TcpStream::connect(addr).await.unwrap();
+                if let Ok((_, r)) = ask(again).await {
+                    answered = Some(r);
+                    break;
+                }
+            }
+            let r = answered.expect("a freed place was not taken again");
+            assert_eq!(&r[r.len() - 4..], &[6, 6, 6, 6]);
+
+            // The idle time: a silent connection does not stay forever.
+            let addr = start(Duration::from_millis(300)).await;
+            let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+            assert!(closed(silent).await, "a silent connection was kept open");
+        });
     }
 
     #[test]

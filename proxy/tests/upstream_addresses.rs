@@ -104,7 +104,45 @@ fn question(msg: &[u8]) -> Option<(String, u16, usize)> {
 
 /// An origin whose every reply closes the connection, so each request needs a new upstream
 /// connection (and so a new resolution, on code that resolves when connecting).
+/// A listener on `far` in a second network namespace, joined to the test's by a veth pair
+/// (the test's side gets `near`): an address that is not one of the test host's own, as a
+/// real origin's is not. The listener keeps that namespace alive.
+fn listener_beyond_veth(near: Ipv4Addr, far: Ipv4Addr) -> tokio::net::TcpListener {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (l_tx, l_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+        go_rx.recv().unwrap();
+        l_tx.send(std::net::TcpListener::bind((far, 0)).unwrap())
+            .unwrap();
+    });
+    let ns = format!("/proc/{}/ns/net", tid_rx.recv().unwrap());
+    let sh = |script: String| {
+        let st = std::process::Command::new("sh")
+            .args(["-ec", &script])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}");
+    };
+    sh(format!(
+        "ip link add bnd-near type veth peer name bnd-far netns {ns}; \
+         ip addr add {near}/24 dev bnd-near; ip link set bnd-near up; \
+         nsenter --net={ns} sh -ec 'ip link set lo up; ip addr add {far}/24 dev bnd-far; \
+         ip link set bnd-far up'"
+    ));
+    go_tx.send(()).unwrap();
+    let l = l_rx.recv().unwrap();
+    l.set_nonblocking(true).unwrap();
+    tokio::net::TcpListener::from_std(l).unwrap()
+}
+
 async fn closing_origin(addr: SocketAddr) -> Origin {
+    closing_origin_on(tokio::net::TcpListener::bind(addr).await.unwrap())
+}
+
+fn closing_origin_on(listener: tokio::net::TcpListener) -> Origin {
     let handler: Handler = Arc::new(|_req: Request<Incoming>| {
         Box::pin(async move {
             Response::builder()
@@ -113,7 +151,7 @@ async fn closing_origin(addr: SocketAddr) -> Origin {
                 .unwrap()
         })
     });
-    Origin::start_at(addr, None, Some(handler)).await
+    Origin::start_on(listener, None, Some(handler))
 }
 
 async fn get(h: &Harness, url: &str) -> Curl {
@@ -196,10 +234,10 @@ fn the_metadata_address_is_refused_by_name_and_as_a_literal() {
 #[test]
 fn a_rebinding_resolver_cannot_reach_loopback() {
     run(async {
-        // First answer: an ordinary address (on this namespace's loopback interface, but not
-        // a loopback address); every later answer: 127.0.0.1.
+        // First answer: an ordinary address (another host's, beyond a veth pair); every
+        // later answer: 127.0.0.1.
         let public = Ipv4Addr::new(192, 0, 2, 10);
-        add_address(public);
+        let far = listener_beyond_veth(Ipv4Addr::new(192, 0, 2, 9), public);
         let queries = dns(Arc::new(move |name, nth| {
             (name == "rebind.test").then_some(if nth == 1 {
                 public
@@ -208,7 +246,7 @@ fn a_rebinding_resolver_cannot_reach_loopback() {
             })
         }))
         .await;
-        let outside = closing_origin(SocketAddr::new(public.into(), 0)).await;
+        let outside = closing_origin_on(far);
         let port = outside.port();
         let inside = closing_origin(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)).await;
 
@@ -231,5 +269,39 @@ fn a_rebinding_resolver_cannot_reach_loopback() {
             0,
             "a rebound answer reached loopback"
         );
+    });
+}
+
+/// An address assigned to one of the host's own interfaces (not loopback, not link-local)
+/// reaches services bound to `0.0.0.0` on the host just as loopback does: refused the same
+/// way, by name, as a literal and in its IPv6-mapped spelling.
+#[test]
+fn the_host_s_own_interface_addresses_are_refused() {
+    run(async {
+        let own = Ipv4Addr::new(198, 51, 100, 7);
+        add_address(own);
+        dns(Arc::new(move |name, _| (name == "own.test").then_some(own))).await;
+        let origin = Origin::start_at(SocketAddr::new(own.into(), 0), None, None).await;
+        let port = origin.port();
+
+        let h = Harness::new(&["domain=own.test", "domain=*"]).await;
+        for url in [
+            format!("http://own.test:{port}/echo"),
+            format!("http://198.51.100.7:{port}/echo"),
+            format!("http://3325256711:{port}/echo"),
+            format!("http://[::ffff:198.51.100.7]:{port}/echo"),
+        ] {
+            let out = get(&h, &url).await;
+            assert_eq!(out.status(), 403, "{url}: {out:?}");
+            assert!(out.body.contains("this host's own"), "{url}: {}", out.body);
+        }
+        assert_eq!(origin.connections.load(Ordering::SeqCst), 0);
+        assert!(h.records().iter().all(|r| !r.allowed), "{:?}", h.records());
+
+        // A rule naming the literal allows it (the positive control for the counter).
+        let h = Harness::new(&["domain=198.51.100.7"]).await;
+        let out = get(&h, &format!("http://198.51.100.7:{port}/echo")).await;
+        assert_eq!(out.status(), 200, "{out:?}");
+        assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
     });
 }

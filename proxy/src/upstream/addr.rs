@@ -60,6 +60,26 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
+/// `Some` when `ip` (or the IPv4 address inside it) is assigned to one of this host's network
+/// interfaces: a service bound to `0.0.0.0` on the host (a Docker bridge's gateway, the
+/// workspace's own apps) answers there as it does on loopback. Read from the interface list
+/// each time (addresses come and go), so only on fresh resolutions, never per request.
+pub fn host_reason(ip: IpAddr) -> Option<&'static str> {
+    let wanted = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let Ok(list) = nix::ifaddrs::getifaddrs() else {
+        // Cannot tell: refuse rather than reach the host by its own address.
+        return Some("possibly this host's own (its interface list could not be read)");
+    };
+    let mine = list.filter_map(|i| i.address).any(|a| {
+        a.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(wanted)
+            || a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(wanted)
+    });
+    mine.then_some("this host's own (assigned to one of its interfaces)")
+}
+
 /// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`)
 /// or NAT64 well-known-prefix (`64:ff9b::a.b.c.d`) IPv6 address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {

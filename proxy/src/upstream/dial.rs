@@ -126,12 +126,12 @@ impl ConnectorSettings {
         let first = addrs[0];
         let kept: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|a| local_reason(a.ip()).is_none())
+            .filter(|a| refused_reason(a.ip()).is_none())
             .collect();
         if !kept.is_empty() {
             return Ok(kept);
         }
-        let reason = local_reason(first.ip()).unwrap_or("local");
+        let reason = refused_reason(first.ip()).unwrap_or("local");
         let ip = first.ip();
         Err(ConnectError::new(
             ConnectErrorKind::LocalAddress,
@@ -280,6 +280,12 @@ impl ConnectorSettings {
 /// The host's normal form: the key of `--resolve`, pins and per-origin caps.
 fn bare_host(host: &str) -> String {
     crate::host::normal_form(host)
+}
+
+/// Why an upstream address is refused unless named: host-internal ranges, or one of this
+/// host's own addresses.
+fn refused_reason(ip: IpAddr) -> Option<&'static str> {
+    local_reason(ip).or_else(|| addr::host_reason(ip))
 }
 
 fn is_local(ip: IpAddr) -> bool {

@@ -152,6 +152,15 @@ impl Origin {
         handler: Option<Handler>,
     ) -> Origin {
         let listener = TcpListener::bind(addr).await.unwrap();
+        Self::start_on(listener, tls, handler)
+    }
+
+    /// Like `start`, on a listener made elsewhere (in another network namespace).
+    pub fn start_on(
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+        handler: Option<Handler>,
+    ) -> Origin {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
