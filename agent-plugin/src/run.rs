@@ -308,8 +308,6 @@ pub fn run(
     // target (same uid) cannot read boundary's memory through /proc.
     boundary_jail::make_undumpable()
         .context("cannot mark boundary non-dumpable (prctl PR_SET_DUMPABLE)")?;
-    // Off the start's critical path: the jail starts while the trust store loads.
-    let trust_store = boundary_proxy::TrustStoreLoad::start(cfg.upstream_ca_file.clone());
     let (ca, _ca_dir) = prepare_ca(&cfg)?;
     if cfg.allow.is_empty() {
         tracing::warn!("no allow rules: every request will be denied (add --allow or an allowlist in config.yaml)");
@@ -325,7 +323,6 @@ pub fn run(
         pconf.policy.clone(),
         crate::reload::jail_writes(&cfg, &spec)?,
     );
-    pconf.trust_store = Some(trust_store);
     let watch = crate::reload::watch::watch(&reloader);
     let early = connect_agent_early(&cfg);
     let spool = prepare_spool(&cfg, early.is_some());

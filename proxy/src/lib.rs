@@ -45,6 +45,7 @@ pub mod rules;
 mod server;
 mod slots;
 mod stall;
+mod trust;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -69,10 +70,10 @@ pub fn check_upstream_proxy(url: &str) -> Result<(String, u16), String> {
     upstream::UpstreamProxy::parse(url).map(|p| (p.host, p.port))
 }
 
-/// Loads an upstream CA file exactly as [`Proxy::new`] will, so the binary can refuse a missing
-/// or malformed one before it starts a jail.
+/// Reads an upstream CA file exactly as the proxy's trust store will (and nothing else), so the
+/// binary can refuse a missing or malformed one before it starts a jail.
 pub fn check_upstream_ca_file(path: &Path) -> Result<(), String> {
-    upstream::root_store(Some(path)).map(|_| ())
+    trust::check_extra(path)
 }
 
 /// Everything the proxy needs to know about one run. Its `Debug` hides the upstream proxy's
@@ -85,9 +86,6 @@ pub struct ProxyConfig {
     pub resolve: HashMap<String, IpAddr>,
     /// Extra trust anchors for origins (PEM, may hold several), added to the system store.
     pub upstream_ca_file: Option<PathBuf>,
-    /// The trust store already being loaded ([`TrustStoreLoad::start`], with the same
-    /// `upstream_ca_file`); `None` loads it in [`Proxy::new`].
-    pub trust_store: Option<TrustStoreLoad>,
     /// `http://host:port` or `https://...`: reach origins through CONNECT on this proxy.
     pub upstream_proxy: Option<String>,
     /// Session correlation headers (docs/interop.md §6), when enabled.
@@ -134,7 +132,6 @@ impl ProxyConfig {
             policy: Arc::new(rules::LivePolicy::new(policy)),
             resolve: HashMap::new(),
             upstream_ca_file: None,
-            trust_store: None,
             upstream_proxy: None,
             correlation: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -156,7 +153,6 @@ impl std::fmt::Debug for ProxyConfig {
             .field("policy", &self.policy)
             .field("resolve", &self.resolve)
             .field("upstream_ca_file", &self.upstream_ca_file)
-            .field("trust_store", &self.trust_store.is_some())
             .field(
                 "upstream_proxy",
                 &self.upstream_proxy.as_deref().map(hide_password),
@@ -175,26 +171,6 @@ impl std::fmt::Debug for ProxyConfig {
     }
 }
 
-/// The origins' trust anchors (the system store plus `--upstream-ca-file`) loaded on a thread
-/// of their own: reading and parsing a few hundred certificates takes milliseconds that a run
-/// can spend starting its jail instead (`boundary -- true` never needs them at all).
-pub struct TrustStoreLoad(std::thread::JoinHandle<Result<rustls::RootCertStore, String>>);
-
-impl TrustStoreLoad {
-    /// Starts loading; [`Proxy::new`] waits for the result.
-    pub fn start(extra: Option<PathBuf>) -> Self {
-        Self(std::thread::spawn(move || {
-            upstream::root_store(extra.as_deref())
-        }))
-    }
-
-    pub(crate) fn wait(self) -> Result<rustls::RootCertStore, String> {
-        self.0
-            .join()
-            .unwrap_or_else(|_| Err("loading the trust store panicked".into()))
-    }
-}
-
 /// Session correlation (docs/interop.md §6): allowed requests matching `targets` get the session id
 /// and their sequence number as headers.
 #[derive(Debug)]
@@ -206,8 +182,6 @@ pub struct Correlation {
 /// Why the proxy could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot load trust anchors: {0}")]
-    TrustStore(String),
     #[error("bad --upstream-proxy: {0}")]
     UpstreamProxy(String),
 }

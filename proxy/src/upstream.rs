@@ -17,6 +17,7 @@ pub use corp::hide_password;
 pub(crate) use corp::UpstreamProxy;
 pub(crate) use dial::ConnectorSettings;
 
+pub(crate) use crate::trust::UpstreamTls;
 pub use addr::local_reason;
 pub use limits::{
     default_total as default_connection_total, raise_descriptor_limit, Cap,
@@ -25,7 +26,6 @@ pub use limits::{
 pub(crate) use limits::{Limits, Permit};
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 
 /// What went wrong while reaching the origin; decides the status code shown to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,51 +107,6 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-/// Loads the system trust store plus the PEM file given with `--upstream-ca-file`.
-pub(crate) fn root_store(extra: Option<&Path>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for err in &native.errors {
-        tracing::debug!(error = %err, "skipping part of the system trust store");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "system trust store loaded");
-    if let Some(path) = extra {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read upstream CA file {}: {e}", path.display()))?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("upstream CA file {} is not PEM: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "upstream CA file {} holds no certificate",
-                path.display()
-            ));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                format!(
-                    "upstream CA file {} holds a bad certificate: {e}",
-                    path.display()
-                )
-            })?;
-        }
-    }
-    Ok(roots)
-}
-
-/// A TLS client configuration offering the given ALPN protocols.
-pub(crate) fn client_config(roots: Arc<rustls::RootCertStore>, alpn: &[&[u8]]) -> ClientConfig {
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
-}
-
 /// The connector the pooled hyper client uses: one per ALPN offer.
 ///
 /// Each connector (each pool) has caps of its own, per pool key, at least as large as the
@@ -161,7 +115,7 @@ pub(crate) fn client_config(roots: Arc<rustls::RootCertStore>, alpn: &[&[u8]]) -
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub settings: Arc<ConnectorSettings>,
-    pub tls: Arc<ClientConfig>,
+    pub tls: Arc<UpstreamTls>,
     pub limits: Arc<Limits>,
 }
 
@@ -205,12 +159,15 @@ impl Connector {
             uri.scheme_str().unwrap_or("http"),
             crate::host::normal_form(&host)
         );
+        if https {
+            self.tls.begin();
+        }
         let conn = self
             .settings
             .stream_to(&self.limits, &key, &host, port)
             .await?;
         if https {
-            let tls = self.settings.tls(self.tls.clone(), &host, conn).await?;
+            let tls = self.settings.tls(&self.tls, &host, conn).await?;
             Ok(TokioIo::new(Conn::Tls(Box::new(tls))))
         } else {
             Ok(TokioIo::new(conn))

@@ -208,3 +208,79 @@ fn upload_over_http2_to_a_failing_origin_gets_the_502() {
         }
     });
 }
+
+#[test]
+fn a_trust_store_that_failed_to_load_fails_https_with_the_reason_and_http_still_works() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("not-a-ca.pem");
+        std::fs::write(&bad, "not a certificate\n").unwrap();
+        // Before, the proxy refused to start at all; now it starts and says why at the first
+        // request that needs the anchors.
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_ca_file = Some(bad.clone())
+        })
+        .await;
+        let origin = Origin::start(Some(h.origin_tls()), None).await;
+        let url = format!("https://{ORIGIN}:{}/echo", origin.port());
+        for _ in 0..2 {
+            let out = through_proxy(&h, &url).await;
+            assert_eq!(out.status(), 502, "{out:?}");
+            assert!(
+                out.body.contains(&format!(
+                    "cannot load trust anchors: upstream CA file {} holds no certificate",
+                    bad.display()
+                )),
+                "{}",
+                out.body
+            );
+        }
+        assert!(origin.seen().is_empty(), "nothing reached the origin");
+        let plain = Origin::start(None, None).await;
+        let out = through_proxy(&h, &format!("http://{ORIGIN}:{}/echo", plain.port())).await;
+        assert_eq!(out.status(), 200, "plain HTTP needs no anchors: {out:?}");
+        assert_eq!(
+            h.records().len(),
+            3,
+            "every request was decided and audited"
+        );
+    });
+}
+
+#[test]
+fn the_proxy_serves_while_the_trust_store_loads_and_https_waits_for_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        // Reading a FIFO blocks until something writes to it: the load cannot finish before
+        // the test says so.
+        let fifo = dir.path().join("upstream-ca.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.upstream_ca_file = Some(fifo.clone())
+        })
+        .await;
+        let plain = Origin::start(None, None).await;
+        let out = through_proxy(&h, &format!("http://{ORIGIN}:{}/echo", plain.port())).await;
+        assert_eq!(out.status(), 200, "served while the anchors load: {out:?}");
+
+        let origin = Origin::start(Some(h.origin_tls()), None).await;
+        let url = format!("https://{ORIGIN}:{}/echo", origin.port());
+        let out = through_proxy(&h, &url).await;
+        assert_eq!(out.status(), 504, "{out:?}");
+        assert!(
+            out.body.contains("were still loading"),
+            "says why: {}",
+            out.body
+        );
+        assert!(origin.seen().is_empty());
+
+        let ca = std::fs::read(&h.pki.ca_path).unwrap();
+        tokio::task::spawn_blocking(move || std::fs::write(&fifo, ca))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = through_proxy(&h, &url).await;
+        assert_eq!(out.status(), 200, "the anchors arrived: {out:?}");
+        assert!(out.body.contains("method: GET"), "{}", out.body);
+    });
+}

@@ -87,17 +87,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy: loads trust anchors and prepares the pooled upstream clients.
+    /// Builds the proxy and its pooled upstream clients. The trust anchors are read only when
+    /// the first HTTPS connection upstream needs them (see `trust`).
     pub fn new(
-        mut config: ProxyConfig,
+        config: ProxyConfig,
         ca: Arc<CertificateAuthority>,
         sink: Arc<dyn AuditSink>,
     ) -> Result<Arc<Self>, ProxyError> {
-        let roots = match config.trust_store.take() {
-            Some(load) => load.wait(),
-            None => upstream::root_store(config.upstream_ca_file.as_deref()),
-        };
-        let roots = Arc::new(roots.map_err(ProxyError::TrustStore)?);
+        let trust = crate::trust::TrustStore::new(config.upstream_ca_file.clone());
         let upstream_proxy = config
             .upstream_proxy
             .as_deref()
@@ -115,7 +112,7 @@ impl Proxy {
             connect_timeout: config.connect_timeout,
             handshake_timeout: config.handshake_timeout,
             upstream_proxy,
-            proxy_tls: Arc::new(upstream::client_config(roots.clone(), &[])),
+            proxy_tls: upstream::UpstreamTls::new(trust.clone(), &[]),
             listen_addrs: listen_addrs.clone(),
             allow_local: config.upstream_allow_local,
             pins: Default::default(),
@@ -131,7 +128,7 @@ impl Proxy {
         let build = |alpn: &[&[u8]], per_key: usize| {
             let connector = Connector {
                 settings: settings.clone(),
-                tls: Arc::new(upstream::client_config(roots.clone(), alpn)),
+                tls: Arc::new(upstream::UpstreamTls::new(trust.clone(), alpn)),
                 limits: Arc::new(upstream::Limits::new(per_key, None)),
             };
             Client::builder(TokioExecutor::new())

@@ -8,12 +8,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{
     addr, corp, local_reason, Conn, ConnectError, ConnectErrorKind, Limits, UpstreamProxy,
+    UpstreamTls,
 };
 
 /// Settings shared by every connector clone.
@@ -23,7 +23,7 @@ pub(crate) struct ConnectorSettings {
     pub handshake_timeout: Duration,
     pub upstream_proxy: Option<UpstreamProxy>,
     /// TLS to the corporate proxy itself (no ALPN).
-    pub proxy_tls: Arc<ClientConfig>,
+    pub proxy_tls: UpstreamTls,
     /// The proxy's own listening addresses, never to be connected to.
     pub listen_addrs: Arc<RwLock<Vec<SocketAddr>>>,
     /// Connect to loopback, link-local and metadata addresses too (`--upstream-allow-local`).
@@ -197,9 +197,11 @@ impl ConnectorSettings {
         }))
     }
 
+    /// TLS over `stream`. The handshake timeout also bounds the wait for the trust anchors
+    /// (the first handshake may wait for them to finish loading).
     pub(super) async fn tls(
         &self,
-        config: Arc<ClientConfig>,
+        tls: &UpstreamTls,
         host: &str,
         stream: Conn,
     ) -> Result<tokio_rustls::client::TlsStream<Conn>, ConnectError> {
@@ -210,8 +212,28 @@ impl ConnectorSettings {
                 format!("bad TLS server name {host}: {e}"),
             )
         })?;
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let config = match tokio::time::timeout_at(deadline, tls.config()).await {
+            Ok(Ok(config)) => config,
+            Ok(Err(e)) => {
+                return Err(ConnectError::new(
+                    ConnectErrorKind::Tls,
+                    format!("cannot verify {host}: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(ConnectError::new(
+                    ConnectErrorKind::HandshakeTimeout,
+                    format!(
+                        "TLS handshake with {host} timed out after {:?}: the trust anchors \
+                         (system trust store, --upstream-ca-file) were still loading",
+                        self.handshake_timeout
+                    ),
+                ))
+            }
+        };
         let connector = TlsConnector::from(config);
-        match tokio::time::timeout(self.handshake_timeout, connector.connect(name, stream)).await {
+        match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(ConnectError::new(
                 ConnectErrorKind::Tls,
@@ -268,9 +290,7 @@ impl ConnectorSettings {
             _permit: permit,
         };
         if up.tls {
-            conn = Conn::Tls(Box::new(
-                self.tls(self.proxy_tls.clone(), &up.host, conn).await?,
-            ));
+            conn = Conn::Tls(Box::new(self.tls(&self.proxy_tls, &up.host, conn).await?));
         }
         corp::connect_through(&mut conn, up, host, port, self.handshake_timeout).await?;
         Ok(conn)
