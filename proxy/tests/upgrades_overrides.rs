@@ -140,7 +140,8 @@ fn an_override_method_is_decided_as_frameworks_run_it() {
 /// and not `X-Original-URL`), so a path header must not make an unallowed method override
 /// pass, nor a method header an unallowed path override: every pair with the request's own
 /// method or path is decided too. WebDAV's `Destination` names the path a `MOVE` or `COPY`
-/// writes: decided like a path header, and another host is refused.
+/// writes: decided like a path header, and another host is refused. Headers naming the host
+/// must name the decided one; `_` in a header name counts as `-`.
 #[test]
 fn each_override_header_is_decided_with_the_request_s_own_method_and_path() {
     run(async {
@@ -165,6 +166,19 @@ fn each_override_header_is_decided_with_the_request_s_own_method_and_path() {
             // ... or onto another host it serves.
             "COPY /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
              Destination: http://elsewhere.test/ok/b\r\n\r\n",
+            // CGI front ends (PHP) read `_` as `-`.
+            "POST /api/x HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\
+             X_HTTP_Method_Override: DELETE\r\n\r\n",
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX_Original_URL: /admin\r\n\r\n",
+            // The host an origin behind a proxy reads.
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX-Forwarded-Host: elsewhere.test\r\n\r\n",
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             X-Forwarded-Host: origin.test, elsewhere.test\r\n\r\n",
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             Forwarded: for=192.0.2.1;host=elsewhere.test\r\n\r\n",
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX_Forwarded_Host: elsewhere.test\r\n\r\n",
+            // The path a proxy in front of the origin says it was asked for.
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX-Forwarded-Uri: /admin\r\n\r\n",
         ];
         for request in refused {
             let answer = exchange(t, request.as_bytes()).await;
@@ -176,6 +190,8 @@ fn each_override_header_is_decided_with_the_request_s_own_method_and_path() {
              X-HTTP-Method-Override: DELETE\r\nX-Original-URL: /ok/b\r\n\r\n",
             "MOVE /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
              Destination: http://origin.test/ok/b\r\n\r\n",
+            "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\n\
+             X-Forwarded-Host: Origin.test:8080\r\nForwarded: host=\"origin.test\"\r\n\r\n",
         ];
         for request in allowed {
             let answer = exchange(t, request.as_bytes()).await;

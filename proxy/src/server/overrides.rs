@@ -5,7 +5,10 @@
 //! and not the other (Express reads the method header, not `X-Original-URL`), so every pair of
 //! a method (the request's own or a header's) and a path (likewise) must be allowed. WebDAV's
 //! `Destination` (`MOVE`, `COPY`) names a second path the origin writes to: it is decided as a
-//! path of the same host, and one naming another host is refused.
+//! path of the same host, and one naming another host is refused. Headers through which an
+//! origin behind a proxy learns "the" host (`X-Forwarded-Host`, `Forwarded: host=`, ...) must
+//! name the decided host, as a second `Host` must. Names are matched with `_` read as `-`:
+//! CGI and FastCGI front ends (PHP) turn both into the same `HTTP_X_HTTP_METHOD_OVERRIDE`.
 
 use http::header::HeaderName;
 use http::{HeaderMap, Uri};
@@ -20,12 +23,24 @@ static METHOD_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
 ];
-/// Headers that replace the path (Symfony and Zend read them from IIS rewrites), and WebDAV's
-/// `Destination`, the path a `MOVE` or `COPY` writes to.
-static PATH_HEADERS: [HeaderName; 3] = [
+/// Headers that replace the path (Symfony and Zend read them from IIS rewrites; Traefik and
+/// Envoy pass the original one on), and WebDAV's `Destination`, the path a `MOVE` or `COPY`
+/// writes to.
+static PATH_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("destination"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-envoy-original-path"),
+];
+/// Headers naming the host the client asked for, which frameworks behind a proxy read instead
+/// of `Host` (Express `trust proxy`, Django `USE_X_FORWARDED_HOST`, Rails, Symfony): each
+/// value (comma lists too) must be the decided host. `Forwarded`'s `host=` likewise.
+static HOST_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-original-host"),
 ];
 
 /// Why the override headers of an otherwise allowed request are refused, if they are.
@@ -36,6 +51,11 @@ pub(super) fn refusal(
     host: &str,
     path: &str,
 ) -> Option<(String, Vec<String>)> {
+    if let Some((name, other)) = other_host(headers, host) {
+        let reason =
+            format!("the {name} header names another host ({other}) than the one decided ({host})");
+        return Some((reason, Vec::new()));
+    }
     let mut methods = values(headers, &METHOD_HEADERS, |v| Some(v.to_string()));
     // Rules compare methods exactly, but frameworks upper-case the header's value before
     // running it (Express, Rack, Symfony), so `delete` must be allowed as `DELETE` too.
@@ -50,12 +70,6 @@ pub(super) fn refusal(
     let paths = values(headers, &PATH_HEADERS, path_of);
     if methods.is_empty() && paths.is_empty() {
         return None;
-    }
-    if let Some(other) = other_host(headers, host) {
-        let reason = format!(
-            "the destination header names another host ({other}) for the origin to write to"
-        );
-        return Some((reason, Vec::new()));
     }
     let methods = with_own(methods, method);
     let paths = with_own(paths, path);
@@ -93,13 +107,32 @@ type Named = Vec<(String, Option<String>)>;
 
 fn values(headers: &HeaderMap, names: &[HeaderName], read: fn(&str) -> Option<String>) -> Named {
     let mut out = Vec::new();
-    for name in names {
-        for v in headers.get_all(name) {
-            let value = v.to_str().ok().map(str::trim).and_then(read);
-            out.push((name.as_str().to_string(), value));
-        }
+    for (name, v) in named(headers, names) {
+        let value = v.to_str().ok().map(str::trim).and_then(read);
+        out.push((name.to_string(), value));
     }
     out
+}
+
+/// The values of the headers `names`, also when spelled with `_` for `-`, with the name each
+/// is read as.
+fn named<'a>(
+    headers: &'a HeaderMap,
+    names: &'a [HeaderName],
+) -> impl Iterator<Item = (&'a str, &'a http::HeaderValue)> + 'a {
+    let exact = names
+        .iter()
+        .flat_map(move |n| headers.get_all(n).iter().map(move |v| (n.as_str(), v)));
+    // Rare, so the exact lookups above stay the common path.
+    let folded = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().contains('_'))
+        .filter_map(move |(k, v)| {
+            let dashed = k.as_str().replace('_', "-");
+            let n = names.iter().find(|n| n.as_str() == dashed)?;
+            Some((n.as_str(), v))
+        });
+    exact.chain(folded)
 }
 
 /// The request's own value (named by no header) and the headers' values: an origin that
@@ -109,15 +142,55 @@ fn with_own(mut named: Named, own: &str) -> Named {
     named
 }
 
-/// The host of an absolute-form `Destination` that is not the request's own.
-fn other_host(headers: &HeaderMap, host: &str) -> Option<String> {
-    for v in headers.get_all("destination") {
+/// A header naming a host other than the decided one, and that host: an absolute-form
+/// `Destination`, one of [`HOST_HEADERS`], or `Forwarded`'s `host=`.
+fn other_host(headers: &HeaderMap, host: &str) -> Option<(String, String)> {
+    let own = crate::host::normal_form(host);
+    let differs = |named: &str| {
+        let bare = named.trim().trim_matches('"');
+        let name = match bare.rsplit_once(':') {
+            // `host:port`, not an IPv6 literal's last group.
+            Some((h, port))
+                if !h.is_empty() && !h.ends_with(':') && port.parse::<u16>().is_ok() =>
+            {
+                h
+            }
+            _ => bare,
+        };
+        crate::host::normal_form(name.trim_start_matches('[').trim_end_matches(']'))
+            != own.trim_start_matches('[').trim_end_matches(']')
+    };
+    static DESTINATION: [HeaderName; 1] = [HeaderName::from_static("destination")];
+    for (name, v) in named(headers, &DESTINATION) {
         let Ok(uri) = v.to_str().unwrap_or("").trim().parse::<Uri>() else {
             continue;
         };
-        let Some(named) = uri.host() else { continue };
-        if crate::host::normal_form(named) != crate::host::normal_form(host) {
-            return Some(named.to_string());
+        if let Some(h) = uri.host().filter(|h| differs(h)) {
+            return Some((name.to_string(), h.to_string()));
+        }
+    }
+    for (name, v) in named(headers, &HOST_HEADERS) {
+        let Ok(text) = v.to_str() else {
+            return Some((
+                name.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            ));
+        };
+        if let Some(h) = text.split(',').find(|h| differs(h)) {
+            return Some((name.to_string(), h.trim().to_string()));
+        }
+    }
+    static FORWARDED: [HeaderName; 1] = [http::header::FORWARDED];
+    for (name, v) in named(headers, &FORWARDED) {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let hosts = text
+            .split([',', ';'])
+            .filter_map(|p| p.trim().split_once('='))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("host"));
+        for (_, h) in hosts {
+            if differs(h) {
+                return Some((name.to_string(), h.trim().to_string()));
+            }
         }
     }
     None
