@@ -245,6 +245,8 @@ fn proxy_config(cfg: &Config, run: &RunContext) -> Result<ProxyConfig> {
     pc.upstream_allow_local = cfg.upstream_allow_local;
     pc.idle_timeout = cfg.idle_timeout;
     pc.client_stall_timeout = cfg.client_stall_timeout;
+    // After a burst of idle connections parks, their freed buffers go back to the system.
+    pc.release_memory = Some(boundary_jail::release_free_memory);
     if cfg.session_correlation {
         let targets = Policy::parse(&cfg.inject_targets).context("session id inject targets")?;
         pc.correlation = Some(Correlation {

@@ -61,8 +61,11 @@ pub use supervisor::unix::UnixSocketRules;
 pub use attribution::{Attributor, Requester};
 pub use process::{remember_terminal, sighup_is_terminal_hangup, RunningJail};
 pub use reexec::init_hook;
-/// Socket facts other crates need and have no safe call for (the audit forwarder's).
-pub use sys::{async_readable, make_undumpable, peer_pidfd, pidfd_open, unix_unread_bytes};
+/// Socket facts other crates need and have no safe call for (the audit forwarder's), and the
+/// allocator release the proxy is handed (it has no `unsafe`).
+pub use sys::{
+    async_readable, make_undumpable, peer_pidfd, pidfd_open, release_free_memory, unix_unread_bytes,
+};
 
 /// Why a jail could not be started; every message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -925,6 +925,20 @@ pub fn make_undumpable() -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// Gives the C allocator's free memory back to the system: glibc's `malloc_trim(0)` returns
+/// free pages anywhere in its heaps (not only at the top, as `free` does on its own). For the
+/// proxy after a burst of idle connections freed their buffers (`ProxyConfig::release_memory`).
+/// Takes the allocator's locks while it walks its free lists: call it rarely, off the async
+/// threads. Does nothing where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers and only walks and unmaps the allocator's own free
+    // chunks under its own locks; glibc allows it from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Undoes [`make_undumpable`] in landjail's forked child (a raw `prctl`, safe between `fork`
 /// and `exec`): the supervisor copies the child's seccomp listener with `pidfd_getfd`, which
 /// needs ptrace access, and a non-root boundary has none to a non-dumpable process.

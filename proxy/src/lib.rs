@@ -41,6 +41,7 @@ pub mod ca;
 pub mod host;
 mod io;
 pub mod metrics;
+mod release;
 pub mod rules;
 mod server;
 mod slots;
@@ -113,6 +114,11 @@ pub struct ProxyConfig {
     /// Names the jailed process behind a client connection from its peer address and the
     /// address it connected to (see [`RequesterLookup`]); `None` outside a jail.
     pub requesters: Option<RequesterLookup>,
+    /// Gives the allocator's free memory back to the system (boundary passes glibc's
+    /// `malloc_trim`). Called on a blocking thread a second after a burst of idle client
+    /// connections parked (64 or more since the last call), so the buffers they freed do not
+    /// keep the process at the burst's peak size. `None`: never called.
+    pub release_memory: Option<fn()>,
 }
 
 /// Asked once per accepted connection with `(peer, destination)`: the peer's address and the
@@ -143,6 +149,7 @@ impl ProxyConfig {
             upstream_total: upstream::default_connection_total(),
             client_connections: slots::default_client_connections(),
             requesters: None,
+            release_memory: None,
         }
     }
 }
@@ -167,6 +174,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream_total", &self.upstream_total)
             .field("client_connections", &self.client_connections)
             .field("requesters", &self.requesters.is_some())
+            .field("release_memory", &self.release_memory.is_some())
             .finish()
     }
 }

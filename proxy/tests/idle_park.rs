@@ -4,11 +4,14 @@
 //! connection: large request and response bodies and a WebSocket upgrade after parking, a
 //! request head split across the park, and a request body still arriving after its answer
 //! (the connection is in the middle of a message and must not be parked) all behave as on a
-//! connection that never idled. HTTP/2 connections are not parked and keep working.
+//! connection that never idled. HTTP/2 connections are not parked and keep working. After a
+//! burst of parked connections the proxy calls its memory release hook (boundary's is
+//! `malloc_trim`), and not for fewer.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -254,5 +257,74 @@ fn a_request_body_still_arriving_after_its_answer_is_not_taken_for_requests() {
         let decided: Vec<_> = h.records().iter().map(|r| r.allowed).collect();
         assert_eq!(decided, [false, true]);
         until_parked(&h, 1).await;
+    });
+}
+
+/// Times the proxy of `a_burst_of_parked_connections_gives_freed_memory_back` released memory.
+static RELEASES: AtomicUsize = AtomicUsize::new(0);
+
+fn count_release() {
+    RELEASES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A keep-alive HTTP/1.1 connection through the proxy that has served one request.
+async fn one_request_then_idle(
+    h: &Harness,
+    origin: &Origin,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let t = h.transparent(origin_dst(origin)).await;
+    let tls = h.tls_connect(t, ORIGIN, &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(request("GET", "/echo", Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    send
+}
+
+#[test]
+fn a_burst_of_parked_connections_gives_freed_memory_back() {
+    run(async {
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.release_memory = Some(count_release)
+        })
+        .await;
+        let origin = Origin::start(Some(h.origin_tls()), None).await;
+        let mut held = Vec::new();
+        // One short of a burst: nothing is released, however long they stay parked.
+        for _ in 0..63 {
+            held.push(one_request_then_idle(&h, &origin).await);
+        }
+        until_parked(&h, 63).await;
+        tokio::time::sleep(PAST_PARK + Duration::from_secs(1)).await;
+        assert_eq!(
+            RELEASES.load(Ordering::SeqCst),
+            0,
+            "63 parked connections are not a burst: nothing should have been released"
+        );
+        // The 64th completes the burst: the hook runs about a second later.
+        held.push(one_request_then_idle(&h, &origin).await);
+        until_parked(&h, 64).await;
+        for _ in 0..400 {
+            if RELEASES.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            RELEASES.load(Ordering::SeqCst) > 0,
+            "64 parked connections should have made the proxy release freed memory"
+        );
+        // The parked connections still serve requests.
+        let resp = held[0]
+            .send_request(request("GET", "/echo", Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
     });
 }

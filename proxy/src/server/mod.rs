@@ -84,6 +84,8 @@ pub struct Proxy {
     metrics: Arc<crate::metrics::Metrics>,
     /// Ends responses whose clients stop reading (the client stall timeout).
     sweeper: Arc<crate::stall::Sweeper>,
+    /// Gives freed memory back after a burst of parked connections.
+    release: Arc<crate::release::Release>,
 }
 
 impl Proxy {
@@ -145,6 +147,7 @@ impl Proxy {
         let client_h1 = build(&[b"http/1.1"], pipes.per_key());
         let slots = crate::slots::Slots::new(config.client_connections);
         let sweeper = crate::stall::Sweeper::new(config.client_stall_timeout);
+        let release = crate::release::Release::new(config.release_memory);
         Ok(Arc::new(Self {
             config,
             ca,
@@ -159,6 +162,7 @@ impl Proxy {
             slots,
             metrics,
             sweeper,
+            release,
         }))
     }
 
