@@ -364,6 +364,57 @@ fn nsjail_protects_its_own_files_as_an_unprivileged_user() {
     nsjail_protects_own_files(As::User, &[]);
 }
 
+/// Unmounts a test mount when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A file system mounted inside the config directory is read-only in the jail too: the
+/// directory's bind is made read-only with every mount beneath it (one recursive
+/// `mount_setattr`). As the unprivileged user, whose jail leaves the rest of the host writable,
+/// so only that bind stands between the target and the files; the same write works outside.
+#[test]
+fn a_mount_inside_the_config_directory_is_read_only_in_nsjail() {
+    require_root().unwrap();
+    let f = files(As::User);
+    let sub = f.config.path().join("coder_boundary").join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let uid = test_user();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("size=64k,mode=0755,uid={uid}").as_str()),
+    )
+    .expect("mounting a tmpfs for the test");
+    let _mounted = Mounted(sub.clone());
+    let control = sub.join("written-outside");
+    let out = outside(As::User, &["touch", &control.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        control.exists(),
+        "the user writes there outside the jail: {}",
+        text(&out)
+    );
+
+    let planted = sub.join("planted");
+    let script = format!("touch {} ; echo touch=$?", planted.display());
+    let out = boundary_cmd(As::User, f.config.path(), &[])
+        .args(["--log-level", "error", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(t.contains("touch=1"), "{t}");
+    assert!(!planted.exists(), "written through the jail: {t}");
+}
+
 /// landjail cannot stop its own uid; boundary says so at exit, on stderr and in the log.
 #[test]
 fn landjail_reports_changes_to_its_own_files() {

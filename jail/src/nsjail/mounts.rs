@@ -213,8 +213,12 @@ pub fn bind_readonly(path: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("cannot bind {} read-only in the jail: {e}", real.display()))?;
-    for p in mount_tree(&real)? {
-        remount_readonly(&p)?;
+    // One call for the whole tree (mount_setattr, Linux 5.12). Where the kernel or a seccomp
+    // profile refuses it, each mount in turn, which fails loudly if it cannot.
+    if crate::sys::mount_tree_readonly(&real).is_err() {
+        for p in mount_tree(&real)? {
+            remount_readonly(&p)?;
+        }
     }
     Ok(())
 }
