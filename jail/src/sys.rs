@@ -1,10 +1,10 @@
 //! The jails' system-call layer: safe wrappers around the raw calls the jails make (pidfds,
 //! capabilities, descriptor passing, seccomp and its notification ioctls, socket calls on a
 //! jailed process's socket, Landlock, keyrings; for the audit forwarder, what the agent's socket
-//! has not read and who listens on it). Every `unsafe` block of the crate's syscall
-//! plumbing belongs here, each with its `SAFETY` note, so the rest of the crate calls functions
-//! with ordinary types; where `nix` or `rustix` has a safe call, the wrapper uses it, so there
-//! is still one place a kind of call is made.
+//! has not read and who listens on it; for the proxy, giving freed memory back to the system).
+//! Every `unsafe` block of the crate's syscall plumbing belongs here, each with its `SAFETY`
+//! note, so the rest of the crate calls functions with ordinary types; where `nix` or `rustix`
+//! has a safe call, the wrapper uses it, so there is still one place a kind of call is made.
 //!
 //! Functions marked async-signal-safe allocate nothing and take no locks: they may run between
 //! `fork` and `exec` in a multi-threaded parent.
