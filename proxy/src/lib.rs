@@ -115,9 +115,9 @@ pub struct ProxyConfig {
     /// address it connected to (see [`RequesterLookup`]); `None` outside a jail.
     pub requesters: Option<RequesterLookup>,
     /// Gives the allocator's free memory back to the system (boundary passes glibc's
-    /// `malloc_trim`). Called on a blocking thread a second after a burst of idle client
-    /// connections parked (64 or more since the last call), so the buffers they freed do not
-    /// keep the process at the burst's peak size. `None`: never called.
+    /// `malloc_trim`). Called on a blocking thread a second after a burst of client
+    /// connections parked when idle or closed (64 or more since the last call), so the memory
+    /// they freed does not keep the process at the burst's peak size. `None`: never called.
     pub release_memory: Option<fn()>,
 }
 

@@ -5,8 +5,8 @@
 //! request head split across the park, and a request body still arriving after its answer
 //! (the connection is in the middle of a message and must not be parked) all behave as on a
 //! connection that never idled. HTTP/2 connections are not parked and keep working. After a
-//! burst of parked connections the proxy calls its memory release hook (boundary's is
-//! `malloc_trim`), and not for fewer.
+//! burst of parked (or closed) connections the proxy calls its memory release hook (boundary's
+//! is `malloc_trim`), and not for fewer.
 
 mod common;
 
@@ -326,5 +326,52 @@ fn a_burst_of_parked_connections_gives_freed_memory_back() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+    });
+}
+
+/// Times the proxy of `a_burst_of_closed_connections_gives_freed_memory_back` released memory.
+static RELEASES_AFTER_CLOSES: AtomicUsize = AtomicUsize::new(0);
+
+fn count_release_after_closes() {
+    RELEASES_AFTER_CLOSES.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_burst_of_closed_connections_gives_freed_memory_back() {
+    run(async {
+        let h = Harness::with(&["domain=origin.test"], |c| {
+            c.release_memory = Some(count_release_after_closes)
+        })
+        .await;
+        let origin = Origin::start(Some(h.origin_tls()), None).await;
+        // HTTP/2 connections are never parked: only their closing counts.
+        for _ in 0..64 {
+            let t = h.transparent(origin_dst(&origin)).await;
+            let tls = h.tls_connect(t, ORIGIN, &[b"h2"]).await;
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            let conn = tokio::spawn(conn);
+            let resp = send
+                .send_request(request("GET", "/echo", Bytes::new()))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+            drop(send);
+            conn.await.unwrap().unwrap();
+        }
+        assert_eq!(parked_now(&h), 0, "an HTTP/2 connection was parked");
+        for _ in 0..400 {
+            if RELEASES_AFTER_CLOSES.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            RELEASES_AFTER_CLOSES.load(Ordering::SeqCst) > 0,
+            "64 closed connections should have made the proxy release freed memory"
+        );
     });
 }

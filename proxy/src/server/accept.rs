@@ -62,7 +62,9 @@ impl Proxy {
             Some(d) if !self.settings.is_self(d) => Leg::Transparent(d),
             _ => Leg::Explicit,
         };
+        let release = self.release.clone();
         self.serve_stream(stream, leg, requester).await;
+        release.freed();
     }
 
     /// The process behind a connection, asked once when it is accepted (before any request:

@@ -121,7 +121,7 @@ impl Proxy {
             }
             drop(unread);
             let _parked = self.metrics.parked();
-            self.release.parked();
+            self.release.freed();
             let hs = self.config.handshake_timeout;
             if !wait_for_client(&mut io, activity, idle, hs).await {
                 return;
