@@ -148,3 +148,45 @@ async fn full_frames_go_out_without_waiting_for_the_flush_interval() {
     assert_eq!(got, (0..got.len() as i32).collect::<Vec<_>>());
     drop(pipe);
 }
+
+/// Against an agent that takes the connection and never reads, with a small spool: every
+/// record is counted once, as sent, spooled or dropped (records refused by the full spool were
+/// counted twice: "dropped=290" for 145 DROPPED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_counts_each_dropped_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("a.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut o = options(&sock);
+    o.spool = Some(boundary_audit::forwarder::SpoolConfig {
+        dir: dir.path().join("spool"),
+        max_bytes: 256 * 1024,
+    });
+    let pipe = AuditPipeline::start(o).unwrap();
+    let sink = pipe.sink();
+    const N: i32 = 400;
+    let mut agent = None;
+    for seq in 0..N {
+        let mut r = record(seq);
+        r.url = format!("https://example.com/{seq}/{}", "x".repeat(8 * 1024));
+        sink.record(r);
+        if agent.is_none() {
+            // The forwarder connects once it has something to send.
+            agent = Some(listener.accept().await.unwrap());
+        }
+        if seq % 50 == 0 {
+            // Let the forwarder fill the socket and the spool as it goes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = pipe.shutdown().await;
+    drop(agent);
+    assert!(report.dropped > 0, "the spool never filled: {report:?}");
+    assert!(report.spooled > 0, "nothing was spooled: {report:?}");
+    assert_eq!(
+        report.sent + report.dropped + report.spooled,
+        N as u64,
+        "each record must be counted once: {report:?}"
+    );
+}

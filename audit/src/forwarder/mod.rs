@@ -74,6 +74,9 @@ pub struct ForwarderStats {
     pub dropped_channel_full: AtomicU64,
     /// Records dropped for any other reason (spool full or unwritable, after shutdown).
     pub dropped_batch_full: AtomicU64,
+    /// Of those, the ones refused at the door because the forwarder had stopped (never
+    /// accepted; the others were accepted first).
+    pub refused_after_stop: AtomicU64,
     /// Records written to the agent and not taken back for resending.
     pub sent: AtomicU64,
     /// True once `auto` fell back to tag 1.
@@ -234,6 +237,7 @@ impl Forwarder {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 s.queued.fetch_sub(1, Ordering::SeqCst);
                 s.dropped_batch_full.fetch_add(1, Ordering::SeqCst);
+                s.refused_after_stop.fetch_add(1, Ordering::SeqCst);
                 self.drops.note(seq, seq, 1, "the forwarder has stopped");
             }
         }
@@ -269,8 +273,10 @@ impl Forwarder {
         let sent = s.sent.load(Ordering::SeqCst);
         let accepted = s.accepted.load(Ordering::SeqCst);
         let kept = s.spooled_at_exit.load(Ordering::SeqCst);
+        // Accepted records the spool refused are in `dropped_batch_full` too: each is counted
+        // once, here, as accepted and neither sent nor kept.
         let dropped = s.dropped_channel_full.load(Ordering::SeqCst)
-            + s.dropped_batch_full.load(Ordering::SeqCst)
+            + s.refused_after_stop.load(Ordering::SeqCst)
             + accepted.saturating_sub(sent).saturating_sub(kept);
         (sent, dropped)
     }
