@@ -27,6 +27,12 @@ pub async fn serve(
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot bind the statistics endpoint on 127.0.0.1:{port}; choose another --pprof-port"))?;
+    // A jail allowed a name mapped to loopback (`--resolve dev=127.0.0.1`) must not read
+    // boundary's own figures through the proxy: requests to this address are refused as
+    // requests to the proxy itself are.
+    if let Ok(addr) = listener.local_addr() {
+        proxy.add_listen_addr(addr);
+    }
     tracing::info!(%port, "diagnostics on http://127.0.0.1:{port}/metrics and /debug/stats");
     Ok(tokio::spawn(async move {
         loop {

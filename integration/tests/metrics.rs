@@ -164,3 +164,48 @@ fn metrics_count_what_a_jailed_run_did() {
         "every audit record is queued, spooled, forwarded or dropped: {m:#?}"
     );
 }
+
+/// `--resolve NAME=127.0.0.1` lets a jail reach loopback services by that name; boundary's
+/// own statistics endpoint is not one of them (it is refused like the proxy's own port),
+/// while it keeps answering outside the jail.
+#[test]
+fn the_statistics_endpoint_is_not_reachable_from_the_jail() {
+    require_root().expect("this test needs root (CI runs as root): it starts nsjail");
+    let config = config_home(As::Root);
+    let pprof = free_port();
+    let script = format!(
+        "curl -s -o /dev/null -w 'code %{{http_code}}\\n' --max-time 20 \
+         http://stats.test:{pprof}/debug/stats; echo READY; read done"
+    );
+    let mut child = boundary_cmd(As::Root, config.path(), &[])
+        .args(["--log-level", "error", "--resolve", "stats.test=127.0.0.1"])
+        .args(["--allow", "domain=stats.test", "--pprof", "--pprof-port"])
+        .arg(pprof.to_string())
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut code = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if let Some(c) = l.strip_prefix("code ") {
+            code = Some(c.trim().to_string());
+        }
+        if l.trim() == "READY" {
+            break;
+        }
+    }
+    // The positive control: the endpoint is up and answers outside the jail.
+    let (_, m) = scrape(pprof);
+    assert!(m.contains_key("boundary_client_connections{}"), "{m:?}");
+    child.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        code.as_deref(),
+        Some("403"),
+        "the jail read boundary's statistics"
+    );
+}
