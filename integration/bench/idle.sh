@@ -4,9 +4,10 @@
 # boundary (nsjail by default) runs boundary-loadgen, which opens IDLE_CONNS HTTPS keep-alive
 # connections one after the other, sends one `GET /small` on each and then holds them all
 # open and idle. The figure is the growth of the boundary process (the proxy lives in it)
-# between "jail up, no connection yet" and "all connections idle", divided by the number
-# held, read from /proc/PID/smaps_rollup: Rss (what the process holds in RAM), Pss and
-# Private_Dirty (the anonymous heap it wrote). Steady state, no malloc_trim: what users get.
+# between "jail up, one request served (curl) and closed" and "all connections idle", divided
+# by the number held, read from /proc/PID/smaps_rollup: Rss (what the process holds in RAM),
+# Pss and Private_Dirty (the anonymous heap it wrote). Steady state, no malloc_trim from
+# outside: what users get (boundary's own release after a burst of parks included).
 #
 # What it counts: the client leg of each connection (socket registration, TLS session,
 # HTTP/1.1 or HTTP/2 server connection, the task serving it). The upstream leg is one pooled
@@ -71,8 +72,13 @@ if [ "$JAIL" = landjail ]; then
 fi
 export XDG_CONFIG_HOME="$out/config"
 mkdir -p "$XDG_CONFIG_HOME"
-hold="$out/hold" go="$out/go" err="$out/loadgen.err"
+hold="$out/hold" go="$out/go" err="$out/loadgen.err" warm="$out/warm"
+# One request before the baseline, so what the proxy sets up once (the upstream trust store,
+# read at the first HTTPS connection upstream; the pooled upstream connection) is in the
+# baseline and not counted per idle connection.
 cat >"$out/client.sh" <<EOF
+curl -sS -o /dev/null https://bench.test:$port/small >$out/warm.out 2>&1 || echo "curl exit \$?" >>$out/warm.out
+touch $warm
 while [ ! -e $go ]; do sleep 0.1; done
 exec "$loadgen" --port $port idle --conns $IDLE_CONNS --proto $PROTO --hold-file $hold 2>$err
 EOF
@@ -92,6 +98,9 @@ if [ -n "${HEAPTRACK:-}" ]; then
     sleep 5
 fi
 field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$mid/smaps_rollup"; }
+for _ in $(seq 300); do [ -e "$warm" ] && break; sleep 0.1; done
+[ -e "$warm" ] || { echo "idle.sh: the warm-up request did not finish; see $out/warm.out" >&2; exit 1; }
+sleep 1
 b_rss="$(field Rss)" b_pss="$(field Pss)" b_pd="$(field Private_Dirty)"
 touch "$go"
 for _ in $(seq 1200); do grep -q IDLE_READY "$err" 2>/dev/null && break; sleep 0.1; done
