@@ -12,7 +12,9 @@
 //! - an SSH-agent-like echo socket the configuration allows;
 //! - a stand-in for the Coder agent's audit socket, renamed and re-created while the jail runs.
 //!
-//! Inside the jail a Python script connects to each. Everything but the allowed socket and a
+//! Inside the jail a Python script connects to each, and hard-links the Docker stand-in into an
+//! allowed directory and onto an allowed path (an allow entry goes by the listener's bound
+//! name, not by the path the jail made). Everything but the allowed socket and a
 //! socket the jail creates itself must fail with `EACCES`, even with `unix_socket_default:
 //! allow` for the runtime and agent sockets, and boundary logs each refusal with the path.
 
@@ -67,6 +69,15 @@ attempt("relay", cfg["relay"], b"GET / HTTP/1.0\r\n\r\n")
 for name in ["docker", "docker_hardlink", "docker_bindmount", "docker_renamed"]:
     attempt(name, cfg[name])
 attempt("allowed", cfg["allowed"])
+# Docker's socket hard-linked by the jail into an allowed directory and onto an allowed path.
+for name, target in [("docker_linked_in", "linked.sock"), ("docker_linked_as", "app.sock")]:
+    p = os.path.join(cfg["own_dir"], target)
+    try:
+        os.link(cfg["docker"], p)
+    except OSError as e:
+        print("%s=link-%s" % (name, errno.errorcode.get(e.errno, e.errno)), flush=True)
+        continue
+    attempt(name, p)
 own_server()
 attempt("agent", cfg["agent"])
 open(os.path.join(cfg["own_dir"], "phase1"), "w").close()
@@ -288,6 +299,11 @@ fn unix_sockets_do_not_lead_out(jail: &str, who: As) {
         .arg(d.join("agent-like.sock"))
         // Allowing the agent's directory must not open the agent's socket.
         .args(["--unix-socket-allow", &allow_dir])
+        // A directory and a path the jail can write to: what it links there stays what it was.
+        .arg("--unix-socket-allow")
+        .arg(format!("{}/", own_dir.display()))
+        .arg("--unix-socket-allow")
+        .arg(own_dir.join("app.sock"))
         .args(["--", "python3"])
         .arg(&script)
         .arg(&cfg)
@@ -324,6 +340,15 @@ fn unix_sockets_do_not_lead_out(jail: &str, who: As) {
     let agent_logged = hidden("agent");
     let renamed_logged = hidden("agent_renamed");
     assert_eq!(field(&out, "allowed"), Some("open:allowed-echo"), "{t}");
+    // A link the jail made (or could not make: Landlock refuses links across directories for
+    // an unprivileged landjail) never opens the socket it names.
+    for name in ["docker_linked_in", "docker_linked_as"] {
+        let got = field(&out, name).unwrap_or_else(|| panic!("{name} not tried: {t}"));
+        assert!(
+            !got.starts_with("open"),
+            "{jail} {who:?} {name}: {got}: {t}"
+        );
+    }
     assert_eq!(field(&out, "own"), Some("open:own:ping"), "{t}");
     // Counted since the reset before the run; the positive control then reaches the far host.
     far.assert_nothing_escaped(

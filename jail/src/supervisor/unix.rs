@@ -25,7 +25,10 @@
 //!    way out the proxy never sees); `unix_socket_default: allow` lets it through.
 //!
 //! An entry ending in `/` covers every socket under that directory (by name); any other entry
-//! is one socket file (by identity, and by name). The rules and the decision are in `rules`;
+//! is one socket file (by identity, and by name). Deny entries match any name of the socket;
+//! allow entries (and the SSH agent) only the names its listener bound and, for a file entry,
+//! the file that was at the entry's path when the jail started: a hard link or a rename the
+//! jail makes of another socket into an allowed place does not make that socket allowed. The rules and the decision are in `rules`;
 //! this file gathers the facts about the socket a connect or a send names.
 
 mod rules;
@@ -65,17 +68,20 @@ pub(crate) fn check_path(
         return Err(libc::ECONNREFUSED);
     }
     let file = (meta.st_dev, meta.st_ino);
-    let mut names = Vec::new();
+    // The path the jail resolved (its own choice: a hard link or a rename away from the
+    // socket's real name) and the names the listener bound (the kernel's, not the jail's).
+    let mut opened = Vec::new();
     if let Ok(p) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
-        names.push(p.into_os_string().into_encoded_bytes());
+        opened.push(p.into_os_string().into_encoded_bytes());
     }
+    let mut bound = Vec::new();
     let mut jail_own = false;
     let mut listener_known = false;
     if let Some(jfd) = listeners.jail_ns {
         let found = dump_matching(jfd, file);
         jail_own = !found.is_empty();
         listener_known = jail_own;
-        names.extend(found.into_iter().filter_map(|s| s.name));
+        bound.extend(found.into_iter().filter_map(|s| s.name));
     }
     if !jail_own {
         if let Ok(host) = diag::open() {
@@ -85,20 +91,23 @@ pub(crate) fn check_path(
                 let set = set.lock().unwrap_or_else(|p| p.into_inner());
                 jail_own = !found.is_empty() && found.iter().all(|s| set.contains(&s.ino));
             }
-            names.extend(found.into_iter().filter_map(|s| s.name));
+            bound.extend(found.into_iter().filter_map(|s| s.name));
         }
     }
     let shown = String::from_utf8_lossy(path);
-    let mut verdict = policy.decide(file, &names, jail_own);
-    if verdict.is_ok() && !jail_own && !listener_known {
+    let all = |bound: &[Vec<u8>]| [opened.as_slice(), bound].concat();
+    let mut verdict = policy.decide(file, &all(&bound), &bound, jail_own);
+    let worth_asking = verdict.is_ok() || policy.an_allow_entry_names(&opened);
+    if worth_asking && !jail_own && !listener_known {
         // The listener lives in a network namespace we cannot list (a host socket mounted
-        // into a container): learn the name it was bound to from the listener itself before
-        // letting the jail in, so a runtime socket under another name is still recognised.
+        // into a container): learn the name it was bound to from the listener itself, so a
+        // runtime socket under another name is still recognised and an allow entry can match.
         if let Some(name) = bound_name(&fd) {
-            names.push(name);
-            verdict = policy.decide(file, &names, false);
+            bound.push(name);
+            verdict = policy.decide(file, &all(&bound), &bound, false);
         }
     }
+    let names = all(&bound);
     match verdict {
         Ok(why) => {
             debug!(path = %shown, tid, why, "jail: Unix socket connect allowed");

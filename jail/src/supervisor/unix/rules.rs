@@ -91,6 +91,9 @@ pub const BUILTIN_DENY: &[&str] = &[
 struct Entry {
     path: PathBuf,
     dir: bool,
+    /// A file entry's socket file when the jail started, if it existed (its identity then:
+    /// what is at the path later may be a link the jail made).
+    at_start: Option<(u64, u64)>,
 }
 
 impl Entry {
@@ -102,7 +105,30 @@ impl Entry {
         } else {
             p.to_path_buf()
         };
-        Entry { path: trimmed, dir }
+        let at_start = (!dir)
+            .then(|| std::fs::metadata(&trimmed).ok())
+            .flatten()
+            .map(|m| (m.dev(), m.ino()));
+        Entry {
+            path: trimmed,
+            dir,
+            at_start,
+        }
+    }
+
+    /// Whether this entry allows the socket file `file` whose listener was bound to `bound`.
+    /// Only what the jail cannot choose counts: the names the listener gave itself when it
+    /// bound, and the file that was at the entry's path when the jail started. Never the path
+    /// the jail connected through, nor what is at the entry's path now: the jail can
+    /// hard-link or rename a denied socket (Docker's, the user's tmux server) onto those.
+    fn allows(&self, file: (u64, u64), bound: &[Vec<u8>]) -> bool {
+        let me = self.path.as_os_str().as_bytes();
+        if self.dir {
+            return bound
+                .iter()
+                .any(|n| n.len() > me.len() && n.starts_with(me) && n[me.len()] == b'/');
+        }
+        self.at_start == Some(file) || bound.iter().any(|n| n.as_slice() == me)
     }
 
     /// Whether the socket file `file`, known by `names`, is this entry.
@@ -175,6 +201,7 @@ impl UnixPolicy {
                         Entry {
                             path: p.clone(),
                             dir: false,
+                            at_start: id,
                         },
                         id,
                     )
@@ -187,12 +214,15 @@ impl UnixPolicy {
         }
     }
 
-    /// Decides on the socket file `file`, known by `names` (the path it was bound to and the
-    /// path it resolved to), whose listener is the jail's own or not. `Err` carries the reason.
+    /// Decides on the socket file `file`, known by `names` (the path the jail resolved and the
+    /// names its listener was bound to), of which `bound` are the listener's own, whose
+    /// listener is the jail's own or not. Deny entries look at every name; allow entries only
+    /// at `bound` and the file (see `Entry::allows`). `Err` carries the reason.
     pub(crate) fn decide(
         &self,
         file: (u64, u64),
         names: &[Vec<u8>],
+        bound: &[Vec<u8>],
         jail_own: bool,
     ) -> Result<&'static str, String> {
         for (e, at_start) in &self.never {
@@ -206,7 +236,7 @@ impl UnixPolicy {
         if jail_own {
             return Ok("a listener of the jail itself");
         }
-        if self.allow.iter().any(|e| e.matches(file, names)) {
+        if self.allow.iter().any(|e| e.allows(file, bound)) {
             return Ok("allowed by unix_socket_allow");
         }
         if basename_denied(names) {
@@ -222,13 +252,24 @@ impl UnixPolicy {
                 if e.dir { "/" } else { "" }
             ));
         }
-        if self.builtin_allow.iter().any(|e| e.matches(file, names)) {
+        if self.builtin_allow.iter().any(|e| e.allows(file, bound)) {
             return Ok("the SSH agent ($SSH_AUTH_SOCK)");
         }
         if self.default_allow {
             return Ok("unix_socket_default is allow");
         }
         Err("it is a socket of a service outside the jail; add it to unix_socket_allow if the jailed command needs it".into())
+    }
+}
+
+impl UnixPolicy {
+    /// Whether an allow entry names one of `names` (any name, the jail's too): worth learning
+    /// the listener's bound name before deciding.
+    pub(crate) fn an_allow_entry_names(&self, names: &[Vec<u8>]) -> bool {
+        self.allow
+            .iter()
+            .chain(&self.builtin_allow)
+            .any(|e| e.allows((u64::MAX, u64::MAX), names))
     }
 }
 
@@ -280,7 +321,7 @@ mod tests {
             "/run/snapd.socket",
             "/srv/elsewhere/docker.sock",
         ] {
-            let r = p.decide(nowhere, &names(&[n]), false);
+            let r = p.decide(nowhere, &names(&[n]), &names(&[n]), false);
             assert!(r.is_err(), "{n} must be denied");
             // The built-in list outranks default_allow.
             let open = policy(
@@ -290,7 +331,11 @@ mod tests {
                 },
                 &[],
             );
-            assert!(open.decide(nowhere, &names(&[n]), false).is_err(), "{n}");
+            assert!(
+                open.decide(nowhere, &names(&[n]), &names(&[n]), false)
+                    .is_err(),
+                "{n}"
+            );
         }
     }
 
@@ -299,13 +344,28 @@ mod tests {
         let nowhere = (u64::MAX, u64::MAX);
         let p = policy(UnixSocketRules::default(), &[]);
         assert!(p
-            .decide(nowhere, &names(&["/tmp/relay.sock"]), false)
+            .decide(
+                nowhere,
+                &names(&["/tmp/relay.sock"]),
+                &names(&["/tmp/relay.sock"]),
+                false
+            )
             .is_err());
         assert!(p
-            .decide(nowhere, &names(&["/tmp/relay.sock"]), true)
+            .decide(
+                nowhere,
+                &names(&["/tmp/relay.sock"]),
+                &names(&["/tmp/relay.sock"]),
+                true
+            )
             .is_ok());
         assert!(p
-            .decide(nowhere, &names(&["/run/docker.sock"]), true)
+            .decide(
+                nowhere,
+                &names(&["/run/docker.sock"]),
+                &names(&["/run/docker.sock"]),
+                true
+            )
             .is_ok());
         let p = policy(
             UnixSocketRules {
@@ -316,16 +376,82 @@ mod tests {
             &[],
         );
         assert!(p
-            .decide(nowhere, &names(&["/run/docker.sock"]), false)
+            .decide(
+                nowhere,
+                &names(&["/run/docker.sock"]),
+                &names(&["/run/docker.sock"]),
+                false
+            )
             .is_ok());
         assert!(p
-            .decide(nowhere, &names(&["/srv/ok/a.sock"]), false)
+            .decide(
+                nowhere,
+                &names(&["/srv/ok/a.sock"]),
+                &names(&["/srv/ok/a.sock"]),
+                false
+            )
             .is_ok());
         assert!(p
-            .decide(nowhere, &names(&["/srv/no/a.sock"]), false)
+            .decide(
+                nowhere,
+                &names(&["/srv/no/a.sock"]),
+                &names(&["/srv/no/a.sock"]),
+                false
+            )
             .is_err());
-        assert!(p.decide(nowhere, &names(&["/srv/nothing"]), false).is_ok());
-        assert!(p.decide(nowhere, &names(&["/srv/now"]), false).is_ok());
+        assert!(p
+            .decide(
+                nowhere,
+                &names(&["/srv/nothing"]),
+                &names(&["/srv/nothing"]),
+                false
+            )
+            .is_ok());
+        assert!(p
+            .decide(nowhere, &names(&["/srv/now"]), &names(&["/srv/now"]), false)
+            .is_ok());
+    }
+
+    /// A socket the jail hard-linked or renamed into an allowed place keeps the name its
+    /// listener bound: the allow entry does not take it, the deny list still does; a socket
+    /// bound inside the allowed place is allowed (the positive control).
+    #[test]
+    fn allow_entries_go_by_the_listener_s_name_not_the_jail_s_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let single = dir.path().join("app.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&single).unwrap();
+        let at_start = std::fs::metadata(&single)
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap();
+        let p = policy(
+            UnixSocketRules {
+                allow: vec!["/srv/ok/".into(), single.clone()],
+                ..Default::default()
+            },
+            &[],
+        );
+        let elsewhere = (7, 7);
+        // Hard link of Docker's socket into the allowed directory: opened there, bound elsewhere.
+        let linked = names(&["/srv/ok/x.sock", "/run/docker.sock"]);
+        let e = p
+            .decide(elsewhere, &linked, &names(&["/run/docker.sock"]), false)
+            .unwrap_err();
+        assert!(e.contains("deny list"), "{e}");
+        // The user's tmux server renamed into it: refused as a host service.
+        let tmux = names(&["/tmp/tmux-1000/default"]);
+        let opened = names(&["/srv/ok/default", "/tmp/tmux-1000/default"]);
+        assert!(p.decide(elsewhere, &opened, &tmux, false).is_err());
+        // Unknown listener name: the jail's path alone allows nothing.
+        assert!(p
+            .decide(elsewhere, &names(&["/srv/ok/a.sock"]), &[], false)
+            .is_err());
+        // Linked onto the single allowed path: not the file that was there at start.
+        let path = single.as_os_str().as_bytes();
+        assert!(p.decide(elsewhere, &[path.to_vec()], &tmux, false).is_err());
+        // Positive controls: bound inside the directory; the single entry's own file.
+        let ok = names(&["/srv/ok/a.sock"]);
+        assert!(p.decide(elsewhere, &ok, &ok, false).is_ok());
+        assert!(p.decide(at_start, &[path.to_vec()], &[], false).is_ok());
     }
 
     #[test]
@@ -341,7 +467,12 @@ mod tests {
             &[agent],
         );
         let e = p
-            .decide(nowhere, &names(&["/tmp/agent/boundary.sock"]), true)
+            .decide(
+                nowhere,
+                &names(&["/tmp/agent/boundary.sock"]),
+                &names(&["/tmp/agent/boundary.sock"]),
+                true,
+            )
             .unwrap_err();
         assert!(e.contains("audit socket"), "{e}");
     }
