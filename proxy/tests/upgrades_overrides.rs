@@ -170,6 +170,8 @@ fn each_override_header_is_decided_with_the_request_s_own_method_and_path() {
             "POST /api/x HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\
              X_HTTP_Method_Override: DELETE\r\n\r\n",
             "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX_Original_URL: /admin\r\n\r\n",
+            "POST /api/x HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 0\r\n\
+             X.HTTP.Method.Override: DELETE\r\n\r\n",
             // The host an origin behind a proxy reads.
             "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\nX-Forwarded-Host: elsewhere.test\r\n\r\n",
             "GET /ok/a HTTP/1.1\r\nHost: origin.test\r\n\

@@ -7,8 +7,9 @@
 //! `Destination` (`MOVE`, `COPY`) names a second path the origin writes to: it is decided as a
 //! path of the same host, and one naming another host is refused. Headers through which an
 //! origin behind a proxy learns "the" host (`X-Forwarded-Host`, `Forwarded: host=`, ...) must
-//! name the decided host, as a second `Host` must. Names are matched with `_` read as `-`:
-//! CGI and FastCGI front ends (PHP) turn both into the same `HTTP_X_HTTP_METHOD_OVERRIDE`.
+//! name the decided host, as a second `Host` must. Names are matched with `_`, `.` and any
+//! other non-alphanumeric byte read as `-`: CGI and FastCGI front ends (PHP) turn them all into
+//! the same `HTTP_X_HTTP_METHOD_OVERRIDE`.
 
 use http::header::HeaderName;
 use http::{HeaderMap, Uri};
@@ -114,8 +115,9 @@ fn values(headers: &HeaderMap, names: &[HeaderName], read: fn(&str) -> Option<St
     out
 }
 
-/// The values of the headers `names`, also when spelled with `_` for `-`, with the name each
-/// is read as.
+/// The values of the headers `names`, also when spelled with `_`, `.` or another
+/// non-alphanumeric byte for `-` (PHP turns `.` and spaces into `_` too), with the name each is
+/// read as.
 fn named<'a>(
     headers: &'a HeaderMap,
     names: &'a [HeaderName],
@@ -126,9 +128,17 @@ fn named<'a>(
     // Rare, so the exact lookups above stay the common path.
     let folded = headers
         .iter()
-        .filter(|(k, _)| k.as_str().contains('_'))
+        .filter(|(k, _)| {
+            k.as_str()
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
+        })
         .filter_map(move |(k, v)| {
-            let dashed = k.as_str().replace('_', "-");
+            let dashed: String = k
+                .as_str()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
             let n = names.iter().find(|n| n.as_str() == dashed)?;
             Some((n.as_str(), v))
         });
