@@ -339,6 +339,12 @@ pub fn run(
         .map(|a| -> boundary_proxy::RequesterLookup {
             Arc::new(move |peer, dest| a.requester(peer, dest))
         });
+    if cfg.jail_type == JailType::Landjail {
+        // landjail's proxy listens on the host's loopback; the supervisor notes every connect a
+        // jailed process makes, so one it did not note came from outside the jail.
+        pconf.stranger =
+            Some(|r| r.pid.is_none() && r.name == boundary_jail::attribution::NOT_SEEN);
+    }
     tracing::info!(session_id = %run.session_id, jail = %cfg.jail_type, "jail started");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

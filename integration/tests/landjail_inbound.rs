@@ -4,14 +4,15 @@
 //! the jailed command tries to listen on every address (IPv4, IPv6, the host's own address, an
 //! unbound socket) and then the far host tries to connect to that port. Positive control: a
 //! listener outside the jail, in the same namespace, is reachable from the far host. As root
-//! and as an unprivileged user.
+//! and as an unprivileged user. The reverse also holds: landjail's proxy, on the host's
+//! loopback, serves only the jail's processes.
 
 mod nsjail_common;
 use nsjail_common::*;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 const JAILED: &str = r#"
 import errno, os, socket, sys, time
@@ -152,4 +153,70 @@ fn landjail_listeners_are_loopback_only_as_root() {
 #[test]
 fn landjail_listeners_are_loopback_only_as_user() {
     jailed_listeners_are_loopback_only(As::User);
+}
+
+/// landjail's proxy listens on the host's loopback: another process of the machine (here the
+/// test itself, as root, outside the jail) connecting to it is closed unserved and leaves no
+/// audit record, while the jailed client beside it is served (the positive control).
+#[test]
+fn the_landjail_proxy_serves_only_the_jail() {
+    require_root().unwrap();
+    let fx = Fixture::start();
+    let config = config_home(As::Root);
+    let audit = config.path().join("audit.jsonl");
+    let flags = landjail_flags();
+    let port = flags.last().unwrap().clone();
+    let url = format!("http://fixture.test:{}/allowed.txt", fx.http_port);
+    let script = format!(
+        "curl -s -o /dev/null -w 'jailed %{{http_code}}\\n' --max-time 20 {url}; \
+         echo READY; read done"
+    );
+    let mut child = boundary_cmd(As::Root, config.path(), &[])
+        .args(&flags)
+        .args(fx.flags(&["domain=fixture.test"]))
+        .arg("--audit-log")
+        .arg(&audit)
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut jailed = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if let Some(c) = l.strip_prefix("jailed ") {
+            jailed = Some(c.trim().to_string());
+        }
+        if l.trim() == "READY" {
+            break;
+        }
+    }
+    let outside = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(["-x", &format!("http://127.0.0.1:{port}"), &url])
+        .output()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"done\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(jailed.as_deref(), Some("200"), "the jailed client: {err}");
+    // curl: "empty reply from server" (52) and no status.
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout),
+        "000",
+        "a process outside the jail was served"
+    );
+    let records = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(records.lines().count(), 1, "{records}");
 }

@@ -119,6 +119,11 @@ pub struct ProxyConfig {
     /// connections parked when idle or closed (64 or more since the last call), so the memory
     /// they freed does not keep the process at the burst's peak size. `None`: never called.
     pub release_memory: Option<fn()>,
+    /// Says a requester is not a process of the jail: its connection is closed before any
+    /// request is read or audited (landjail's proxy listens on the host's loopback, where any
+    /// local process could otherwise use the run's policy, mappings and upstream credentials
+    /// and write into its audit trail). `None`: every client is served.
+    pub stranger: Option<fn(&boundary_audit::Requester) -> bool>,
 }
 
 /// Asked once per accepted connection with `(peer, destination)`: the peer's address and the
@@ -150,6 +155,7 @@ impl ProxyConfig {
             client_connections: slots::default_client_connections(),
             requesters: None,
             release_memory: None,
+            stranger: None,
         }
     }
 }
@@ -175,6 +181,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("client_connections", &self.client_connections)
             .field("requesters", &self.requesters.is_some())
             .field("release_memory", &self.release_memory.is_some())
+            .field("stranger", &self.stranger.is_some())
             .finish()
     }
 }

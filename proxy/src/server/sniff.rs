@@ -124,12 +124,15 @@ impl Proxy {
                 Leg::Tunnel { host, port, .. } => Some((host.clone(), *port)),
                 _ => None,
             };
+            let Some(requester) = self.admitted(requester).await else {
+                return;
+            };
             let ctx = ConnCtx {
                 leg,
                 tls: false,
                 fixed,
                 mismatch: None,
-                requester: requester.resolve().await,
+                requester,
             };
             self.serve_http(io, ctx).await;
         }
@@ -192,14 +195,34 @@ impl Proxy {
             }
         };
         let tls = Box::new(tls);
+        let Some(requester) = self.admitted(requester).await else {
+            return;
+        };
         let ctx = ConnCtx {
             leg,
             tls: true,
             fixed: Some((host, port)),
             mismatch,
-            requester: requester.resolve().await,
+            requester,
         };
         self.serve_http(tls, ctx).await;
+    }
+
+    /// The connection's requester, or `None` when it is not a process of the jail (see
+    /// `ProxyConfig::stranger`): the caller closes the connection unserved.
+    async fn admitted(&self, requester: Pending) -> Option<Who> {
+        let who = requester.resolve().await;
+        let stranger = self.config.stranger;
+        if let (Some(is_stranger), Some(r)) = (stranger, &who) {
+            if is_stranger(r) {
+                tracing::warn!(
+                    "refused a connection to the proxy that no jailed process made (another \
+                     process on this machine connected to it); closed unserved"
+                );
+                return None;
+            }
+        }
+        Some(who)
     }
 }
 
