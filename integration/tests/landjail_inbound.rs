@@ -182,17 +182,11 @@ fn the_landjail_proxy_serves_only_the_jail() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let mut jailed = None;
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        if let Some(c) = l.strip_prefix("jailed ") {
-            jailed = Some(c.trim().to_string());
-        }
-        if l.trim() == "READY" {
-            break;
-        }
-    }
+    let printed = lines_until_ready(&mut child);
+    let jailed = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("jailed "))
+        .map(str::trim);
     let outside = Command::new("curl")
         .args([
             "-s",
@@ -210,7 +204,7 @@ fn the_landjail_proxy_serves_only_the_jail() {
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert_eq!(jailed.as_deref(), Some("200"), "the jailed client: {err}");
+    assert_eq!(jailed, Some("200"), "the jailed client: {err}");
     // curl: "empty reply from server" (52) and no status.
     assert_eq!(
         String::from_utf8_lossy(&outside.stdout),

@@ -137,6 +137,21 @@ pub fn spawn_ready(cmd: &mut Command, ready: &str) -> Child {
     child
 }
 
+/// The lines a jailed script printed on `child`'s piped stdout before its `READY` line (the
+/// script then waits, e.g. with `read done`, while the test looks from outside).
+pub fn lines_until_ready(child: &mut Child) -> Vec<String> {
+    let out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut seen = Vec::new();
+    for l in out.lines() {
+        let l = l.unwrap();
+        if l.trim() == "READY" {
+            return seen;
+        }
+        seen.push(l);
+    }
+    panic!("the jailed script ended before READY; it printed: {seen:?}");
+}
+
 /// Text of both streams, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
