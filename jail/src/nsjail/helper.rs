@@ -105,13 +105,19 @@ fn namespace_failure(req: &Request, step: &str, e: Errno) -> Failure {
 fn build(req: &Request, sock: &UnixStream) -> Result<(Pid, OwnedFd), Failure> {
     let (uid, gid) = (getuid(), getgid());
     // Before the user namespace: written with CAP_SYS_RESOURCE (boundary run by root), the
-    // kernel also makes 1000 the floor, so the jail cannot lower it again.
-    crate::process::prefer_for_oom_kill().map_err(|e| {
-        Failure::from(format!(
-            "making the jail the first to go when memory runs out (writing 1000 to \
-             /proc/self/oom_score_adj): {e}; boundary needs a writable /proc"
-        ))
-    })?;
+    // kernel also makes 1000 the floor, so the jail cannot lower it again. A helper started
+    // through sudo or with file capabilities is not dumpable, so its own `/proc` files are
+    // root's and the write is refused (EACCES): that jail keeps boundary's value (documented;
+    // making the capable helper dumpable to write it would expose it to the user's ptrace).
+    match crate::process::prefer_for_oom_kill() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+        r => r.map_err(|e| {
+            Failure::from(format!(
+                "making the jail the first to go when memory runs out (writing 1000 to \
+                 /proc/self/oom_score_adj): {e}; boundary needs a writable /proc"
+            ))
+        })?,
+    }
     if req.user_namespace {
         unshare(CloneFlags::CLONE_NEWUSER)
             .map_err(|e| userns_failure("creating a user namespace", e))?;
