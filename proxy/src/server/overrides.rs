@@ -52,12 +52,13 @@ pub(super) fn refusal(
     host: &str,
     path: &str,
 ) -> Option<(String, Vec<String>)> {
-    if let Some((name, other)) = other_host(headers, host) {
+    let headers = Headers::new(headers);
+    if let Some((name, other)) = other_host(&headers, host) {
         let reason =
             format!("the {name} header names another host ({other}) than the one decided ({host})");
         return Some((reason, Vec::new()));
     }
-    let mut methods = values(headers, &METHOD_HEADERS, |v| Some(v.to_string()));
+    let mut methods = values(&headers, &METHOD_HEADERS, |v| Some(v.to_string()));
     // Rules compare methods exactly, but frameworks upper-case the header's value before
     // running it (Express, Rack, Symfony), so `delete` must be allowed as `DELETE` too.
     let upper: Named = methods
@@ -68,7 +69,7 @@ pub(super) fn refusal(
         })
         .collect();
     methods.extend(upper);
-    let paths = values(headers, &PATH_HEADERS, path_of);
+    let paths = values(&headers, &PATH_HEADERS, path_of);
     if methods.is_empty() && paths.is_empty() {
         return None;
     }
@@ -106,43 +107,58 @@ pub(super) fn refusal(
 /// (header name, value) pairs; the value is `None` when it cannot be read.
 type Named = Vec<(String, Option<String>)>;
 
-fn values(headers: &HeaderMap, names: &[HeaderName], read: fn(&str) -> Option<String>) -> Named {
+fn values(headers: &Headers, names: &[HeaderName], read: fn(&str) -> Option<String>) -> Named {
     let mut out = Vec::new();
-    for (name, v) in named(headers, names) {
+    for (name, v) in headers.named(names) {
         let value = v.to_str().ok().map(str::trim).and_then(read);
         out.push((name.to_string(), value));
     }
     out
 }
 
-/// The values of the headers `names`, also when spelled with `_`, `.` or another
-/// non-alphanumeric byte for `-` (PHP turns `.` and spaces into `_` too), with the name each is
-/// read as.
-fn named<'a>(
-    headers: &'a HeaderMap,
-    names: &'a [HeaderName],
-) -> impl Iterator<Item = (&'a str, &'a http::HeaderValue)> + 'a {
-    let exact = names
-        .iter()
-        .flat_map(move |n| headers.get_all(n).iter().map(move |v| (n.as_str(), v)));
-    // Rare, so the exact lookups above stay the common path.
-    let folded = headers
-        .iter()
-        .filter(|(k, _)| {
-            k.as_str()
-                .bytes()
-                .any(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
-        })
-        .filter_map(move |(k, v)| {
-            let dashed: String = k
-                .as_str()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
+/// A request's headers as this module reads them: the map, and (found in one pass, usually
+/// none) the headers whose names have `_`, `.` or another non-alphanumeric byte, with that
+/// name spelled with `-` (PHP turns `.` and spaces into `_` too).
+struct Headers<'a> {
+    map: &'a HeaderMap,
+    odd: Vec<(String, &'a http::HeaderValue)>,
+}
+
+impl<'a> Headers<'a> {
+    fn new(map: &'a HeaderMap) -> Self {
+        let odd = map
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str()
+                    .bytes()
+                    .any(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
+            })
+            .map(|(k, v)| {
+                let dashed = k
+                    .as_str()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                (dashed, v)
+            })
+            .collect();
+        Headers { map, odd }
+    }
+
+    /// The values of the headers `names`, in either spelling, with the name each is read as.
+    fn named(
+        &'a self,
+        names: &'a [HeaderName],
+    ) -> impl Iterator<Item = (&'a str, &'a http::HeaderValue)> + 'a {
+        let exact = names
+            .iter()
+            .flat_map(move |n| self.map.get_all(n).iter().map(move |v| (n.as_str(), v)));
+        let folded = self.odd.iter().filter_map(move |(dashed, v)| {
             let n = names.iter().find(|n| n.as_str() == dashed)?;
-            Some((n.as_str(), v))
+            Some((n.as_str(), *v))
         });
-    exact.chain(folded)
+        exact.chain(folded)
+    }
 }
 
 /// The request's own value (named by no header) and the headers' values: an origin that
@@ -154,7 +170,7 @@ fn with_own(mut named: Named, own: &str) -> Named {
 
 /// A header naming a host other than the decided one, and that host: an absolute-form
 /// `Destination`, one of [`HOST_HEADERS`], or `Forwarded`'s `host=`.
-fn other_host(headers: &HeaderMap, host: &str) -> Option<(String, String)> {
+fn other_host(headers: &Headers, host: &str) -> Option<(String, String)> {
     let own = crate::host::normal_form(host);
     let differs = |named: &str| {
         let bare = named.trim().trim_matches('"');
@@ -171,7 +187,7 @@ fn other_host(headers: &HeaderMap, host: &str) -> Option<(String, String)> {
             != own.trim_start_matches('[').trim_end_matches(']')
     };
     static DESTINATION: [HeaderName; 1] = [HeaderName::from_static("destination")];
-    for (name, v) in named(headers, &DESTINATION) {
+    for (name, v) in headers.named(&DESTINATION) {
         let Ok(uri) = v.to_str().unwrap_or("").trim().parse::<Uri>() else {
             continue;
         };
@@ -179,7 +195,7 @@ fn other_host(headers: &HeaderMap, host: &str) -> Option<(String, String)> {
             return Some((name.to_string(), h.to_string()));
         }
     }
-    for (name, v) in named(headers, &HOST_HEADERS) {
+    for (name, v) in headers.named(&HOST_HEADERS) {
         let Ok(text) = v.to_str() else {
             return Some((
                 name.to_string(),
@@ -191,7 +207,7 @@ fn other_host(headers: &HeaderMap, host: &str) -> Option<(String, String)> {
         }
     }
     static FORWARDED: [HeaderName; 1] = [http::header::FORWARDED];
-    for (name, v) in named(headers, &FORWARDED) {
+    for (name, v) in headers.named(&FORWARDED) {
         let text = String::from_utf8_lossy(v.as_bytes());
         let hosts = text
             .split([',', ';'])

@@ -63,7 +63,9 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 /// `Some` when `ip` (or the IPv4 address inside it) is assigned to one of this host's network
 /// interfaces: a service bound to `0.0.0.0` on the host (a Docker bridge's gateway, the
 /// workspace's own apps) answers there as it does on loopback. Read from the interface list
-/// each time (addresses come and go), so only on fresh resolutions, never per request.
+/// each time (addresses come and go), so only on fresh resolutions and for a destination on
+/// the proxy's own port, never per request. Also what tells whether such a destination is the
+/// proxy itself (`ConnectorSettings::is_self`).
 pub fn host_reason(ip: IpAddr) -> Option<&'static str> {
     let wanted = match ip {
         IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),

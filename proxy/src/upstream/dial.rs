@@ -44,7 +44,7 @@ impl ConnectorSettings {
             l.port() == addr.port()
                 && (l.ip() == addr.ip()
                     || (l.ip().is_unspecified()
-                        && (addr.ip().is_loopback() || is_local(addr.ip())))
+                        && (addr.ip().is_loopback() || addr::host_reason(addr.ip()).is_some()))
                     || (l.ip().is_loopback() && addr.ip().is_unspecified()))
         })
     }
@@ -306,9 +306,4 @@ fn bare_host(host: &str) -> String {
 /// host's own addresses.
 fn refused_reason(ip: IpAddr) -> Option<&'static str> {
     local_reason(ip).or_else(|| addr::host_reason(ip))
-}
-
-fn is_local(ip: IpAddr) -> bool {
-    // Binding a probe socket to the address succeeds only for addresses of this host.
-    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
