@@ -80,6 +80,13 @@ impl Parser<'_> {
                 format!("{c} cannot appear in a path pattern: origins read it as a separator or the end of the path, so the pattern could never match; write the path with \"/\" between segments"),
             ));
         }
+        let folded = super::path::fold_segment(&decoded);
+        if folded != decoded.as_str() {
+            return Err(self.err(
+                at,
+                format!("{decoded:?} is read as {folded:?} by some origins (Unicode look-alikes, overlong forms and trailing dots or spaces are normalised), so the pattern could never match every reading; write {folded:?}"),
+            ));
+        }
         Ok(Segment::Literal(decoded))
     }
 }

@@ -58,14 +58,36 @@ fn a_path_rule_must_allow_every_reading_of_the_path() {
         "/public/..%3B/private",
         "/private;/../public/x",
         "/private%3F/../public/x",
+        // Look-alikes that IIS's best-fit mapping or an NFKC-normalising framework reads as
+        // separators and dots, overlong UTF-8, and Windows' trailing dots and spaces.
+        "/public/..%EF%BC%8Fprivate",
+        "/public/..%E2%88%95private",
+        "/public/..%E2%81%84private",
+        "/public/..%EF%BC%BCprivate",
+        "/public/..%C2%A5private",
+        "/public/%EF%BC%8E%EF%BC%8E/private",
+        "/public/%E2%80%A5/private",
+        "/public/..%C0%AFprivate",
+        "/public/%C0%AE%C0%AE/private",
+        "/public/..%E0%80%AFprivate",
+        "/public/..%20/private",
+        "/public/...%20./private",
+        "/public/..%252520/private",
+        "/public/x%EF%BC%8F..%EF%BC%8F..%EF%BC%8Fprivate",
     ] {
         assert!(!decide(&public, "GET", "a.com", raw).allowed, "{raw}");
     }
+    // Windows reads `private.` as `private`; other origins do not, so no rule allows both.
+    assert!(!decide(&["path=/private/*"], "GET", "a.com", "/private./x").allowed);
+    assert!(!decide(&public, "GET", "a.com", "/public./../private/x").allowed);
     for raw in [
         "/public/x",
         "/public/a%20b",
         "/public/x;jsessionid=1",
         "/public/x%2Fy",
+        "/public/caf%C3%A9",
+        "/public/%E2%82%AC.txt",
+        "/public/v1.2/x",
     ] {
         assert!(decide(&public, "GET", "a.com", raw).allowed, "{raw}");
     }
@@ -77,9 +99,15 @@ fn a_path_rule_must_allow_every_reading_of_the_path() {
         "path=/a;b",
         "path=/a%3Fb",
         "path=/a%252Fb",
+        "path=/a%EF%BC%8Fb",
+        "path=/v1./x",
+        "path=/x%20",
+        "path=/\u{FF50}ublic",
     ] {
         assert!(Rule::parse(bad).is_err(), "{bad}");
     }
+    let e = Rule::parse("path=/v1./x").unwrap_err().to_string();
+    assert!(e.contains("write \"v1\""), "{e}");
 }
 
 #[test]
