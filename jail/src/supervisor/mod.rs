@@ -141,6 +141,7 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
     // capabilities.
     drop_effective_capabilities();
     let notify = Arc::new(notify);
+    let waiting = Waiting::new(MAX_WAITING_CALLS);
     loop {
         let rev = match crate::sys::poll_in(notify.as_fd()) {
             Ok(rev) => rev,
@@ -187,9 +188,13 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
             Work::Perform { job, .. } => {
                 let notify2 = Arc::clone(&notify);
                 let id = req.id;
+                let slot = waiting.take();
                 let spawned = std::thread::Builder::new()
                     .name("jail-blocking-call".into())
-                    .spawn(move || respond(notify2.as_raw_fd(), id, Some(Reply::Result(job()))));
+                    .spawn(move || {
+                        let _slot = slot;
+                        respond(notify2.as_raw_fd(), id, Some(Reply::Result(job())))
+                    });
                 if let Err(e) = spawned {
                     warn!(error = %e, "jail supervisor: cannot start a thread; refusing the call");
                     respond(
@@ -200,6 +205,59 @@ pub(crate) fn serve(notify: OwnedFd, policy: Arc<Policy>) {
                 }
             }
         }
+    }
+}
+
+/// Most calls (connects, sends, mounts) that wait on threads of their own at once, per jail.
+/// Beyond it the supervisor waits for one to finish before it takes the next notification, so
+/// the jail's further calls wait too: a jail that parks thousands of blocking sends on sockets
+/// nobody reads stalls itself, and cannot make boundary start a thread (and hold a copy of
+/// the message and a descriptor) for each.
+const MAX_WAITING_CALLS: usize = 64;
+
+/// Counts the calls waiting on their own threads ([`MAX_WAITING_CALLS`]).
+struct Waiting {
+    count: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One waiting call's place; frees it when dropped (its thread ends).
+struct Slot(Arc<Waiting>);
+
+impl Waiting {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            count: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max,
+        })
+    }
+
+    /// A place for one more waiting call, after waiting for one to end if all are taken.
+    fn take(self: &Arc<Self>) -> Slot {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if *n >= self.max {
+            warn!(
+                waiting = *n,
+                "jail supervisor: {} of the jail's calls are waiting (sends on full sockets, \
+                 connects to busy listeners); its further connects and sends wait until one ends",
+                self.max
+            );
+            while *n >= self.max {
+                n = self.freed.wait(n).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        *n += 1;
+        Slot(Arc::clone(self))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -33,6 +33,10 @@ use super::{errno, id_valid, unix, Net, Policy};
 
 /// Most bytes one message carries through the supervisor.
 pub(super) const MAX_DATA: usize = 1 << 20;
+/// Most bytes a stream send that has to wait keeps while it waits (a short count when the
+/// socket takes it, as a blocking send may also return): a jail parking many sends on sockets
+/// nobody reads must not make boundary hold 1 MiB for each.
+const PARKED_STREAM_DATA: usize = 64 << 10;
 /// Most messages one `sendmmsg` sends through the supervisor (the caller sends the rest).
 pub(super) const MAX_MSGS: usize = 64;
 /// The kernel's limits: iovecs per message, socket address size, control bytes.
@@ -331,9 +335,23 @@ impl CheckedSend {
             return Ok(self.send_all(0));
         }
         match self.send_all(libc::MSG_DONTWAIT) {
-            Err(libc::EAGAIN) => Err(self),
+            Err(libc::EAGAIN) => Err(self.parked()),
             done => Ok(done),
         }
+    }
+
+    /// The send as it waits: stream data cut to [`PARKED_STREAM_DATA`] (message boundaries of
+    /// datagrams are kept; the kernel bounds their size by the socket's buffer).
+    fn parked(mut self) -> CheckedSend {
+        if is_stream(&self.sock) {
+            for m in &mut self.msgs {
+                if m.data.len() > PARKED_STREAM_DATA {
+                    m.data.truncate(PARKED_STREAM_DATA);
+                    m.data.shrink_to_fit();
+                }
+            }
+        }
+        self
     }
 
     /// Sends as the caller asked (may wait).
