@@ -374,3 +374,46 @@ fn the_spool_is_out_of_reach_inside_nsjail() {
     assert!(!rest.contains("planted"), "{rest}\n{all}");
     assert!(!spool.join("planted").exists() && !spool.join("x").exists());
 }
+
+/// The spool's parent directories cannot be renamed away inside nsjail (as root and as a
+/// user): moved, the jail could put a spool of its own where boundary looks for earlier runs'
+/// records (forged records delivered as boundary's) and make this run's own spool land in a
+/// directory it can write. Positive control: the jail renames a sibling directory it made.
+#[test]
+fn the_spool_s_parents_cannot_be_renamed_inside_nsjail() {
+    require_root().unwrap();
+    for who in [As::Root, As::User] {
+        let config = config_home(who);
+        let state = config_home(who);
+        let spool = state.path().join("coder_boundary/spool");
+        let s = state.path().display();
+        let script = format!(
+            "mv {s}/coder_boundary {s}/moved 2>/dev/null && echo MOVED-PARENT || echo pinned\n\
+             mv {s}/coder_boundary/spool {s}/moved-spool 2>/dev/null && echo MOVED-SPOOL || echo pinned\n\
+             mkdir {s}/sibling && mv {s}/sibling {s}/sibling2 && echo control-moved\n"
+        );
+        let out = boundary_cmd(who, config.path(), &[])
+            .args([
+                "--jail-type",
+                "nsjail",
+                "--log-level",
+                "error",
+                "--audit-spool-dir",
+                &spool.to_string_lossy(),
+                "--log-proxy-socket-path",
+                &config.path().join("agent.sock").to_string_lossy(),
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("control-moved"), "{who:?}: {t}");
+        assert_eq!(stdout.matches("pinned").count(), 2, "{who:?}: {t}");
+        assert!(spool.is_dir(), "{who:?}: the spool was moved: {t}");
+    }
+}

@@ -72,7 +72,11 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 /// Builds the whole view; `hide` paths are covered, `readonly` paths bound read-only.
 pub fn build(hide: &[PathBuf], readonly: &[PathBuf]) -> Result<(), String> {
     // Paths to hide and protect are resolved now, while the host's /dev and /proc are intact.
-    pin_parents(readonly)?;
+    // A hidden path's parents are pinned too: the audit spool's parents sit in the jail's
+    // writable `$HOME` (`~/.local/state`), and renamed away they would let the jail put a spool
+    // of its own where boundary looks (forged records delivered as boundary's).
+    let pinned: Vec<PathBuf> = readonly.iter().chain(hide).cloned().collect();
+    pin_parents(&pinned)?;
     for path in readonly {
         bind_readonly(path)?;
     }

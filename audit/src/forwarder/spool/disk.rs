@@ -1,12 +1,21 @@
 //! The spool's files: the entry format (length, CRC-32, counts, sequence numbers, payload),
 //! the `ack` offset, the run's `lock`, and taking over the directory of a run that is gone.
+//!
+//! The spool root may lie where a jailed program of the same user writes (landjail, or a
+//! spool under the jail's writable paths), so a run directory found there is untrusted: every
+//! file in it is opened relative to the directory's descriptor without following symbolic
+//! links, an adopted `data` must be a regular file of ours with one link, and nothing found
+//! there is ever truncated or written in place (a planted `data -> ~/.bash_history` or
+//! `ack.tmp -> /etc/shadow` must not make boundary cut or overwrite that file).
 
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::Path;
 
 use bytes::Bytes;
+use rustix::fs::{Mode, OFlags, CWD};
 
 use super::Source;
 use crate::forwarder::batch::Batch;
@@ -61,17 +70,50 @@ pub(super) fn encode_entry(b: &Batch) -> Vec<u8> {
     entry
 }
 
-pub(super) fn read_ack(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("ack"))
+/// Opens a run directory (or the root) without following a symbolic link at its last step.
+pub(super) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens `name` in `dir`, never through a symbolic link.
+fn open_in(dir: &OwnedFd, name: &str, flags: OFlags) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+pub(super) fn read_ack(dir: &OwnedFd) -> u64 {
+    let mut text = String::new();
+    open_in(dir, "ack", OFlags::RDONLY)
+        .and_then(|f| f.take(32).read_to_string(&mut text))
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|_| text.trim().parse().ok())
         .unwrap_or(0)
 }
 
-pub(super) fn write_ack(dir: &Path, offset: u64) -> io::Result<()> {
-    let tmp = dir.join("ack.tmp");
-    std::fs::write(&tmp, offset.to_string())?;
-    std::fs::rename(tmp, dir.join("ack"))
+/// Replaces `ack` with a new file (never written in place: whatever `ack.tmp` was, it is
+/// unlinked and created afresh, then renamed over `ack`).
+pub(super) fn write_ack(dir: &OwnedFd, offset: u64) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, "ack.tmp", rustix::fs::AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut f = open_in(
+        dir,
+        "ack.tmp",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+    )?;
+    f.write_all(offset.to_string().as_bytes())?;
+    Ok(rustix::fs::renameat(dir, "ack.tmp", dir, "ack")?)
 }
 
 /// Reads the entry header at `at`: (payload length, records, first seq, last seq), or `None`
@@ -109,13 +151,17 @@ pub(super) fn private_dir(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
-pub(super) fn lock_file(dir: &Path) -> io::Result<Option<File>> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join("lock"))?;
+/// This run's `data`, created in its fresh directory.
+pub(super) fn own_data(dir: &OwnedFd) -> io::Result<File> {
+    open_in(
+        dir,
+        "data",
+        OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL,
+    )
+}
+
+pub(super) fn lock_file(dir: &OwnedFd) -> io::Result<Option<File>> {
+    let f = open_in(dir, "lock", OFlags::WRONLY | OFlags::CREATE)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -123,26 +169,48 @@ pub(super) fn lock_file(dir: &Path) -> io::Result<Option<File>> {
     }
 }
 
-/// Takes over a dead run's directory: `None` when its run is alive (locked) or nothing is left.
-pub(super) fn adopt(dir: &Path) -> io::Result<Option<(Source, u64)>> {
-    let Some(lock) = lock_file(dir)? else {
+/// Why an adopted `data` is not boundary's own spool file, if it is not.
+fn foreign(f: &File) -> io::Result<Option<&'static str>> {
+    let m = f.metadata()?;
+    Ok(if !m.is_file() {
+        Some("not a regular file")
+    } else if m.uid() != rustix::process::geteuid().as_raw() {
+        Some("owned by another user")
+    } else if m.nlink() != 1 {
+        Some("a hard link to another file")
+    } else {
+        None
+    })
+}
+
+/// Takes over a dead run's directory: `None` when its run is alive (locked), nothing is left,
+/// or what is there is not a spool boundary wrote (logged and left alone).
+pub(super) fn adopt(path: &Path) -> io::Result<Option<(Source, u64)>> {
+    let dir = open_dir(path)?;
+    let Some(lock) = lock_file(&dir)? else {
         return Ok(None);
     };
-    let data = match OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(dir.join("data"))
-    {
+    let data = match open_in(&dir, "data", OFlags::RDONLY) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::remove_dir_all(path);
             return Ok(None);
         }
         Err(e) => return Err(e),
     };
+    if let Some(why) = foreign(&data)? {
+        tracing::error!(
+            dir = %path.display(),
+            why,
+            "an audit spool directory holds a data file boundary did not write (planted by a \
+             jailed program?); left alone, not delivered"
+        );
+        return Ok(None);
+    }
     let len = data.metadata()?.len();
-    let acked = read_ack(dir).min(len);
-    // Walk the entries; cut a torn or corrupt tail.
+    let acked = read_ack(&dir).min(len);
+    // Walk the entries; a torn or corrupt tail ends the file (it is not cut: the file is
+    // only read, and removed with its directory once delivered).
     let mut at = acked;
     let mut torn = 0;
     while at < len {
@@ -150,28 +218,28 @@ pub(super) fn adopt(dir: &Path) -> io::Result<Option<(Source, u64)>> {
             Some((.., end)) => at = end,
             None => {
                 torn = 1;
-                data.set_len(at)?;
                 break;
             }
         }
     }
     if torn > 0 {
         tracing::error!(
-            dir = %dir.display(),
+            dir = %path.display(),
             offset = at,
             cut_bytes = len - at,
             "an earlier run's audit spool ended in a torn entry (boundary was killed while \
-             writing it); the incomplete entry was cut off and is lost"
+             writing it); the incomplete entry is skipped and lost"
         );
     }
     let len = at;
     if acked >= len {
-        std::fs::remove_dir_all(dir)?;
+        std::fs::remove_dir_all(path)?;
         return Ok(None);
     }
     Ok(Some((
         Source {
-            dir: dir.to_path_buf(),
+            path: path.to_path_buf(),
+            dir,
             _lock: lock,
             data,
             len,

@@ -20,14 +20,16 @@ mod disk;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::batch::Batch;
-use disk::{adopt, encode_entry, entry_at, lock_file, private_dir, write_ack, HEADER};
+use disk::{
+    adopt, encode_entry, entry_at, lock_file, open_dir, own_data, private_dir, write_ack, HEADER,
+};
 
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -42,7 +44,11 @@ pub struct SpoolConfig {
 
 /// One run's directory: adopted from a dead run, or this run's own.
 struct Source {
-    dir: PathBuf,
+    /// The directory's name, for messages and its removal.
+    path: PathBuf,
+    /// The directory itself: its files are opened and replaced through it, so a rename of
+    /// the path cannot redirect them.
+    dir: OwnedFd,
     _lock: File,
     data: File,
     len: u64,
@@ -81,7 +87,8 @@ impl Spool {
             .filter_map(|e| e.ok().map(|e| e.path()))
             // A run still setting up its directory uses a dot name until it holds the lock.
             .filter(|p| {
-                p.is_dir()
+                // Not `is_dir`: a symbolic link to a directory elsewhere is not a run.
+                p.symlink_metadata().is_ok_and(|m| m.is_dir())
                     && !p
                         .file_name()
                         .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
@@ -111,18 +118,15 @@ impl Spool {
         let name = format!("{nanos:024}-{session}");
         let setup = cfg.dir.join(format!(".{name}"));
         private_dir(&setup)?;
-        let lock = lock_file(&setup)?.ok_or_else(|| io::Error::other("spool directory in use"))?;
+        let dir = open_dir(&setup)?;
+        let lock = lock_file(&dir)?.ok_or_else(|| io::Error::other("spool directory in use"))?;
         // Locked before it is visible under its real name: no other run can adopt it.
-        let dir = cfg.dir.join(name);
-        std::fs::rename(&setup, &dir)?;
-        let data = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.join("data"))?;
+        let path = cfg.dir.join(name);
+        std::fs::rename(&setup, &path)?;
+        let data = own_data(&dir)?;
         write_ack(&dir, 0)?;
         sources.push(Source {
+            path,
             dir,
             _lock: lock,
             data,
@@ -190,7 +194,7 @@ impl Spool {
                 // Cannot happen for entries checked at open or written by us; skip the rest
                 // of this file rather than loop on it.
                 tracing::error!(
-                    dir = %s.dir.display(),
+                    dir = %s.path.display(),
                     offset = s.read,
                     "unreadable audit spool entry; skipping the rest of this file"
                 );
@@ -245,7 +249,7 @@ impl Spool {
                 }
             }
             if let Err(e) = write_ack(&s.dir, s.acked) {
-                tracing::error!(dir = %s.dir.display(), error = %e,
+                tracing::error!(dir = %s.path.display(), error = %e,
                     "cannot record audit delivery progress; records may be sent again by a later run");
             }
         }
@@ -253,7 +257,7 @@ impl Spool {
             if s.own || s.acked < s.len {
                 return true;
             }
-            let _ = std::fs::remove_dir_all(&s.dir);
+            let _ = std::fs::remove_dir_all(&s.path);
             false
         });
         resent
@@ -271,7 +275,7 @@ impl Spool {
     pub fn close(self) {
         for s in &self.sources {
             if s.own && s.acked >= s.len {
-                let _ = std::fs::remove_dir_all(&s.dir);
+                let _ = std::fs::remove_dir_all(&s.path);
             }
         }
     }

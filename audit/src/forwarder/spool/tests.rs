@@ -38,7 +38,7 @@ fn a_dead_runs_records_are_adopted_in_order_and_a_torn_tail_is_cut() {
     // The agent read the first batch only.
     assert_eq!(first.next_unsent().unwrap().first_seq, 0);
     first.ack_inflight(false);
-    let dir = first.sources.last().unwrap().dir.clone();
+    let dir = first.sources.last().unwrap().path.clone();
     drop(first);
     // A crash in the middle of a fourth append.
     let mut f = OpenOptions::new()
@@ -98,4 +98,87 @@ fn a_partly_written_last_batch_is_kept_and_sent_again_the_rest_confirmed() {
     assert!(s.next_unsent().is_none());
     assert_eq!(s.ack_inflight(false), 0);
     assert_eq!(s.used(), 0);
+}
+
+/// A run directory planted in the spool root by a jailed program of the same user: a `data`
+/// that links to another file of the user (symbolic or hard link), a torn tail, an `ack.tmp`
+/// link and a `lock` link. Adoption must leave every file they point to as it was, deliver
+/// nothing from them, and a real dead run beside them is still adopted.
+#[test]
+fn planted_links_in_the_spool_are_never_followed_truncated_or_delivered() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: root.path().to_path_buf(),
+        max_bytes: 1 << 20,
+    };
+    // A victim file with a valid entry at its start and more after it: read as a spool, the
+    // bytes after the entry are a "torn tail" the old code cut off.
+    let victim = elsewhere.path().join("victim");
+    let mut bytes = super::disk::encode_entry(&batch(7, 3));
+    bytes.extend_from_slice(b"precious user data that must stay");
+    std::fs::write(&victim, &bytes).unwrap();
+    let other_victim = elsewhere.path().join("other");
+    std::fs::write(&other_victim, b"do not touch").unwrap();
+    let absent = elsewhere.path().join("created-by-lock");
+
+    let sym = root.path().join("000000000000000000000001-planted-symlink");
+    std::fs::create_dir(&sym).unwrap();
+    symlink(&victim, sym.join("data")).unwrap();
+    std::fs::write(sym.join("ack"), "0").unwrap();
+    symlink(&other_victim, sym.join("ack.tmp")).unwrap();
+    symlink(&absent, sym.join("lock")).unwrap();
+
+    let hard = root
+        .path()
+        .join("000000000000000000000002-planted-hardlink");
+    std::fs::create_dir(&hard).unwrap();
+    std::fs::hard_link(&victim, hard.join("data")).unwrap();
+    std::fs::write(hard.join("ack"), "0").unwrap();
+
+    // A run directory that is itself a link to a directory holding a spool.
+    let linked_dir = elsewhere.path().join("dir");
+    std::fs::create_dir(&linked_dir).unwrap();
+    std::fs::write(
+        linked_dir.join("data"),
+        super::disk::encode_entry(&batch(9, 1)),
+    )
+    .unwrap();
+    symlink(
+        &linked_dir,
+        root.path().join("000000000000000000000003-planted-dirlink"),
+    )
+    .unwrap();
+
+    // A genuine dead run: adopted (the positive control).
+    let (mut dead, _) = Spool::open(&cfg, "dead").unwrap();
+    dead.push(batch(50, 2)).unwrap();
+    drop(dead);
+
+    let (mut s, opened) = Spool::open(&cfg, "now").unwrap();
+    let mut seen = Vec::new();
+    while let Some(b) = s.next_unsent() {
+        seen.push(b.first_seq);
+    }
+    assert_eq!(
+        seen,
+        [50],
+        "only the genuine dead run's records are delivered"
+    );
+    assert_eq!(opened.adopted_runs, 1);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        bytes,
+        "the linked file was changed"
+    );
+    assert_eq!(std::fs::read(&other_victim).unwrap(), b"do not touch");
+    assert!(
+        !absent.exists(),
+        "a planted lock link created a file elsewhere"
+    );
+    s.ack_inflight(false);
+    assert_eq!(std::fs::read(&victim).unwrap(), bytes);
+    assert_eq!(std::fs::read(&other_victim).unwrap(), b"do not touch");
+    assert!(linked_dir.join("data").exists());
 }
