@@ -4,6 +4,14 @@
 //!
 //! Run: `cargo bench -p boundary-proxy --bench proxy` (release build, one run, prints a
 //! Markdown table). Everything stays on 127.0.0.1; names resolve through `--resolve`.
+//!
+//! `PROXY_BENCH_REQUESTS=N` runs only N small requests through the proxy on one keep-alive
+//! connection (after one warm-up request) and prints nothing else: for counting instructions
+//! per request with callgrind, whose figures repeat whatever else the machine runs. Two runs
+//! with different N, the difference of their totals divided by the difference of N:
+//! `valgrind --tool=callgrind target/release/deps/proxy-* --bench` (see BENCHMARKS.md).
+//! With `PROXY_BENCH_DIRECT=1` the requests go straight to the origin: the difference is
+//! what the proxy adds.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -295,6 +303,21 @@ fn main() {
             tls: client_tls(&std::fs::read_to_string(ca.cert_path()).unwrap()),
         };
 
+        if let Some(n) = std::env::var("PROXY_BENCH_REQUESTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            // `PROXY_BENCH_DIRECT=1`: the same requests straight to the origin, so the
+            // difference of the two counts is the proxy's part.
+            let (route, how) = if std::env::var_os("PROXY_BENCH_DIRECT").is_some() {
+                (&direct, "straight to the origin")
+            } else {
+                (&proxied, "through the proxy")
+            };
+            let p = small_requests(route, 1, n).await;
+            println!("{n} requests {how}, {:.0}/s", p.rps);
+            return;
+        }
         let d1 = small_requests(&direct, 1, SEQUENTIAL_REQUESTS).await;
         let p1 = small_requests(&proxied, 1, SEQUENTIAL_REQUESTS).await;
         let dn = small_requests(&direct, CONNS, REQUESTS_PER_CONN).await;
