@@ -123,6 +123,9 @@ impl Target {
         let claims = [host_header, req.uri().authority().map(|a| a.as_str())];
         let transparent = matches!(ctx.leg, Leg::Transparent(_));
         for claim in claims.into_iter().flatten() {
+            if self.written_plainly(claim, transparent) {
+                continue;
+            }
             let Some(Authority { host, port }) = Authority::parse(claim) else {
                 return Some(format!(
                     "the request names a bad host {:?}",
@@ -151,6 +154,34 @@ impl Target {
             }
         }
         None
+    }
+
+    /// Whether `claim` names this target the plain way every client writes it: the host
+    /// exactly as in normal form, made of lowercase letters, digits, dots and hyphens only,
+    /// then no port, or `:` and the target's port in decimal without leading zeros (any port
+    /// from 1 when `any_port`, as on a transparent connection). Such a claim parses as this
+    /// host with that port, so the check above agrees without parsing it (which costs two
+    /// allocations per request); any other claim takes the full parse, which decides it as
+    /// before.
+    fn written_plainly(&self, claim: &str, any_port: bool) -> bool {
+        let host = self.host.as_str();
+        let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-';
+        let Some(rest) = claim.strip_prefix(host) else {
+            return false;
+        };
+        if host.is_empty() || host.ends_with('.') || !host.bytes().all(plain) {
+            return false;
+        }
+        let Some(digits) = rest.strip_prefix(':') else {
+            return rest.is_empty();
+        };
+        if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        match digits.parse::<u16>() {
+            Ok(port) => port == self.port || (any_port && port != 0),
+            Err(_) => false,
+        }
     }
 }
 
@@ -185,5 +216,83 @@ mod tests {
             port: 8080,
         };
         assert_eq!(t.url("/"), "http://[::1]:8080/");
+    }
+
+    /// The full check's answer for one claim: it parses and names this host, with no port or
+    /// one that agrees.
+    fn agrees_by_parsing(t: &Target, claim: &str, any_port: bool) -> bool {
+        Authority::parse(claim)
+            .is_some_and(|a| a.host == t.host && a.port.is_none_or(|p| p == t.port || any_port))
+    }
+
+    #[test]
+    fn a_plainly_written_claim_agrees_only_where_parsing_it_agrees() {
+        let targets = [
+            ("a.example", 443),
+            ("a.example", 8443),
+            ("x-1.a.example", 80),
+            ("127.0.0.1", 80),
+            ("::1", 443),
+            ("a..example", 443),
+        ];
+        let spellings = |h: &str| -> Vec<String> {
+            let mut v = vec![
+                h.to_string(),
+                h.to_ascii_uppercase(),
+                format!("{h}."),
+                format!("[{h}]"),
+                format!("user@{h}"),
+                format!("{h}@{h}"),
+                format!(" {h}"),
+                format!("{h} "),
+                format!("{h}x"),
+                format!("{h}%41"),
+                format!("{h}/"),
+                format!("{h}?"),
+                h[1..].to_string(),
+                String::new(),
+            ];
+            for port in [
+                "", "0", "00", "80", "080", "443", "0443", "8443", "+443", "-443", "65535",
+                "65536", "99999", "4430", "44", "1", "443:443", "443 ", "٤٤٣",
+            ] {
+                v.push(format!("{h}:{port}"));
+                v.push(format!("[{h}]:{port}"));
+            }
+            v
+        };
+        let mut plain = 0;
+        for (host, port) in targets {
+            let t = Target {
+                scheme: "https",
+                host: Host::parse(host).unwrap(),
+                port,
+            };
+            for claim in spellings(host).iter().chain(spellings("b.example").iter()) {
+                for any_port in [false, true] {
+                    if t.written_plainly(claim, any_port) {
+                        plain += 1;
+                        assert!(
+                            agrees_by_parsing(&t, claim, any_port),
+                            "{claim:?} skipped the parse for {host}:{port} (any port: {any_port})"
+                        );
+                    }
+                }
+            }
+        }
+        // The usual spellings do skip it: `host` and `host:port`.
+        for (claim, any_port) in [
+            ("a.example", false),
+            ("a.example:443", false),
+            ("a.example:80", true),
+        ] {
+            let t = Target {
+                scheme: "https",
+                host: Host::parse("a.example").unwrap(),
+                port: 443,
+            };
+            assert!(t.written_plainly(claim, any_port), "{claim}");
+        }
+        assert!(plain > 0);
     }
 }
