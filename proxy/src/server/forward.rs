@@ -346,19 +346,35 @@ fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
 /// `Proxy-Authorization`, `Proxy-Authenticate`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`,
 /// and `TE` unless it is exactly `trailers` (gRPC needs that one). Runs twice per request.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Only names present are looked up: `Connection: keep-alive` allocates nothing.
-    let listed: Vec<HeaderName> = tokens(headers, header::CONNECTION)
-        .filter(|t| headers.contains_key(*t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|name| name != header::TE)
-        .collect();
-    for name in listed {
-        headers.remove(&name);
+    // One pass over the names finds which of these are present (a message carries a handful
+    // of names and usually none of these but `Connection`); only those are then looked up and
+    // removed, instead of nine lookups by hash per message. Removing cannot add a name, so what
+    // was absent here stays absent below.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut te = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        } else if name == header::TE {
+            te = true;
+        }
     }
-    for name in &HOP_BY_HOP {
+    // `Connection` is the first entry; only names present are looked up: `Connection:
+    // keep-alive` allocates nothing.
+    if present[0] {
+        let listed: Vec<HeaderName> = tokens(headers, header::CONNECTION)
+            .filter(|t| headers.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|name| name != header::TE)
+            .collect();
+        for name in listed {
+            headers.remove(&name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
-    if headers.contains_key(header::TE) {
+    if te {
         let te_trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
         headers.remove(header::TE);
         if te_trailers {
@@ -367,7 +383,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The hop-by-hop headers removed whatever `Connection` lists.
+/// The hop-by-hop headers removed whatever `Connection` lists (`Connection` first).
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
@@ -400,5 +416,50 @@ mod tests {
         h.insert("te", "gzip".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_alone_and_among_others() {
+        // Only the names found in one pass are removed: each must be found wherever it is.
+        let names = [
+            "connection",
+            "proxy-connection",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ];
+        for name in names {
+            for before in [
+                &[][..],
+                &["host", "x-a"][..],
+                &["x-b", "content-length"][..],
+            ] {
+                let mut h = HeaderMap::new();
+                for other in before {
+                    h.insert(*other, "1".parse().unwrap());
+                }
+                h.append(name, "x-listed, gzip".parse().unwrap());
+                h.append(name, "close".parse().unwrap());
+                h.insert("x-listed", "1".parse().unwrap());
+                strip_hop_by_hop(&mut h);
+                let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+                left.sort();
+                let mut want: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+                if name != "connection" {
+                    want.push("x-listed".into());
+                }
+                want.sort();
+                assert_eq!(left, want, "{name} after {before:?}");
+            }
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("te", "Trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h.len(), 2);
     }
 }
