@@ -53,6 +53,10 @@ pub(super) fn refusal(
     path: &str,
 ) -> Option<(String, Vec<String>)> {
     let headers = Headers::new(headers);
+    if !headers.any_named() {
+        // Most requests carry none of these headers: nothing to look up name by name.
+        return None;
+    }
     if let Some((name, other)) = other_host(&headers, host) {
         let reason =
             format!("the {name} header names another host ({other}) than the one decided ({host})");
@@ -116,16 +120,34 @@ fn values(headers: &Headers, names: &[HeaderName], read: fn(&str) -> Option<Stri
     out
 }
 
+/// Every name this module reads, in the one spelling a [`HeaderMap`] keeps.
+static ALL_NAMES: [&[HeaderName]; 5] = [
+    &METHOD_HEADERS,
+    &PATH_HEADERS,
+    &HOST_HEADERS,
+    &DESTINATION,
+    &FORWARDED,
+];
+static DESTINATION: [HeaderName; 1] = [HeaderName::from_static("destination")];
+static FORWARDED: [HeaderName; 1] = [http::header::FORWARDED];
+
 /// A request's headers as this module reads them: the map, and (found in one pass, usually
 /// none) the headers whose names have `_`, `.` or another non-alphanumeric byte, with that
 /// name spelled with `-` (PHP turns `.` and spaces into `_` too).
 struct Headers<'a> {
     map: &'a HeaderMap,
     odd: Vec<(String, &'a http::HeaderValue)>,
+    /// One of [`ALL_NAMES`] is in the map as it is spelled there.
+    exact: bool,
 }
 
 impl<'a> Headers<'a> {
     fn new(map: &'a HeaderMap) -> Self {
+        // The same pass over the names (a handful) tells whether any of them is one this
+        // module reads, so a request with none is not looked up fourteen times by hash.
+        let exact = map
+            .keys()
+            .any(|k| ALL_NAMES.iter().any(|names| names.contains(k)));
         let odd = map
             .iter()
             .filter(|(k, _)| {
@@ -142,7 +164,13 @@ impl<'a> Headers<'a> {
                 (dashed, v)
             })
             .collect();
-        Headers { map, odd }
+        Headers { map, odd, exact }
+    }
+
+    /// Whether any header this module reads is there, in either spelling: when none is,
+    /// every [`Headers::named`] finds nothing.
+    fn any_named(&self) -> bool {
+        self.exact || !self.odd.is_empty()
     }
 
     /// The values of the headers `names`, in either spelling, with the name each is read as.
@@ -186,7 +214,6 @@ fn other_host(headers: &Headers, host: &str) -> Option<(String, String)> {
         crate::host::normal_form(name.trim_start_matches('[').trim_end_matches(']'))
             != own.trim_start_matches('[').trim_end_matches(']')
     };
-    static DESTINATION: [HeaderName; 1] = [HeaderName::from_static("destination")];
     for (name, v) in headers.named(&DESTINATION) {
         let Ok(uri) = v.to_str().unwrap_or("").trim().parse::<Uri>() else {
             continue;
@@ -206,7 +233,6 @@ fn other_host(headers: &Headers, host: &str) -> Option<(String, String)> {
             return Some((name.to_string(), h.trim().to_string()));
         }
     }
-    static FORWARDED: [HeaderName; 1] = [http::header::FORWARDED];
     for (name, v) in headers.named(&FORWARDED) {
         let text = String::from_utf8_lossy(v.as_bytes());
         let hosts = text
@@ -239,4 +265,62 @@ fn path_of(value: &str) -> Option<String> {
 
 fn unreadable(header: &str) -> String {
     format!("the {header} header cannot be read as a method or path")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(policy: &Policy, headers: &[(&str, &str)]) -> bool {
+        let mut map = HeaderMap::new();
+        map.insert(http::header::HOST, "a.example".parse().unwrap());
+        map.insert(http::header::USER_AGENT, "test".parse().unwrap());
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        refusal(policy, &map, "GET", "a.example", "/ok").is_some()
+    }
+
+    #[test]
+    fn every_header_read_here_is_read_when_it_is_the_only_one() {
+        // The shortcut for requests without any of these headers must not skip one that is
+        // there: each name, alone and in an odd spelling, still refuses what no rule allows.
+        let policy = Policy::parse(&["method=GET domain=a.example path=/ok"]).unwrap();
+        assert!(!refused(&policy, &[]));
+        assert!(!refused(
+            &policy,
+            &[("accept", "*/*"), ("x-unrelated", "DELETE")]
+        ));
+        assert!(!refused(&policy, &[("x_unrelated", "/admin")]));
+        let mut asked = 0;
+        for names in ALL_NAMES {
+            for name in names.iter().map(HeaderName::as_str) {
+                let value = if METHOD_HEADERS.iter().any(|n| n == name) {
+                    "DELETE"
+                } else if PATH_HEADERS.iter().any(|n| n == name) {
+                    "/admin"
+                } else if name == "forwarded" {
+                    "host=b.example"
+                } else {
+                    "b.example"
+                };
+                let odd = name.replace('-', "_");
+                for spelling in [name, odd.as_str()] {
+                    assert!(
+                        refused(&policy, &[(spelling, value)]),
+                        "{spelling}: {value}"
+                    );
+                    assert!(
+                        refused(&policy, &[("accept", "*/*"), (spelling, value)]),
+                        "{spelling}: {value}"
+                    );
+                }
+                asked += 1;
+            }
+        }
+        assert_eq!(asked, 14);
+    }
 }
