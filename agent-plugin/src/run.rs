@@ -117,10 +117,17 @@ pub fn jail_spec(
     let mut hide_paths = vec![cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE)];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
     hide_paths.push(cfg.audit_spool_dir.clone());
+    hide_paths.extend(upstream_credentials_file(cfg)?);
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
         env: jail_env(cfg.jail_type, cfg.proxy_port, ca.cert_path()),
+        // boundary's configuration is not the jailed program's: `BOUNDARY_UPSTREAM_PROXY` may
+        // carry the corporate proxy's password, the others name boundary's own files.
+        env_remove: boundary::config::settings::SETTINGS
+            .iter()
+            .flat_map(|s| s.env.iter().map(OsString::from))
+            .collect(),
         proxy_port: cfg.proxy_port,
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
@@ -128,6 +135,43 @@ pub fn jail_spec(
         writable_paths: cfg.writable_paths.clone(),
         root_filesystem_writable: cfg.root_filesystem_writable,
     })
+}
+
+/// Where the upstream proxy's credentials sit, if the jail could read them there: the config
+/// file (nsjail hides it from the jail; returned to be hidden). landjail cannot hide a file of
+/// its own user, nor boundary's command line (`/proc/<pid>/cmdline` needs no ptrace access):
+/// there a password in `--upstream-proxy` is refused, and one in the config file warned about.
+/// `BOUNDARY_UPSTREAM_PROXY` is the place for it: boundary removes its settings' variables from
+/// the jail's environment.
+fn upstream_credentials_file(cfg: &Config) -> Result<Option<std::path::PathBuf>> {
+    let Some(up) = cfg.upstream_proxy.as_ref().filter(|u| u.has_credentials()) else {
+        return Ok(None);
+    };
+    let source = cfg
+        .sources
+        .iter()
+        .find(|(key, _, _)| *key == "upstream_proxy")
+        .map(|(_, _, s)| s);
+    match (source, cfg.jail_type) {
+        (Some(Source::Flag(_)), JailType::Landjail) => anyhow::bail!(
+            "--upstream-proxy {} carries credentials on boundary's command line, which every \
+             process in a landjail can read (/proc/<pid>/cmdline); pass the URL in the \
+             BOUNDARY_UPSTREAM_PROXY environment variable instead (boundary keeps it out of \
+             the jail's environment), or use --jail-type nsjail",
+            boundary_proxy::hide_password(&up.url)
+        ),
+        (Some(Source::File(path)), JailType::Landjail) => {
+            eprintln!(
+                "boundary: WARNING: {} holds the upstream proxy's credentials and a landjail \
+                 cannot hide it from the jailed command; move them to BOUNDARY_UPSTREAM_PROXY",
+                path.display()
+            );
+            tracing::warn!(file = %path.display(), "upstream proxy credentials readable in the landjail");
+            Ok(None)
+        }
+        (Some(Source::File(path)), JailType::Nsjail) => Ok(Some(path.clone())),
+        _ => Ok(None),
+    }
 }
 
 /// The jail backend of this run with its own options.

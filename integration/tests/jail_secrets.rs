@@ -604,3 +604,81 @@ fn landjail_reports_changes_to_what_starts_the_next_session() {
     starting_files_are_protected(As::Root, true);
     starting_files_are_protected(As::User, true);
 }
+
+/// The upstream proxy's credentials do not reach the jailed command: not through the
+/// environment (boundary removes its own settings' variables, `BOUNDARY_UPSTREAM_PROXY` with
+/// them), not through the config file in nsjail (hidden when it holds them), and landjail
+/// refuses them on its command line (every jailed process could read `/proc/<pid>/cmdline`).
+/// Positive controls: an unrelated variable reaches the target, and the config file is
+/// readable in the jail when it holds no credentials.
+#[test]
+fn upstream_proxy_credentials_stay_out_of_the_jail() {
+    require_root().unwrap();
+    let secret = "s3cr3t-proxy-pass";
+    let url = format!("http://alice:{secret}@192.0.2.1:3128");
+    let probe = "env; cat \"$XDG_CONFIG_HOME/coder_boundary/config.yaml\" 2>&1; echo end";
+    for (jail, flags) in both_jails() {
+        let config = config_home(As::Root);
+        let out = boundary_cmd(As::Root, config.path(), &[])
+            .env("BOUNDARY_UPSTREAM_PROXY", &url)
+            .env("KEEP_ME", "kept-value")
+            .args(&flags)
+            .args(["--", "sh", "-c", probe])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{jail}: {t}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("KEEP_ME=kept-value"), "{jail}: {t}");
+        assert!(
+            !stdout.contains(secret),
+            "{jail}: the password reached the jail: {t}"
+        );
+        assert!(!stdout.contains("BOUNDARY_UPSTREAM_PROXY"), "{jail}: {t}");
+    }
+    // The config file: hidden in nsjail when it holds credentials, readable otherwise.
+    for (creds, hidden) in [(true, true), (false, false)] {
+        let config = config_home(As::Root);
+        let dir = config.path().join("coder_boundary");
+        std::fs::create_dir_all(&dir).unwrap();
+        let value = if creds {
+            url.clone()
+        } else {
+            "http://192.0.2.1:3128".into()
+        };
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!("# marker-line\nupstream_proxy: {value}\n"),
+        )
+        .unwrap();
+        let out = boundary_cmd(As::Root, config.path(), &[])
+            .args(["--jail-type", "nsjail", "--log-level", "error", "--config"])
+            .arg(dir.join("config.yaml"))
+            .args(["--", "sh", "-c", probe])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "creds={creds}: {t}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(secret), "creds={creds}: {t}");
+        assert_eq!(
+            !stdout.contains("marker-line"),
+            hidden,
+            "creds={creds}: {t}"
+        );
+    }
+    // landjail: on the command line, refused with the fix in the message.
+    let config = config_home(As::Root);
+    let out = boundary_cmd(As::Root, config.path(), &[])
+        .args(landjail_flags())
+        .args(["--upstream-proxy", &url, "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("BOUNDARY_UPSTREAM_PROXY"), "{t}");
+    assert!(!t.contains(secret), "the refusal shows the password: {t}");
+}

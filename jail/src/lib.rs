@@ -115,6 +115,9 @@ pub struct JailSpec {
     /// wins). The jail adds none of its own: what clients need (CA trust, proxy variables) is
     /// the caller's to give.
     pub env: Vec<(OsString, OsString)>,
+    /// Inherited variables the target must not see, removed before [`env`](Self::env) is
+    /// applied: boundary's own settings (the upstream proxy's, with its password, among them).
+    pub env_remove: Vec<OsString>,
     /// The proxy's port (nsjail: inside the jail's own namespace; landjail: on host loopback).
     pub proxy_port: u16,
     /// Paths the jailed process must not reach (the CA key, the agent's audit socket).

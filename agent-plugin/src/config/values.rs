@@ -188,6 +188,17 @@ impl fmt::Debug for UpstreamProxy {
 }
 
 impl UpstreamProxy {
+    /// Whether the URL carries credentials (`user:password@`, or a user name alone, which
+    /// some proxies take as a token).
+    pub fn has_credentials(&self) -> bool {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority.contains('@')
+    }
+
     /// Whether it names boundary's own proxy listener: the proxy port on a loopback or
     /// unspecified address (or `localhost`), which would send every request back to itself.
     pub fn is_own_listener(&self, proxy_port: u16) -> bool {

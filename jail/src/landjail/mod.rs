@@ -374,6 +374,9 @@ fn start_inner(
     let tty = crate::process::foreground_terminal();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

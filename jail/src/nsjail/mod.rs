@@ -164,6 +164,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         program: spec.program.clone(),
         args: spec.args.clone(),
         env: spec.env.clone(),
+        env_remove: spec.env_remove.clone(),
         proxy_port: spec.proxy_port,
         user_namespace: !opts.no_user_namespace,
         hide_paths: spec.hide_paths.clone(),
@@ -177,6 +178,7 @@ pub fn start(spec: &JailSpec, opts: &NsjailOptions) -> Result<RunningJail, JailE
         if privilege::no_terminal_handover(route.as_ref()) {
             // The helper's environment is sudo's: the target's comes whole in the request.
             req.env = std::env::vars_os()
+                .filter(|(k, _)| !spec.env_remove.contains(k))
                 .chain(spec.env.iter().cloned())
                 .collect();
             req.tty_fd = None;

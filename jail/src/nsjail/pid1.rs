@@ -129,6 +129,9 @@ fn spread_pids() {
 fn run(req: &Request, blocked: &SigSet) -> i32 {
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args);
+    for k in &req.env_remove {
+        cmd.env_remove(k);
+    }
     for (k, v) in &req.env {
         cmd.env(k, v);
     }

@@ -23,6 +23,8 @@ pub struct Request {
     pub program: OsString,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
+    /// Inherited variables removed before `env` is applied.
+    pub env_remove: Vec<OsString>,
     pub proxy_port: u16,
     pub user_namespace: bool,
     pub hide_paths: Vec<PathBuf>,
@@ -263,6 +265,10 @@ impl Request {
             e.bytes(k.as_bytes());
             e.bytes(v.as_bytes());
         }
+        e.u32(self.env_remove.len() as u32);
+        for k in &self.env_remove {
+            e.bytes(k.as_bytes());
+        }
         e.u32(self.proxy_port.into());
         e.u32(self.user_namespace.into());
         e.u32(self.hide_paths.len() as u32);
@@ -296,6 +302,8 @@ impl Request {
         let env = (0..n)
             .map(|_| Ok((d.os()?, d.os()?)))
             .collect::<io::Result<_>>()?;
+        let n = d.u32()?;
+        let env_remove = (0..n).map(|_| d.os()).collect::<io::Result<_>>()?;
         let proxy_port = u16::try_from(d.u32()?).map_err(|_| bad("port"))?;
         let user_namespace = d.u32()? != 0;
         let n = d.u32()?;
@@ -323,6 +331,7 @@ impl Request {
             program,
             args,
             env,
+            env_remove,
             proxy_port,
             user_namespace,
             hide_paths,
@@ -451,6 +460,7 @@ mod tests {
                 ("A".into(), "".into()),
                 ("SSL_CERT_FILE".into(), "/x".into()),
             ],
+            env_remove: vec!["BOUNDARY_UPSTREAM_PROXY".into()],
             proxy_port: 8080,
             user_namespace: true,
             hide_paths: vec!["/tmp/ca-key.pem".into()],
