@@ -80,12 +80,13 @@ pub(super) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Opens `name` in `dir`, never through a symbolic link.
+/// Opens `name` in `dir`, never through a symbolic link, and without waiting (a FIFO planted
+/// as `lock` or `data` must not hang boundary's start; regular files ignore the flag).
 fn open_in(dir: &OwnedFd, name: &str, flags: OFlags) -> io::Result<File> {
     let fd = rustix::fs::openat(
         dir,
         name,
-        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o600),
     )?;
     Ok(File::from(fd))
@@ -162,6 +163,9 @@ pub(super) fn own_data(dir: &OwnedFd) -> io::Result<File> {
 
 pub(super) fn lock_file(dir: &OwnedFd) -> io::Result<Option<File>> {
     let f = open_in(dir, "lock", OFlags::WRONLY | OFlags::CREATE)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("its lock is not a regular file"));
+    }
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),

@@ -151,6 +151,15 @@ fn planted_links_in_the_spool_are_never_followed_truncated_or_delivered() {
     )
     .unwrap();
 
+    // FIFOs as lock and as data: opening either must not wait for a partner.
+    for (n, name) in [(4, "lock"), (5, "data")] {
+        let d = root
+            .path()
+            .join(format!("00000000000000000000000{n}-planted-fifo"));
+        std::fs::create_dir(&d).unwrap();
+        nix::unistd::mkfifo(&d.join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+
     // A genuine dead run: adopted (the positive control).
     let (mut dead, _) = Spool::open(&cfg, "dead").unwrap();
     dead.push(batch(50, 2)).unwrap();
