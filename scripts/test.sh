@@ -13,12 +13,13 @@ cd "$(dirname "$0")/.."
 # ps (procps) for the jail tests; openssl for test certificates; gcc (cc) for the C helper of
 # landjail's race test; sudo and setcap (libcap2-bin) for nsjail without user namespaces;
 # python3-pip, golang-go and skopeo for `pip download`, `go mod download` and `skopeo copy` in
-# the presets test (npm comes with the agents below, cargo with the Rust toolchain that builds
+# the presets test; openssh-client (ssh-agent, ssh-add, ssh-keygen) for the jail's SSH agent
+# filter (npm comes with the agents below, cargo with the Rust toolchain that builds
 # the tests, apt-get and dpkg-deb with Debian).
 DEBIAN_PACKAGES=(
   nftables iptables iproute2 curl git tmux procps passwd util-linux ca-certificates openssl
   nodejs python3 python3-requests python3-pip golang-go skopeo gcc nginx keyutils sudo
-  libcap2-bin bubblewrap socat
+  libcap2-bin bubblewrap socat openssh-client
 )
 # Python modules (import name, pinned pip requirement): the Coder module check parses HCL; the
 # metrics test reads /metrics with the Prometheus text-format parser.

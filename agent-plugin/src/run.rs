@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use boundary_audit::forwarder::SpoolConfig;
 use boundary_audit::{AuditOptions, AuditPipeline, RunContext};
+use boundary_jail::ssh_agent::AgentFilter;
 use boundary_jail::{JailKind, JailSpec, LandjailOptions, NsjailOptions, RunningJail};
 use boundary_proxy::{rules::Policy, CertificateAuthority, Correlation, Proxy, ProxyConfig};
 
@@ -112,16 +113,28 @@ pub fn jail_spec(
     cfg: &Config,
     command: &[OsString],
     ca: &CertificateAuthority,
+    agent: Option<&AgentFilter>,
 ) -> Result<JailSpec> {
     // A persistent CA key left by an earlier version stays hidden (nsjail) even though unused.
     let mut hide_paths = vec![cfg.config_dir.join(boundary_proxy::ca::CA_KEY_FILE)];
     hide_paths.push(cfg.log_proxy_socket_path.clone());
     hide_paths.push(cfg.audit_spool_dir.clone());
     hide_paths.extend(upstream_credentials_file(cfg)?);
+    let mut env = jail_env(cfg.jail_type, cfg.proxy_port, ca.cert_path());
+    let mut unix_sockets = cfg.unix_sockets.clone();
+    // The jail's SSH agent is boundary's filter; the user's agent itself is refused unless a
+    // unix_socket_allow entry names it (it loads PKCS#11 libraries on a client's request).
+    if let Some(real) = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty()) {
+        unix_sockets.deny.push(real.into());
+    }
+    if let Some(f) = agent {
+        env.push(("SSH_AUTH_SOCK".into(), f.path().into()));
+        unix_sockets.ssh_agent = Some(f.path().to_path_buf());
+    }
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
-        env: jail_env(cfg.jail_type, cfg.proxy_port, ca.cert_path()),
+        env,
         // boundary's configuration is not the jailed program's: `BOUNDARY_UPSTREAM_PROXY` may
         // carry the corporate proxy's password, the others name boundary's own files.
         env_remove: boundary::config::settings::SETTINGS
@@ -131,7 +144,7 @@ pub fn jail_spec(
         proxy_port: cfg.proxy_port,
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
-        unix_sockets: cfg.unix_sockets.clone(),
+        unix_sockets,
         writable_paths: cfg.writable_paths.clone(),
         root_filesystem_writable: cfg.root_filesystem_writable,
     })
@@ -171,6 +184,20 @@ fn upstream_credentials_file(cfg: &Config) -> Result<Option<std::path::PathBuf>>
         }
         (Some(Source::File(path)), JailType::Nsjail) => Ok(Some(path.clone())),
         _ => Ok(None),
+    }
+}
+
+/// The jail's SSH agent: a filter in front of the caller's `$SSH_AUTH_SOCK` that passes only
+/// listing keys and signing (`boundary_jail::ssh_agent`); `None` without an agent.
+fn start_agent_filter() -> Option<AgentFilter> {
+    let real = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty())?;
+    match AgentFilter::start(Path::new(&real), &std::env::temp_dir()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(agent = ?real, error = %e,
+                "cannot start the jail's SSH agent filter; the jail gets no SSH agent");
+            None
+        }
     }
 }
 
@@ -360,7 +387,8 @@ pub fn run(
     }
     tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy generation 1 loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
-    let spec = jail_spec(&cfg, &command, &ca)?;
+    let agent = start_agent_filter();
+    let spec = jail_spec(&cfg, &command, &ca, agent.as_ref())?;
     let mut pconf = proxy_config(&cfg, &run)?;
     let reloader = crate::reload::Reloader::new(
         flags.clone(),

@@ -52,6 +52,7 @@ pub mod probe;
 mod process;
 mod reexec;
 mod seccomp;
+pub mod ssh_agent;
 mod supervisor;
 mod sys;
 mod writable;

@@ -20,7 +20,7 @@
 //! 3. **Config allow** (`unix_socket_allow`): allowed, also over the built-in deny list.
 //! 4. **Deny** (the built-in list of container and orchestration runtimes, system and session
 //!    managers, and `unix_socket_deny`): refused.
-//! 5. **Built-in allow**: the SSH agent (`$SSH_AUTH_SOCK` of boundary's environment).
+//! 5. **Built-in allow**: the jail's SSH agent, boundary's filter (`crate::ssh_agent`).
 //! 6. **Everything else** is a host service's socket: refused by default (a relay on one is a
 //!    way out the proxy never sees); `unix_socket_default: allow` lets it through.
 //!

@@ -17,6 +17,9 @@ pub struct UnixSocketRules {
     pub deny: Vec<PathBuf>,
     /// Allow sockets of host services that no rule names (default: refuse them).
     pub default_allow: bool,
+    /// The SSH agent socket the jail may use: boundary's filter in front of the user's agent
+    /// (`crate::ssh_agent`), never the agent itself.
+    pub ssh_agent: Option<PathBuf>,
 }
 
 /// Runtime sockets by file name, wherever they are (rootless and non-default installs).
@@ -187,11 +190,7 @@ impl UnixPolicy {
             .chain(rules.deny.iter().cloned())
             .map(|p| Entry::parse(&p))
             .collect();
-        let builtin_allow = std::env::var_os("SSH_AUTH_SOCK")
-            .filter(|v| !v.is_empty())
-            .map(|v| Entry::parse(Path::new(&v)))
-            .into_iter()
-            .collect();
+        let builtin_allow = rules.ssh_agent.iter().map(|p| Entry::parse(p)).collect();
         UnixPolicy {
             never: never
                 .iter()
@@ -372,6 +371,7 @@ mod tests {
                 allow: vec!["/run/docker.sock".into(), "/srv/ok/".into()],
                 deny: vec!["/srv/ok/bad.sock".into(), "/srv/no/".into()],
                 default_allow: true,
+                ssh_agent: None,
             },
             &[],
         );
@@ -463,6 +463,7 @@ mod tests {
                 allow: vec!["/tmp/agent/".into()],
                 deny: vec![],
                 default_allow: true,
+                ssh_agent: None,
             },
             &[agent],
         );
