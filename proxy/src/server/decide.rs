@@ -15,6 +15,10 @@ use super::{framing, overrides};
 use crate::host::{Authority, Host};
 use crate::rules::{Policy, PolicySnapshot};
 
+/// The W3C trace context header an audit record continues; a name, not text: a lookup by text
+/// parses the name first, on every request.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// What the proxy does with one request.
 pub(super) enum Verdict {
     /// Allowed: forward it to the target.
@@ -194,7 +198,7 @@ impl Proxy {
         if let Err(kind) = &j.outcome {
             tracing::info!(sequence, method = %j.method, url = %j.url, reason = %kind.reason(), "denied");
         }
-        let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        let traceparent = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok());
         self.sink.record(AuditRecord {
             allowed: j.outcome.is_ok(),
             time: chrono::Utc::now(),

@@ -93,7 +93,8 @@ impl ConnectorSettings {
         port: u16,
         rule_names_ip: bool,
     ) -> Result<(), ConnectError> {
-        let bare = bare_host(host);
+        // Borrowed when `host` is in normal form already (a decided target's host is).
+        let bare = crate::host::normal_form_cow(host);
         let literal = bare.parse::<IpAddr>().is_ok();
         if self.allow_local || (!literal && self.upstream_proxy.is_some()) {
             return Ok(());
