@@ -127,7 +127,9 @@ pub(super) fn entry_at(f: &File, at: u64, len: u64) -> Option<(Bytes, usize, i32
     f.read_exact_at(&mut h, at).ok()?;
     let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let n = u64::from(word(0));
-    if at + HEADER as u64 + n > len {
+    // A batch is one frame to the agent, so no entry we wrote is longer than a frame's
+    // payload; a longer one (planted: a 4 GiB length over a sparse file) is not read.
+    if n > boundary_proto::frame::MAX_PAYLOAD as u64 || at + HEADER as u64 + n > len {
         return None;
     }
     let mut payload = vec![0u8; n as usize];

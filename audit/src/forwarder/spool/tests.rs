@@ -191,3 +191,41 @@ fn planted_links_in_the_spool_are_never_followed_truncated_or_delivered() {
     assert_eq!(std::fs::read(&other_victim).unwrap(), b"do not touch");
     assert!(linked_dir.join("data").exists());
 }
+
+/// An entry header claiming 1 GiB over a sparse file (a dead run planted in a spool the jail
+/// can write, as in landjail) is not read into memory: entries are at most one frame long.
+#[test]
+fn a_giant_entry_length_is_not_read() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        dir: root.path().to_path_buf(),
+        max_bytes: 1 << 20,
+    };
+    let (mut dead, _) = Spool::open(&cfg, "dead").unwrap();
+    dead.push(batch(1, 1)).unwrap();
+    let dir = dead.sources.last().unwrap().path.clone();
+    drop(dead);
+    let data = OpenOptions::new()
+        .append(true)
+        .open(dir.join("data"))
+        .unwrap();
+    let mut header = vec![0u8; 20];
+    header[..4].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    (&data).write_all(&header).unwrap();
+    data.set_len(data.metadata().unwrap().len() + (1 << 30))
+        .unwrap();
+    let peak = || -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let before = peak();
+    let (mut s, opened) = Spool::open(&cfg, "now").unwrap();
+    let grown = peak().saturating_sub(before);
+    assert!(grown < 64 << 10, "adoption grew the process by {grown} KiB");
+    assert_eq!((opened.adopted_runs, opened.torn), (1, 1));
+    assert_eq!(s.next_unsent().map(|b| b.first_seq), Some(1));
+}
