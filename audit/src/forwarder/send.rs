@@ -252,7 +252,14 @@ impl Task {
 
     /// After the loop: say where undelivered records are.
     pub(super) async fn finish(mut self) {
-        self.store.sync();
+        for b in self.store.sync() {
+            self.drops.note(
+                b.first_seq,
+                b.last_seq,
+                b.records as u64,
+                "not delivered to the Coder agent before exit, and the spool could not take them",
+            );
+        }
         let left = self.store.undelivered();
         if self.store.is_disk() {
             // Written but never confirmed: they stay in the spool and a later run sends them.
@@ -285,7 +292,7 @@ impl Task {
             }
         }
         self.drops.flush();
-        if let Store::Disk(spool) = self.store {
+        if let Store::Disk(spool, _) = self.store {
             spool.close();
         }
         if let Link::Open { mut stream } | Link::Probing { mut stream, .. } = self.link {

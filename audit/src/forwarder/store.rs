@@ -16,7 +16,53 @@ pub(crate) enum Store {
         unsent: VecDeque<Batch>,
         inflight: VecDeque<Batch>,
     },
-    Disk(Spool),
+    /// The spool, and batches it could not take (its disk full: a jail can fill the disk the
+    /// spool shares with its writable `$HOME`), kept in memory for a connected agent instead
+    /// of dropped.
+    Disk(Spool, Overflow),
+}
+
+/// Most bytes of batches kept in memory while the spool cannot take them (about 500 full
+/// frames, tens of thousands of ordinary records).
+const OVERFLOW_BYTES: usize = 16 << 20;
+
+/// Batches the spool refused, in order, for the agent; newer batches join them (not the
+/// spool) until they are all confirmed, so the agent reads records in sequence order.
+#[derive(Default)]
+pub(crate) struct Overflow {
+    unsent: VecDeque<Batch>,
+    inflight: VecDeque<Batch>,
+    bytes: usize,
+}
+
+impl Overflow {
+    fn is_empty(&self) -> bool {
+        self.unsent.is_empty() && self.inflight.is_empty()
+    }
+
+    fn take(&mut self, mut b: Batch, why: String) -> Result<(), (Batch, String)> {
+        if self.bytes + b.req.len() > OVERFLOW_BYTES {
+            return Err((
+                b,
+                format!("{why}; and {OVERFLOW_BYTES} bytes already wait in memory"),
+            ));
+        }
+        if self.is_empty() {
+            tracing::error!(
+                error = %why,
+                "cannot spool audit records; keeping them in memory for the Coder agent (lost \
+                 if boundary exits before the agent takes them)"
+            );
+        }
+        b.dequeued = true;
+        self.bytes += b.req.len();
+        self.unsent.push_back(b);
+        Ok(())
+    }
+
+    fn records(q: &VecDeque<Batch>) -> usize {
+        q.iter().map(|b| b.records).sum()
+    }
 }
 
 impl Store {
@@ -36,7 +82,7 @@ impl Store {
                              to the Coder agent first"
                         );
                     }
-                    Store::Disk(s)
+                    Store::Disk(s, Overflow::default())
                 }
                 Err(e) => {
                     tracing::error!(
@@ -67,14 +113,19 @@ impl Store {
                 unsent.push_back(b);
                 Ok(())
             }
-            Store::Disk(s) => {
+            Store::Disk(s, o) => {
                 stats.queued.fetch_sub(b.records, Ordering::SeqCst);
                 let records = b.records as u64;
-                let pushed = s.push(b);
-                if pushed.is_ok() {
-                    stats.spooled.fetch_add(records, Ordering::SeqCst);
+                if !o.is_empty() {
+                    return o.take(b, "earlier records already wait in memory".into());
                 }
-                pushed
+                match s.push(b) {
+                    Ok(()) => {
+                        stats.spooled.fetch_add(records, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    Err((b, why)) => o.take(b, why),
+                }
             }
         }
     }
@@ -91,21 +142,25 @@ impl Store {
                 inflight.push_back(b.clone());
                 Some(b)
             }
-            Store::Disk(s) => s.next_unsent(),
+            Store::Disk(s, o) => s.next_unsent().or_else(|| {
+                let b = o.unsent.pop_front()?;
+                o.inflight.push_back(b.clone());
+                Some(b)
+            }),
         }
     }
 
     pub fn has_unsent(&self) -> bool {
         match self {
             Store::Memory { unsent, .. } => !unsent.is_empty(),
-            Store::Disk(s) => s.has_unsent(),
+            Store::Disk(s, o) => s.has_unsent() || !o.unsent.is_empty(),
         }
     }
 
     pub fn inflight_records(&self) -> usize {
         match self {
             Store::Memory { inflight, .. } => inflight.iter().map(|b| b.records).sum(),
-            Store::Disk(s) => s.inflight_records(),
+            Store::Disk(s, o) => s.inflight_records() + Overflow::records(&o.inflight),
         }
     }
 
@@ -122,7 +177,24 @@ impl Store {
                     n
                 })
             }
-            Store::Disk(s) => s.ack_inflight(keep_last),
+            // Overflow batches are sent after the spool's: the last in flight is one of them.
+            Store::Disk(s, o) if !o.inflight.is_empty() => {
+                s.ack_inflight(false);
+                let last = if keep_last {
+                    o.inflight.pop_back()
+                } else {
+                    None
+                };
+                for b in o.inflight.drain(..) {
+                    o.bytes -= b.req.len();
+                }
+                last.map_or(0, |b| {
+                    let n = b.records;
+                    o.unsent.push_front(b);
+                    n
+                })
+            }
+            Store::Disk(s, _) => s.ack_inflight(keep_last),
         }
     }
 
@@ -134,7 +206,12 @@ impl Store {
                     unsent.push_front(b);
                 }
             }
-            Store::Disk(s) => s.rewind(),
+            Store::Disk(s, o) => {
+                s.rewind();
+                while let Some(b) = o.inflight.pop_back() {
+                    o.unsent.push_front(b);
+                }
+            }
         }
     }
 
@@ -146,19 +223,35 @@ impl Store {
                 .chain(inflight)
                 .map(|b| b.records as u64)
                 .sum(),
-            Store::Disk(s) => s.undelivered_records(),
+            Store::Disk(s, o) => {
+                s.undelivered_records()
+                    + (Overflow::records(&o.unsent) + Overflow::records(&o.inflight)) as u64
+            }
         }
     }
 
     pub fn is_disk(&self) -> bool {
-        matches!(self, Store::Disk(_))
+        matches!(self, Store::Disk(..))
     }
 
-    /// Flushes the spool to the disk (shutdown).
-    pub fn sync(&mut self) {
-        if let Store::Disk(s) = self {
+    /// At shutdown: batches waiting in memory go to the spool if it takes them now (the next
+    /// run delivers them), and the spool is flushed to the disk. Returns what stays in memory
+    /// (lost at exit).
+    pub fn sync(&mut self) -> Vec<Batch> {
+        let mut lost = Vec::new();
+        if let Store::Disk(s, o) = self {
+            let waiting: Vec<Batch> = o.inflight.drain(..).chain(o.unsent.drain(..)).collect();
+            o.bytes = 0;
+            for b in waiting {
+                if !lost.is_empty() {
+                    lost.push(b);
+                } else if let Err((b, _)) = s.push(b) {
+                    lost.push(b);
+                }
+            }
             s.sync_if_due(true);
         }
+        lost
     }
 }
 
@@ -191,5 +284,42 @@ mod tests {
         assert_eq!(s.next_unsent(&stats).map(|b| b.first_seq), Some(20));
         assert!(s.next_unsent(&stats).is_none());
         assert_eq!(stats.queued.load(Ordering::SeqCst), 0, "counted off once");
+    }
+
+    /// The spool cannot take a batch (its bound here; a full disk the same way): the batch
+    /// and those after it wait in memory and reach the agent in order, none is dropped; once
+    /// they are confirmed the spool takes new batches again.
+    #[test]
+    fn batches_the_spool_refuses_wait_in_memory_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            dir: root.path().to_path_buf(),
+            max_bytes: 30,
+        };
+        let run = RunContext::new("test", crate::Identity::default());
+        let stats = ForwarderStats::default();
+        stats.queued.store(1000, Ordering::SeqCst);
+        let mut s = Store::open(Some(cfg), &run);
+        assert!(s.is_disk());
+        // The first fits the 30-byte spool (20-byte header + 1), the rest do not.
+        for i in 0..5 {
+            s.push(batch(i * 10, 10), &stats)
+                .expect("kept, not dropped");
+        }
+        let mut seen = Vec::new();
+        while let Some(b) = s.next_unsent(&stats) {
+            seen.push(b.first_seq);
+        }
+        assert_eq!(seen, [0, 10, 20, 30, 40]);
+        assert_eq!(s.inflight_records(), 50);
+        // A frame cut short: the last batch goes again, then everything is confirmed.
+        assert_eq!(s.ack(true), 10);
+        assert_eq!(s.next_unsent(&stats).map(|b| b.first_seq), Some(40));
+        assert_eq!(s.ack(false), 0);
+        assert_eq!(s.undelivered(), 0);
+        // The spool takes batches again.
+        s.push(batch(50, 10), &stats).unwrap();
+        assert_eq!(stats.spooled.load(Ordering::SeqCst), 20);
+        assert_eq!(s.next_unsent(&stats).map(|b| b.first_seq), Some(50));
     }
 }
