@@ -395,7 +395,7 @@ pub fn run(
         boundary::config::process_env,
         cfg.clone(),
         pconf.policy.clone(),
-        crate::reload::jail_writes(&cfg, &spec)?,
+        crate::reload::jail_writes(&spec)?,
     );
     let watch = crate::reload::watch::watch(&reloader);
     let early = connect_agent_early(&cfg);

@@ -51,6 +51,23 @@ fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
         tracing::debug!(dir = %cfg.config_dir.display(), error = %e, "config directory not created");
     }
     let mut out = vec![(cfg.config_dir.clone(), Kind::Fixed)];
+    // The directory of the default config file, which the next run reads when no --config
+    // is given: `~/.config/coder_boundary`, not under `$XDG_CONFIG_HOME` (the config
+    // directory) when that is set. Created and protected whether or not the file exists, so
+    // the jail cannot create it for the next run.
+    if let Some(home) = std::env::var_os("HOME") {
+        let file = boundary::config::default_config_file(&home.to_string_lossy());
+        if let Some(dir) = file.parent().filter(|d| *d != cfg.config_dir) {
+            if let Err(e) = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+            {
+                tracing::debug!(dir = %dir.display(), error = %e, "default config directory not created");
+            }
+            out.push((dir.to_path_buf(), Kind::Fixed));
+        }
+    }
     // The executable the next run starts: where it sits in a path the jail may write (`$HOME`,
     // `/tmp`: an install_command's choice), the jail could swap it for a program that runs
     // unjailed next time.
@@ -58,6 +75,12 @@ fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
         out.push((exe, Kind::Identity));
     }
     out.extend(cfg.protect_paths.iter().map(|p| (p.clone(), Kind::Fixed)));
+    // Extra upstream trust anchors: replaced, the next run would trust the jail's CA upstream.
+    out.extend(
+        cfg.upstream_ca_file
+            .iter()
+            .map(|p| (p.clone(), Kind::Fixed)),
+    );
     if let Some(f) = cfg
         .config_file
         .as_ref()

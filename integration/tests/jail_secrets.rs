@@ -682,3 +682,50 @@ fn upstream_proxy_credentials_stay_out_of_the_jail() {
     assert!(t.contains("BOUNDARY_UPSTREAM_PROXY"), "{t}");
     assert!(!t.contains(secret), "the refusal shows the password: {t}");
 }
+
+/// The default config file's directory (`~/.config/coder_boundary`, read by the next run when
+/// no `--config` is given) is protected even when `XDG_CONFIG_HOME` moves the config directory
+/// elsewhere and no config file exists yet: nsjail refuses to create the file there (the jail
+/// wrote one and the next run loaded its rules, attack16 F13); landjail reports it at exit.
+/// Positive control: the jail can write a sibling directory under `~/.config`.
+#[test]
+fn the_default_config_file_cannot_be_planted_for_the_next_run() {
+    require_root().unwrap();
+    let home = format!("/home/{TEST_USER}");
+    let dir = format!("{home}/.config/coder_boundary");
+    let _ = std::fs::remove_file(format!("{dir}/config.yaml"));
+    let script = format!(
+        "mkdir -p {dir} 2>/dev/null; \
+         echo 'allowlist: [domain=planted.test]' > {dir}/config.yaml 2>/dev/null \
+           && echo PLANTED || echo refused; \
+         mkdir -p {home}/.config/other-tool && echo x > {home}/.config/other-tool/f \
+           && echo control-written"
+    );
+    for (jail, flags) in both_jails() {
+        let config = config_home(As::User);
+        let out = boundary_cmd(As::User, config.path(), &[])
+            .args(&flags)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("control-written"), "{jail}: {t}");
+        if jail == "nsjail" {
+            assert!(stdout.contains("refused"), "{jail}: {t}");
+            assert!(!std::path::Path::new(&format!("{dir}/config.yaml")).exists());
+        } else {
+            // Same uid: cannot be prevented, must be reported.
+            assert!(stdout.contains("PLANTED"), "{jail}: {t}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.contains("WARNING") && l.contains("coder_boundary")),
+                "{jail}: the planted config file was not reported: {t}"
+            );
+            let _ = std::fs::remove_file(format!("{dir}/config.yaml"));
+        }
+    }
+}

@@ -183,6 +183,17 @@ fn run_flags(config: &Path, audit: &Path, fx: &Fixture) -> Vec<String> {
     .to_vec()
 }
 
+/// A world-readable root-owned directory under `/var/lib`, which no jail may write.
+fn outside_jail_writes() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("boundary-reload-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -204,9 +215,11 @@ fn sighup_and_file_changes_reload_the_policy_in_both_jails() {
         ("landjail", As::User),
     ] {
         let what = format!("{jail} as {who:?}");
-        // The config file: a symlink in one root-owned directory to a file in another.
-        let link_dir = shared_tempdir();
-        let real_dir = shared_tempdir();
+        // The config file: a symlink in one root-owned directory to a file in another, both
+        // outside what a root-started jail may write (not /tmp), so a file renamed over it
+        // can be reloaded (see the next test for one the jail could change).
+        let link_dir = outside_jail_writes();
+        let real_dir = outside_jail_writes();
         let config = link_dir.path().join("config.yaml");
         let real = real_dir.path().join("real.yaml");
         let port = free_port();
@@ -373,4 +386,39 @@ fn a_terminal_hangup_still_reaches_the_jailed_command() {
             text(&out)
         );
     }
+}
+
+/// nsjail binds a `--config` file outside boundary's own directories read-only, and the bind
+/// stays with that file: an editor that saves by renaming puts a new file at the path, which
+/// the jail can write when it can write the directory. Such a file is not reloaded (the jail
+/// could have widened its own policy: attack16 F15); the refusal says how to load it. The
+/// positive control is the test above: a replaced file the jail cannot write reloads.
+#[test]
+fn nsjail_refuses_to_reload_a_replaced_config_file_the_jail_can_write() {
+    require_root().expect("this test needs root (CI runs as root): it starts jails");
+    let fx = Fixture::start();
+    let a = "domain=fixture.test path=/allowed.txt";
+    let d = "domain=fixture.test path=/denied.txt";
+    let home = config_home(As::User);
+    // A directory of the user's own, writable in the jail.
+    let dir = config_home(As::User);
+    let config = dir.path().join("config.yaml");
+    let port = free_port();
+    std::fs::write(&config, settings("nsjail", port, &[a])).unwrap();
+    let audit = home.path().join("audit.jsonl");
+    let flags = run_flags(&config, &audit, &fx);
+    let mut run = Run::start(As::User, home.path(), &flags, fx.https_port, "nsjail");
+    assert_eq!(run.get("denied.txt"), "403", "{}", run.context());
+    replace(&config, &settings("nsjail", port, &[a, d]));
+    run.logged("live reload refused", 1);
+    assert!(
+        run.log
+            .lock()
+            .unwrap()
+            .contains("was replaced by another file"),
+        "{}",
+        run.context()
+    );
+    assert_eq!(run.get("denied.txt"), "403", "{}", run.context());
+    run.finish();
 }

@@ -548,6 +548,10 @@ pub(crate) fn pidfd_open_thread(tid: u32) -> io::Result<OwnedFd> {
 /// `pidfd_getfd(2)`: a copy of descriptor `fd` of the process behind `pidfd` (the same open
 /// file), close-on-exec. Needs ptrace access to that process.
 pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
+    // A jailed caller's descriptor number may be anything; rustix asserts it is not negative.
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
     Ok(rustix::process::pidfd_getfd(
         pidfd,
         fd,

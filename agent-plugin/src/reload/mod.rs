@@ -54,8 +54,12 @@ pub struct Reloader {
     /// The allow rules of the current generation.
     allow: Vec<String>,
     live: Arc<LivePolicy>,
-    /// landjail: what the jail may write (see [`JailWrites`]); nsjail: None.
+    /// What the jail may write (see [`JailWrites`]).
     jail_writes: Option<JailWrites>,
+    /// nsjail: a `--config` file outside boundary's protected directories, and its identity
+    /// at start. nsjail binds that file read-only, and the bind stays with that file: an
+    /// editor that saves by renaming puts a new file at the path, writable to the jail.
+    bound_file: Option<(PathBuf, (u64, u64))>,
 }
 
 /// What a landjail target may write: the paths it may change (started by root), or everything
@@ -72,6 +76,15 @@ impl Reloader {
         live: Arc<LivePolicy>,
         jail_writes: Option<JailWrites>,
     ) -> Self {
+        let bound_file = match (running.jail_type, &running.config_file) {
+            (JailType::Nsjail, Some(f)) if !in_protected_dir(f, &running) => {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(f)
+                    .ok()
+                    .map(|m| (f.clone(), (m.dev(), m.ino())))
+            }
+            _ => None,
+        };
         Self {
             flags,
             env,
@@ -79,6 +92,7 @@ impl Reloader {
             running,
             live,
             jail_writes,
+            bound_file,
         }
     }
 
@@ -140,6 +154,28 @@ impl Reloader {
 
     /// Why a reload must not read the file: the jail could have written it.
     fn refusal(&self) -> Option<String> {
+        if self.running.jail_type == JailType::Nsjail {
+            // The file bound read-only at start is safe to read; a file that replaced it (an
+            // editor saving by rename) is not, if the jail can write it.
+            let (path, id) = self.bound_file.as_ref()?;
+            use std::os::unix::fs::MetadataExt;
+            let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            if now == Some(*id) {
+                return None;
+            }
+            let JailWrites(roots) = self.jail_writes.as_ref()?;
+            let writable = jail_could_write(path, roots.as_deref())?;
+            return Some(format!(
+                "{} was replaced by another file while the jail ran (editors that save by \
+                 renaming do this), and the jailed command can change the new one ({} is \
+                 writable to it): nsjail keeps only the file present at start read-only, so the \
+                 jail could have widened its own policy; restart boundary to load it, or keep \
+                 the config in {} (its directory is read-only to the jail, so edits there reload)",
+                path.display(),
+                writable.display(),
+                self.running.config_dir.display()
+            ));
+        }
         let JailWrites(roots) = self.jail_writes.as_ref()?;
         // The file a resolve would read now: the one given, or the default one if it exists.
         let path = self.running.config_file.clone().or_else(|| {
@@ -157,6 +193,22 @@ impl Reloader {
             writable.display()
         ))
     }
+}
+
+/// Whether `file` sits directly in a directory nsjail binds read-only whole (the config
+/// directory, the default config file's), where a file saved by rename is protected too.
+fn in_protected_dir(file: &Path, running: &Config) -> bool {
+    let dir = std::fs::canonicalize(file)
+        .ok()
+        .and_then(|f| f.parent().map(Path::to_path_buf));
+    let default_dir = std::env::var("HOME")
+        .ok()
+        .map(|h| config::default_config_file(&h))
+        .and_then(|f| f.parent().map(Path::to_path_buf));
+    [Some(running.config_dir.clone()), default_dir]
+        .into_iter()
+        .flatten()
+        .any(|d| std::fs::canonicalize(&d).ok() == dir)
 }
 
 /// The first of `path` (as given and resolved) or a directory above it through which a
@@ -219,16 +271,13 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<(&'static str, Stri
         .collect()
 }
 
-/// What the jail may write, for the reload guard: landjail only (nsjail binds boundary's
-/// config read-only).
-pub fn jail_writes(
-    cfg: &Config,
-    spec: &boundary_jail::JailSpec,
-) -> anyhow::Result<Option<JailWrites>> {
-    Ok(match cfg.jail_type {
-        JailType::Nsjail => None,
-        JailType::Landjail => Some(JailWrites(boundary_jail::target_writable_roots(spec)?)),
-    })
+/// What the jail may write, for the reload guard: landjail refuses a file the jail could
+/// change; nsjail, whose config file is bound read-only, one that replaced it and that the
+/// jail could change.
+pub fn jail_writes(spec: &boundary_jail::JailSpec) -> anyhow::Result<Option<JailWrites>> {
+    Ok(Some(JailWrites(boundary_jail::target_writable_roots(
+        spec,
+    )?)))
 }
 
 #[cfg(test)]

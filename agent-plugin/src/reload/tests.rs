@@ -119,10 +119,14 @@ fn landjail_refuses_a_file_the_jail_could_have_written() {
     let roots = vec![std::fs::canonicalize(dir.path()).unwrap()];
     let (mut r, live, file) = start(
         dir.path(),
-        "allowlist: [domain=a.test]\n",
+        "jail_type: landjail\nallowlist: [domain=a.test]\n",
         Some(JailWrites(Some(roots))),
     );
-    std::fs::write(&file, "allowlist: [domain=a.test, domain=evil.test]\n").unwrap();
+    std::fs::write(
+        &file,
+        "jail_type: landjail\nallowlist: [domain=a.test, domain=evil.test]\n",
+    )
+    .unwrap();
     match r.reload("test") {
         Outcome::Refused { generation, reason } => {
             assert_eq!(generation, 1);
