@@ -187,6 +187,36 @@ fn upstream_credentials_file(cfg: &Config) -> Result<Option<std::path::PathBuf>>
     }
 }
 
+/// Warns about allow entries that hand the jail an agent able to run programs outside it:
+/// gpg-agent (reloads `~/.gnupg`, which the jail writes, and starts what it names) and the
+/// user's SSH agent itself (loads PKCS#11 libraries on request) instead of boundary's filter.
+fn warn_about_agent_sockets(cfg: &Config) {
+    let ssh = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty());
+    for entry in &cfg.unix_sockets.allow {
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
+        let gpg = name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("S.gpg-agent"));
+        let agent = ssh
+            .as_ref()
+            .is_some_and(|s| Path::new(s).starts_with(entry) || Path::new(s) == entry);
+        if gpg || agent {
+            let what = if gpg {
+                "gpg-agent"
+            } else {
+                "the SSH agent itself"
+            };
+            eprintln!(
+                "boundary: WARNING: unix_socket_allow {} gives the jail {what}, which can be made \
+                 to run programs outside the jail (docs/unix-sockets.md, \"What agents usually \
+                 need\")",
+                entry.display()
+            );
+            tracing::warn!(entry = %entry.display(), "an allowed socket leads out of the jail");
+        }
+    }
+}
+
 /// The jail's SSH agent: a filter in front of the caller's `$SSH_AUTH_SOCK` that passes only
 /// listing keys and signing (`boundary_jail::ssh_agent`); `None` without an agent.
 fn start_agent_filter() -> Option<AgentFilter> {
@@ -387,6 +417,7 @@ pub fn run(
     }
     tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy generation 1 loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
+    warn_about_agent_sockets(&cfg);
     let agent = start_agent_filter();
     let spec = jail_spec(&cfg, &command, &ca, agent.as_ref())?;
     let mut pconf = proxy_config(&cfg, &run)?;

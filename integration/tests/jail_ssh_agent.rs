@@ -120,3 +120,39 @@ fn the_jail_s_ssh_agent_lists_and_signs_but_changes_nothing() {
         );
     }
 }
+
+/// An allow entry that hands the jail gpg-agent or the user's SSH agent itself is warned about
+/// at start (both can be made to run programs outside the jail); an ordinary entry is not.
+#[test]
+fn allowing_an_agent_socket_is_warned_about() {
+    require_root().unwrap();
+    for (entry, warned) in [
+        ("/run/user/0/gnupg/S.gpg-agent", true),
+        ("/run/user/0/gnupg/S.gpg-agent.ssh", true),
+        ("/tmp/agent-dir/", true),
+        ("/tmp/my-language-server.sock", false),
+    ] {
+        let config = config_home(As::Root);
+        let out = boundary_cmd(As::Root, config.path(), &[])
+            .env("SSH_AUTH_SOCK", "/tmp/agent-dir/agent.1")
+            .args([
+                "--jail-type",
+                "nsjail",
+                "--unix-socket-allow",
+                entry,
+                "--",
+                "true",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{entry}: {t}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("can be made to run programs outside the jail"),
+            warned,
+            "{entry}: {t}"
+        );
+    }
+}
