@@ -131,16 +131,21 @@ pub fn jail_spec(
         env.push(("SSH_AUTH_SOCK".into(), f.path().into()));
         unix_sockets.ssh_agent = Some(f.path().to_path_buf());
     }
+    let mut env_remove: Vec<OsString> = boundary::config::settings::SETTINGS
+        .iter()
+        .flat_map(|s| s.env.iter().map(OsString::from))
+        .collect();
+    if agent.is_none() {
+        // No agent for the jail: ssh and git then do not try a socket they may not use.
+        env_remove.push("SSH_AUTH_SOCK".into());
+    }
     Ok(JailSpec {
         program: command[0].clone(),
         args: command[1..].to_vec(),
         env,
         // boundary's configuration is not the jailed program's: `BOUNDARY_UPSTREAM_PROXY` may
         // carry the corporate proxy's password, the others name boundary's own files.
-        env_remove: boundary::config::settings::SETTINGS
-            .iter()
-            .flat_map(|s| s.env.iter().map(OsString::from))
-            .collect(),
+        env_remove,
         proxy_port: cfg.proxy_port,
         hide_paths,
         readonly_paths: crate::tamper::protected_paths(cfg)?,
@@ -418,7 +423,7 @@ pub fn run(
     tracing::info!(rules = cfg.allow.len(), config = ?cfg.config_file, "policy generation 1 loaded");
     let run = RunContext::new(process_name(&command[0]), cfg.identity.clone());
     warn_about_agent_sockets(&cfg);
-    let agent = start_agent_filter();
+    let agent = cfg.ssh_agent_filtered.then(start_agent_filter).flatten();
     let spec = jail_spec(&cfg, &command, &ca, agent.as_ref())?;
     let mut pconf = proxy_config(&cfg, &run)?;
     let reloader = crate::reload::Reloader::new(

@@ -1,4 +1,6 @@
-//! The jail's SSH agent is boundary's filter, not the user's agent: listing keys and signing
+//! Without `--ssh-agent filtered` the jail has no SSH agent (a jailed program with signing
+//! access could sign for a session someone outside opened: attack16 F18). With it, the jail's
+//! SSH agent is boundary's filter, not the user's agent: listing keys and signing
 //! work (git over SSH, commit signing), while every request that changes the agent or makes it
 //! run code is refused before it reaches it: `ssh-add -s` (load a PKCS#11 provider: with
 //! p11-kit's proxy module and a jail-written `~/.config/pkcs11/modules/`, code of the jail's
@@ -65,11 +67,36 @@ fn the_jail_s_ssh_agent_lists_and_signs_but_changes_nothing() {
              SSH_AUTH_SOCK={sock} ssh-add -l >/dev/null 2>&1 && echo REAL-AGENT-REACHED\n\
              echo done\n"
         );
+        // The default: no agent in the jail at all.
+        let config = config_home(As::Root);
+        let none = boundary_cmd(As::Root, config.path(), &[])
+            .env("SSH_AUTH_SOCK", &sock)
+            .args(&flags)
+            .args(["--", "sh", "-c", "echo \"sock=$SSH_AUTH_SOCK\"; ssh-add -l >/dev/null 2>&1 && echo LISTED; echo done"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let nt = text(&none);
+        let nout = String::from_utf8_lossy(&none.stdout);
+        assert!(
+            nout.contains("sock=\n") && nout.contains("done"),
+            "{jail}: {nt}"
+        );
+        assert!(!nout.contains("LISTED"), "{jail}: {nt}");
         let config = config_home(As::Root);
         let out = boundary_cmd(As::Root, config.path(), &[])
             .env("SSH_AUTH_SOCK", &sock)
             .args(&flags)
-            .args(["--log-level", "warn", "--", "sh", "-c", &script])
+            .args([
+                "--ssh-agent",
+                "filtered",
+                "--log-level",
+                "warn",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap();

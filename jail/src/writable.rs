@@ -32,7 +32,13 @@ const SYSTEM_DIRS: &[&str] = &[
     "/sbin",
     "/sys",
     "/usr",
+    "/var/backups",
+    "/var/cache",
     "/var/lib",
+    "/var/local",
+    "/var/log",
+    "/var/mail",
+    "/var/opt",
     "/var/run",
     "/var/spool",
 ];
@@ -63,9 +69,21 @@ pub(crate) fn plan(spec: &JailSpec) -> Result<Option<Vec<PathBuf>>, JailError> {
     let mut out = vec![cwd];
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let tmpdir = std::env::var_os("TMPDIR").map(PathBuf::from);
-    for p in home.into_iter().chain(tmpdir) {
-        if p.is_absolute() && p != Path::new("/") {
-            out.extend(canonical(&p)?);
+    for (name, p) in [("HOME", home), ("TMPDIR", tmpdir)] {
+        let Some(p) = p.filter(|p| p.is_absolute() && p != Path::new("/")) else {
+            continue;
+        };
+        if let Some(c) = canonical(&p)? {
+            if is_system(&c) {
+                return Err(JailError::Setup(format!(
+                    "${name} is {} (resolved: {}), a system directory, and boundary started by \
+                     root lets the jail write ${name}: set {name} to a directory of your own, \
+                     or give the jail every host file with root_filesystem: writable",
+                    p.display(),
+                    c.display()
+                )));
+            }
+            out.push(c);
         }
     }
     for p in ["/tmp", "/var/tmp", "/dev/shm"] {
@@ -104,16 +122,30 @@ fn extra(p: &Path) -> Result<PathBuf, JailError> {
             p.display()
         )));
     }
+    // Named as it is, a system directory is the caller's explicit choice; reached through a
+    // symbolic link (which an earlier jail may have put in a writable path), it is not.
+    if is_system(&c) && c != p {
+        return Err(JailError::Setup(format!(
+            "the writable path {} leads through a symbolic link to the system directory {} (an \
+             earlier jail could have replaced it with that link): remove the link, or name the \
+             directory itself in writable_paths if the jail is meant to write it",
+            p.display(),
+            c.display()
+        )));
+    }
     Ok(c)
+}
+
+/// A directory whose writing changes the host's system (or is every user's).
+fn is_system(p: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| p.starts_with(d)) || SHARED_DIRS.iter().any(|d| p == Path::new(d))
 }
 
 /// Refuses a working directory whose writing would let the target change the host's system.
 fn check_workdir(cwd: &Path) -> Result<(), JailError> {
-    let system = SYSTEM_DIRS.iter().find(|d| cwd.starts_with(d));
-    let shared = SHARED_DIRS.iter().find(|d| cwd == Path::new(d));
-    match system.or(shared) {
-        None => Ok(()),
-        Some(_) => Err(JailError::Setup(format!(
+    match is_system(cwd) {
+        false => Ok(()),
+        true => Err(JailError::Setup(format!(
             "the working directory {} is a system directory, and boundary started by root keeps \
              the jail's writes to the working directory, $HOME and /tmp: run boundary from a \
              project directory, or give the jail every host file with root_filesystem: \
@@ -135,6 +167,9 @@ mod tests {
             "/etc/cron.d",
             "/usr/local/bin",
             "/var/lib/x",
+            "/var/log",
+            "/var/cache/debconf",
+            "/var/mail",
             "/home",
             "/run",
         ] {
@@ -159,5 +194,24 @@ mod tests {
         assert!(e.contains("root_filesystem: writable"), "{e}");
         let e = extra(Path::new("/does/not/exist")).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    /// A writable path that a jail replaced with a link into a system directory is refused at
+    /// the next start (attack16 F17: /usr/local/bin became writable); the directory named
+    /// as it is stays the caller's choice.
+    #[test]
+    fn a_writable_path_linked_into_a_system_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("cache");
+        std::os::unix::fs::symlink("/usr/local/bin", &link).unwrap();
+        let e = extra(&link).unwrap_err().to_string();
+        assert!(
+            e.contains("symbolic link") && e.contains("/usr/local/bin"),
+            "{e}"
+        );
+        assert!(extra(Path::new("/usr/local/bin")).is_ok());
+        let plain = d.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        assert!(extra(&plain).is_ok());
     }
 }

@@ -181,6 +181,8 @@ pub struct Config {
     pub audit_spool_dir: PathBuf,
     pub audit_spool_size_mb: usize,
     pub landjail_deny_bind: bool,
+    /// Jailed programs get boundary's filtered SSH agent (`ssh_agent: filtered`); otherwise none.
+    pub ssh_agent_filtered: bool,
     /// Which Unix sockets outside the jail jailed programs may connect to.
     pub unix_sockets: boundary_jail::UnixSocketRules,
     /// Started by root: paths the target may change besides the built-in writable list.
@@ -233,6 +235,7 @@ impl Config {
             audit_spool_dir: PathBuf::new(),
             audit_spool_size_mb: 0,
             landjail_deny_bind: false,
+            ssh_agent_filtered: false,
             unix_sockets: boundary_jail::UnixSocketRules::default(),
             writable_paths: Vec::new(),
             protect_paths: Vec::new(),

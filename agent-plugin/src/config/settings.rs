@@ -713,6 +713,27 @@ pub static SETTINGS: &[Setting] = &[
         ..ROW
     },
     Setting {
+        key: "ssh_agent",
+        flag: "ssh-agent",
+        env: &["BOUNDARY_SSH_AGENT"],
+        yaml: Some("ssh_agent"),
+        value_name: "none|filtered",
+        help: "Whether jailed programs get the SSH agent ($SSH_AUTH_SOCK): none, or filtered \
+               (listing keys and signing only, through boundary; a jailed program can then \
+               sign with the user's keys, also for a session someone else opened)",
+        default: Fallback::Text("none"),
+        apply: |c, v| {
+            c.ssh_agent_filtered = match v.trim().to_ascii_lowercase().as_str() {
+                "none" => false,
+                "filtered" => true,
+                _ => return Err(Problem::Value(format!("{v:?} is neither none nor filtered"))),
+            };
+            Ok(if c.ssh_agent_filtered { "filtered" } else { "none" }.to_string())
+        },
+        examples: ["filtered", "none", "filtered"],
+        ..ROW
+    },
+    Setting {
         key: "writable_paths",
         flag: "writable-path",
         env: &["BOUNDARY_WRITABLE_PATHS"],
