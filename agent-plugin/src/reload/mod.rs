@@ -169,8 +169,9 @@ impl Reloader {
                 "{} was replaced by another file while the jail ran (editors that save by \
                  renaming do this), and the jailed command can change the new one ({} is \
                  writable to it): nsjail keeps only the file present at start read-only, so the \
-                 jail could have widened its own policy; restart boundary to load it, or keep \
-                 the config in {} (its directory is read-only to the jail, so edits there reload)",
+                 jail could have widened its own policy; check the file's content (the jail may \
+                 have changed it since), then restart boundary to load it, or keep the config \
+                 in {} (its directory is read-only to the jail, so edits there reload)",
                 path.display(),
                 writable.display(),
                 self.running.config_dir.display()
