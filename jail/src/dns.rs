@@ -1,16 +1,22 @@
 //! The jail's DNS stub, served by the parent on sockets created inside the jail.
 //!
 //! Default: every A query is answered with 6.6.6.6 and every AAAA query with 2001:db8::1 (what
-//! the Go version answers; the connection to that address is redirected to the proxy anyway,
+//! the Go version answers; the connection to that address is diverted to the proxy anyway,
 //! which routes by SNI/Host), other types get NOERROR with no answer. Nothing is ever forwarded,
 //! so names cannot carry data out. With `--use-real-dns` the stub relays queries to the host's
 //! resolvers instead, which does let a jailed process exfiltrate data in names.
 
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrIn, SockaddrIn6, SockaddrStorage,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::sync::Semaphore;
 
 /// The address every A query is answered with.
@@ -213,12 +219,86 @@ async fn respond(query: Vec<u8>, mode: &DnsMode, tcp: bool) -> Option<Vec<u8>> {
     }
 }
 
+/// One datagram from `sock` into `buf`: its length, its sender, and the address it was sent
+/// to (`IP_PKTINFO` / `IPV6_PKTINFO`; `None` when the socket does not say).
+fn recv_query(
+    sock: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let from = msg.address.and_then(|a| {
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(SocketAddr::V4((*v4).into()))
+        } else {
+            a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+        }
+    });
+    let from = from.ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
+    let to = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv4PacketInfo(i) => {
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))))
+        }
+        ControlMessageOwned::Ipv6PacketInfo(i) => Some(IpAddr::V6(i.ipi6_addr.s6_addr.into())),
+        _ => None,
+    });
+    Ok((msg.bytes, from, to))
+}
+
+/// Sends `reply` to `to` from the address `asked` (the one the query was sent to: in nsjail
+/// any address, handed to the stub's transparent socket unchanged, and the client takes an
+/// answer only from where it asked), or from the socket's own address when `asked` is `None`.
+fn send_reply(
+    sock: &tokio::net::UdpSocket,
+    reply: &[u8],
+    to: SocketAddr,
+    asked: Option<IpAddr>,
+) -> io::Result<usize> {
+    let iov = [IoSlice::new(reply)];
+    let fd = sock.as_raw_fd();
+    let flags = MsgFlags::MSG_DONTWAIT;
+    let sent = match (asked, to) {
+        (Some(IpAddr::V4(a)), SocketAddr::V4(to)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(a).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            sendmsg(fd, &iov, &cmsg, flags, Some(&SockaddrIn::from(to)))
+        }
+        (Some(IpAddr::V6(a)), SocketAddr::V6(to)) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: a.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            sendmsg(fd, &iov, &cmsg, flags, Some(&SockaddrIn6::from(to)))
+        }
+        _ => return sock.try_send_to(reply, to),
+    };
+    Ok(sent?)
+}
+
 async fn serve_udp(sock: tokio::net::UdpSocket, mode: DnsMode, limits: Limits) {
     let sock = Arc::new(sock);
     let in_flight = Arc::new(Semaphore::new(limits.queries_in_flight));
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
+        let received = sock
+            .async_io(Interest::READABLE, || recv_query(&sock, &mut buf))
+            .await;
+        let (n, from, asked) = match received {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!("dns stub udp: {e}");
@@ -233,7 +313,14 @@ async fn serve_udp(sock: tokio::net::UdpSocket, mode: DnsMode, limits: Limits) {
         let (sock, mode) = (sock.clone(), mode.clone());
         tokio::spawn(async move {
             if let Some(reply) = respond(query, &mode, false).await {
-                let _ = sock.send_to(&reply, from).await;
+                let sent = sock
+                    .async_io(Interest::WRITABLE, || {
+                        send_reply(&sock, &reply, from, asked)
+                    })
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!("dns stub udp: answering {from}: {e}");
+                }
             }
             drop(permit);
         });
@@ -296,6 +383,12 @@ async fn serve_tcp(l: tokio::net::TcpListener, mode: DnsMode, limits: Limits) {
 pub fn spawn(sockets: DnsSockets, mode: DnsMode) -> std::io::Result<DnsHandle> {
     for s in &sockets.udp {
         s.set_nonblocking(true)?;
+        // The address each query was sent to, so the answer comes from it.
+        if s.local_addr()?.is_ipv4() {
+            setsockopt(s, sockopt::Ipv4PacketInfo, &true)?;
+        } else {
+            setsockopt(s, sockopt::Ipv6RecvPacketInfo, &true)?;
+        }
     }
     for l in &sockets.tcp {
         l.set_nonblocking(true)?;

@@ -1,5 +1,5 @@
 //! nsjail from the library API, with a stand-in proxy: every connection accepted on the handed
-//! listeners is answered with an HTTP response naming its SO_ORIGINAL_DST, so a jailed `curl`
+//! listeners is answered with an HTTP response naming its original destination, so a jailed `curl`
 //! shows whether (and where) its connection was intercepted. Real namespaces, real netfilter.
 //!
 //! Own `main` (harness = false): the jail re-executes this binary as its helper, so
@@ -8,50 +8,18 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::process::Stdio;
 
 use boundary_jail::{nsjail, JailSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn original_dst(s: &tokio::net::TcpStream) -> Option<SocketAddr> {
-    let fd = s.as_raw_fd();
-    if s.local_addr().ok()?.is_ipv4() {
-        let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: a is a writable sockaddr_in of len bytes; the kernel writes at most len.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_IP,
-                libc::SO_ORIGINAL_DST,
-                &mut a as *mut _ as *mut _,
-                &mut len,
-            )
-        };
-        (r == 0).then(|| {
-            SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            ))
-        })
-    } else {
-        let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        // SAFETY: as above, for sockaddr_in6 (IP6T_SO_ORIGINAL_DST is 80 like SO_ORIGINAL_DST).
-        let r = unsafe {
-            libc::getsockopt(fd, libc::SOL_IPV6, 80, &mut a as *mut _ as *mut _, &mut len)
-        };
-        (r == 0).then(|| {
-            SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                0,
-                0,
-            ))
-        })
-    }
+/// The destination the jailed client asked for: the jail's `divert` chain hands connections to
+/// the listener unchanged (TPROXY), so an accepted socket's own address is that destination;
+/// `None` for a connection made to the listener itself.
+fn original_dst(s: &tokio::net::TcpStream, listener: SocketAddr) -> Option<SocketAddr> {
+    let own = s.local_addr().ok()?;
+    (own != listener).then_some(own)
 }
 
 /// Serves the stand-in proxy on the jail's listeners.
@@ -59,6 +27,7 @@ fn serve(listeners: &mut Vec<std::net::TcpListener>) {
     for l in listeners.drain(..) {
         l.set_nonblocking(true).unwrap();
         let l = tokio::net::TcpListener::from_std(l).unwrap();
+        let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = l.accept().await else {
@@ -67,7 +36,7 @@ fn serve(listeners: &mut Vec<std::net::TcpListener>) {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf).await;
-                    let body = match original_dst(&s) {
+                    let body = match original_dst(&s, addr) {
                         Some(a) => format!("orig={a}\n"),
                         None => "orig=none\n".to_string(),
                     };
@@ -234,11 +203,15 @@ fn env_is_applied_and_loopback_servers_work_inside() {
 fn netfilter_and_links_cannot_be_changed_from_inside() {
     let o = jailed(
         "nft flush ruleset; echo nft=$?; ip link add x type veth peer name y; echo link=$?; \
-         curl -sS --max-time 10 http://203.0.113.9:80/",
+         ip rule del pref 100; echo rule=$?; ip route del local default table 100; \
+         echo route=$?; curl -sS --max-time 10 http://203.0.113.9:80/",
         |_| {},
     );
     assert!(o.stdout.contains("nft=1"), "{}", o.stdout);
     assert!(o.stdout.contains("link=2"), "{}", o.stdout);
+    // The policy routing that sends TCP back in through lo to the `divert` chain.
+    assert!(o.stdout.contains("rule=2"), "{}", o.stdout);
+    assert!(o.stdout.contains("route=2"), "{}", o.stdout);
     assert!(
         o.stdout.contains("orig=203.0.113.9:80"),
         "redirect survived: {}",

@@ -257,8 +257,9 @@ impl<B: Body + Unpin, G: Unpin> Body for Tracked<B, G> {
     }
 }
 
-/// The destination a connection had before netfilter redirected it to us (v4 or v6), or
-/// `None` when the socket was not redirected or conntrack does not know it.
+/// The destination a connection had before a netfilter NAT redirect sent it to us (v4 or v6),
+/// or `None` when the socket was not redirected or conntrack does not know it (a connection
+/// TPROXY handed over keeps its destination as its own address instead; `server::accept`).
 pub(crate) fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     use nix::sys::socket::{getsockopt, sockopt};
     let local = stream.local_addr().ok()?;

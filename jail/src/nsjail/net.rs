@@ -1,6 +1,20 @@
 //! The jail's network namespace: loopback, a default route into a veth pair that leads nowhere,
-//! the listening sockets, and the nftables ruleset that sends all TCP to the proxy, DNS to the
-//! stub and drops everything else leaving the namespace.
+//! the policy routing that turns every TCP packet and every UDP packet to port 53 back in
+//! through `lo`, the listening sockets, and the nftables ruleset (`nft`) that hands those to the
+//! proxy and the DNS stub (TPROXY) and drops everything else leaving the namespace.
+//!
+//! Routing, v4 and v6 alike (in `ip` terms):
+//!
+//! ```text
+//! ip rule add ipproto tcp lookup 100 pref 100
+//! ip rule add ipproto udp dport 53 lookup 100 pref 101
+//! ip route add local default dev lo table 100 src JAIL_ADDRESS
+//! ```
+//!
+//! The `local` table is still looked up first, so the jail's loopback and own addresses are
+//! reached as before; everything else of those protocols is "local" by table 100, and its
+//! source is the jail's address on the dead-end device. Other packets (UDP to other ports,
+//! ICMP, ...) take the default route into the veth pair and are dropped on the way out.
 //!
 //! Links, addresses and routes are made over rtnetlink by the helper itself (it holds
 //! CAP_NET_ADMIN in the jail's user namespace, or in the host's for a jail without one); the
@@ -37,7 +51,18 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
+const RT_SCOPE_HOST: u8 = 254;
 const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+/// Policy routing (linux/fib_rules.h).
+const FR_ACT_TO_TBL: u8 = 1;
+const FRA_PRIORITY: u16 = 6;
+const FRA_IP_PROTO: u16 = 22;
+const FRA_DPORT_RANGE: u16 = 24;
+/// The routing table that makes every address local (`local default dev lo`).
+const DIVERT_TABLE: u8 = 100;
+/// The DNS stub's port in the jail: its replies must come from port 53, as the client asked.
+pub const DNS_PORT: u16 = 53;
 const CREATE_NEW: u16 = REQUEST_ACK | (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
 
 /// `struct ifinfomsg` naming no link by index, with `flags` to set.
@@ -85,6 +110,64 @@ fn add_default_route(addr: IpAddr, index: u32) -> Message {
     let mut m = Message::new(libc::RTM_NEWROUTE, CREATE_NEW, &body);
     m.u32(libc::RTA_OIF, index);
     m
+}
+
+/// `ip rule add ipproto PROTO [dport PORT] lookup DIVERT_TABLE pref PRIORITY` for `addr`'s
+/// family.
+fn add_divert_rule(addr: IpAddr, proto: libc::c_int, dport: Option<u16>, priority: u32) -> Message {
+    let (family, _) = family_octets(addr);
+    // struct fib_rule_hdr { family, dst_len, src_len, tos, table, res1, res2, action, flags }
+    let mut body = vec![family, 0, 0, 0, DIVERT_TABLE, 0, 0, FR_ACT_TO_TBL];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Message::new(libc::RTM_NEWRULE, CREATE_NEW, &body);
+    m.u32(FRA_PRIORITY, priority)
+        .attr(FRA_IP_PROTO, &[proto as u8]);
+    if let Some(port) = dport {
+        // struct fib_rule_port_range { start, end }
+        let mut range = port.to_ne_bytes().to_vec();
+        range.extend_from_slice(&port.to_ne_bytes());
+        m.attr(FRA_DPORT_RANGE, &range);
+    }
+    m
+}
+
+/// `ip route add local default dev lo table DIVERT_TABLE src addr`: every destination of
+/// `addr`'s family is this host's, reached through loopback (link `lo_index`), from `addr`.
+fn add_divert_route(addr: IpAddr, lo_index: u32) -> Message {
+    let (family, octets) = family_octets(addr);
+    let mut body = vec![
+        family,
+        0,
+        0,
+        0,
+        DIVERT_TABLE,
+        RTPROT_BOOT,
+        RT_SCOPE_HOST,
+        RTN_LOCAL,
+    ];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = Message::new(libc::RTM_NEWROUTE, CREATE_NEW, &body);
+    m.u32(libc::RTA_OIF, lo_index)
+        .attr(libc::RTA_PREFSRC, &octets);
+    m
+}
+
+/// The rules and the route that turn TCP and DNS of `addr`'s family back in through `lo`.
+fn divert(addr: IpAddr, lo_index: u32) -> [(Message, &'static str); 3] {
+    [
+        (
+            add_divert_rule(addr, libc::IPPROTO_TCP, None, 100),
+            "adding the policy rule for TCP (the kernel needs CONFIG_IP_MULTIPLE_TABLES)",
+        ),
+        (
+            add_divert_rule(addr, libc::IPPROTO_UDP, Some(DNS_PORT), 101),
+            "adding the policy rule for DNS over UDP",
+        ),
+        (
+            add_divert_route(addr, lo_index),
+            "adding the route that makes every address local",
+        ),
+    ]
 }
 
 fn family_octets(addr: IpAddr) -> (u8, Vec<u8>) {
@@ -140,14 +223,20 @@ pub fn setup_links() -> Result<bool, String> {
     }
     let index = nix::net::if_::if_nametoindex(ROUTE_DEV)
         .map_err(|e| format!("finding {ROUTE_DEV} in the jail's network namespace: {e}"))?;
+    let lo = nix::net::if_::if_nametoindex("lo")
+        .map_err(|e| format!("finding lo in the jail's network namespace: {e}"))?;
     let v4 = IpAddr::V4(JAIL_V4);
     let v6 = IpAddr::V6(JAIL_V6);
-    let routes = [
+    let mut routes = vec![
         (add_addr(v4, 32, index, 0), "adding the jail's IPv4 address"),
         (
             add_default_route(v4, index),
             "adding the IPv4 default route",
         ),
+    ];
+    routes.extend(divert(v4, lo));
+    let v4_steps = routes.len();
+    routes.extend([
         (
             add_addr(v6, 128, index, IFA_F_NODAD),
             "adding the jail's IPv6 address",
@@ -156,20 +245,29 @@ pub fn setup_links() -> Result<bool, String> {
             add_default_route(v6, index),
             "adding the IPv6 default route",
         ),
-    ];
+    ]);
+    routes.extend(divert(v6, lo));
     let answers = send(&sock, &routes)?;
-    for (answer, what) in &answers[..2] {
+    for (answer, what) in &answers[..v4_steps] {
         if let Err(e) = answer {
             return Err(format!("{what} in the jail's network namespace: {e}"));
         }
     }
-    if let Some(e) = answers[2..].iter().find_map(|(a, _)| a.as_ref().err()) {
+    // Without an IPv6 rule or route, IPv6 TCP and DNS take the default route into the veth
+    // pair and are dropped: nothing leaves, and the jail has no IPv6.
+    if let Some(e) = answers[v4_steps..]
+        .iter()
+        .find_map(|(a, _)| a.as_ref().err())
+    {
         tracing::debug!(error = %e, "IPv6 is not usable in the jail");
         return Ok(false);
     }
     Ok(true)
 }
 
+/// A socket bound to `addr` (and listening, for TCP) that the `divert` chain may hand packets
+/// for other addresses: `IP_TRANSPARENT` (which also covers an IPv6 socket) lets the kernel
+/// give it those, and lets it answer from the address the client asked for.
 fn bind(domain: Domain, ty: Type, addr: SocketAddr) -> Result<Socket, String> {
     let proto = if ty == Type::STREAM {
         Protocol::TCP
@@ -185,8 +283,10 @@ fn bind(domain: Domain, ty: Type, addr: SocketAddr) -> Result<Socket, String> {
         s.set_reuse_address(true)
             .map_err(|e| format!("SO_REUSEADDR on {addr}: {e}"))?;
     }
-    s.bind(&addr.into())
-        .map_err(|e| format!("binding {addr} inside the jail: {e}"))?;
+    s.set_ip_transparent(true).map_err(|e| {
+        format!("IP_TRANSPARENT on {addr} (needs CAP_NET_ADMIN in the jail's namespace): {e}")
+    })?;
+    bind_maybe_low(&s, addr).map_err(|e| format!("binding {addr} inside the jail: {e}"))?;
     if ty == Type::STREAM {
         s.listen(1024)
             .map_err(|e| format!("listening on {addr}: {e}"))?;
@@ -194,11 +294,33 @@ fn bind(domain: Domain, ty: Type, addr: SocketAddr) -> Result<Socket, String> {
     Ok(s)
 }
 
+/// The namespace's lowest port anyone may bind (`net.ipv4.ip_unprivileged_port_start`, for
+/// IPv4 and IPv6 alike).
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// Binds `addr`. A helper without a user namespace holds CAP_NET_ADMIN but not
+/// CAP_NET_BIND_SERVICE, so a port below the namespace's unprivileged start (the DNS stub's
+/// 53) is refused; CAP_NET_ADMIN may change that start in the jail's own namespace, so the
+/// helper lowers it for this bind and puts it back at once (the target never runs with it).
+fn bind_maybe_low(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    match s.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let was = std::fs::read_to_string(UNPRIVILEGED_PORT_START)?;
+            std::fs::write(UNPRIVILEGED_PORT_START, addr.port().to_string())?;
+            let bound = s.bind(&addr.into());
+            std::fs::write(UNPRIVILEGED_PORT_START, was.trim())?;
+            bound
+        }
+        other => other,
+    }
+}
+
 /// Sockets made inside the jail, each with what it is for.
 pub type Sockets = Vec<(SocketKind, OwnedFd)>;
 
 /// The sockets created inside the namespace: proxy TCP on 127.0.0.1 and ::1 at `proxy_port`
-/// (0 picks one), DNS stub UDP and TCP on one free port. Returns them with the ports used.
+/// (0 picks one), DNS stub UDP and TCP on port 53 (a reply must come from the port the client
+/// sent to). Returns them with the ports used.
 pub fn create_sockets(proxy_port: u16, ipv6: bool) -> Result<(Sockets, u16, u16), String> {
     let lo4 = Ipv4Addr::LOCALHOST;
     let lo6 = Ipv6Addr::LOCALHOST;
@@ -215,14 +337,11 @@ pub fn create_sockets(proxy_port: u16, ipv6: bool) -> Result<(Sockets, u16, u16)
         let p6 = bind(Domain::IPV6, Type::STREAM, (lo6, proxy).into())?;
         out.push((SocketKind::ProxyTcp, OwnedFd::from(p6)));
     }
-    let d4 = bind(Domain::IPV4, Type::DGRAM, (lo4, 0).into())?;
-    let dns = d4
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .ok_or("DNS socket has no port")?;
-    out.push((SocketKind::DnsUdp, OwnedFd::from(d4)));
+    let dns = DNS_PORT;
+    out.push((
+        SocketKind::DnsUdp,
+        OwnedFd::from(bind(Domain::IPV4, Type::DGRAM, (lo4, dns).into())?),
+    ));
     out.push((
         SocketKind::DnsTcp,
         OwnedFd::from(bind(Domain::IPV4, Type::STREAM, (lo4, dns).into())?),
@@ -262,8 +381,10 @@ mod tests {
             .collect();
         out.push_str(&addrs.join("\n"));
         for cmd in [
-            &["ip", "-4", "route", "show", "table", "all"],
+            &["ip", "-4", "route", "show", "table", "all"][..],
             &["ip", "-6", "route", "show", "table", "all"],
+            &["ip", "-4", "rule", "show"],
+            &["ip", "-6", "rule", "show"],
         ] {
             out.push('\n');
             out.push_str(&run(cmd, ""));
@@ -303,15 +424,30 @@ mod tests {
              link set {ROUTE_DEV} up\n\
              addr add {JAIL_V4}/32 dev {ROUTE_DEV}\n\
              route add default dev {ROUTE_DEV}\n\
+             rule add ipproto tcp lookup 100 pref 100\n\
+             rule add ipproto udp dport 53 lookup 100 pref 101\n\
+             route add local default dev lo table 100 src {JAIL_V4}\n\
              addr add {JAIL_V6}/128 dev {ROUTE_DEV} nodad\n\
              route add ::/0 dev {ROUTE_DEV}\n"
         );
+        // IPv6 rules need `ip -6`.
+        let batch6 = "rule add ipproto tcp lookup 100 pref 100\n\
+                      rule add ipproto udp dport 53 lookup 100 pref 101\n"
+            .to_string();
+        let route6 = format!("route add local ::/0 dev lo table 100 src {JAIL_V6}\n");
         let ips = in_new_netns(move || {
             run(&["ip", "-force", "-batch", "-"], &batch);
+            run(&["ip", "-6", "-force", "-batch", "-"], &batch6);
+            run(&["ip", "-force", "-batch", "-"], &route6);
             settled()
         });
         assert_eq!(ours, ips);
         assert!(ours.contains("default dev bnd0"), "{ours}");
+        assert!(
+            ours.contains("local default dev lo table 100")
+                && ours.contains("ipproto udp dport 53 lookup 100"),
+            "{ours}"
+        );
     }
 
     #[test]
@@ -338,6 +474,138 @@ mod tests {
         assert!(
             e.contains("creating the veth pair") && e.contains("exists"),
             "{e}"
+        );
+    }
+}
+
+/// The whole network set-up (links, routing, sockets, ruleset) in a new namespace: TCP and DNS
+/// to addresses nobody has reach the jail's own sockets with their addresses kept, and no
+/// packet is tracked (issue 15: the NAT redirect this replaced turned conntrack on for every
+/// packet of the jail).
+#[cfg(test)]
+mod diverted {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dns::{self, DnsMode, DnsSockets};
+    use crate::netlink::testns::in_new_netns;
+
+    /// An A query for `bench.test` with id 0x4242.
+    fn query() -> Vec<u8> {
+        let mut q = vec![0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["bench", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    /// The next connection `listener` accepts, within 5 s (a connection that went elsewhere
+    /// fails the test instead of hanging it).
+    fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+        listener.set_nonblocking(true).unwrap();
+        for _ in 0..500 {
+            match listener.accept() {
+                Ok((s, peer)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    return (s, peer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        panic!("nothing reached {:?}", listener.local_addr());
+    }
+
+    fn connect(to: SocketAddr) -> TcpStream {
+        let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    fn conntrack_count() -> String {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn tcp_and_dns_to_any_address_reach_the_jail_s_sockets_unchanged_and_untracked() {
+        let report = in_new_netns(|| {
+            assert!(setup_links().unwrap(), "IPv6 is usable on this host");
+            let (sockets, proxy, dns_port) = create_sockets(0, true).unwrap();
+            super::super::nft::install(proxy, dns_port).unwrap();
+            let mut proxies = Vec::new();
+            let mut stub = DnsSockets::default();
+            for (kind, fd) in sockets {
+                match kind {
+                    SocketKind::ProxyTcp => proxies.push(TcpListener::from(fd)),
+                    SocketKind::DnsUdp => stub.udp.push(std::net::UdpSocket::from(fd)),
+                    SocketKind::DnsTcp => stub.tcp.push(TcpListener::from(fd)),
+                    _ => unreachable!(),
+                }
+            }
+            let _stub = dns::spawn(stub, DnsMode::Answer).unwrap();
+            let mut out = Vec::new();
+            for (listener, dst, jail) in [
+                (&proxies[0], "192.0.2.7:443", IpAddr::V4(JAIL_V4)),
+                (&proxies[1], "[2001:db8::7]:8443", IpAddr::V6(JAIL_V6)),
+            ] {
+                let dst: SocketAddr = dst.parse().unwrap();
+                let mut client = connect(dst);
+                let (mut accepted, peer) = accept(listener);
+                // The proxy's socket has the address the client asked for; the client's is
+                // the jail's own.
+                assert_eq!(accepted.local_addr().unwrap(), dst);
+                assert_eq!(peer, client.local_addr().unwrap());
+                assert_eq!(peer.ip(), jail);
+                accepted.write_all(b"hello").unwrap();
+                let mut got = [0u8; 5];
+                client.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"hello");
+
+                // DNS to the same address over UDP, from a connected socket (it takes a reply
+                // only from where it sent), and over TCP.
+                let resolver = SocketAddr::new(dst.ip(), 53);
+                let any: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                    .parse()
+                    .unwrap();
+                let udp = UdpSocket::bind(any).unwrap();
+                udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                udp.connect(resolver).unwrap();
+                udp.send(&query()).unwrap();
+                let mut answer = [0u8; 512];
+                let n = udp.recv(&mut answer).unwrap();
+                assert!(n > 12 && answer[..2] == [0x42, 0x42], "{:?}", &answer[..n]);
+                let mut tcp = connect(resolver);
+                let q = query();
+                tcp.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+                tcp.write_all(&q).unwrap();
+                let mut len = [0u8; 2];
+                tcp.read_exact(&mut len).unwrap();
+                let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+                tcp.read_exact(&mut answer).unwrap();
+                assert_eq!(answer[..2], [0x42, 0x42]);
+                out.push(format!("{dst} ok"));
+            }
+            // Positive control: the jail's loopback is reached as such, not diverted.
+            let own = TcpListener::bind("127.0.0.1:0").unwrap();
+            let _c = connect(own.local_addr().unwrap());
+            let (a, _) = accept(&own);
+            assert_eq!(a.local_addr().unwrap(), own.local_addr().unwrap());
+            (out, conntrack_count())
+        });
+        assert_eq!(report.0.len(), 2, "{report:?}");
+        assert_eq!(
+            report.1, "0",
+            "connections in the jail were tracked: {report:?}"
         );
     }
 }

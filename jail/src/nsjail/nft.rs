@@ -3,12 +3,12 @@
 //!
 //! ```text
 //! table inet boundary {
-//!     chain redirect_out {
-//!         type nat hook output priority -100; policy accept;
-//!         meta l4proto { tcp, udp } th dport 53 redirect to :DNS_PORT
+//!     chain divert {
+//!         type filter hook prerouting priority -150; policy accept;
+//!         meta l4proto { tcp, udp } th dport 53 tproxy to :53 accept
 //!         ip daddr 127.0.0.0/8 return
 //!         ip6 daddr ::1 return
-//!         meta l4proto tcp redirect to :PROXY_PORT
+//!         meta l4proto tcp tproxy to :PROXY_PORT accept
 //!     }
 //!     chain leave {
 //!         type filter hook postrouting priority 100; policy drop;
@@ -17,12 +17,26 @@
 //! }
 //! ```
 //!
-//! DNS (UDP and TCP port 53, any address) goes to the stub; TCP to the jail's own loopback is
-//! left alone; every other TCP connection, v4 and v6, goes to the proxy. On the way out
-//! (postrouting, where the packet has its final interface) only loopback passes. The batch
-//! holds the same expressions `nft` makes of that text (a test loads both and compares what
-//! `nft --debug=netlink list ruleset` reads back); the kernel applies a batch whole or not at
-//! all.
+//! The jail's policy routing (`net`) sends every TCP packet and every UDP packet to port 53,
+//! whatever its destination, back in through `lo` as if to a local address; on the way in,
+//! `divert` hands DNS (any address) to the stub's sockets on port 53 and every other TCP
+//! connection, v4 and v6, to the proxy's listener (TPROXY: the packet keeps its addresses, the
+//! listening sockets are `IP_TRANSPARENT`, and an accepted socket's local address is the
+//! destination the client asked for). `tproxy` does not end the chain by itself (a later rule
+//! would hand the packet on again), hence the `accept`; when no transparent socket listens
+//! there the rule does not match and the next one is tried. TCP to the jail's own loopback is
+//! left alone. On the way out (postrouting, where the packet has its final interface) only
+//! loopback passes.
+//!
+//! There is no NAT: with no `nat` chain (and no `ct` expression) the kernel does not turn
+//! connection tracking on in the jail's namespace, so no packet is tracked or rewritten (issue
+//! 15: conntrack and NAT were ~4 µs of the client and proxy CPU per small request). If the
+//! listener is gone, or a rule is missing, a diverted TCP connection is refused in the jail and
+//! any other packet leaves only by the dead-end device, where `leave` drops it.
+//!
+//! The batch holds the same expressions `nft` makes of that text (a test loads both and
+//! compares what `nft --debug=netlink list ruleset` reads back); the kernel applies a batch
+//! whole or not at all.
 
 use nix::sys::socket::SockProtocol;
 
@@ -41,7 +55,7 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 
-const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_INET_PRE_ROUTING: u32 = 0;
 const NF_INET_POST_ROUTING: u32 = 4;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
@@ -54,7 +68,8 @@ const NFT_META_NFPROTO: u32 = 15;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+/// `NFTA_TPROXY_FAMILY` for "the packet's own family" (an `inet` rule with a port only).
+const NFPROTO_UNSPEC: u32 = 0;
 const NFT_SET_ANONYMOUS: u32 = 1;
 const NFT_SET_CONSTANT: u32 = 2;
 /// nft's `inet_proto` data type (what it prints `tcp`/`udp` from).
@@ -64,7 +79,7 @@ const SET_NAME: &str = "__set%d";
 const SET_ID: u32 = 1;
 
 const TABLE: &str = "boundary";
-const REDIRECT_CHAIN: &str = "redirect_out";
+const DIVERT_CHAIN: &str = "divert";
 const LEAVE_CHAIN: &str = "leave";
 
 /// An nf_tables message of `kind` for the `inet` family.
@@ -134,8 +149,10 @@ fn verdict(code: i32) -> Expr {
     )
 }
 
-/// `redirect to :port` (the port loaded into register 1 first).
-fn redirect(port: u16) -> [Expr; 2] {
+/// `tproxy to :port` (the port loaded into register 1 first): the packet goes to the
+/// transparent socket listening on `port` at the incoming device's address (`lo`: 127.0.0.1,
+/// ::1), unchanged.
+fn tproxy(port: u16) -> [Expr; 2] {
     [
         Expr(
             "immediate",
@@ -145,10 +162,10 @@ fn redirect(port: u16) -> [Expr; 2] {
             }),
         ),
         Expr(
-            "redir",
+            "tproxy",
             Box::new(|m| {
-                // NFTA_REDIR_REG_PROTO_MIN, NFTA_REDIR_FLAGS
-                m.be32(1, NFT_REG_1).be32(3, NF_NAT_RANGE_PROTO_SPECIFIED);
+                // NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT
+                m.be32(1, NFPROTO_UNSPEC).be32(3, NFT_REG_1);
             }),
         ),
     ]
@@ -236,28 +253,29 @@ fn batch(proxy_port: u16, dns_port: u16) -> Vec<Message> {
     let nfproto = |p: u8| [meta(NFT_META_NFPROTO), cmp_eq(&[p])];
     let mut oifname = [0u8; 16];
     oifname[..2].copy_from_slice(b"lo");
-    let [dns_port_load, dns_redir] = redirect(dns_port);
-    let [proxy_port_load, proxy_redir] = redirect(proxy_port);
+    let [dns_port_load, dns_tproxy] = tproxy(dns_port);
+    let [proxy_port_load, proxy_tproxy] = tproxy(proxy_port);
     vec![
         edge(NFNL_MSG_BATCH_BEGIN),
         table,
-        chain(REDIRECT_CHAIN, "nat", NF_INET_LOCAL_OUT, -100, NF_ACCEPT),
+        chain(DIVERT_CHAIN, "filter", NF_INET_PRE_ROUTING, -150, NF_ACCEPT),
         chain(LEAVE_CHAIN, "filter", NF_INET_POST_ROUTING, 100, NF_DROP),
         set,
         elems,
         rule(
-            REDIRECT_CHAIN,
+            DIVERT_CHAIN,
             [
                 meta(NFT_META_L4PROTO),
                 lookup_set(),
                 payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
                 cmp_eq(&53u16.to_be_bytes()),
                 dns_port_load,
-                dns_redir,
+                dns_tproxy,
+                verdict(NF_ACCEPT as i32),
             ],
         ),
         rule(
-            REDIRECT_CHAIN,
+            DIVERT_CHAIN,
             nfproto(NFPROTO_IPV4).into_iter().chain([
                 payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 1),
                 cmp_eq(&[127]),
@@ -265,7 +283,7 @@ fn batch(proxy_port: u16, dns_port: u16) -> Vec<Message> {
             ]),
         ),
         rule(
-            REDIRECT_CHAIN,
+            DIVERT_CHAIN,
             nfproto(NFPROTO_IPV6).into_iter().chain([
                 payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16),
                 cmp_eq(&std::net::Ipv6Addr::LOCALHOST.octets()),
@@ -273,12 +291,13 @@ fn batch(proxy_port: u16, dns_port: u16) -> Vec<Message> {
             ]),
         ),
         rule(
-            REDIRECT_CHAIN,
+            DIVERT_CHAIN,
             [
                 meta(NFT_META_L4PROTO),
                 cmp_eq(&[libc::IPPROTO_TCP as u8]),
                 proxy_port_load,
-                proxy_redir,
+                proxy_tproxy,
+                verdict(NF_ACCEPT as i32),
             ],
         ),
         rule(
@@ -303,8 +322,8 @@ pub fn install(proxy_port: u16, dns_port: u16) -> Result<(), String> {
     match answers.into_iter().flatten().find_map(Result::err) {
         None => Ok(()),
         Some(e) => Err(format!(
-            "{WHAT}: {e} (the kernel needs nf_tables with its nat, redirect and set support: \
-             CONFIG_NF_TABLES_INET, CONFIG_NFT_NAT, CONFIG_NFT_REDIR)"
+            "{WHAT}: {e} (the kernel needs nf_tables with its tproxy and set support: \
+             CONFIG_NF_TABLES_INET, CONFIG_NFT_TPROXY)"
         )),
     }
 }
@@ -314,16 +333,17 @@ mod tests {
     use super::*;
     use crate::netlink::testns::{in_new_netns, run};
 
-    /// The ruleset in nft's syntax, as boundary loaded it with `nft -f` before issue 15.
+    /// The ruleset in nft's syntax (boundary loaded its earlier, NAT form with `nft -f` before
+    /// issue 15).
     fn as_nft_text(proxy_port: u16, dns_port: u16) -> String {
         format!(
             "table inet boundary {{\n\
-             \tchain redirect_out {{\n\
-             \t\ttype nat hook output priority -100; policy accept;\n\
-             \t\tmeta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns_port}\n\
+             \tchain divert {{\n\
+             \t\ttype filter hook prerouting priority -150; policy accept;\n\
+             \t\tmeta l4proto {{ tcp, udp }} th dport 53 tproxy to :{dns_port} accept\n\
              \t\tip daddr 127.0.0.0/8 return\n\
              \t\tip6 daddr ::1 return\n\
-             \t\tmeta l4proto tcp redirect to :{proxy_port}\n\
+             \t\tmeta l4proto tcp tproxy to :{proxy_port} accept\n\
              \t}}\n\
              \tchain leave {{\n\
              \t\ttype filter hook postrouting priority 100; policy drop;\n\
@@ -371,7 +391,7 @@ mod tests {
                 read_back()
             });
             assert_eq!(ours, nfts);
-            assert!(ours.contains(&format!("redirect to :{proxy}")), "{ours}");
+            assert!(ours.contains(&format!("tproxy to :{proxy}")), "{ours}");
             assert!(
                 ours.contains("meta l4proto { tcp, udp } th dport 53"),
                 "{ours}"

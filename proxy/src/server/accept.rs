@@ -38,7 +38,9 @@ impl Proxy {
                     return Err(e);
                 }
             };
-            let dst = original_dst(&stream).filter(|d| !self.settings.is_self(*d) && *d != local);
+            let dst = diverted_dst(&stream, local)
+                .or_else(|| original_dst(&stream))
+                .filter(|d| !self.settings.is_self(*d) && *d != local);
             tracing::trace!(%peer, ?dst, "accepted");
             let slot = self.slots.admit();
             // Boxed: handed down by value, an unboxed future is copied into each wrapper's
@@ -49,8 +51,10 @@ impl Proxy {
     }
 
     /// One accepted connection. original_dst = Some(addr) for a transparently redirected
-    /// connection (serve() gets it with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST, v4 and v6;
-    /// when getsockopt fails, or the original dst is the listener itself, it is explicit mode).
+    /// connection (serve() gets it from the accepted socket's own address when TPROXY handed
+    /// it over, as in nsjail, else with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST after a NAT
+    /// redirect, v4 and v6; when neither says, or the original dst is the listener itself, it
+    /// is explicit mode).
     pub async fn handle_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -85,6 +89,19 @@ impl Proxy {
             Some(Arc::new(lookup(peer, dest)))
         }))
     }
+}
+
+/// The destination of a connection TPROXY handed to `listener` (nsjail's `divert` chain): the
+/// connection keeps its addresses, so a socket accepted on a listener bound to one address
+/// whose own address is another was made to that other address. `None` for a connection made
+/// to the listener itself, and for a listener on the unspecified address (every local address
+/// is its own).
+fn diverted_dst(stream: &TcpStream, listener: SocketAddr) -> Option<SocketAddr> {
+    if listener.ip().is_unspecified() {
+        return None;
+    }
+    let own = stream.local_addr().ok()?;
+    (own != listener).then_some(own)
 }
 
 /// Accept errors after which the listener still works (per-connection or resource trouble),
