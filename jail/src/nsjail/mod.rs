@@ -3,12 +3,14 @@
 //! The target runs in new user (unless [`NsjailOptions::no_user_namespace`]), network, PID
 //! and mount namespaces.
 //! The network namespace is never connected to the host: it has loopback, and IPv4/IPv6 default
-//! routes into a veth pair whose both ends stay inside, so every connect() finds a route and
-//! reaches netfilter, where an `inet` table redirects all TCP (except to the jail's own loopback)
-//! to the proxy port and DNS (UDP and TCP 53) to the DNS stub, and a postrouting filter drops
-//! every packet that would leave by any interface other than `lo`. The listening sockets are
-//! created inside the namespace and handed to `boundary` over a socketpair (SCM_RIGHTS), so the
-//! proxy accepts in the jail and dials upstream from the host. Nothing on the host changes, a
+//! routes into a veth pair whose both ends stay inside, so every connect() finds a route. Policy
+//! routing makes every address local for TCP and for UDP to port 53, so those packets come back
+//! in through `lo`, where an `inet` table's prerouting chain hands all TCP (except to the
+//! jail's own loopback) to the proxy's listener and DNS (UDP and TCP 53) to the DNS stub by
+//! TPROXY (the packets keep their addresses: no NAT, no connection tracking), and a postrouting
+//! filter drops every packet that would leave by any interface other than `lo`. The listening
+//! sockets (transparent) are created inside the namespace and handed to `boundary` over a
+//! socketpair (SCM_RIGHTS), so the proxy accepts in the jail and dials upstream from the host. Nothing on the host changes, a
 //! crash leaks nothing (the namespaces die with their last process), and any number of jails
 //! can use the same proxy port at once.
 //!
