@@ -406,9 +406,10 @@ def b(x): return struct.pack(">I", len(x)) + x
 def u(n): return b(struct.pack(">I", n))
 env = dict(os.environ, PATH=tools + ":/usr/sbin:/usr/bin:/sbin:/bin")
 for skip in (0, 1):
-    # program, args, env, port, user_namespace=0, hide, read-only, writable=None, tty=None,
-    # skip_netfilter, nested_sandboxes=0
-    p = b(b"/bin/true") + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0) + u(skip) + u(0)
+    # program, args, env, env_remove, port, user_namespace=0, hide, read-only, writable=None,
+    # tty=None, skip_netfilter, nested_sandboxes=0
+    p = (b(b"/bin/true") + u(0) + u(0) + u(0) + u(8087) + u(0) + u(0) + u(0) + u(0) + u(0)
+         + u(skip) + u(0))
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen([helper, "__boundary-nsjail-helper", str(theirs.fileno())],
                             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
