@@ -124,7 +124,7 @@ pub fn jail_spec(
     let mut unix_sockets = cfg.unix_sockets.clone();
     // The jail's SSH agent is boundary's filter; the user's agent itself is refused unless a
     // unix_socket_allow entry names it (it loads PKCS#11 libraries on a client's request).
-    if let Some(real) = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty()) {
+    if let Some(real) = user_ssh_agent() {
         unix_sockets.deny.push(real.into());
     }
     if let Some(f) = agent {
@@ -165,12 +165,7 @@ fn upstream_credentials_file(cfg: &Config) -> Result<Option<std::path::PathBuf>>
     let Some(up) = cfg.upstream_proxy.as_ref().filter(|u| u.has_credentials()) else {
         return Ok(None);
     };
-    let source = cfg
-        .sources
-        .iter()
-        .find(|(key, _, _)| *key == "upstream_proxy")
-        .map(|(_, _, s)| s);
-    match (source, cfg.jail_type) {
+    match (cfg.source_of("upstream_proxy"), cfg.jail_type) {
         (Some(Source::Flag(_)), JailType::Landjail) => anyhow::bail!(
             "--upstream-proxy {} carries credentials on boundary's command line, which every \
              process in a landjail can read (/proc/<pid>/cmdline); pass the URL in the \
@@ -196,7 +191,7 @@ fn upstream_credentials_file(cfg: &Config) -> Result<Option<std::path::PathBuf>>
 /// gpg-agent (reloads `~/.gnupg`, which the jail writes, and starts what it names) and the
 /// user's SSH agent itself (loads PKCS#11 libraries on request) instead of boundary's filter.
 fn warn_about_agent_sockets(cfg: &Config) {
-    let ssh = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty());
+    let ssh = user_ssh_agent();
     for entry in &cfg.unix_sockets.allow {
         let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
         let gpg = name
@@ -204,7 +199,7 @@ fn warn_about_agent_sockets(cfg: &Config) {
             .is_some_and(|n| n.starts_with("S.gpg-agent"));
         let agent = ssh
             .as_ref()
-            .is_some_and(|s| Path::new(s).starts_with(entry) || Path::new(s) == entry);
+            .is_some_and(|s| Path::new(s).starts_with(entry));
         if gpg || agent {
             let what = if gpg {
                 "gpg-agent"
@@ -222,10 +217,15 @@ fn warn_about_agent_sockets(cfg: &Config) {
     }
 }
 
+/// The caller's SSH agent socket (`$SSH_AUTH_SOCK`), if set.
+fn user_ssh_agent() -> Option<OsString> {
+    std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty())
+}
+
 /// The jail's SSH agent: a filter in front of the caller's `$SSH_AUTH_SOCK` that passes only
 /// listing keys and signing (`boundary_jail::ssh_agent`); `None` without an agent.
 fn start_agent_filter() -> Option<AgentFilter> {
-    let real = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty())?;
+    let real = user_ssh_agent()?;
     match AgentFilter::start(Path::new(&real), &std::env::temp_dir()) {
         Ok(f) => f,
         Err(e) => {

@@ -41,32 +41,20 @@ pub fn protected_paths(cfg: &Config) -> Result<Vec<PathBuf>> {
 }
 
 fn listing(cfg: &Config) -> Result<Vec<(PathBuf, Kind)>> {
-    // Created so that a jail cannot create it (and a config.yaml in it) for the next run. If
-    // boundary cannot create it, neither can the jail (same uid), so there is nothing to guard.
-    if let Err(e) = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.config_dir)
-    {
-        tracing::debug!(dir = %cfg.config_dir.display(), error = %e, "config directory not created");
-    }
-    let mut out = vec![(cfg.config_dir.clone(), Kind::Fixed)];
-    // The directory of the default config file, which the next run reads when no --config
-    // is given: `~/.config/coder_boundary`, not under `$XDG_CONFIG_HOME` (the config
-    // directory) when that is set. Created and protected whether or not the file exists, so
-    // the jail cannot create it for the next run.
-    if let Some(home) = std::env::var_os("HOME") {
-        let file = boundary::config::default_config_file(&home.to_string_lossy());
-        if let Some(dir) = file.parent().filter(|d| *d != cfg.config_dir) {
-            if let Err(e) = fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-            {
-                tracing::debug!(dir = %dir.display(), error = %e, "default config directory not created");
-            }
-            out.push((dir.to_path_buf(), Kind::Fixed));
+    // The config directories (the default config file's too, which differs when
+    // `XDG_CONFIG_HOME` is set), created so that a jail cannot create one (and a config.yaml in
+    // it) for the next run, whether or not a file exists now. If boundary cannot create one,
+    // neither can the jail (same uid), so there is nothing to guard.
+    let mut out = Vec::new();
+    for dir in cfg.config_dirs() {
+        if let Err(e) = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "config directory not created");
         }
+        out.push((dir, Kind::Fixed));
     }
     // The executable the next run starts: where it sits in a path the jail may write (`$HOME`,
     // `/tmp`: an install_command's choice), the jail could swap it for a program that runs

@@ -34,27 +34,14 @@ fn the_jail_s_ssh_agent_lists_and_signs_but_changes_nothing() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-        ok(Command::new("ssh-keygen").args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &format!("{d}/key"),
-        ]));
+        for name in ["key", "other"] {
+            ok(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(format!("{d}/{name}")));
+        }
         ok(Command::new("ssh-add")
             .arg(format!("{d}/key"))
             .env("SSH_AUTH_SOCK", &sock));
-        ok(Command::new("ssh-keygen").args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &format!("{d}/other"),
-        ]));
         std::fs::write(format!("{d}/msg"), "signed text\n").unwrap();
         let script = format!(
             "ssh-add -l >/dev/null && echo list-ok\n\

@@ -202,6 +202,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the value of setting `key` came from (its first row).
+    pub fn source_of(&self, key: &str) -> Option<&Source> {
+        self.sources.iter().find(|r| r.0 == key).map(|r| &r.2)
+    }
+
+    /// The directories boundary's configuration is read from: the config directory and the
+    /// default config file's (`~/.config/coder_boundary`, another one when `XDG_CONFIG_HOME`
+    /// is set). A jail must not create or change a file in either.
+    pub fn config_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.config_dir.clone()];
+        let home = std::env::var_os("HOME").map(|h| h.to_string_lossy().into_owned());
+        if let Some(dir) =
+            home.and_then(|h| default_config_file(&h).parent().map(Path::to_path_buf))
+        {
+            if dir != self.config_dir {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+
     /// The starting point of [`resolve`]: every row then writes its value or its default.
     fn blank(config_dir: PathBuf) -> Self {
         Config {
@@ -330,10 +351,9 @@ fn check_upstream_proxy_is_not_boundary(c: &Config) -> Result<(), ConfigError> {
         return Ok(());
     }
     let origin = c
-        .sources
-        .iter()
-        .find(|r| r.0 == "upstream_proxy")
-        .map_or(Source::Default, |r| r.2.clone());
+        .source_of("upstream_proxy")
+        .cloned()
+        .unwrap_or(Source::Default);
     Err(ConfigError::Value {
         key: "upstream_proxy",
         origin,

@@ -196,20 +196,16 @@ impl Reloader {
     }
 }
 
-/// Whether `file` sits directly in a directory nsjail binds read-only whole (the config
-/// directory, the default config file's), where a file saved by rename is protected too.
+/// Whether `file` sits directly in a directory nsjail binds read-only whole
+/// ([`Config::config_dirs`]), where a file saved by rename is protected too.
 fn in_protected_dir(file: &Path, running: &Config) -> bool {
     let dir = std::fs::canonicalize(file)
         .ok()
         .and_then(|f| f.parent().map(Path::to_path_buf));
-    let default_dir = std::env::var("HOME")
-        .ok()
-        .map(|h| config::default_config_file(&h))
-        .and_then(|f| f.parent().map(Path::to_path_buf));
-    [Some(running.config_dir.clone()), default_dir]
-        .into_iter()
-        .flatten()
-        .any(|d| std::fs::canonicalize(&d).ok() == dir)
+    running
+        .config_dirs()
+        .iter()
+        .any(|d| std::fs::canonicalize(d).ok() == dir)
 }
 
 /// The first of `path` (as given and resolved) or a directory above it through which a

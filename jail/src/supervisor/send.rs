@@ -70,6 +70,8 @@ pub(super) struct CheckedSend {
     lens_at: Option<(u32, u64)>,
     /// nsjail: the process that sends with the jail's credentials ([`super::sender`]).
     via: Option<std::sync::Arc<super::sender::Sender>>,
+    /// A stream socket (a send may be cut short; a datagram's boundaries must stay).
+    stream: bool,
 }
 
 fn word(b: &[u8], at: usize) -> u64 {
@@ -145,6 +147,7 @@ pub(super) fn check_send(
         msgs,
         flags: raw.flags,
         lens_at,
+        stream,
         via: match &policy.net {
             Net::Namespace { sender, .. } => Some(std::sync::Arc::clone(sender)),
             Net::Host { .. } => None,
@@ -343,7 +346,7 @@ impl CheckedSend {
     /// The send as it waits: stream data cut to [`PARKED_STREAM_DATA`] (message boundaries of
     /// datagrams are kept; the kernel bounds their size by the socket's buffer).
     fn parked(mut self) -> CheckedSend {
-        if is_stream(&self.sock) {
+        if self.stream {
             for m in &mut self.msgs {
                 if m.data.len() > PARKED_STREAM_DATA {
                     m.data.truncate(PARKED_STREAM_DATA);
